@@ -1,0 +1,110 @@
+"""Render the project's Mosquitto config for a local run and manage its password file."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.devstack.processes import DevstackError, hand_over
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BROKER_CONFIG_DIR = REPO_ROOT / "mosquitto"
+DEV_CERTS_SCRIPT = REPO_ROOT / "scripts" / "dev-certs.sh"
+
+# Mosquitto 2.x password file entry: $7$ = PBKDF2-HMAC-SHA512, 101 iterations, 12-byte salt.
+_PBKDF2_ITERATIONS = 101
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _PBKDF2_ITERATIONS)
+    return (f"$7${_PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}"
+            f"${base64.b64encode(digest).decode()}")
+
+
+def write_password_file(path: Path, credentials: dict[str, str]) -> None:
+    """Write username → password entries (replacing the file) atomically, mode 0600."""
+    for username in credentials:
+        if ":" in username or not username.strip():
+            raise ValueError(f"invalid MQTT username {username!r}")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"{u}:{hash_password(p)}\n" for u, p in credentials.items()))
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class BrokerSpec:
+    rundir: Path
+    port: int
+    tls_port: int
+
+    @property
+    def config_dir(self) -> Path:
+        return self.rundir / "config"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.rundir / "data"
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "mosquitto.conf"
+
+    @property
+    def password_file(self) -> Path:
+        return self.config_dir / "passwd"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.config_dir / "certs" / "ca.crt"
+
+    def argv(self) -> list[str]:
+        return [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(self.config_file)]
+
+
+def render_config(spec: BrokerSpec, source: Path = BROKER_CONFIG_DIR / "mosquitto.conf",
+                  run_as: str | None = None) -> str:
+    """The production config with local paths, loopback-only listeners and the given ports."""
+    text = source.read_text()
+    text = text.replace("/mosquitto/config/", f"{spec.config_dir}/")
+    text = text.replace("/mosquitto/data/", f"{spec.data_dir}/")
+    text, n_plain = re.subn(r"(?m)^listener 1883$", f"listener {spec.port} 127.0.0.1", text)
+    text, n_tls = re.subn(r"(?m)^listener 8883$", f"listener {spec.tls_port} 127.0.0.1", text)
+    if n_plain != 1 or n_tls != 1:
+        raise DevstackError(f"{source} must have exactly one 'listener 1883' and 'listener 8883'")
+    if run_as:
+        text += f"\nuser {run_as}\n"
+    return text
+
+
+def prepare_broker(spec: BrokerSpec, credentials: dict[str, str],
+                   run_as: str | None = None) -> None:
+    """Lay out config, ACL, password file, dev certificates and data dir for one broker."""
+    spec.config_dir.mkdir(parents=True, exist_ok=True)
+    spec.data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(BROKER_CONFIG_DIR / "acl", spec.config_dir / "acl")
+    write_password_file(spec.password_file, credentials)
+    certs = spec.config_dir / "certs"
+    try:
+        subprocess.run(["bash", str(DEV_CERTS_SCRIPT), str(certs)], check=True,
+                       capture_output=True)
+    except subprocess.CalledProcessError as exc:
+        raise DevstackError(f"dev-certs.sh failed: {exc.stderr.decode(errors='replace')}") \
+            from exc
+    spec.config_file.write_text(render_config(spec, run_as=run_as))
+    hand_over(spec.rundir, run_as)
+    # The CA certificate is public; clients running as us must read it.
+    spec.ca_file.chmod(0o644)
+
+
+def reload_broker(pid: int) -> None:
+    """Make a running broker re-read its password file and ACL (SIGHUP)."""
+    os.kill(pid, 1)

@@ -1,0 +1,147 @@
+"""Prepare and start PostgreSQL and Redis from the machine's binaries, unprivileged."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_BIN_CANDIDATES = ("/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin",
+                     "/usr/lib/postgresql/15/bin")
+
+
+class DevstackError(RuntimeError):
+    """A local server could not be prepared or did not come up."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None,
+                  what: str = "server") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise DevstackError(f"{what} exited with code {proc.returncode} before listening")
+        time.sleep(0.05)
+    raise DevstackError(f"{what} did not listen on port {port} within {timeout:.0f}s")
+
+
+def unprivileged_user(name: str) -> str | None:
+    """The system account to run a server as when we are root (PostgreSQL refuses root)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        raise DevstackError(f"running as root but system user {name!r} does not exist") from None
+    return name
+
+
+def hand_over(path: Path, user: str | None) -> None:
+    """Give a directory tree to the account a server runs as."""
+    if user is None:
+        return
+    entry = pwd.getpwnam(user)
+    for p in [path, *path.rglob("*")]:
+        os.chown(p, entry.pw_uid, entry.pw_gid)
+
+
+def pg_bin(tool: str) -> str:
+    found = shutil.which(tool)
+    if found and tool not in ("postgres", "initdb", "pg_ctl"):
+        return found
+    for d in PG_BIN_CANDIDATES:
+        candidate = Path(d) / tool
+        if candidate.exists():
+            return str(candidate)
+    if found:
+        return found
+    raise DevstackError(f"PostgreSQL binary {tool!r} not found (looked in {PG_BIN_CANDIDATES})")
+
+
+@dataclass(frozen=True)
+class PostgresSpec:
+    datadir: Path
+    port: int
+    user: str
+    password: str
+    durable: bool = True  # tests turn fsync off for speed
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.datadir.parent / "pg-socket"
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def argv(self) -> list[str]:
+        argv = [pg_bin("postgres"), "-D", str(self.datadir), "-p", str(self.port),
+                "-h", "127.0.0.1", "-k", str(self.socket_dir)]
+        if not self.durable:
+            argv += ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                     "-c", "full_page_writes=off"]
+        return argv
+
+
+def init_postgres(spec: PostgresSpec, os_user: str | None) -> None:
+    """initdb once (no-op when the data directory already exists) with password auth."""
+    spec.socket_dir.mkdir(parents=True, exist_ok=True)
+    hand_over(spec.socket_dir, os_user)
+    if (spec.datadir / "PG_VERSION").exists():
+        return
+    spec.datadir.mkdir(parents=True, exist_ok=True)
+    pwfile = spec.datadir.parent / ".pg-initpw"
+    pwfile.write_text(spec.password + "\n")
+    pwfile.chmod(0o600)
+    hand_over(spec.datadir, os_user)
+    hand_over(pwfile, os_user)
+    try:
+        subprocess.run(
+            [pg_bin("initdb"), "-D", str(spec.datadir), "-U", spec.user, "--pwfile", str(pwfile),
+             "-A", "scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions"],
+            check=True, capture_output=True, user=os_user,
+        )
+    except subprocess.CalledProcessError as exc:
+        raise DevstackError(f"initdb failed: {exc.stderr.decode(errors='replace')}") from exc
+    finally:
+        pwfile.unlink(missing_ok=True)
+    with (spec.datadir / "postgresql.conf").open("a") as conf:
+        conf.write("\n# insa devstack\nmax_connections = 200\nshared_buffers = 256MB\n"
+                   "unix_socket_permissions = 0700\n")
+
+
+@dataclass(frozen=True)
+class RedisSpec:
+    datadir: Path
+    port: int
+    password: str
+    durable: bool = True
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
+
+    def argv(self) -> list[str]:
+        argv = [shutil.which("redis-server") or "/usr/bin/redis-server",
+                "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.datadir),
+                "--requirepass", self.password, "--daemonize", "no", "--save", ""]
+        # Streams are the hand-off between services: keep them across restarts.
+        argv += ["--appendonly", "yes", "--appendfsync", "everysec"] if self.durable \
+            else ["--appendonly", "no"]
+        return argv
