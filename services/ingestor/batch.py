@@ -1,0 +1,50 @@
+"""What the ingestor accumulates between flushes: parsed messages and their acks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from services.ingestor.mqtt_source import Delivery
+from shared.schemas import Reading, StatusChange
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    topic: str
+    device_id: str | None
+    reason: str
+    detail: str
+    payload: bytes
+    payload_size: int
+
+
+@dataclass(slots=True)
+class Parsed:
+    """One delivery after parsing: readings, a status change, or a reject."""
+
+    delivery: Delivery
+    device_id: str | None
+    received: datetime
+    kind: str = "unknown"  # telemetry | metric | status | unknown (topic)
+    readings: list[Reading] = field(default_factory=list)
+    status: StatusChange | None = None
+    reject: Reject | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    items: list[Parsed] = field(default_factory=list)
+    started: float = 0.0  # monotonic time of the first item
+
+    def add(self, item: Parsed) -> None:
+        if not self.items:
+            self.started = time.monotonic()
+        self.items.append(item)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def age(self) -> float:
+        return time.monotonic() - self.started if self.items else 0.0

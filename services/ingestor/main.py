@@ -1,0 +1,73 @@
+"""Ingestor entry point: wiring only (settings, connections, tasks)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from services.ingestor.metrics import IngestorMetrics
+from services.ingestor.mqtt_source import MqttSource
+from services.ingestor.pipeline import Pipeline
+from services.ingestor.settings import IngestorSettings
+from shared import settings as shared_settings
+from shared.db import create_pool
+from shared.health import Health, serve_health
+from shared.lifecycle import Lifecycle
+from shared.logging import configure_logging
+from shared.mqtt import paho_client
+from shared.redis_client import create_redis
+
+log = structlog.get_logger(__name__)
+
+
+async def run() -> None:
+    common, settings = shared_settings.load(IngestorSettings)
+    configure_logging("ingestor", common.log_level, common.log_format)
+    health = Health("postgres", "redis", "mqtt")
+    pool = await create_pool(common.database_url.get_secret_value(), min_size=2, max_size=4,
+                             application_name="insa-ingestor")
+    redis_client = create_redis(common.redis_url.get_secret_value())
+    await redis_client.ping()
+    health.ok("postgres")
+    health.ok("redis")
+    pipeline = Pipeline(settings, pool, redis_client, IngestorMetrics(), health)
+    lifecycle = Lifecycle(settings.drain_seconds, health)
+    drained = asyncio.Event()
+
+    async def start(lc: Lifecycle) -> None:
+        client = paho_client(common, settings.mqtt_username,
+                             settings.mqtt_password.get_secret_value(), settings.client_id)
+        client.manual_ack_set(True)
+        source = MqttSource(client, common.mqtt_host, common.mqtt_port,
+                            share_group=settings.share_group,
+                            session_expiry=settings.session_expiry_seconds,
+                            receive_maximum=settings.receive_maximum, health=health,
+                            on_delivery=pipeline.on_delivery)
+        pipeline.source = source
+
+        async def flush_until_drained() -> None:
+            await pipeline.run(lc.stopping)
+            drained.set()
+
+        lc.spawn("flush", flush_until_drained())
+        lc.spawn("mqtt", source.run(drained))
+        lc.spawn("inactivity", pipeline.run_inactivity_sweeps(lc.stopping))
+        lc.spawn("http", serve_health(health, settings.http_host, settings.http_port,
+                                      lc.stopped), drains=False)
+        log.info("ingestor started", client_id=settings.client_id, http_port=settings.http_port)
+
+    try:
+        await lifecycle.run(start)
+    finally:
+        await redis_client.aclose()
+        await pool.close()
+        log.info("ingestor stopped")
+
+
+def main() -> None:
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

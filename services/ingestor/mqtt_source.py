@@ -1,0 +1,165 @@
+"""paho-mqtt 2.x driven by the asyncio loop, with acks held until the data is committed.
+
+aiomqtt acknowledges QoS 1 on receipt; the ingestor must not, so it runs paho
+with `manual_ack=True` on the service's own event loop (socket readiness
+callbacks, as in paho's asyncio example) and acks each message after its rows
+are committed and streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from shared.health import Health
+from shared.mqtt import METRIC_FILTER, STATUS_FILTER, TELEMETRY_FILTER, shared_filter
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One inbound message and what is needed to ack it on the connection it came on."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    redelivered: bool
+    connection: int  # generation: acks for an older connection must not be sent
+
+
+class MqttSource:
+    def __init__(self, client: paho.Client, host: str, port: int, *, share_group: str,
+                 session_expiry: int, receive_maximum: int, health: Health,
+                 on_delivery: Callable[[Delivery], None]) -> None:
+        self.client = client
+        self.host, self.port = host, port
+        self.share_group = share_group
+        self.session_expiry = session_expiry
+        self.receive_maximum = receive_maximum
+        self.health = health
+        self.on_delivery = on_delivery
+        self.connection = 0
+        self.connected = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._misc: asyncio.Task[None] | None = None
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+
+    # --- acking -------------------------------------------------------------------------
+    def ack(self, delivery: Delivery) -> bool:
+        """Ack if the message came on the live connection; otherwise the broker redelivers."""
+        if delivery.qos == 0:
+            return True
+        if delivery.connection != self.connection or not self.connected.is_set():
+            return False
+        self.client.ack(delivery.mid, delivery.qos)
+        return True
+
+    # --- connection management ----------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, and reconnect with jittered backoff, until `stop` is set."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                self._connect()
+            except OSError as exc:
+                self.health.failing("mqtt", f"connect failed: {exc}")
+                log.warning("mqtt connect failed", error=str(exc), retry_in=round(delay, 2))
+                await _sleep_or_stop(stop, delay)
+                delay = min(delay * 2, 30.0) * random.uniform(0.8, 1.2)
+                continue
+            self._lost.clear()
+            stopped = asyncio.ensure_future(stop.wait())
+            lost = asyncio.ensure_future(self._lost.wait())
+            await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            lost.cancel()
+            if self.connected.is_set():
+                delay = 0.5
+            if not stop.is_set():
+                await _sleep_or_stop(stop, delay * random.uniform(0.5, 1.0))
+        self.disconnect()
+
+    def disconnect(self) -> None:
+        if self.client.socket() is not None:
+            self.client.disconnect()
+            # Flush the DISCONNECT packet before the loop stops polling the socket.
+            self.client.loop_write()
+
+    def _connect(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry
+        props.ReceiveMaximum = self.receive_maximum
+        self.client.connect(self.host, self.port, keepalive=30, clean_start=False,
+                            properties=props)
+
+    def _on_connect(self, client: paho.Client, _u: object, flags: paho.ConnectFlags,
+                    reason: ReasonCode, _p: Properties | None) -> None:
+        if reason.is_failure:
+            self.health.failing("mqtt", f"broker refused connection: {reason}")
+            log.error("mqtt connection refused", reason=str(reason))
+            return
+        self.connection += 1
+        self.connected.set()
+        self.health.ok("mqtt")
+        log.info("mqtt connected", session_present=flags.session_present,
+                 connection=self.connection)
+        topics = [(shared_filter(self.share_group, f), 1)
+                  for f in (TELEMETRY_FILTER, METRIC_FILTER, STATUS_FILTER)]
+        client.subscribe(topics)
+
+    def _on_disconnect(self, _c: paho.Client, _u: object, _f: paho.DisconnectFlags,
+                       reason: ReasonCode, _p: Properties | None) -> None:
+        self.connected.clear()
+        self.health.failing("mqtt", f"disconnected: {reason}")
+        log.warning("mqtt disconnected", reason=str(reason))
+        self._lost.set()
+
+    def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        self.on_delivery(Delivery(msg.topic, msg.payload, msg.mid, msg.qos, bool(msg.dup),
+                                  self.connection))
+
+    # --- socket plumbing (paho's asyncio integration) -----------------------------------
+    def _on_socket_open(self, client: paho.Client, _u: object, sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self._loop.add_reader(sock, client.loop_read)
+        self._misc = self._loop.create_task(self._misc_loop(), name="mqtt-misc")
+
+    def _on_socket_close(self, _c: paho.Client, _u: object, sock: socket.socket) -> None:
+        self._loop.remove_reader(sock)
+        if self._misc is not None:
+            self._misc.cancel()
+
+    def _on_register_write(self, client: paho.Client, _u: object, sock: socket.socket) -> None:
+        self._loop.add_writer(sock, client.loop_write)
+
+    def _on_unregister_write(self, _c: paho.Client, _u: object, sock: socket.socket) -> None:
+        self._loop.remove_writer(sock)
+
+    async def _misc_loop(self) -> None:
+        while self.client.loop_misc() == paho.MQTT_ERR_SUCCESS:
+            await asyncio.sleep(1)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass

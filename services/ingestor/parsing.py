@@ -1,0 +1,55 @@
+"""Turn one MQTT delivery into a `Parsed` item: readings, a status change, or a reject."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from services.ingestor.batch import Parsed, Reject
+from services.ingestor.mqtt_source import Delivery
+from services.ingestor.settings import IngestorSettings
+from shared.errors import ValidationFailed
+from shared.mqtt import parse_device_topic
+from shared.schemas import (
+    Limits,
+    check_device_id,
+    parse_metric_payload,
+    parse_reading_payload,
+    parse_status_payload,
+)
+
+
+class MessageParser:
+    def __init__(self, settings: IngestorSettings) -> None:
+        self.max_payload = settings.max_payload_bytes
+        self.keep_bytes = settings.reject_keep_bytes
+        self.limits = Limits(max_future_skew=timedelta(seconds=settings.max_future_skew_seconds))
+
+    def parse(self, delivery: Delivery, received: datetime | None = None) -> Parsed:
+        received = received or datetime.now(UTC)
+        topic = parse_device_topic(delivery.topic)
+        device_id = topic.device_id if topic else None
+        item = Parsed(delivery, device_id, received, topic.kind if topic else "unknown")
+        try:
+            if topic is None:
+                raise ValidationFailed("unknown_topic", "not an ingestor topic")
+            check_device_id(topic.device_id)
+            if len(delivery.payload) > self.max_payload:
+                raise ValidationFailed("payload_too_large",
+                                       f"{len(delivery.payload)} bytes > {self.max_payload}")
+            if topic.kind == "telemetry":
+                item.readings = parse_reading_payload(delivery.payload, topic.device_id,
+                                                      received, self.limits)
+            elif topic.kind == "metric":
+                assert topic.metric is not None
+                item.readings = [parse_metric_payload(delivery.payload, topic.metric,
+                                                      received, self.limits)]
+            else:
+                item.status = parse_status_payload(delivery.payload, received, self.limits)
+        except ValidationFailed as exc:
+            item.reject = self.reject(delivery, device_id, exc.reason, exc.message)
+        return item
+
+    def reject(self, delivery: Delivery, device_id: str | None, reason: str,
+               detail: str) -> Reject:
+        return Reject(delivery.topic, device_id, reason, detail[:1000],
+                      delivery.payload[: self.keep_bytes], len(delivery.payload))

@@ -1,0 +1,265 @@
+"""The ingest pipeline: batch by size and age, commit, stream, then ack.
+
+Order per batch: rows committed in PostgreSQL → entries added to the Redis
+stream → QoS 1 acks sent. A failure at any step retries that step (holding
+the acks back, which is the backpressure) and never skips it, so a crash at
+any point leaves the broker to redeliver; storage is idempotent and the stream
+entries are re-added, so nothing is lost (consumers see at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
+
+import asyncpg
+import orjson
+import redis.asyncio as redis
+import structlog
+
+from services.ingestor import repository
+from services.ingestor.batch import Batch, Parsed, Reject
+from services.ingestor.metrics import IngestorMetrics
+from services.ingestor.mqtt_source import Delivery, MqttSource
+from services.ingestor.parsing import MessageParser
+from services.ingestor.rejects import RejectLog
+from services.ingestor.settings import IngestorSettings
+from shared.health import Health
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+# Errors that mean "the dependency is unavailable", as opposed to "this data is bad".
+PG_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                  asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
+                  asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
+REDIS_UNAVAILABLE = (OSError, TimeoutError, redis.ConnectionError, redis.TimeoutError,
+                     redis.BusyLoadingError)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A batch mapped to ids and rows, ready for one transaction."""
+
+    numbers: list[repository.NumberRow] = field(default_factory=list)
+    texts: list[repository.TextRow] = field(default_factory=list)
+    latest: dict[tuple[int, int], repository.LatestRow] = field(default_factory=dict)
+    seen: dict[int, datetime] = field(default_factory=dict)
+    statuses: list[tuple[int, bool, datetime]] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    stream: list[dict[bytes, bytes]] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, settings: IngestorSettings, pool: asyncpg.Pool, redis_client: redis.Redis,
+                 metrics: IngestorMetrics, health: Health) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.redis = redis_client
+        self.metrics = metrics
+        self.health = health
+        self.parser = MessageParser(settings)
+        self.catalog = repository.Catalog()
+        self.reject_log = RejectLog(settings.reject_log_window_seconds)
+        self.source: MqttSource | None = None
+        self.batch = Batch()
+        self._wake = asyncio.Event()
+
+    # --- intake (called by paho on the event loop for every message) --------------------
+    def on_delivery(self, delivery: Delivery) -> None:
+        item = self.parser.parse(delivery)
+        self.metrics.messages.labels(item.kind).inc()
+        if delivery.redelivered:
+            self.metrics.redeliveries.inc()
+        self.batch.add(item)
+        self.metrics.pending.inc()
+        if len(self.batch) == 1 or len(self.batch) >= self.settings.batch_max_messages:
+            self._wake.set()
+
+    # --- flushing -----------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush batches until `stop` is set and everything received has been acked."""
+        max_age = self.settings.batch_max_age_ms / 1000
+        while True:
+            if not self.batch:
+                if stop.is_set():
+                    return
+                await _wait_either(self._wake, stop, timeout=None)
+                self._wake.clear()
+                continue
+            wait = max_age - self.batch.age()
+            if len(self.batch) < self.settings.batch_max_messages and wait > 0 \
+                    and not stop.is_set():
+                await _wait_either(self._wake, stop, timeout=wait)
+                self._wake.clear()
+                continue
+            batch, self.batch = self.batch, Batch()
+            await self.flush(batch.items)
+
+    async def flush(self, items: list[Parsed]) -> None:
+        started = time.monotonic()
+        prepared = await self._retry("postgres", PG_UNAVAILABLE, lambda: self._store(items))
+        self.metrics.flush_seconds.observe(time.monotonic() - started)
+        self.metrics.batch_messages.observe(len(items))
+        committed = time.monotonic()
+        if prepared.stream:
+            await self._retry("redis", REDIS_UNAVAILABLE, lambda: self._xadd(prepared.stream))
+        self._ack(items)
+        self.metrics.commit_to_ack_seconds.observe(time.monotonic() - committed)
+
+    async def _store(self, items: list[Parsed]) -> Prepared:
+        async with self.pool.acquire() as conn:
+            prepared = await self._prepare(conn, items)
+            try:
+                written = await repository.write_batch(
+                    conn, prepared.numbers, prepared.texts, list(prepared.latest.values()),
+                    list(prepared.seen.items()), prepared.statuses, prepared.rejects)
+            except asyncpg.PostgresError as exc:
+                if isinstance(exc, PG_UNAVAILABLE) or len(items) == 1:
+                    raise
+                # Data the validator let through but the database refuses: find the culprit.
+                log.error("batch refused by database; isolating", error=str(exc))
+                return await self._store_one_by_one(items)
+        self._count(prepared, written)
+        return prepared
+
+    async def _store_one_by_one(self, items: list[Parsed]) -> Prepared:
+        merged = Prepared()
+        for item in items:
+            try:
+                one = await self._store([item])
+            except asyncpg.PostgresError as exc:
+                if isinstance(exc, PG_UNAVAILABLE):
+                    raise
+                reject = self.parser.reject(item.delivery, item.device_id, "storage_error",
+                                            f"{type(exc).__name__}: {exc}")
+                one = await self._store([Parsed(item.delivery, item.device_id, item.received,
+                                                item.kind, reject=reject)])
+            merged.stream += one.stream
+        return merged
+
+    async def _prepare(self, conn: asyncpg.Connection, items: list[Parsed]) -> Prepared:
+        prepared = Prepared()
+        names = {i.device_id for i in items if i.reject is None and i.device_id}
+        devices = await self.catalog.resolve_devices(conn, names, self.settings.auto_provision)
+        units: dict[str, str | None] = {}
+        for item in items:
+            for reading in item.readings:
+                for value in reading.values:
+                    if units.get(value.metric) is None:
+                        units[value.metric] = value.unit
+        metrics = await self.catalog.resolve_metrics(conn, units) if units else {}
+        for item in items:
+            if item.reject is None and item.device_id not in devices:
+                item.reject = self.parser.reject(
+                    item.delivery, item.device_id, "unknown_device",
+                    "device is not registered and auto-provisioning is off")
+            if item.reject is not None:
+                prepared.rejects.append(item.reject)
+                continue
+            assert item.device_id is not None
+            device = devices[item.device_id]
+            if item.status is not None:
+                prepared.statuses.append((device, item.status.online, item.status.ts))
+                continue
+            prepared.seen[device] = max(prepared.seen.get(device, item.received), item.received)
+            for reading in item.readings:
+                entry: dict[str, float | str] = {}
+                for v in reading.values:
+                    metric = metrics[v.metric]
+                    if v.number is not None:
+                        prepared.numbers.append((reading.ts, device, metric, v.number, v.quality))
+                        entry[v.metric] = v.number
+                    else:
+                        assert v.text is not None
+                        prepared.texts.append((reading.ts, device, metric, v.text, v.quality))
+                        entry[v.metric] = v.text
+                    current = prepared.latest.get((device, metric))
+                    if current is None or current[2] < reading.ts:
+                        prepared.latest[(device, metric)] = (device, metric, reading.ts,
+                                                             v.number, v.text, v.quality)
+                prepared.stream.append({
+                    b"device_id": item.device_id.encode(),
+                    b"ts": str(int(reading.ts.timestamp() * 1000)).encode(),
+                    b"metrics": orjson.dumps(entry),
+                    b"seq": b"" if reading.seq is None else str(reading.seq).encode(),
+                })
+        return prepared
+
+    def _count(self, prepared: Prepared, written: repository.Written) -> None:
+        self.metrics.rows.labels("telemetry").inc(written.telemetry_rows)
+        self.metrics.rows.labels("telemetry_text").inc(written.text_rows)
+        self.metrics.duplicate_rows.inc(written.duplicate_rows)
+        for reject in prepared.rejects:
+            self.metrics.rejects.labels(reject.reason).inc()
+            self.reject_log.record(reject)
+
+    async def _xadd(self, entries: list[dict[bytes, bytes]]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for fields in entries:
+                pipe.xadd(self.settings.stream, fields)  # type: ignore[arg-type]
+            await pipe.execute()
+        self.metrics.stream_entries.inc(len(entries))
+
+    def _ack(self, items: list[Parsed]) -> None:
+        assert self.source is not None
+        skipped = sum(not self.source.ack(item.delivery) for item in items)
+        if skipped:
+            self.metrics.acks_skipped.inc(skipped)
+        self.metrics.pending.dec(len(items))
+
+    async def _retry(self, dependency: str, unavailable: tuple[type[BaseException], ...],
+                     attempt: Callable[[], Awaitable[T]]) -> T:
+        """Retry while `dependency` is unavailable, holding acks back (backpressure)."""
+        delay = 0.1
+        failing_since: float | None = None
+        while True:
+            try:
+                result = await attempt()
+            except unavailable as exc:
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.error("dependency unavailable; holding acks", dependency=dependency,
+                              error=f"{type(exc).__name__}: {exc}")
+                self.health.failing(dependency, f"{type(exc).__name__}: {exc}")
+                self.metrics.backpressure.labels(dependency).set(1)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.settings.retry_max_delay_seconds)
+                continue
+            if failing_since is not None:
+                log.info("dependency back; resuming", dependency=dependency,
+                         outage_seconds=round(time.monotonic() - failing_since, 2))
+                self.metrics.backpressure.labels(dependency).set(0)
+            self.health.ok(dependency)
+            return result
+
+    # --- device inactivity --------------------------------------------------------------
+    async def run_inactivity_sweeps(self, stop: asyncio.Event) -> None:
+        period = min(self.settings.offline_after_seconds / 4, 30.0)
+        while not await _wait_either(stop, None, timeout=period):
+            try:
+                async with self.pool.acquire() as conn:
+                    gone = await repository.mark_inactive_offline(
+                        conn, self.settings.offline_after_seconds)
+            except PG_UNAVAILABLE as exc:
+                log.warning("inactivity sweep skipped", error=str(exc))
+                continue
+            if gone:
+                self.metrics.devices_offline.inc(len(gone))
+                log.info("devices offline after inactivity", devices=gone[:50], count=len(gone))
+
+
+async def _wait_either(a: asyncio.Event, b: asyncio.Event | None,
+                       timeout: float | None) -> bool:
+    """Wait until `a` or `b` is set or the timeout passes; True when one is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in (a, b) if e is not None]
+    done, pending = await asyncio.wait(waiters, timeout=timeout,
+                                       return_when=asyncio.FIRST_COMPLETED)
+    for w in pending:
+        w.cancel()
+    return bool(done)

@@ -1,0 +1,166 @@
+"""Database writes of the ingestor: catalog ids, telemetry rows, latest values, devices, rejects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from services.ingestor.batch import Reject
+
+TELEMETRY_COLUMNS = ("time", "device", "metric", "value", "quality")
+REJECT_COLUMNS = ("topic", "device_id", "reason", "detail", "payload", "payload_size")
+
+NumberRow = tuple[datetime, int, int, float, int | None]
+TextRow = tuple[datetime, int, int, str, int | None]
+LatestRow = tuple[int, int, datetime, float | None, str | None, int | None]
+
+
+class Catalog:
+    """Name → id caches for devices and metrics; misses are resolved in one query per batch."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, int] = {}
+        self.metrics: dict[str, int] = {}
+
+    async def resolve_devices(self, conn: asyncpg.Connection, names: Iterable[str],
+                              create: bool) -> dict[str, int]:
+        missing = sorted({n for n in names if n not in self.devices})
+        if missing:
+            if create:
+                await conn.execute(
+                    "INSERT INTO devices (device_id) SELECT unnest($1::text[]) "
+                    "ON CONFLICT (device_id) DO NOTHING", missing)
+            rows = await conn.fetch(
+                "SELECT device_id, id FROM devices WHERE device_id = any($1::text[])", missing)
+            self.devices.update((r["device_id"], r["id"]) for r in rows)
+        return self.devices
+
+    async def resolve_metrics(self, conn: asyncpg.Connection,
+                              units: dict[str, str | None]) -> dict[str, int]:
+        missing = sorted(n for n in units if n not in self.metrics)
+        if missing:
+            await conn.execute(
+                "INSERT INTO metrics (name, unit) SELECT * FROM unnest($1::text[], $2::text[]) "
+                "ON CONFLICT (name) DO NOTHING", missing, [units[n] for n in missing])
+            rows = await conn.fetch(
+                "SELECT name, id FROM metrics WHERE name = any($1::text[])", missing)
+            self.metrics.update((r["name"], r["id"]) for r in rows)
+        return self.metrics
+
+
+@dataclass(slots=True)
+class Written:
+    telemetry_rows: int = 0
+    text_rows: int = 0
+    duplicate_rows: int = 0
+
+
+async def _copy_idempotent(conn: asyncpg.Connection, table: str, rows: Sequence[tuple],
+                           value_type: str) -> int:
+    """COPY straight in (fast path); on a duplicate key, insert what is new (redeliveries)."""
+    if not rows:
+        return 0
+    try:
+        async with conn.transaction():  # savepoint: a failed COPY leaves the batch usable
+            await conn.copy_records_to_table(table, records=rows, columns=TELEMETRY_COLUMNS)
+        return len(rows)
+    except asyncpg.UniqueViolationError:
+        pass
+    staging = f"_staging_{table}"
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {staging} (time timestamptz, device int, "
+        f"metric smallint, value {value_type}, quality smallint) ON COMMIT DELETE ROWS")
+    await conn.copy_records_to_table(staging, records=rows, columns=TELEMETRY_COLUMNS)
+    status = await conn.execute(
+        f"INSERT INTO {table} (time, device, metric, value, quality) "
+        f"SELECT time, device, metric, value, quality FROM {staging} "
+        "ON CONFLICT (device, metric, time) DO NOTHING")
+    await conn.execute(f"TRUNCATE {staging}")
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def write_batch(conn: asyncpg.Connection, numbers: Sequence[NumberRow],
+                      texts: Sequence[TextRow], latest: Sequence[LatestRow],
+                      seen: Sequence[tuple[int, datetime]],
+                      statuses: Sequence[tuple[int, bool, datetime]],
+                      rejects: Sequence[Reject]) -> Written:
+    """Everything of one batch in one transaction; the caller acks after it returns."""
+    written = Written()
+    async with conn.transaction():
+        written.telemetry_rows = await _copy_idempotent(conn, "telemetry", numbers,
+                                                        "double precision")
+        written.text_rows = await _copy_idempotent(conn, "telemetry_text", texts, "text")
+        written.duplicate_rows = len(numbers) + len(texts) - written.telemetry_rows \
+            - written.text_rows
+        if latest:
+            await upsert_latest(conn, latest)
+        if seen:
+            await mark_seen(conn, seen)
+        for device, online, ts in statuses:
+            await set_status(conn, device, online, ts)
+        if rejects:
+            await record_rejects(conn, rejects)
+    return written
+
+
+async def upsert_latest(conn: asyncpg.Connection, rows: Sequence[LatestRow]) -> None:
+    """Latest value per (device, metric) by event time: a late reading never wins."""
+    ordered = sorted(rows, key=lambda r: (r[0], r[1]))  # one lock order across replicas
+    await conn.execute(
+        """
+        INSERT INTO telemetry_latest AS l (device, metric, time, value, value_text, quality)
+        SELECT * FROM unnest($1::int[], $2::smallint[], $3::timestamptz[], $4::float8[],
+                             $5::text[], $6::smallint[])
+        ON CONFLICT (device, metric) DO UPDATE
+           SET time = excluded.time, value = excluded.value,
+               value_text = excluded.value_text, quality = excluded.quality
+         WHERE excluded.time > l.time
+        """, *zip(*ordered, strict=True))
+
+
+async def mark_seen(conn: asyncpg.Connection, seen: Sequence[tuple[int, datetime]]) -> None:
+    """Telemetry means the device is alive: last_seen forward, status online."""
+    ordered = sorted(seen)
+    await conn.execute(
+        """
+        UPDATE devices AS d
+           SET last_seen = GREATEST(d.last_seen, v.seen),
+               status = 'online',
+               status_changed_at = CASE WHEN d.status = 'online' THEN d.status_changed_at
+                                        ELSE v.seen END,
+               updated_at = now()
+          FROM unnest($1::int[], $2::timestamptz[]) AS v(id, seen)
+         WHERE d.id = v.id
+           AND (d.last_seen IS NULL OR d.last_seen < v.seen OR d.status <> 'online')
+        """, [s[0] for s in ordered], [s[1] for s in ordered])
+
+
+async def set_status(conn: asyncpg.Connection, device: int, online: bool, ts: datetime) -> None:
+    """An explicit status message (or Last Will); an older one never overrides a newer one."""
+    await conn.execute(
+        """
+        UPDATE devices SET status = $2, status_changed_at = $3, updated_at = now(),
+               last_seen = CASE WHEN $2 = 'online' THEN GREATEST(last_seen, $3) ELSE last_seen END
+         WHERE id = $1 AND (status_changed_at IS NULL OR status_changed_at <= $3)
+        """, device, "online" if online else "offline", ts)
+
+
+async def record_rejects(conn: asyncpg.Connection, rejects: Sequence[Reject]) -> None:
+    await conn.copy_records_to_table(
+        "rejected_messages", columns=REJECT_COLUMNS,
+        records=[(r.topic, r.device_id, r.reason, r.detail, r.payload, r.payload_size)
+                 for r in rejects])
+
+
+async def mark_inactive_offline(conn: asyncpg.Connection, after_seconds: float) -> list[str]:
+    """Devices silent for longer than the timeout go offline; returns their ids."""
+    rows = await conn.fetch(
+        """
+        UPDATE devices SET status = 'offline', status_changed_at = now(), updated_at = now()
+         WHERE status = 'online' AND last_seen < now() - make_interval(secs => $1)
+        RETURNING device_id
+        """, after_seconds)
+    return [r["device_id"] for r in rows]

@@ -1,0 +1,136 @@
+"""The `insa` command: migrate, run a service, the local stack, the simulator, benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+
+import click
+
+# Service name -> module with a main(); `insa run <name>`.
+SERVICE_MODULES = {
+    "ingestor": "services.ingestor.main",
+}
+
+
+@click.group()
+def main() -> None:
+    """INSA IIoT platform."""
+
+
+@main.command()
+@click.option("--database-url", envvar="INSA_DATABASE_URL", required=True,
+              help="PostgreSQL URL (default: $INSA_DATABASE_URL).")
+def migrate(database_url: str) -> None:
+    """Apply pending SQL migrations (safe to run concurrently)."""
+    from shared.logging import configure_logging
+    from shared.migrate import migrate as run_migrations
+
+    configure_logging("migrate", fmt=os.environ.get("INSA_LOG_FORMAT", "json"))
+    applied = asyncio.run(run_migrations(database_url))
+    click.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+@main.command()
+@click.argument("service", type=click.Choice(sorted(SERVICE_MODULES)))
+def run(service: str) -> None:
+    """Run one service in the foreground (settings from INSA_* environment variables)."""
+    from pydantic import ValidationError
+
+    module = importlib.import_module(SERVICE_MODULES[service])
+    try:
+        module.main()
+    except ValidationError as exc:
+        click.echo(f"invalid settings for {service}:\n{exc}", err=True)
+        sys.exit(2)
+
+
+@main.group()
+def stack() -> None:
+    """The whole platform on this machine without Docker (see README)."""
+
+
+def _stack_call(action: str) -> None:
+    from shared.devstack import stack as local_stack
+    from shared.devstack.processes import DevstackError
+
+    cfg = local_stack.StackConfig.from_env()
+    try:
+        click.echo(getattr(local_stack, action)(cfg))
+    except DevstackError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+@stack.command()
+def up() -> None:
+    """Start PostgreSQL, Redis, Mosquitto, migrations, services and the simulator."""
+    _stack_call("up")
+
+
+@stack.command()
+def down() -> None:
+    """Stop exactly what `up` started."""
+    _stack_call("down")
+
+
+@stack.command()
+def status() -> None:
+    """Show what runs and its state."""
+    _stack_call("status")
+
+
+@main.command()
+@click.option("--secrets", "secrets_file", type=click.Path(exists=True, dir_okay=False),
+              required=True, help="File of device=password lines (the stack's secrets.env).")
+@click.option("--prefix", default="sim-esp-", show_default=True,
+              help="Simulate the devices in the file whose ids start with this.")
+@click.option("--devices", type=int, default=None, help="At most this many devices.")
+@click.option("--interval", type=float, default=5.0, show_default=True,
+              help="Seconds between readings of one device.")
+@click.option("--scenario", multiple=True, metavar="DEVICE=FAULT",
+              help="Inject a fault into a device (repeatable). Faults: gas_lock, pump_off, "
+                   "broken_shaft, closed_valve, overload, overheating, bearing_wear, "
+                   "sensor_flatline.")
+@click.option("--fault-onset", type=float, default=120.0, show_default=True,
+              help="Seconds after start when faults begin.")
+@click.option("--fault-ramp", type=float, default=600.0, show_default=True,
+              help="Seconds for a fault to develop fully.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--mqtt-host", envvar="INSA_MQTT_HOST", default="127.0.0.1", show_default=True)
+@click.option("--mqtt-port", envvar="INSA_MQTT_PORT", type=int, default=1883, show_default=True)
+def simulate(secrets_file: str, prefix: str, devices: int | None, interval: float,
+             scenario: tuple[str, ...], fault_onset: float, fault_ramp: float,
+             duration: float | None, mqtt_host: str, mqtt_port: int) -> None:
+    """Run a fleet of simulated ESP controllers publishing telemetry over MQTT."""
+    from pathlib import Path
+
+    from services.simulator.esp_model import FAULTS
+    from services.simulator.main import SimulatorConfig, read_credentials
+    from services.simulator.main import simulate as run_simulation
+    from shared.logging import configure_logging
+
+    configure_logging("simulator", fmt=os.environ.get("INSA_LOG_FORMAT", "json"))
+    credentials = read_credentials(Path(secrets_file), prefix)
+    chosen = dict(sorted(credentials.items())[:devices] if devices else sorted(credentials.items()))
+    if not chosen:
+        raise click.UsageError(f"no devices starting with {prefix!r} in {secrets_file}")
+    scenarios = {}
+    for item in scenario:
+        device, _, fault = item.partition("=")
+        if fault not in FAULTS:
+            raise click.BadParameter(f"unknown fault {fault!r} in {item!r}",
+                                     param_hint="--scenario")
+        scenarios[device] = fault
+    cfg = SimulatorConfig(mqtt_host, mqtt_port, chosen, interval, scenarios, fault_onset,
+                          fault_ramp, duration)
+    try:
+        asyncio.run(run_simulation(cfg))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""`insa stack up|down|status`: the whole platform on this machine, without Docker.
+
+supervisord (a well-kept process supervisor) runs PostgreSQL, Redis, Mosquitto
+and every service from a config generated into the git-ignored run directory;
+`down` shuts supervisord down, which stops exactly the processes it started.
+Secrets are generated once into the run directory and never leave it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.devstack.broker import REPO_ROOT, BrokerSpec, prepare_broker
+from shared.devstack.processes import (
+    DevstackError,
+    PostgresSpec,
+    RedisSpec,
+    hand_over,
+    init_postgres,
+    port_open,
+    unprivileged_user,
+    wait_for_port,
+)
+
+SERVICE_ACCOUNTS = ("insa-ingestor", "insa-diagnostics", "insa-alerts", "insa-api",
+                    "insa-subscriber")
+# Services `insa run` knows, started by the stack in this order once migrations applied.
+SERVICES = ("ingestor",)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    rundir: Path
+    pg_port: int
+    redis_port: int
+    mqtt_port: int
+    mqtts_port: int
+    ingestor_http_port: int
+    simulator_devices: int
+
+    @classmethod
+    def from_env(cls) -> StackConfig:
+        env = os.environ.get
+        return cls(
+            rundir=Path(env("INSA_STACK_DIR", str(REPO_ROOT / ".run"))).resolve(),
+            pg_port=int(env("INSA_STACK_PG_PORT", "55432")),
+            redis_port=int(env("INSA_STACK_REDIS_PORT", "56379")),
+            mqtt_port=int(env("INSA_STACK_MQTT_PORT", "51883")),
+            mqtts_port=int(env("INSA_STACK_MQTTS_PORT", "58883")),
+            ingestor_http_port=int(env("INSA_STACK_INGESTOR_HTTP_PORT", "58001")),
+            simulator_devices=int(env("INSA_STACK_SIM_DEVICES", "5")),
+        )
+
+    @property
+    def supervisor_conf(self) -> Path:
+        return self.rundir / "supervisord.conf"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.rundir / "supervisord.pid"
+
+
+def load_secrets(rundir: Path, device_ids: list[str]) -> dict[str, str]:
+    """Random secrets made on first `up` and kept in the run directory (mode 0600)."""
+    path = rundir / "secrets.env"
+    known: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition("=")
+            known[key] = value
+    wanted = ["postgres", "redis", *SERVICE_ACCOUNTS, *device_ids]
+    for key in wanted:
+        known.setdefault(key, secrets.token_urlsafe(18))
+    path.write_text("".join(f"{k}={v}\n" for k, v in known.items()))
+    path.chmod(0o600)
+    return known
+
+
+def simulator_device_ids(cfg: StackConfig) -> list[str]:
+    return [f"sim-esp-{n:03d}" for n in range(1, cfg.simulator_devices + 1)]
+
+
+def service_environment(cfg: StackConfig, secret: dict[str, str]) -> dict[str, str]:
+    """The same variable names as compose.yaml, pointing at the local servers."""
+    env = {
+        "INSA_ENV": "development",
+        "INSA_DATABASE_URL": f"postgresql://insa:{secret['postgres']}@127.0.0.1:{cfg.pg_port}/insa",
+        "INSA_REDIS_URL": f"redis://:{secret['redis']}@127.0.0.1:{cfg.redis_port}/0",
+        "INSA_MQTT_HOST": "127.0.0.1",
+        "INSA_MQTT_PORT": str(cfg.mqtt_port),
+        "INSA_INGESTOR_MQTT_PASSWORD": secret["insa-ingestor"],
+        "INSA_INGESTOR_HTTP_PORT": str(cfg.ingestor_http_port),
+    }
+    return env
+
+
+def _program(name: str, argv: list[str], cfg: StackConfig, *, user: str | None = None,
+             env: dict[str, str] | None = None, autostart: bool = True,
+             stopsignal: str = "TERM", priority: int = 100) -> str:
+    command = " ".join(_quote(a) for a in argv)
+    lines = [f"[program:{name}]", f"command={command}", f"priority={priority}",
+             f"autostart={'true' if autostart else 'false'}", "autorestart=true",
+             "startsecs=2", "startretries=10", f"stopsignal={stopsignal}", "stopwaitsecs=30",
+             "stopasgroup=true", "killasgroup=true", "redirect_stderr=true",
+             f"stdout_logfile={cfg.rundir / 'logs' / (name + '.log')}",
+             "stdout_logfile_maxbytes=20MB", "stdout_logfile_backups=2",
+             f"directory={REPO_ROOT}"]
+    if user:
+        lines.append(f"user={user}")
+    if env:
+        lines.append("environment=" + ",".join(f'{k}="{v}"' for k, v in env.items()))
+    return "\n".join(lines) + "\n"
+
+
+def _quote(arg: str) -> str:
+    return f'"{arg}"' if not arg or any(c in arg for c in " '\"") else arg
+
+
+def write_supervisor_config(cfg: StackConfig, pg: PostgresSpec, rd: RedisSpec,
+                            broker: BrokerSpec, env: dict[str, str],
+                            pg_user: str | None, redis_user: str | None) -> None:
+    insa = str(Path(sys.executable).parent / "insa")
+    devices = simulator_device_ids(cfg)
+    programs = [
+        _program("postgres", pg.argv(), cfg, user=pg_user, stopsignal="INT", priority=10),
+        _program("redis", rd.argv(), cfg, user=redis_user, priority=10),
+        _program("mosquitto", broker.argv(), cfg, priority=10),
+        *[_program(s, [insa, "run", s], cfg, env=env, autostart=False) for s in SERVICES],
+        _program("simulator", [insa, "simulate", "--devices", str(len(devices)),
+                               "--secrets", str(cfg.rundir / "secrets.env"),
+                               "--interval", "5", "--scenario", "sim-esp-002=gas_lock",
+                               "--scenario", "sim-esp-003=bearing_wear"],
+                 cfg, env=env, autostart=False, priority=200),
+    ]
+    sock = cfg.rundir / "supervisor.sock"
+    cfg.supervisor_conf.write_text(
+        f"[supervisord]\npidfile={cfg.pidfile}\nlogfile={cfg.rundir / 'logs' / 'supervisord.log'}\n"
+        f"childlogdir={cfg.rundir / 'logs'}\nnodaemon=false\n\n"
+        f"[unix_http_server]\nfile={sock}\nchmod=0700\n\n"
+        "[rpcinterface:supervisor]\n"
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
+        f"[supervisorctl]\nserverurl=unix://{sock}\n\n" + "\n".join(programs))
+
+
+def supervisorctl(cfg: StackConfig, *args: str, check: bool = True) -> str:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "supervisorctl"), "-c", str(cfg.supervisor_conf),
+         *args], capture_output=True, text=True)
+    if check and result.returncode not in (0, 3):  # 3: some program is not RUNNING
+        raise DevstackError(f"supervisorctl {' '.join(args)} failed: {result.stdout}"
+                            f"{result.stderr}")
+    return result.stdout
+
+
+def supervisord_pid(cfg: StackConfig) -> int | None:
+    try:
+        pid = int(cfg.pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid
+
+
+def up(cfg: StackConfig) -> str:
+    from shared.migrate import migrate
+
+    for sub in ("logs", "postgres", "redis", "mosquitto"):
+        (cfg.rundir / sub).mkdir(parents=True, exist_ok=True)
+    cfg.rundir.chmod(0o755)  # the server accounts must traverse it
+    devices = simulator_device_ids(cfg)
+    secret = load_secrets(cfg.rundir, devices)
+    pg_user = unprivileged_user("postgres")
+    redis_user = unprivileged_user("redis")
+    pg = PostgresSpec(cfg.rundir / "postgres" / "data", cfg.pg_port, "insa", secret["postgres"])
+    rd = RedisSpec(cfg.rundir / "redis", cfg.redis_port, secret["redis"])
+    broker = BrokerSpec(cfg.rundir / "mosquitto", cfg.mqtt_port, cfg.mqtts_port)
+    env = service_environment(cfg, secret)
+    running = supervisord_pid(cfg)
+    if running is None:
+        for port in (cfg.pg_port, cfg.redis_port, cfg.mqtt_port, cfg.mqtts_port,
+                     cfg.ingestor_http_port):
+            if port_open(port):
+                raise DevstackError(f"port {port} is already in use; set INSA_STACK_*_PORT")
+        init_postgres(pg, pg_user)
+        hand_over(rd.datadir, redis_user)
+        credentials = {name: secret[name] for name in (*SERVICE_ACCOUNTS, *devices)}
+        prepare_broker(broker, credentials, run_as=unprivileged_user("mosquitto"))
+        write_supervisor_config(cfg, pg, rd, broker, env, pg_user, redis_user)
+        subprocess.run([str(Path(sys.executable).parent / "supervisord"), "-c",
+                        str(cfg.supervisor_conf)], check=True)
+    for port, what in ((cfg.pg_port, "postgres"), (cfg.redis_port, "redis"),
+                       (cfg.mqtt_port, "mosquitto")):
+        wait_for_port(port, timeout=60, what=what)
+    _ensure_database(pg)
+    applied = asyncio.run(migrate(env["INSA_DATABASE_URL"]))
+    supervisorctl(cfg, "start", *SERVICES, "simulator")
+    return summary(cfg, secret, applied, already_running=running is not None)
+
+
+def _ensure_database(pg: PostgresSpec) -> None:
+    import asyncpg
+
+    async def create() -> None:
+        for _ in range(50):  # PostgreSQL listens a moment before it accepts logins
+            try:
+                conn = await asyncpg.connect(pg.dsn())
+                break
+            except (asyncpg.CannotConnectNowError, OSError):
+                await asyncio.sleep(0.2)
+        else:
+            raise DevstackError("postgres did not accept connections")
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'insa'"):
+                await conn.execute("CREATE DATABASE insa")
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+
+
+def summary(cfg: StackConfig, secret: dict[str, str], applied: list[str],
+            already_running: bool) -> str:
+    state = "was already running" if already_running else "is up"
+    return (
+        f"INSA local stack {state} (run directory {cfg.rundir})\n"
+        f"  PostgreSQL  127.0.0.1:{cfg.pg_port}  db insa, user insa "
+        f"(password in {cfg.rundir / 'secrets.env'})\n"
+        f"  Redis       127.0.0.1:{cfg.redis_port}\n"
+        f"  Mosquitto   mqtt://127.0.0.1:{cfg.mqtt_port}  mqtts://127.0.0.1:{cfg.mqtts_port} "
+        f"(CA {cfg.rundir / 'mosquitto' / 'config' / 'certs' / 'ca.crt'})\n"
+        f"  ingestor    http://127.0.0.1:{cfg.ingestor_http_port}/health/ready  /metrics\n"
+        f"  simulator   {cfg.simulator_devices} devices (sim-esp-001...)\n"
+        f"  migrations  {', '.join(applied) if applied else 'up to date'}\n"
+        f"  logs        {cfg.rundir / 'logs'}\n"
+        "Status: insa stack status (or make status).  Stop: make stop (insa stack down).")
+
+
+def down(cfg: StackConfig) -> str:
+    pid = supervisord_pid(cfg)
+    if pid is None:
+        return "INSA local stack is not running"
+    os.kill(pid, signal.SIGTERM)  # supervisord stops every program, then itself
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and supervisord_pid(cfg) is not None:
+        time.sleep(0.2)
+    if supervisord_pid(cfg) is not None:
+        raise DevstackError(f"supervisord (pid {pid}) did not stop within 90 s")
+    return "INSA local stack stopped"
+
+
+def status(cfg: StackConfig) -> str:
+    if supervisord_pid(cfg) is None:
+        return "INSA local stack is not running"
+    return supervisorctl(cfg, "status")

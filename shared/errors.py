@@ -1,0 +1,42 @@
+"""Domain errors shared by every service; the api maps them to HTTP in one handler."""
+
+from __future__ import annotations
+
+
+class InsaError(Exception):
+    """Base of every domain error; carries a machine-readable code."""
+
+    code = "error"
+
+    def __init__(self, message: str, **data: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+
+class ConfigurationError(InsaError):
+    code = "configuration"
+
+
+class ValidationFailed(InsaError):
+    """Input that is not acceptable; `reason` is a stable label (used for reject metrics)."""
+
+    code = "validation"
+
+    def __init__(self, reason: str, message: str, **data: object) -> None:
+        super().__init__(message, **data)
+        self.reason = reason
+
+
+class NotFound(InsaError):
+    code = "not_found"
+
+
+class Conflict(InsaError):
+    code = "conflict"
+
+
+class DependencyUnavailable(InsaError):
+    """PostgreSQL, Redis or the broker cannot be reached; the caller should back off."""
+
+    code = "unavailable"

@@ -1,0 +1,74 @@
+"""Health state and the small HTTP server every service runs for /health/* and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import uvicorn
+from prometheus_client import CollectorRegistry, make_asgi_app
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+
+class Health:
+    """Named dependency checks; ready only when every one is ok and we are not stopping."""
+
+    def __init__(self, *dependencies: str) -> None:
+        self._failures: dict[str, str | None] = dict.fromkeys(dependencies, "not checked yet")
+        self.stopping = False
+
+    def ok(self, dependency: str) -> None:
+        self._failures[dependency] = None
+
+    def failing(self, dependency: str, reason: str) -> None:
+        self._failures[dependency] = reason
+
+    @property
+    def failures(self) -> dict[str, str]:
+        found = {k: v for k, v in self._failures.items() if v is not None}
+        if self.stopping:
+            found["service"] = "shutting down"
+        return found
+
+    @property
+    def ready(self) -> bool:
+        return not self.failures
+
+
+def health_app(health: Health, registry: CollectorRegistry | None = None) -> Starlette:
+    async def live(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(_: Request) -> JSONResponse:
+        failures = health.failures
+        if failures:
+            return JSONResponse({"status": "unavailable", "failing": failures}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    metrics = make_asgi_app(registry) if registry is not None else make_asgi_app()
+    return Starlette(routes=[Route("/health/live", live), Route("/health/ready", ready),
+                             Mount("/metrics", metrics)])
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn inside our own loop: the service, not uvicorn, owns SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_health(health: Health, host: str, port: int, stop: asyncio.Event,
+                       registry: CollectorRegistry | None = None) -> None:
+    """Serve until `stop` is set (after the service has drained)."""
+    config = uvicorn.Config(health_app(health, registry), host=host, port=port,
+                            log_level="warning", access_log=False, lifespan="off")
+    server = _QuietServer(config)
+    serving = asyncio.create_task(server.serve(), name="health-http")
+    await stop.wait()
+    server.should_exit = True
+    await serving

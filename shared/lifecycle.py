@@ -1,0 +1,64 @@
+"""Run a service: named long-lived tasks in a TaskGroup, SIGTERM drain with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import structlog
+
+from shared.health import Health
+
+log = structlog.get_logger(__name__)
+
+
+class Lifecycle:
+    """What a service's tasks share: the stop signal and the task group to spawn into."""
+
+    def __init__(self, drain_seconds: float, health: Health | None = None) -> None:
+        self.drain_seconds = drain_seconds
+        self.health = health
+        self.stopping = asyncio.Event()  # set on SIGTERM/SIGINT: stop taking work, drain
+        self.stopped = asyncio.Event()   # set once draining is over: auxiliaries may exit
+        self._work: list[asyncio.Task[Any]] = []
+        self._group: asyncio.TaskGroup | None = None
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, Any], *, drains: bool = True) -> None:
+        """Start a named task. Draining tasks must return on their own once `stopping` is set."""
+        assert self._group is not None, "spawn() only inside run()"
+        task = self._group.create_task(coro, name=name)
+        if drains:
+            self._work.append(task)
+
+    async def run(self, start: Callable[[Lifecycle], Awaitable[None]]) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                await start(self)
+                group.create_task(self._enforce_deadline(), name="shutdown")
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self.stopping.is_set():
+            return
+        log.info("shutdown requested", signal=sig.name, drain_seconds=self.drain_seconds)
+        if self.health is not None:
+            self.health.stopping = True  # readiness fails first, so traffic moves elsewhere
+        self.stopping.set()
+
+    async def _enforce_deadline(self) -> None:
+        """Let the work drain after a stop request, then cancel what is left."""
+        await self.stopping.wait()
+        if self._work:
+            _, late = await asyncio.wait(self._work, timeout=self.drain_seconds)
+            for task in late:
+                log.warning("drain deadline passed; cancelling", task=task.get_name())
+                task.cancel()
+        self.stopped.set()

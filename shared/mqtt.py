@@ -1,0 +1,87 @@
+"""MQTT helpers: topic names of the contract, and client factories for paho and aiomqtt."""
+
+from __future__ import annotations
+
+import re
+import ssl
+from dataclasses import dataclass
+
+import aiomqtt
+import paho.mqtt.client as paho
+
+from shared.settings import CommonSettings
+
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
+NAME_RE = re.compile(NAME_PATTERN)
+
+TELEMETRY_FILTER = "insa/devices/+/telemetry"
+METRIC_FILTER = "insa/devices/+/telemetry/+"
+STATUS_FILTER = "insa/devices/+/status"
+
+
+def telemetry_topic(device_id: str, metric: str | None = None) -> str:
+    base = f"insa/devices/{device_id}/telemetry"
+    return f"{base}/{metric}" if metric else base
+
+
+def status_topic(device_id: str) -> str:
+    return f"insa/devices/{device_id}/status"
+
+
+def alert_topic(severity: str, device_id: str) -> str:
+    return f"insa/alerts/{severity}/{device_id}"
+
+
+def shared_filter(group: str | None, topic_filter: str) -> str:
+    """An MQTT 5 shared subscription when a group is set, so replicas split the load."""
+    return f"$share/{group}/{topic_filter}" if group else topic_filter
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTopic:
+    device_id: str
+    kind: str  # "telemetry" | "metric" | "status"
+    metric: str | None = None
+
+
+def parse_device_topic(topic: str) -> DeviceTopic | None:
+    """Split an inbound device topic; None when it is not one the ingestor takes."""
+    parts = topic.split("/")
+    if len(parts) < 4 or parts[0] != "insa" or parts[1] != "devices":
+        return None
+    device_id, kind = parts[2], parts[3]
+    if kind == "telemetry" and len(parts) == 4:
+        return DeviceTopic(device_id, "telemetry")
+    if kind == "telemetry" and len(parts) == 5:
+        return DeviceTopic(device_id, "metric", parts[4])
+    if kind == "status" and len(parts) == 4:
+        return DeviceTopic(device_id, "status")
+    return None
+
+
+def tls_context(common: CommonSettings) -> ssl.SSLContext | None:
+    if not common.mqtt_tls:
+        return None
+    return ssl.create_default_context(
+        cafile=str(common.mqtt_ca_file) if common.mqtt_ca_file else None)
+
+
+def paho_client(common: CommonSettings, username: str, password: str, client_id: str = "",
+                ) -> paho.Client:
+    """A paho-mqtt 2.x MQTT 5 client with credentials and TLS from settings (not connected)."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=paho.MQTTv5)
+    client.username_pw_set(username, password)
+    context = tls_context(common)
+    if context is not None:
+        client.tls_set_context(context)
+    return client
+
+
+def aiomqtt_client(common: CommonSettings, username: str, password: str,
+                   identifier: str | None = None) -> aiomqtt.Client:
+    """An aiomqtt client for services that only publish or that may ack on receipt."""
+    return aiomqtt.Client(
+        common.mqtt_host, common.mqtt_port, username=username, password=password,
+        identifier=identifier, protocol=aiomqtt.ProtocolVersion.V5,
+        tls_context=tls_context(common))

@@ -1,0 +1,237 @@
+"""The reading format of the MQTT contract (design section 3), parsed and validated.
+
+`parse_reading_payload` turns the bytes of `insa/devices/<id>/telemetry` into
+`Reading`s; `parse_metric_payload` does the same for `.../telemetry/<metric>`,
+and `parse_status_payload` for `.../status`. Anything unacceptable raises
+`ValidationFailed` with a stable `reason` label.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from shared.errors import ValidationFailed
+from shared.mqtt import NAME_RE
+
+# Keys of a reading that are not metrics when the reading is flat.
+RESERVED_KEYS = frozenset({"ts", "timestamp", "seq", "device_id", "telemetry", "metadata"})
+NON_FINITE_WORDS = (b"nan", b"infinity", b"inf", b"-infinity", b"-inf", b"+inf")
+NON_FINITE_TOKEN = re.compile(rb"(?i)(?:^|[:\[,])\s*[-+]?(?:nan|infinity|inf)\s*(?:$|[,\]}])")
+STATUSES = frozenset({"online", "offline"})
+
+
+class MetricObject(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: bool | int | float | str
+    unit: str | None = Field(None, max_length=32)
+    quality: int | None = Field(None, ge=0, le=32767)
+    ts: AwareDatetime | None = None
+
+
+MetricValue = bool | int | float | str | MetricObject
+
+
+class ReadingModel(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    ts: AwareDatetime | None = Field(None, alias="timestamp")
+    seq: int | None = Field(None, ge=0)
+    device_id: str | None = None
+    telemetry: dict[str, MetricValue] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class StatusModel(BaseModel):
+    status: str
+    ts: AwareDatetime | None = Field(None, alias="timestamp")
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+
+UNION_MEMBERS = frozenset({"bool", "int", "float", "str", "MetricObject"})
+_reading = TypeAdapter(ReadingModel)
+_flat_values = TypeAdapter(dict[str, MetricValue])
+_metric_value = TypeAdapter(MetricValue)
+_status = TypeAdapter(StatusModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    metric: str
+    number: float | None  # numbers and bools (true = 1.0)
+    text: str | None      # strings go to telemetry_text
+    quality: int | None
+    unit: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    ts: datetime
+    seq: int | None
+    values: list[Value]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    online: bool
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds the parser enforces; the ingestor builds these from its settings."""
+
+    max_future_skew: timedelta = timedelta(minutes=5)
+    max_values_per_reading: int = 1000
+    max_readings_per_message: int = 10000
+
+
+def _loads(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        # orjson refuses NaN/Infinity tokens and numbers that overflow to infinity.
+        if "infinity" in str(exc) or NON_FINITE_TOKEN.search(payload):
+            raise ValidationFailed("non_finite_number",
+                                   "NaN and Infinity are not accepted values") from None
+        raise ValidationFailed("invalid_json", f"payload is not valid JSON: {exc}") from None
+
+
+def _pydantic_reason(exc: PydanticValidationError) -> ValidationFailed:
+    first = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in first["loc"]]
+    if loc and loc[-1] in UNION_MEMBERS:  # a metric value matching none of the union
+        return ValidationFailed("schema_violation", f"{'.'.join(loc[:-1])}: must be a number, "
+                                "bool, string or {value, unit, quality} object")
+    where = ".".join(loc) or "payload"
+    reason = "invalid_timestamp" if "datetime" in first["type"] or "timezone" in first["type"] \
+        else "schema_violation"
+    return ValidationFailed(reason, f"{where}: {first['msg']}")
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not NAME_RE.fullmatch(name):
+        raise ValidationFailed(f"bad_{kind}_name",
+                               f"{kind} name {name[:64]!r} does not match "
+                               "[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+def _value(metric: str, raw: MetricValue) -> Value:
+    _check_name("metric", metric)
+    quality = unit = None
+    if isinstance(raw, MetricObject):
+        quality, unit, raw = raw.quality, raw.unit, raw.value
+    if isinstance(raw, bool):
+        return Value(metric, 1.0 if raw else 0.0, None, quality, unit)
+    if isinstance(raw, int | float):
+        number = float(raw)
+        if not math.isfinite(number):
+            raise ValidationFailed("non_finite_number", f"{metric}: value is not finite")
+        return Value(metric, number, None, quality, unit)
+    if "\x00" in raw:
+        raise ValidationFailed("schema_violation", f"{metric}: text contains a NUL character")
+    return Value(metric, None, raw, quality, unit)
+
+
+def _timestamp(ts: datetime | None, received: datetime, limits: Limits) -> datetime:
+    if ts is None:
+        return received
+    if ts - received > limits.max_future_skew:
+        raise ValidationFailed("timestamp_in_future",
+                               f"timestamp {ts.isoformat()} is more than "
+                               f"{limits.max_future_skew} ahead of the ingestor's clock")
+    return ts.astimezone(UTC)
+
+
+def _one_reading(obj: Any, device_id: str, received: datetime, limits: Limits) -> Reading:
+    if not isinstance(obj, dict):
+        raise ValidationFailed("schema_violation", "a reading must be a JSON object")
+    try:
+        model = _reading.validate_python(obj)
+        if model.telemetry is None:
+            flat = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
+            raw_values = _flat_values.validate_python(flat)
+        else:
+            raw_values = model.telemetry
+    except PydanticValidationError as exc:
+        raise _pydantic_reason(exc) from None
+    if model.device_id is not None and model.device_id != device_id:
+        raise ValidationFailed("device_id_mismatch",
+                               f"payload device_id {model.device_id[:64]!r} does not match "
+                               f"topic device {device_id!r}")
+    if not raw_values:
+        raise ValidationFailed("no_values", "reading carries no metric values")
+    if len(raw_values) > limits.max_values_per_reading:
+        raise ValidationFailed("too_many_values",
+                               f"{len(raw_values)} values > {limits.max_values_per_reading}")
+    values = [_value(name, raw) for name, raw in raw_values.items()]
+    return Reading(_timestamp(model.ts, received, limits), model.seq, values)
+
+
+def parse_reading_payload(payload: bytes, device_id: str, received: datetime,
+                          limits: Limits) -> list[Reading]:
+    """A reading, a flat reading, or an array of them (a store-and-forward backlog)."""
+    obj = _loads(payload)
+    if isinstance(obj, list):
+        if not obj:
+            raise ValidationFailed("no_values", "empty array of readings")
+        if len(obj) > limits.max_readings_per_message:
+            raise ValidationFailed("too_many_values",
+                                   f"{len(obj)} readings > {limits.max_readings_per_message}")
+        return [_one_reading(item, device_id, received, limits) for item in obj]
+    return [_one_reading(obj, device_id, received, limits)]
+
+
+def parse_metric_payload(payload: bytes, metric: str, received: datetime,
+                         limits: Limits) -> Reading:
+    """`.../telemetry/<metric>`: a bare JSON scalar, bare text, or {value, ts, unit, quality}."""
+    _check_name("metric", metric)
+    stripped = payload.strip()
+    try:
+        obj = orjson.loads(stripped)
+    except orjson.JSONDecodeError:
+        if stripped.lower() in NON_FINITE_WORDS:
+            raise ValidationFailed("non_finite_number",
+                                   "NaN and Infinity are not accepted values") from None
+        try:
+            obj = stripped.decode()
+        except UnicodeDecodeError:
+            raise ValidationFailed("invalid_encoding", "payload is not UTF-8 text") from None
+    try:
+        raw = _metric_value.validate_python(obj)
+    except PydanticValidationError as exc:
+        raise _pydantic_reason(exc) from None
+    ts = raw.ts if isinstance(raw, MetricObject) else None
+    return Reading(_timestamp(ts, received, limits), None, [_value(metric, raw)])
+
+
+def parse_status_payload(payload: bytes, received: datetime, limits: Limits) -> StatusChange:
+    """`online` / `offline` as bare text or JSON string, or {"status": ..., "ts": ...}."""
+    text = payload.strip()
+    status: str
+    ts: datetime | None = None
+    if text.startswith(b"{"):
+        try:
+            model = _status.validate_python(_loads(text))
+        except PydanticValidationError as exc:
+            raise _pydantic_reason(exc) from None
+        status, ts = model.status, model.ts
+    else:
+        status = text.strip(b'"').decode(errors="replace")
+    status = status.lower()
+    if status not in STATUSES:
+        raise ValidationFailed("bad_status", f"status must be online or offline, not "
+                                             f"{status[:32]!r}")
+    return StatusChange(status == "online", _timestamp(ts, received, limits))
+
+
+def check_device_id(device_id: str) -> None:
+    _check_name("device", device_id)

@@ -1,0 +1,81 @@
+"""Settings: `INSA_*` for what every service shares, `INSA_<SERVICE>_*` for each service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+# Passwords that must never reach production (and anything shorter than 12 characters).
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "changethis", "password", "secret", "insa", "admin",
+     "postgres", "redis", "mosquitto", "default"})
+MIN_SECRET_LENGTH = 12
+
+
+def is_placeholder(secret: str | None) -> bool:
+    return secret is None or secret.lower() in PLACEHOLDER_SECRETS \
+        or len(secret) < MIN_SECRET_LENGTH
+
+
+class CommonSettings(BaseSettings):
+    """What every service shares: environment, logging and where the infrastructure is."""
+
+    model_config = SettingsConfigDict(env_prefix="INSA_", extra="ignore")
+
+    env: Environment = "production"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    database_url: SecretStr
+    redis_url: SecretStr
+    mqtt_host: str = "localhost"
+    mqtt_port: int = Field(1883, ge=1, le=65535)
+    mqtt_tls: bool = False
+    mqtt_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> CommonSettings:
+        if self.env == "development":
+            return self
+        for name in ("database_url", "redis_url"):
+            url = urlsplit(getattr(self, name).get_secret_value())
+            if is_placeholder(url.password):
+                raise ValueError(
+                    f"INSA_{name.upper()} has no password or a placeholder one; set a real "
+                    f"secret (at least {MIN_SECRET_LENGTH} characters) outside development")
+        if self.mqtt_tls and self.mqtt_ca_file is not None and not self.mqtt_ca_file.exists():
+            raise ValueError(f"INSA_MQTT_CA_FILE {self.mqtt_ca_file} does not exist")
+        return self
+
+
+class ServiceSettings(BaseSettings):
+    """Per-service base: broker account, HTTP port for health and metrics, drain deadline."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    mqtt_username: str
+    mqtt_password: SecretStr
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(ge=0, le=65535)
+    drain_seconds: float = Field(10.0, gt=0)
+
+    def check_secrets(self, env: Environment) -> None:
+        if env != "development" and is_placeholder(self.mqtt_password.get_secret_value()):
+            prefix = self.model_config.get("env_prefix", "")
+            raise ValueError(f"{prefix}MQTT_PASSWORD is a placeholder; set a real secret")
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def load(service_cls: type[S]) -> tuple[CommonSettings, S]:
+    """Read both settings classes from the environment and refuse placeholder secrets."""
+    common = CommonSettings()  # type: ignore[call-arg]  # values come from the environment
+    service = service_cls()  # type: ignore[call-arg]
+    service.check_secrets(common.env)
+    return common, service
