@@ -14,6 +14,10 @@ from shared.settings import CommonSettings
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 NAME_RE = re.compile(NAME_PATTERN)
 
+# Broker accounts of the platform's own services (mosquitto/acl); never device ids.
+SERVICE_ACCOUNTS = ("insa-ingestor", "insa-diagnostics", "insa-alerts", "insa-api",
+                    "insa-subscriber")
+
 TELEMETRY_FILTER = "insa/devices/+/telemetry"
 METRIC_FILTER = "insa/devices/+/telemetry/+"
 STATUS_FILTER = "insa/devices/+/status"

@@ -19,7 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from shared.errors import ValidationFailed
-from shared.mqtt import NAME_RE
+from shared.mqtt import NAME_RE, SERVICE_ACCOUNTS
 
 # Keys of a reading that are not metrics when the reading is flat.
 RESERVED_KEYS = frozenset({"ts", "timestamp", "seq", "device_id", "telemetry", "metadata"})
@@ -235,3 +235,6 @@ def parse_status_payload(payload: bytes, received: datetime, limits: Limits) -> 
 
 def check_device_id(device_id: str) -> None:
     _check_name("device", device_id)
+    if device_id in SERVICE_ACCOUNTS:
+        raise ValidationFailed("bad_device_name",
+                               f"{device_id!r} is a platform service account, not a device")

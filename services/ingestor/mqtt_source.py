@@ -19,6 +19,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from shared.health import Health
 from shared.mqtt import METRIC_FILTER, STATUS_FILTER, TELEMETRY_FILTER, shared_filter
@@ -121,7 +122,10 @@ class MqttSource:
         self.health.ok("mqtt")
         log.info("mqtt connected", session_present=flags.session_present,
                  connection=self.connection)
-        topics = [(shared_filter(self.share_group, f), 1)
+        # Retained statuses only when the subscription is new, not on every reconnect of
+        # the persistent session (their age is unknown, so replaying them would mislead).
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        topics = [(shared_filter(self.share_group, f), options)
                   for f in (TELEMETRY_FILTER, METRIC_FILTER, STATUS_FILTER)]
         client.subscribe(topics)
 

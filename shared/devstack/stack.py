@@ -29,9 +29,8 @@ from shared.devstack.processes import (
     unprivileged_user,
     wait_for_port,
 )
+from shared.mqtt import SERVICE_ACCOUNTS
 
-SERVICE_ACCOUNTS = ("insa-ingestor", "insa-diagnostics", "insa-alerts", "insa-api",
-                    "insa-subscriber")
 # Services `insa run` knows, started by the stack in this order once migrations applied.
 SERVICES = ("ingestor",)
 

@@ -1,0 +1,110 @@
+"""Settings validation, and compose.yaml kept consistent with the settings classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from services.ingestor.settings import IngestorSettings
+from shared.devstack.stack import StackConfig, service_environment
+from shared.settings import CommonSettings, ServiceSettings, load
+
+REPO = Path(__file__).resolve().parents[2]
+GOOD = {"INSA_DATABASE_URL": "postgresql://insa:a-real-long-secret@db/insa",
+        "INSA_REDIS_URL": "redis://:another-long-secret@redis:6379/0",
+        "INSA_INGESTOR_MQTT_PASSWORD": "mqtt-long-secret-1"}
+# compose service -> the settings class of that service (besides CommonSettings)
+COMPOSE_SERVICES: dict[str, type[ServiceSettings] | None] = {
+    "migrate": None, "ingestor": IngestorSettings}
+
+
+def set_env(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
+    for key, value in {**GOOD, **values}.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_good_production_settings_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, INSA_INGESTOR_BATCH_MAX_MESSAGES="250")
+    common, ingestor = load(IngestorSettings)
+    assert common.env == "production" and common.log_format == "json"
+    assert ingestor.batch_max_messages == 250 and ingestor.mqtt_username == "insa-ingestor"
+
+
+@pytest.mark.parametrize("url", ["postgresql://insa@db/insa", "postgresql://insa:changeme@db/x",
+                                 "postgresql://insa:short@db/insa"])
+def test_production_refuses_missing_or_placeholder_database_password(
+        monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    set_env(monkeypatch, INSA_DATABASE_URL=url)
+    with pytest.raises(ValidationError, match="INSA_DATABASE_URL"):
+        CommonSettings()  # type: ignore[call-arg]
+
+
+def test_production_refuses_placeholder_mqtt_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, INSA_INGESTOR_MQTT_PASSWORD="secret")
+    with pytest.raises(ValueError, match="INSA_INGESTOR_MQTT_PASSWORD"):
+        load(IngestorSettings)
+
+
+def test_development_accepts_placeholders(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, INSA_ENV="development", INSA_DATABASE_URL="postgresql://insa@db/insa",
+            INSA_INGESTOR_MQTT_PASSWORD="dev")
+    common, _ = load(IngestorSettings)
+    assert common.env == "development"
+
+
+def test_missing_required_settings_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError) as exc:
+        CommonSettings()  # type: ignore[call-arg]
+    assert "database_url" in str(exc.value) and "redis_url" in str(exc.value)
+
+
+def test_out_of_range_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, INSA_INGESTOR_RECEIVE_MAXIMUM="0")
+    with pytest.raises(ValidationError, match="receive_maximum"):
+        load(IngestorSettings)
+
+
+def _env_names(cls: type) -> set[str]:
+    prefix = cls.model_config.get("env_prefix", "")
+    return {f"{prefix}{name}".upper() for name in cls.model_fields}
+
+
+def _compose() -> dict:
+    return yaml.safe_load((REPO / "compose.yaml").read_text())
+
+
+@pytest.mark.parametrize("service", sorted(COMPOSE_SERVICES))
+def test_compose_environment_matches_the_settings_classes(service: str) -> None:
+    env = _compose()["services"][service]["environment"]
+    known = _env_names(CommonSettings)
+    settings_cls = COMPOSE_SERVICES[service]
+    if settings_cls is not None:
+        known |= _env_names(settings_cls)
+    insa_vars = {k for k in env if k.startswith("INSA_")}
+    assert insa_vars <= known, f"unknown variables in compose {service}: {insa_vars - known}"
+    assert {"INSA_DATABASE_URL", "INSA_REDIS_URL", "INSA_ENV"} <= insa_vars
+    assert env["INSA_ENV"] == "production"
+    if settings_cls is not None:
+        required = {f"{settings_cls.model_config['env_prefix']}{n}".upper()
+                    for n, f in settings_cls.model_fields.items() if f.is_required()}
+        assert required <= insa_vars
+
+
+def test_every_compose_service_of_the_platform_has_a_healthcheck() -> None:
+    services = _compose()["services"]
+    for name, spec in services.items():
+        if name != "migrate":
+            assert "healthcheck" in spec, f"{name} has no healthcheck"
+        for dep in (spec.get("depends_on") or {}).values():
+            assert dep["condition"] in ("service_healthy", "service_completed_successfully")
+
+
+def test_local_stack_uses_the_same_variable_names_as_compose(tmp_path: Path) -> None:
+    cfg = StackConfig(tmp_path, 1, 2, 3, 4, 5, 1)
+    local = set(service_environment(cfg, dict.fromkeys(
+        ["postgres", "redis", "insa-ingestor"], "x" * 16)))
+    compose = set(_compose()["services"]["ingestor"]["environment"])
+    assert local - {"INSA_ENV"} <= compose
