@@ -7,11 +7,11 @@ import contextlib
 from collections.abc import Iterator
 
 import uvicorn
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 
 class Health:
@@ -49,9 +49,11 @@ def health_app(health: Health, registry: CollectorRegistry | None = None) -> Sta
             return JSONResponse({"status": "unavailable", "failing": failures}, status_code=503)
         return JSONResponse({"status": "ok"})
 
-    metrics = make_asgi_app(registry) if registry is not None else make_asgi_app()
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(registry or REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
     return Starlette(routes=[Route("/health/live", live), Route("/health/ready", ready),
-                             Mount("/metrics", metrics)])
+                             Route("/metrics", metrics)])
 
 
 class _QuietServer(uvicorn.Server):

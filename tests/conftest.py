@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from tests.fixtures.ingestor import IngestorProcess, ingestor_environment
 from tests.fixtures.servers import (
     RunningBroker,
     RunningPostgres,
@@ -75,3 +77,35 @@ def broker(dev_certs: Path) -> Iterator[RunningBroker]:
     yield server
     server.stop()
     remove_tree(server.spec.rundir)
+
+
+@pytest.fixture
+async def db_url(pg_dsn: str) -> str:
+    """A fresh database with every migration applied."""
+    from shared.migrate import migrate
+
+    await migrate(pg_dsn)
+    return pg_dsn
+
+
+@pytest.fixture
+def ingestor_factory(db_url: str, redis_server: RunningRedis, broker: RunningBroker,
+                     tmp_path: Path) -> Iterator[Callable[..., IngestorProcess]]:
+    """Start real ingestor processes (settings overrides as INSA_* keyword arguments)."""
+    started: list[IngestorProcess] = []
+
+    def start(wait_ready: bool = True, **overrides: str) -> IngestorProcess:
+        env = ingestor_environment(db_url, redis_server.url, broker, **overrides)
+        proc = IngestorProcess(env, tmp_path / f"ingestor-{len(started)}.log")
+        started.append(proc)
+        proc.start(wait_ready)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def ingestor(ingestor_factory: Callable[..., IngestorProcess]) -> IngestorProcess:
+    return ingestor_factory()

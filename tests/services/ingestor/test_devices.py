@@ -1,0 +1,81 @@
+"""Device state: latest values by event time, Last Will, inactivity timeout, auto-registration."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from tests.fixtures.ingestor import IngestorProcess
+from tests.fixtures.servers import RunningBroker
+from tests.utils.devices import Device
+from tests.utils.waiting import wait_until
+
+
+async def _fetch(dsn: str, sql: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(sql)
+    finally:
+        await conn.close()
+
+
+LATEST = """SELECT l.time, l.value FROM telemetry_latest l JOIN metrics m ON m.id = l.metric
+             WHERE m.name = 'pip'"""
+
+
+async def test_a_late_reading_does_not_overwrite_a_newer_latest_value(
+        ingestor: IngestorProcess, broker: RunningBroker, db_url: str) -> None:
+    dev = Device(broker, "esp-late")
+    dev.publish("telemetry", b'{"ts": "2026-11-22T10:00:00Z", "pip": 900}')
+    await wait_until(lambda: _fetch(db_url, LATEST), lambda r: len(r) == 1)
+    dev.publish("telemetry", b'{"ts": "2026-11-22T09:00:00Z", "pip": 100}')  # late backlog
+    await wait_until(lambda: _fetch(db_url, "SELECT 1 FROM telemetry"), lambda r: len(r) == 2)
+    latest = await _fetch(db_url, LATEST)
+    assert latest[0]["value"] == 900 and latest[0]["time"].hour == 10
+    dev.publish("telemetry", b'{"ts": "2026-11-22T11:00:00Z", "pip": 950}')
+    await wait_until(lambda: _fetch(db_url, LATEST), lambda r: r[0]["value"] == 950)
+    dev.close()
+
+
+STATUS = "SELECT status, last_seen FROM devices WHERE device_id = 'esp-will'"
+
+
+async def test_last_will_marks_the_device_offline(
+        ingestor: IngestorProcess, broker: RunningBroker, db_url: str) -> None:
+    dev = Device(broker, "esp-will", will=b"offline")
+    dev.publish("status", b"online", retain=True)
+    dev.publish("telemetry", b'{"flow_rate": 1}')
+    online = await wait_until(lambda: _fetch(db_url, STATUS),
+                              lambda r: bool(r) and r[0]["status"] == "online")
+    assert online[0]["last_seen"] is not None
+    dev.kill()  # no DISCONNECT: the broker publishes the Last Will
+    await wait_until(lambda: _fetch(db_url, STATUS), lambda r: r[0]["status"] == "offline",
+                     what="Last Will to mark the device offline")
+
+
+async def test_json_status_with_an_older_timestamp_does_not_win(
+        ingestor: IngestorProcess, broker: RunningBroker, db_url: str) -> None:
+    dev = Device(broker, "esp-order")
+    query = "SELECT status FROM devices WHERE device_id = 'esp-order'"
+    dev.publish("status", b'{"status": "offline", "ts": "2026-11-22T10:00:00Z"}')
+    await wait_until(lambda: _fetch(db_url, query), lambda r: bool(r) and
+                     r[0]["status"] == "offline")
+    dev.publish("status", b'{"status": "online", "ts": "2026-11-22T09:00:00Z"}')
+    dev.publish("status", b'{"status": "offline", "ts": "2026-11-22T10:30:00Z"}')
+    await wait_until(lambda: _fetch(db_url, "SELECT 1 FROM devices WHERE status_changed_at = "
+                                            "'2026-11-22T10:30:00Z'"), lambda r: len(r) == 1)
+    assert (await _fetch(db_url, query))[0]["status"] == "offline"
+    dev.close()
+
+
+async def test_silent_devices_go_offline_after_the_inactivity_timeout(
+        ingestor_factory, broker: RunningBroker, db_url: str) -> None:
+    ingestor = ingestor_factory(INSA_INGESTOR_OFFLINE_AFTER_SECONDS="1")
+    dev = Device(broker, "esp-quiet")
+    dev.publish("telemetry", b'{"flow_rate": 1}')
+    query = "SELECT status FROM devices WHERE device_id = 'esp-quiet'"
+    await wait_until(lambda: _fetch(db_url, query), lambda r: bool(r) and
+                     r[0]["status"] == "online")
+    await wait_until(lambda: _fetch(db_url, query), lambda r: r[0]["status"] == "offline",
+                     timeout=10, what="inactivity timeout")
+    assert ingestor.metric("insa_ingestor_devices_timed_out_total") == 1
+    dev.close()

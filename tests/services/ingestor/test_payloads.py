@@ -1,0 +1,159 @@
+"""Every payload form stores exactly the expected rows; every reject is recorded and counted."""
+
+from __future__ import annotations
+
+import asyncpg
+import orjson
+import redis
+
+from tests.fixtures.ingestor import IngestorProcess
+from tests.fixtures.servers import RunningBroker, RunningRedis
+from tests.utils.devices import Device
+from tests.utils.waiting import wait_until
+
+
+async def _rows(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+NUMBERS = """
+    SELECT d.device_id, m.name, t.time, t.value, t.quality FROM telemetry t
+      JOIN devices d ON d.id = t.device JOIN metrics m ON m.id = t.metric
+     ORDER BY d.device_id, t.time, m.name"""
+
+
+async def test_every_payload_form_stores_exactly_the_expected_rows(
+        ingestor: IngestorProcess, broker: RunningBroker, redis_server: RunningRedis,
+        db_url: str) -> None:
+    dev = Device(broker, "esp-forms")
+    dev.publish("telemetry", orjson.dumps({
+        "ts": "2026-11-22T10:30:00.123Z", "seq": 1,
+        "telemetry": {"flow_rate": 2500.5, "pip": {"value": 850, "unit": "psi", "quality": 100},
+                      "running": True, "mode": "auto"},
+        "metadata": {"source": "rtu-3"}}))
+    dev.publish("telemetry", b'{"timestamp": 1763807400, "flow_rate": 2400, "pip": 840}')
+    dev.publish("telemetry", orjson.dumps([
+        {"ts": 1763807401000, "seq": 2, "flow_rate": 1.0},
+        {"ts": 1763807402000, "seq": 3, "flow_rate": 2.0},
+        {"ts": 1763807403000, "seq": 4, "telemetry": {"flow_rate": 3.0}}]))
+    dev.publish("telemetry/motor_temp", b"221.5")
+    dev.publish("telemetry/vibration",
+                b'{"value": 0.31, "ts": "2026-11-22T10:31:00Z", "unit": "g", "quality": 90}')
+    dev.publish("telemetry/alarm_text", b"high temp")
+
+    rows = await wait_until(lambda: _rows(db_url, NUMBERS), lambda r: len(r) == 10,
+                            what="10 numeric rows")
+    by_metric: dict[str, list[float]] = {}
+    for r in rows:
+        by_metric.setdefault(r["name"], []).append(r["value"])
+    by_metric = {name: sorted(values) for name, values in by_metric.items()}
+    assert by_metric == {"flow_rate": [1.0, 2.0, 3.0, 2400.0, 2500.5], "pip": [840.0, 850.0],
+                         "running": [1.0], "motor_temp": [221.5], "vibration": [0.31]}
+    pip = next(r for r in rows if r["name"] == "pip" and r["value"] == 850.0)
+    assert pip["quality"] == 100 and pip["time"].isoformat() == "2026-11-22T10:30:00.123000+00:00"
+    vib = next(r for r in rows if r["name"] == "vibration")
+    assert vib["quality"] == 90 and vib["time"].isoformat() == "2026-11-22T10:31:00+00:00"
+
+    texts = await wait_until(
+        lambda: _rows(db_url, "SELECT m.name, t.value FROM telemetry_text t "
+                              "JOIN metrics m ON m.id = t.metric ORDER BY m.name"),
+        lambda r: len(r) == 2, what="2 text rows")
+    assert [(r["name"], r["value"]) for r in texts] == [("alarm_text", "high temp"),
+                                                        ("mode", "auto")]
+    units = await _rows(db_url, "SELECT name, unit FROM metrics WHERE unit IS NOT NULL")
+    assert {(r["name"], r["unit"]) for r in units} == {("pip", "psi"), ("vibration", "g")}
+
+    # Latest values: newest by event time per metric (flow_rate's newest is the first reading,
+    # 2026-11-22; the flat one and the backlog are from 2025).
+    latest = await _rows(db_url, "SELECT m.name, l.value, l.value_text FROM telemetry_latest l "
+                                 "JOIN metrics m ON m.id = l.metric")
+    latest_by = {r["name"]: r["value"] if r["value"] is not None else r["value_text"]
+                 for r in latest}
+    assert latest_by["flow_rate"] == 2500.5 and latest_by["alarm_text"] == "high temp"
+
+    # One stream entry per reading, after commit, in the design's field format.
+    r = redis.Redis.from_url(redis_server.url)
+    entries = r.xrange("insa:telemetry")
+    assert len(entries) == 8
+    first = entries[0][1]
+    assert first[b"device_id"] == b"esp-forms" and first[b"seq"] == b"1"
+    assert first[b"ts"] == b"1795343400123"  # 2026-11-22T10:30:00.123Z
+    assert orjson.loads(first[b"metrics"]) == {"flow_rate": 2500.5, "pip": 850.0,
+                                                "running": 1.0, "mode": "auto"}
+    assert not await _rows(db_url, "SELECT * FROM rejected_messages")
+    assert ingestor.metric("insa_ingestor_messages_total") == 6
+    dev.close()
+
+
+BAD_PAYLOADS = [
+    ("telemetry", b"{not json", "invalid_json"),
+    ("telemetry", b'{"flow_rate": NaN}', "non_finite_number"),
+    ("telemetry", b'{"flow_rate": 1e999}', "non_finite_number"),
+    ("telemetry/pip", b"Infinity", "non_finite_number"),
+    ("telemetry", b'{"flow_rate": [1, 2]}', "schema_violation"),
+    ("telemetry", b'"just a string"', "schema_violation"),
+    ("telemetry", b'{"device_id": "someone-else", "flow_rate": 1}', "device_id_mismatch"),
+    ("telemetry", b'{"bad/name": 1}', "bad_metric_name"),
+    ("telemetry", b'{"ts": "2999-01-01T00:00:00Z", "flow_rate": 1}', "timestamp_in_future"),
+    ("telemetry", b'{"ts": "2026-01-01T00:00:00", "flow_rate": 1}', "invalid_timestamp"),
+    ("telemetry", b'{"ts": 1763807400}', "no_values"),
+    ("telemetry", b"[]", "no_values"),
+    ("telemetry", b'{"flow_rate": 1, "pad": "' + b"x" * 3000 + b'"}', "payload_too_large"),
+    ("status", b"sleeping", "bad_status"),
+]
+
+
+async def test_every_reject_reason_is_recorded_and_counted(
+        ingestor_factory, broker: RunningBroker, db_url: str) -> None:
+    ingestor = ingestor_factory(INSA_INGESTOR_MAX_PAYLOAD_BYTES="2048",
+                                INSA_INGESTOR_REJECT_KEEP_BYTES="64")
+    dev = Device(broker, "esp-bad")
+    for suffix, payload, _ in BAD_PAYLOADS:
+        dev.publish(suffix, payload)
+    dev.publish("telemetry", b'{"flow_rate": 7}')  # a good one among them is still stored
+
+    rejects = await wait_until(
+        lambda: _rows(db_url, "SELECT topic, device_id, reason, detail, payload, payload_size "
+                              "FROM rejected_messages ORDER BY id"),
+        lambda r: len(r) == len(BAD_PAYLOADS), what="every reject recorded")
+    assert [r["reason"] for r in rejects] == [reason for _, _, reason in BAD_PAYLOADS]
+    for row, (suffix, payload, _) in zip(rejects, BAD_PAYLOADS, strict=True):
+        assert row["topic"] == f"insa/devices/esp-bad/{suffix}"
+        assert row["device_id"] == "esp-bad"
+        assert row["detail"]
+        assert row["payload"] == payload[:64] and row["payload_size"] == len(payload)
+    expected: dict[str, int] = {}
+    for _, _, reason in BAD_PAYLOADS:
+        expected[reason] = expected.get(reason, 0) + 1
+    for reason, count in expected.items():
+        assert ingestor.metric("insa_ingestor_rejects_total", f'reason="{reason}"') == count
+    stored = await wait_until(lambda: _rows(db_url, "SELECT value FROM telemetry"),
+                              lambda r: len(r) == 1, what="the good reading")
+    assert stored[0]["value"] == 7.0
+    # Rejected messages were acked: nothing waits for redelivery.
+    assert ingestor.metric("insa_ingestor_pending_messages") == 0
+    dev.close()
+
+
+async def test_unknown_device_is_rejected_when_auto_provisioning_is_off(
+        ingestor_factory, broker: RunningBroker, db_url: str) -> None:
+    ingestor_factory(INSA_INGESTOR_AUTO_PROVISION="false")
+    conn = await asyncpg.connect(db_url)
+    await conn.execute("INSERT INTO devices (device_id) VALUES ('esp-known')")
+    await conn.close()
+    known, stranger = Device(broker, "esp-known"), Device(broker, "esp-stranger")
+    stranger.publish("telemetry", b'{"flow_rate": 1}')
+    known.publish("telemetry", b'{"flow_rate": 2}')
+    rejects = await wait_until(lambda: _rows(db_url, "SELECT reason, device_id FROM "
+                                                     "rejected_messages"),
+                               lambda r: len(r) == 1, what="unknown device reject")
+    assert (rejects[0]["reason"], rejects[0]["device_id"]) == ("unknown_device", "esp-stranger")
+    await wait_until(lambda: _rows(db_url, "SELECT 1 FROM telemetry"), lambda r: len(r) == 1)
+    devices = await _rows(db_url, "SELECT device_id FROM devices")
+    assert [d["device_id"] for d in devices] == ["esp-known"]
+    known.close()
+    stranger.close()
