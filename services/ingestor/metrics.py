@@ -2,41 +2,47 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30)
 
 
 class IngestorMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        kw = {"registry": registry} if registry is not None else {}
-        self.messages = Counter("insa_ingestor_messages_total",
-                                "MQTT messages received, by topic kind", ["kind"], **kw)
-        self.redeliveries = Counter("insa_ingestor_redeliveries_total",
-                                    "Messages the broker redelivered (DUP flag set)", **kw)
-        self.rejects = Counter("insa_ingestor_rejects_total",
-                               "Messages rejected and recorded, by reason", ["reason"], **kw)
-        self.rows = Counter("insa_ingestor_rows_written_total",
-                            "Rows inserted, by table", ["table"], **kw)
-        self.duplicate_rows = Counter("insa_ingestor_duplicate_rows_total",
-                                      "Rows already stored (redelivered messages)", **kw)
-        self.stream_entries = Counter("insa_ingestor_stream_entries_total",
-                                      "Entries added to the telemetry stream", **kw)
-        self.batch_messages = Histogram(
-            "insa_ingestor_batch_messages", "Messages per flushed batch",
-            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), **kw)
-        self.flush_seconds = Histogram(
-            "insa_ingestor_flush_seconds", "Time to commit one batch (incl. retries)",
-            buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30), **kw)
-        self.commit_to_ack_seconds = Histogram(
-            "insa_ingestor_commit_to_ack_seconds", "From commit to the acks being sent",
-            buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .5, 1, 5), **kw)
-        self.backpressure = Gauge(
-            "insa_ingestor_backpressure",
-            "1 while a dependency is failing and acks are held back", ["dependency"], **kw)
-        self.acks_skipped = Counter(
-            "insa_ingestor_acks_skipped_total",
-            "Acks not sent because the connection they came on is gone (will be redelivered)",
-            **kw)
-        self.pending = Gauge("insa_ingestor_pending_messages",
-                             "Messages received but not yet acked", **kw)
-        self.devices_offline = Counter("insa_ingestor_devices_timed_out_total",
-                                       "Devices marked offline by the inactivity timeout", **kw)
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(f"insa_ingestor_{name}", doc, labels, registry=registry)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(f"insa_ingestor_{name}", doc, labels, registry=registry)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(f"insa_ingestor_{name}", doc, buckets=buckets, registry=registry)
+
+        self.messages = counter("messages_total", "MQTT messages received, by topic kind",
+                                ("kind",))
+        self.redeliveries = counter("redeliveries_total",
+                                    "Messages the broker redelivered (DUP flag set)")
+        self.rejects = counter("rejects_total", "Messages rejected and recorded, by reason",
+                               ("reason",))
+        self.rows = counter("rows_written_total", "Rows inserted, by table", ("table",))
+        self.duplicate_rows = counter("duplicate_rows_total",
+                                      "Rows already stored (redelivered messages)")
+        self.stream_entries = counter("stream_entries_total",
+                                      "Entries added to the telemetry stream")
+        self.acks_skipped = counter(
+            "acks_skipped_total",
+            "Acks not sent because their connection is gone (they will be redelivered)")
+        self.devices_offline = counter("devices_timed_out_total",
+                                       "Devices marked offline by the inactivity timeout")
+        self.batch_messages = histogram("batch_messages", "Messages per flushed batch",
+                                        (1, 10, 50, 100, 250, 500, 1000, 2000, 5000))
+        self.flush_seconds = histogram("flush_seconds",
+                                       "Time to commit one batch (retries included)",
+                                       LATENCY_BUCKETS)
+        self.commit_to_ack_seconds = histogram(
+            "commit_to_ack_seconds", "From commit to the batch's acks being sent",
+            LATENCY_BUCKETS)
+        self.backpressure = gauge("backpressure",
+                                  "1 while a dependency is failing and acks are held back",
+                                  ("dependency",))
+        self.pending = gauge("pending_messages", "Messages received but not yet acked")

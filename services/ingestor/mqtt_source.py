@@ -13,6 +13,7 @@ import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import paho.mqtt.client as paho
 import structlog
@@ -137,24 +138,26 @@ class MqttSource:
         self._lost.set()
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-        self.on_delivery(Delivery(msg.topic, msg.payload, msg.mid, msg.qos, bool(msg.dup),
+        payload = cast(bytes, msg.payload)  # always bytes on receipt
+        self.on_delivery(Delivery(msg.topic, payload, msg.mid, msg.qos, bool(msg.dup),
                                   self.connection))
 
-    # --- socket plumbing (paho's asyncio integration) -----------------------------------
-    def _on_socket_open(self, client: paho.Client, _u: object, sock: socket.socket) -> None:
+    # --- socket plumbing (paho's asyncio integration; paho types sockets as a private
+    # protocol, hence Any) ----------------------------------------------------------------
+    def _on_socket_open(self, client: paho.Client, _u: object, sock: Any) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self._loop.add_reader(sock, client.loop_read)
         self._misc = self._loop.create_task(self._misc_loop(), name="mqtt-misc")
 
-    def _on_socket_close(self, _c: paho.Client, _u: object, sock: socket.socket) -> None:
+    def _on_socket_close(self, _c: paho.Client, _u: object, sock: Any) -> None:
         self._loop.remove_reader(sock)
         if self._misc is not None:
             self._misc.cancel()
 
-    def _on_register_write(self, client: paho.Client, _u: object, sock: socket.socket) -> None:
+    def _on_register_write(self, client: paho.Client, _u: object, sock: Any) -> None:
         self._loop.add_writer(sock, client.loop_write)
 
-    def _on_unregister_write(self, _c: paho.Client, _u: object, sock: socket.socket) -> None:
+    def _on_unregister_write(self, _c: paho.Client, _u: object, sock: Any) -> None:
         self._loop.remove_writer(sock)
 
     async def _misc_loop(self) -> None:
