@@ -10,8 +10,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.fixtures.ingestor import IngestorProcess, ingestor_environment
-from tests.fixtures.servers import (
+from shared.devstack.ingestor_process import IngestorProcess, ingestor_environment
+from shared.devstack.servers import (
     RunningBroker,
     RunningPostgres,
     RunningRedis,

@@ -21,7 +21,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.fixtures.servers import RunningBroker
+from shared.devstack.servers import RunningBroker
 
 HOST = "127.0.0.1"
 WAIT = 3.0  # default bound for anything the broker should answer at once

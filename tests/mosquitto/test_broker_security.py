@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.fixtures.servers import RunningBroker
+from shared.devstack.servers import RunningBroker
 from tests.mosquitto.mqtt_helpers import (
     Clients,
     MqttTestClient,

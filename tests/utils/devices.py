@@ -7,7 +7,7 @@ import threading
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.fixtures.servers import RunningBroker
+from shared.devstack.servers import RunningBroker
 
 
 class Device:

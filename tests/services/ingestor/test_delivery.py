@@ -11,8 +11,8 @@ import asyncpg
 import orjson
 import redis
 
-from tests.fixtures.ingestor import IngestorProcess
-from tests.fixtures.servers import RunningBroker, RunningPostgres, RunningRedis
+from shared.devstack.ingestor_process import IngestorProcess
+from shared.devstack.servers import RunningBroker, RunningPostgres, RunningRedis
 from tests.utils.devices import Device
 from tests.utils.waiting import wait_until
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from tests.fixtures.ingestor import IngestorProcess
-from tests.fixtures.servers import RunningBroker
+from shared.devstack.ingestor_process import IngestorProcess
+from shared.devstack.servers import RunningBroker
 from tests.utils.devices import Device
 from tests.utils.waiting import wait_until
 

@@ -6,8 +6,8 @@ import asyncpg
 import orjson
 import redis
 
-from tests.fixtures.ingestor import IngestorProcess
-from tests.fixtures.servers import RunningBroker, RunningRedis
+from shared.devstack.ingestor_process import IngestorProcess
+from shared.devstack.servers import RunningBroker, RunningRedis
 from tests.utils.devices import Device
 from tests.utils.waiting import wait_until
 
