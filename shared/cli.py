@@ -132,5 +132,37 @@ def simulate(secrets_file: str, prefix: str, devices: int | None, interval: floa
         pass
 
 
+@main.group()
+def bench() -> None:
+    """Benchmarks (figures printed, and written as JSON)."""
+
+
+@bench.command("ingest")
+@click.option("--messages", type=int, default=100_000, show_default=True)
+@click.option("--devices", type=int, default=20, show_default=True)
+@click.option("--batch", "batch_max_messages", type=int, default=1000, show_default=True,
+              help="Ingestor batch size (messages).")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON result here (default bench-results/ingest-<time>.json).")
+def bench_ingest(messages: int, devices: int, batch_max_messages: int,
+                 output: str | None) -> None:
+    """Ingest throughput, latency, loss and duplicates vs the broker's raw pass-through."""
+    import json
+    import time
+    from pathlib import Path
+
+    from services.bench.ingest import BenchConfig, report
+    from services.bench.ingest import run as run_bench
+
+    result = run_bench(BenchConfig(messages=messages, devices=devices,
+                                   batch_max_messages=batch_max_messages),
+                       progress=lambda line: click.echo(line, err=True))
+    click.echo(report(result))
+    path = Path(output or f"bench-results/ingest-{time.strftime('%Y%m%dT%H%M%S')}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    click.echo(f"JSON: {path}")
+
+
 if __name__ == "__main__":
     main()

@@ -68,6 +68,8 @@ class Pipeline:
         self.reject_log = RejectLog(settings.reject_log_window_seconds)
         self.source: MqttSource | None = None
         self.batch = Batch()
+        self.pending = 0  # received, not yet acked
+        self.pending_high_water = 0
         self._wake = asyncio.Event()
 
     # --- intake (called by paho on the event loop for every message) --------------------
@@ -77,7 +79,15 @@ class Pipeline:
         if delivery.redelivered:
             self.metrics.redeliveries.inc()
         self.batch.add(item)
-        self.metrics.pending.inc()
+        self.pending += 1
+        self.metrics.pending.set(self.pending)
+        if self.pending > self.pending_high_water:
+            self.pending_high_water = self.pending
+            self.metrics.pending_high_water.set(self.pending)
+        # Stop pulling at the receive window: Mosquitto 2.0.11 releases a whole window per
+        # PUBACK instead of one message, so the broker's Receive Maximum cannot be relied on.
+        if self.pending >= self.settings.receive_maximum and self.source is not None:
+            self.source.pause()
         if len(self.batch) == 1 or len(self.batch) >= self.settings.batch_max_messages:
             self._wake.set()
 
@@ -211,7 +221,10 @@ class Pipeline:
         skipped = sum(not self.source.ack(item.delivery) for item in items)
         if skipped:
             self.metrics.acks_skipped.inc(skipped)
-        self.metrics.pending.dec(len(items))
+        self.pending -= len(items)
+        self.metrics.pending.set(self.pending)
+        if self.pending <= self.settings.receive_maximum // 2:
+            self.source.resume()
 
     async def _retry(self, dependency: str, unavailable: tuple[type[BaseException], ...],
                      attempt: Callable[[], Awaitable[T]]) -> T:

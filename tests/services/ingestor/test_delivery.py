@@ -140,3 +140,18 @@ async def test_redis_outage_mid_stream_holds_acks_and_recovers(
 
 async def _async(fn: Callable[[str], set[int]], arg: str) -> set[int]:
     return fn(arg)
+
+
+async def test_intake_stays_within_the_receive_window_under_load(
+        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        db_url: str) -> None:
+    """Memory is bounded by the window even though this broker releases more per PUBACK."""
+    count = 3000
+    ingestor = ingestor_factory(INSA_INGESTOR_RECEIVE_MAXIMUM="100",
+                                INSA_INGESTOR_BATCH_MAX_MESSAGES="20")
+    device = Device(broker, "esp-window")
+    device.publish_many(readings("esp-window", count))
+    await wait_until(lambda: count_seqs(db_url), lambda n: n >= count, timeout=60)
+    assert_exactly_once(await stored_seqs(db_url), count)
+    assert 0 < ingestor.metric("insa_ingestor_pending_messages_high_water") <= 100
+    device.close()

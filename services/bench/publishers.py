@@ -1,0 +1,81 @@
+"""Load generation for the benchmark: one C `mosquitto_pub -l` per device, fed lines of
+readings by a Python thread, so the publishing side costs little of the machine."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime
+
+import orjson
+
+METRICS = ("flow_rate", "pip", "discharge_pressure", "motor_current", "motor_temp",
+           "intake_temp", "vibration", "vsd_frequency", "gor", "power")
+
+
+def reading_line(seq: int, ts_us: int) -> bytes:
+    """One 10-metric reading; `ts` is when it is handed to the publisher (µs precision)."""
+    ts = datetime.fromtimestamp(ts_us / 1e6, UTC).isoformat()
+    values = {m: 1000.0 + (seq % 997) * 0.5 + i for i, m in enumerate(METRICS)}
+    return orjson.dumps({"ts": ts, "seq": seq, "telemetry": values}) + b"\n"
+
+
+class DevicePublisher:
+    """Publishes `count` readings as one device at QoS 1 through mosquitto_pub."""
+
+    def __init__(self, port: int, device_id: str, password: str, count: int,
+                 rate: float | None = None) -> None:
+        self.device_id = device_id
+        self.count = count
+        self.rate = rate  # readings per second for this device; None = as fast as acked
+        binary = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
+        self.proc = subprocess.Popen(
+            [binary, "-h", "127.0.0.1", "-p", str(port), "-u", device_id, "-P", password,
+             "-i", f"bench-{device_id}", "-q", "1", "-M", "200", "-l",
+             "-t", f"insa/devices/{device_id}/telemetry"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.thread = threading.Thread(target=self._feed, name=f"feed-{device_id}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _feed(self) -> None:
+        assert self.proc.stdin is not None
+        last_us = 0
+        started = time.monotonic()
+        for seq in range(self.count):
+            if self.rate:
+                delay = started + seq / self.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            last_us = max(time.time_ns() // 1000, last_us + 1)  # unique per device
+            self.proc.stdin.write(reading_line(seq, last_us))
+            if self.rate:
+                self.proc.stdin.flush()
+        self.proc.stdin.close()
+
+    def wait(self, timeout: float) -> None:
+        self.thread.join(timeout)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        if self.proc.returncode != 0:
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            raise RuntimeError(f"mosquitto_pub for {self.device_id} failed: {err}")
+
+
+def publish_all(port: int, credentials: dict[str, str], per_device: int,
+                rate_per_device: float | None = None, timeout: float = 600) -> float:
+    """Run every device's publisher to completion; returns the wall time it took."""
+    publishers = [DevicePublisher(port, d, p, per_device, rate_per_device)
+                  for d, p in credentials.items()]
+    started = time.monotonic()
+    for pub in publishers:
+        pub.start()
+    for pub in publishers:
+        pub.wait(timeout)
+    return time.monotonic() - started
