@@ -10,7 +10,7 @@ from services.ingestor.mqtt_source import Delivery
 from shared.schemas import Reading, StatusChange
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reject:
     topic: str
     device_id: str | None
@@ -42,6 +42,11 @@ class Batch:
         if not self.items:
             self.started = time.monotonic()
         self.items.append(item)
+
+    def take(self, count: int) -> list[Parsed]:
+        """Remove and return the oldest `count` items (the rest keep their age)."""
+        taken, self.items = self.items[:count], self.items[count:]
+        return taken
 
     def __len__(self) -> int:
         return len(self.items)

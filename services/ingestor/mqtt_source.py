@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 READS_PER_WAKEUP = 200
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivery:
     """One inbound message and what is needed to ack it on the connection it came on."""
 

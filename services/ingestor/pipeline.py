@@ -29,10 +29,12 @@ from services.ingestor.mqtt_source import Delivery, MqttSource
 from services.ingestor.parsing import MessageParser
 from services.ingestor.rejects import RejectLog
 from services.ingestor.settings import IngestorSettings
+from services.ingestor.stream import Entry, TelemetryStream
 from shared.health import Health
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+A = TypeVar("A")
 
 # Errors that mean "the dependency is unavailable", as opposed to "this data is bad".
 PG_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -52,7 +54,16 @@ class Prepared:
     seen: dict[int, datetime] = field(default_factory=dict)
     statuses: list[tuple[int, bool, datetime]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
-    stream: list[dict[bytes, bytes]] = field(default_factory=list)
+    stream: list[Entry] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Committed:
+    """A batch whose rows are committed: next, its stream entries, then its acks."""
+
+    items: list[Parsed]
+    stream: list[Entry]
+    committed_at: float
 
 
 class Pipeline:
@@ -60,7 +71,7 @@ class Pipeline:
                  metrics: IngestorMetrics, health: Health) -> None:
         self.settings = settings
         self.pool = pool
-        self.redis = redis_client
+        self.stream = TelemetryStream(redis_client, settings.stream)
         self.metrics = metrics
         self.health = health
         self.parser = MessageParser(settings)
@@ -91,36 +102,44 @@ class Pipeline:
         if len(self.batch) == 1 or len(self.batch) >= self.settings.batch_max_messages:
             self._wake.set()
 
-    # --- flushing -----------------------------------------------------------------------
+    # --- flushing: two stages, so batch N+1 commits while batch N is streamed and acked ---
     async def run(self, stop: asyncio.Event) -> None:
         """Flush batches until `stop` is set and everything received has been acked."""
+        committed: asyncio.Queue[Committed | None] = asyncio.Queue(maxsize=2)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._commit_batches(stop, committed), name="commit")
+            group.create_task(self._stream_and_ack(committed), name="stream-and-ack")
+
+    async def _commit_batches(self, stop: asyncio.Event,
+                              out: asyncio.Queue[Committed | None]) -> None:
         max_age = self.settings.batch_max_age_ms / 1000
+        max_messages = self.settings.batch_max_messages
         while True:
             if not self.batch:
                 if stop.is_set():
+                    await out.put(None)
                     return
                 await _wait_either(self._wake, stop, timeout=None)
                 self._wake.clear()
                 continue
             wait = max_age - self.batch.age()
-            if len(self.batch) < self.settings.batch_max_messages and wait > 0 \
-                    and not stop.is_set():
+            if len(self.batch) < max_messages and wait > 0 and not stop.is_set():
                 await _wait_either(self._wake, stop, timeout=wait)
                 self._wake.clear()
                 continue
-            batch, self.batch = self.batch, Batch()
-            await self.flush(batch.items)
+            items = self.batch.take(max_messages)
+            started = time.monotonic()
+            prepared = await self._retry("postgres", PG_UNAVAILABLE, self._store, items)
+            self.metrics.flush_seconds.observe(time.monotonic() - started)
+            self.metrics.batch_messages.observe(len(items))
+            await out.put(Committed(items, prepared.stream, time.monotonic()))
 
-    async def flush(self, items: list[Parsed]) -> None:
-        started = time.monotonic()
-        prepared = await self._retry("postgres", PG_UNAVAILABLE, lambda: self._store(items))
-        self.metrics.flush_seconds.observe(time.monotonic() - started)
-        self.metrics.batch_messages.observe(len(items))
-        committed = time.monotonic()
-        if prepared.stream:
-            await self._retry("redis", REDIS_UNAVAILABLE, lambda: self._xadd(prepared.stream))
-        self._ack(items)
-        self.metrics.commit_to_ack_seconds.observe(time.monotonic() - committed)
+    async def _stream_and_ack(self, committed: asyncio.Queue[Committed | None]) -> None:
+        while (batch := await committed.get()) is not None:
+            if batch.stream:
+                await self._retry("redis", REDIS_UNAVAILABLE, self._xadd, batch.stream)
+            self._ack(batch.items)
+            self.metrics.commit_to_ack_seconds.observe(time.monotonic() - batch.committed_at)
 
     async def _store(self, items: list[Parsed]) -> Prepared:
         async with self.pool.acquire() as conn:
@@ -193,12 +212,12 @@ class Pipeline:
                     if current is None or current[2] < reading.ts:
                         prepared.latest[(device, metric)] = (device, metric, reading.ts,
                                                              v.number, v.text, v.quality)
-                prepared.stream.append({
-                    b"device_id": item.device_id.encode(),
-                    b"ts": str(int(reading.ts.timestamp() * 1000)).encode(),
-                    b"metrics": orjson.dumps(entry),
-                    b"seq": b"" if reading.seq is None else str(reading.seq).encode(),
-                })
+                prepared.stream.append((
+                    item.device_id.encode(),
+                    str(int(reading.ts.timestamp() * 1000)).encode(),
+                    orjson.dumps(entry),
+                    b"" if reading.seq is None else str(reading.seq).encode(),
+                ))
         return prepared
 
     def _count(self, prepared: Prepared, written: repository.Written) -> None:
@@ -209,11 +228,8 @@ class Pipeline:
             self.metrics.rejects.labels(reject.reason).inc()
             self.reject_log.record(reject)
 
-    async def _xadd(self, entries: list[dict[bytes, bytes]]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for fields in entries:
-                pipe.xadd(self.settings.stream, fields)  # type: ignore[arg-type]
-            await pipe.execute()
+    async def _xadd(self, entries: list[Entry]) -> None:
+        await self.stream.add(entries)
         self.metrics.stream_entries.inc(len(entries))
 
     def _ack(self, items: list[Parsed]) -> None:
@@ -227,13 +243,13 @@ class Pipeline:
             self.source.resume()
 
     async def _retry(self, dependency: str, unavailable: tuple[type[BaseException], ...],
-                     attempt: Callable[[], Awaitable[T]]) -> T:
+                     attempt: Callable[[A], Awaitable[T]], arg: A) -> T:
         """Retry while `dependency` is unavailable, holding acks back (backpressure)."""
         delay = 0.1
         failing_since: float | None = None
         while True:
             try:
-                result = await attempt()
+                result = await attempt(arg)
             except unavailable as exc:
                 if failing_since is None:
                     failing_since = time.monotonic()
