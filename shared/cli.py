@@ -142,9 +142,11 @@ def bench() -> None:
 @click.option("--devices", type=int, default=20, show_default=True)
 @click.option("--batch", "batch_max_messages", type=int, default=1000, show_default=True,
               help="Ingestor batch size (messages).")
+@click.option("--replicas", type=int, default=1, show_default=True,
+              help="Ingestor processes sharing the subscription.")
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON result here (default bench-results/ingest-<time>.json).")
-def bench_ingest(messages: int, devices: int, batch_max_messages: int,
+def bench_ingest(messages: int, devices: int, batch_max_messages: int, replicas: int,
                  output: str | None) -> None:
     """Ingest throughput, latency, loss and duplicates vs the broker's raw pass-through."""
     import json
@@ -155,7 +157,7 @@ def bench_ingest(messages: int, devices: int, batch_max_messages: int,
     from services.bench.ingest import run as run_bench
 
     result = run_bench(BenchConfig(messages=messages, devices=devices,
-                                   batch_max_messages=batch_max_messages),
+                                   batch_max_messages=batch_max_messages, replicas=replicas),
                        progress=lambda line: click.echo(line, err=True))
     click.echo(report(result))
     path = Path(output or f"bench-results/ingest-{time.strftime('%Y%m%dT%H%M%S')}.json")

@@ -42,6 +42,7 @@ class BenchConfig:
     batch_max_messages: int = 1000
     batch_max_age_ms: float = 25.0
     receive_maximum: int = 4000
+    replicas: int = 1  # ingestor processes sharing the subscription ($share/ingestors/...)
 
 
 @dataclass
@@ -81,23 +82,23 @@ class CpuSampler:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure_ingest(ingestor: IngestorProcess, broker: RunningBroker,
+def measure_ingest(ingestors: list[IngestorProcess], broker: RunningBroker,
                    credentials: dict[str, str], per_device: int) -> tuple[Phase, float]:
     """Publish and wait until every value is committed; returns the phase and CPU seconds."""
     total = per_device * len(credentials)
-    assert ingestor.proc is not None
-    cpu = CpuSampler(ingestor.proc.pid)
-    cpu_before = cpu.seconds()
+    cpus = [CpuSampler(i.proc.pid) for i in ingestors if i.proc is not None]
+    cpu_before = sum(c.seconds() for c in cpus)
     started = time.monotonic()
     publisher = threading.Thread(target=publish_all, args=(broker.port, credentials, per_device))
     publisher.start()
     deadline = started + 900
-    while ingestor.metric("insa_ingestor_rows_written_total") < total * len(METRICS):
+    while sum(i.metric("insa_ingestor_rows_written_total") for i in ingestors) \
+            < total * len(METRICS):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"ingest did not finish in 900 s:\n{ingestor.log()}")
+            raise RuntimeError(f"ingest did not finish in 900 s:\n{ingestors[0].log()}")
         time.sleep(0.05)
     elapsed = time.monotonic() - started
-    cpu_used = cpu.seconds() - cpu_before
+    cpu_used = sum(c.seconds() for c in cpus) - cpu_before
     publisher.join()
     return Phase(total, elapsed), cpu_used
 
@@ -153,7 +154,7 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
     pg = start_postgres(durable=True)
     rd = start_redis()
     broker = start_broker(devices=devices)
-    ingestor: IngestorProcess | None = None
+    ingestors: list[IngestorProcess] = []
     try:
         dsn = pg.spec.dsn()
         asyncio.run(migrate(dsn))
@@ -161,15 +162,18 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
         progress("phase 1: broker raw QoS 1 pass-through (no ingestor)")
         raw = measure_raw_passthrough(broker, credentials, per_device)
         progress(f"  {raw.rate:,.0f} messages/s")
-        env = ingestor_environment(
-            dsn, rd.url, broker, INSA_INGESTOR_BATCH_MAX_MESSAGES=str(cfg.batch_max_messages),
-            INSA_INGESTOR_BATCH_MAX_AGE_MS=str(cfg.batch_max_age_ms),
-            INSA_INGESTOR_RECEIVE_MAXIMUM=str(cfg.receive_maximum), INSA_ENV="production",
-            INSA_LOG_LEVEL="WARNING")
-        ingestor = IngestorProcess(env, pg.spec.datadir.parent / "ingestor.log")
-        ingestor.start()
-        progress("phase 2: ingest (publish → committed in PostgreSQL → streamed → acked)")
-        phase, cpu_seconds = measure_ingest(ingestor, broker, credentials, per_device)
+        for n in range(1, cfg.replicas + 1):
+            env = ingestor_environment(
+                dsn, rd.url, broker, INSA_INGESTOR_CLIENT_ID=f"insa-ingestor-{n}",
+                INSA_INGESTOR_BATCH_MAX_MESSAGES=str(cfg.batch_max_messages),
+                INSA_INGESTOR_BATCH_MAX_AGE_MS=str(cfg.batch_max_age_ms),
+                INSA_INGESTOR_RECEIVE_MAXIMUM=str(cfg.receive_maximum), INSA_ENV="production",
+                INSA_LOG_LEVEL="WARNING")
+            ingestors.append(IngestorProcess(env, pg.spec.datadir.parent / f"ingestor-{n}.log"))
+            ingestors[-1].start()
+        progress(f"phase 2: ingest with {cfg.replicas} ingestor(s) "
+                 "(publish → committed in PostgreSQL → streamed → acked)")
+        phase, cpu_seconds = measure_ingest(ingestors, broker, credentials, per_device)
         latencies, stream_lost, stream_dups = check_stream(rd.url, credentials, per_device)
         stored_lost, stored_dups = asyncio.run(check_storage(dsn, total))
         result: dict[str, Any] = {
@@ -191,7 +195,7 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
         }
         return result
     finally:
-        if ingestor is not None:
+        for ingestor in ingestors:
             ingestor.stop()
         broker.stop()
         rd.stop()
@@ -204,7 +208,7 @@ def report(result: dict[str, Any]) -> str:
     lat = result["latency_ms"]
     return "\n".join([
         f"ingest: {result['messages']:,} messages ({result['values']:,} values) "
-        f"in {result['seconds']} s",
+        f"in {result['seconds']} s, {result['config']['replicas']} ingestor(s)",
         f"  sustained        {result['messages_per_s']:,} messages/s, "
         f"{result['values_per_s']:,} values/s",
         f"  broker raw QoS 1 {result['broker_raw_messages_per_s']:,} messages/s "

@@ -26,7 +26,7 @@ from shared.health import Health
 from shared.mqtt import METRIC_FILTER, STATUS_FILTER, TELEMETRY_FILTER, shared_filter
 
 log = structlog.get_logger(__name__)
-READS_PER_WAKEUP = 200
+READS_PER_WAKEUP = 50
 
 
 @dataclass(slots=True)
