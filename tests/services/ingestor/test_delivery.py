@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+from collections import Counter
 from collections.abc import Callable
 
 import asyncpg
@@ -155,3 +156,44 @@ async def test_intake_stays_within_the_receive_window_under_load(
     assert_exactly_once(await stored_seqs(db_url), count)
     assert 0 < ingestor.metric("insa_ingestor_pending_messages_high_water") <= 100
     device.close()
+
+
+async def test_a_crash_between_commit_and_stream_does_not_lose_the_stream_entry(
+        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        redis_server: RunningRedis, db_url: str) -> None:
+    """Rows committed while Redis is down, then kill -9: the redelivery re-streams them."""
+    count = 300
+    first = ingestor_factory(INSA_INGESTOR_RETRY_MAX_DELAY_SECONDS="0.5")
+    device = Device(broker, "esp-commit-crash")
+    redis_server.stop()
+    device.publish_many(readings("esp-commit-crash", count))
+    await wait_until(lambda: count_seqs(db_url), lambda n: n == count,
+                     what="rows committed while the stream is unreachable")
+    first.stop(signal.SIGKILL)  # committed, never streamed, never acked
+    redis_server.start()
+    second = ingestor_factory()
+    await wait_until(lambda: _async(stream_seqs, redis_server.url),
+                     lambda s: s == set(range(count)), what="every reading re-streamed")
+    assert second.metric("insa_ingestor_duplicate_rows_total") == count * 2  # n + flow_rate
+    assert_exactly_once(await stored_seqs(db_url), count)
+    device.close()
+
+
+async def test_replicas_behind_a_shared_subscription_store_everything_once(
+        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        db_url: str) -> None:
+    count = 2000
+    replicas = [ingestor_factory(INSA_INGESTOR_CLIENT_ID=f"insa-ingestor-{n}")
+                for n in (1, 2)]
+    devices = [Device(broker, f"esp-shared-{n}") for n in range(4)]
+    threads = [publish_in_background(d, readings(d.device_id, count // 4)) for d in devices]
+    for thread in threads:
+        thread.join(60)
+    await wait_until(lambda: count_seqs(db_url), lambda n: n >= count, timeout=60)
+    seqs = Counter(await stored_seqs(db_url))
+    assert seqs == dict.fromkeys(range(count // 4), 4)  # every device's every seq, once
+    # The broker split the load: each replica took part of it.
+    assert all(r.metric("insa_ingestor_messages_total") > 0 for r in replicas)
+    assert sum(r.metric("insa_ingestor_messages_total") for r in replicas) == count
+    for d in devices:
+        d.close()
