@@ -7,6 +7,7 @@ import signal
 import threading
 from collections import Counter
 from collections.abc import Callable
+from typing import TypeVar
 
 import asyncpg
 import orjson
@@ -18,6 +19,7 @@ from tests.utils.devices import Device
 from tests.utils.waiting import wait_until
 
 BASE_MS = 1_763_800_000_000
+T = TypeVar("T")
 
 
 def readings(device: str, count: int) -> list[tuple[str, bytes]]:
@@ -63,21 +65,26 @@ def assert_exactly_once(seqs: list[int], count: int) -> None:
 async def test_kill_9_mid_stream_loses_and_duplicates_nothing(
         ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
         redis_server: RunningRedis, db_url: str) -> None:
-    count = 3000
-    first = ingestor_factory(INSA_INGESTOR_BATCH_MAX_MESSAGES="100")
+    count, first_part = 3250, 1250
+    # Batches of 500 that only close when full: after 1,250 messages, 1,000 are committed
+    # and acked and 250 are received but unacked when the process is killed.
+    first = ingestor_factory(INSA_INGESTOR_BATCH_MAX_MESSAGES="500",
+                             INSA_INGESTOR_BATCH_MAX_AGE_MS="60000")
     device = Device(broker, "esp-crash")
-    publisher = publish_in_background(device, readings("esp-crash", count))
-    await wait_until(lambda: count_seqs(db_url), lambda n: n >= 300, what="first rows")
+    items = readings("esp-crash", count)
+    device.publish_many(items[:first_part])
+    await wait_until(lambda: count_seqs(db_url), lambda n: n == 1000, what="two batches")
+    await wait_until(lambda: _async(lambda _: first.metric("insa_ingestor_pending_messages"),
+                                    ""), lambda n: n == 250, what="250 held unacked")
     first.stop(signal.SIGKILL)
-    publisher.join(60)  # the broker queues the rest for the persistent session
-    assert not publisher.is_alive()
+    device.publish_many(items[first_part:])  # the stream goes on; the broker queues it
 
-    second = ingestor_factory(INSA_INGESTOR_BATCH_MAX_MESSAGES="100")
+    second = ingestor_factory()
     await wait_until(lambda: count_seqs(db_url), lambda n: n >= count, timeout=60,
                      what="every reading stored")
     assert_exactly_once(await stored_seqs(db_url), count)
     # The broker really redelivered what the killed process had received but not acked.
-    assert second.metric("insa_ingestor_redeliveries_total") > 0
+    assert second.metric("insa_ingestor_redeliveries_total") >= 250
     assert stream_seqs(redis_server.url) == set(range(count))
     device.close()
 
@@ -139,7 +146,7 @@ async def test_redis_outage_mid_stream_holds_acks_and_recovers(
     device.close()
 
 
-async def _async(fn: Callable[[str], set[int]], arg: str) -> set[int]:
+async def _async(fn: Callable[[str], T], arg: str) -> T:
     return fn(arg)
 
 
