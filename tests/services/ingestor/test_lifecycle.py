@@ -1,0 +1,63 @@
+"""SIGTERM drains: what was received is committed and acked before the process exits."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+
+import httpx
+
+from shared.devstack.ingestor_process import IngestorProcess
+from shared.devstack.servers import RunningBroker, RunningRedis
+from tests.services.ingestor.test_delivery import count_seqs, readings
+from tests.utils.devices import Device
+from tests.utils.waiting import wait_until
+
+
+async def test_sigterm_flushes_and_acks_before_exiting(
+        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        db_url: str) -> None:
+    # A batch that would not close for a minute: only the drain can flush it.
+    first = ingestor_factory(INSA_INGESTOR_BATCH_MAX_AGE_MS="60000")
+    device = Device(broker, "esp-drain")
+    items = readings("esp-drain", 501)
+    device.publish_many(items[:500])
+    await wait_until(lambda: _metric(first, "insa_ingestor_pending_messages"),
+                     lambda n: n == 500, what="500 messages held")
+    assert await count_seqs(db_url) == 0
+    assert first.stop(signal.SIGTERM) == 0
+    assert await count_seqs(db_url) == 500
+    assert '"ingestor stopped"' in first.log()
+
+    second = ingestor_factory()
+    device.publish("telemetry", items[500][1])
+    await wait_until(lambda: count_seqs(db_url), lambda n: n == 501)
+    assert second.metric("insa_ingestor_redeliveries_total") == 0  # everything was acked
+    device.close()
+
+
+async def test_readiness_names_the_failing_dependency(
+        ingestor: IngestorProcess, broker: RunningBroker, redis_server: RunningRedis,
+        db_url: str) -> None:
+    base = f"http://127.0.0.1:{ingestor.http_port}"
+    assert (await _get(f"{base}/health/ready")).json() == {"status": "ok"}
+    redis_server.stop()
+    device = Device(broker, "esp-ready")
+    device.publish("telemetry", readings("esp-ready", 1)[0][1])
+    ready = await wait_until(lambda: _get(f"{base}/health/ready"),
+                             lambda r: r.status_code == 503, what="readiness to fail")
+    assert "redis" in ready.json()["failing"]
+    assert (await _get(f"{base}/health/live")).status_code == 200  # alive: no restart needed
+    redis_server.start()
+    await wait_until(lambda: _get(f"{base}/health/ready"), lambda r: r.status_code == 200,
+                     what="readiness to recover")
+    device.close()
+
+
+async def _get(url: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=5) as client:
+        return await client.get(url)
+
+
+async def _metric(proc: IngestorProcess, name: str) -> float:
+    return proc.metric(name)
