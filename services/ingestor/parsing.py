@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import structlog
+
 from services.ingestor.batch import Parsed, Reject
 from services.ingestor.mqtt_source import Delivery
 from services.ingestor.settings import IngestorSettings
@@ -16,6 +18,8 @@ from shared.schemas import (
     parse_reading_payload,
     parse_status_payload,
 )
+
+log = structlog.get_logger(__name__)
 
 
 class MessageParser:
@@ -47,6 +51,11 @@ class MessageParser:
                 item.status = parse_status_payload(delivery.payload, received, self.limits)
         except ValidationFailed as exc:
             item.reject = self.reject(delivery, device_id, exc.reason, exc.message)
+        except Exception as exc:  # a parser bug must not wedge the message unacked forever
+            log.exception("unexpected error parsing a message", topic=delivery.topic)
+            item.readings, item.status = [], None
+            item.reject = self.reject(delivery, device_id, "internal_error",
+                                      f"{type(exc).__name__}: {exc}")
         return item
 
     def reject(self, delivery: Delivery, device_id: str | None, reason: str,
