@@ -53,6 +53,7 @@ async def run() -> None:
         lc.spawn("flush", flush_until_drained())
         lc.spawn("mqtt", source.run(drained))
         lc.spawn("inactivity", pipeline.run_inactivity_sweeps(lc.stopping))
+        lc.spawn("stream-trim", pipeline.run_stream_trimming(lc.stopping))
         lc.spawn("http", serve_health(health, settings.http_host, settings.http_port,
                                       lc.stopped), drains=False)
         log.info("ingestor started", client_id=settings.client_id, http_port=settings.http_port)

@@ -32,6 +32,11 @@ class IngestorMetrics:
         self.acks_skipped = counter(
             "acks_skipped_total",
             "Acks not sent because their connection is gone (they will be redelivered)")
+        self.stream_trimmed = counter("stream_trimmed_total",
+                                      "Stream entries trimmed after every group was done")
+        self.stream_trimmed_unread = counter(
+            "stream_trimmed_unread_total",
+            "Stream entries trimmed past the length cap before a group had acknowledged them")
         self.devices_offline = counter("devices_timed_out_total",
                                        "Devices marked offline by the inactivity timeout")
         self.batch_messages = histogram("batch_messages", "Messages per flushed batch",

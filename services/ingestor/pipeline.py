@@ -29,7 +29,7 @@ from services.ingestor.mqtt_source import Delivery, MqttSource
 from services.ingestor.parsing import MessageParser
 from services.ingestor.rejects import RejectLog
 from services.ingestor.settings import IngestorSettings
-from services.ingestor.stream import Entry, TelemetryStream
+from services.ingestor.stream import Entry, TelemetryStream, trim_consumed
 from shared.health import Health
 
 log = structlog.get_logger(__name__)
@@ -71,6 +71,7 @@ class Pipeline:
                  metrics: IngestorMetrics, health: Health) -> None:
         self.settings = settings
         self.pool = pool
+        self.redis = redis_client
         self.stream = TelemetryStream(redis_client, settings.stream)
         self.metrics = metrics
         self.health = health
@@ -266,6 +267,23 @@ class Pipeline:
                 self.metrics.backpressure.labels(dependency).set(0)
             self.health.ok(dependency)
             return result
+
+    # --- stream trimming ------------------------------------------------------------------
+    async def run_stream_trimming(self, stop: asyncio.Event) -> None:
+        settings = self.settings
+        while not await _wait_either(stop, None, timeout=settings.stream_trim_interval_seconds):
+            try:
+                trimmed = await trim_consumed(self.redis, settings.stream,
+                                              settings.stream_max_len)
+            except REDIS_UNAVAILABLE as exc:
+                log.warning("stream trim skipped", error=str(exc))
+                continue
+            self.metrics.stream_trimmed.inc(trimmed.entries - trimmed.unread)
+            if trimmed.unread:
+                self.metrics.stream_trimmed_unread.inc(trimmed.unread)
+                log.error("stream over its length cap: trimmed entries a consumer group "
+                          "had not acknowledged", stream=settings.stream,
+                          unread=trimmed.unread, max_len=settings.stream_max_len)
 
     # --- device inactivity --------------------------------------------------------------
     async def run_inactivity_sweeps(self, stop: asyncio.Event) -> None:

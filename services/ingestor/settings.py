@@ -28,6 +28,10 @@ class IngestorSettings(ServiceSettings):
     max_future_skew_seconds: float = Field(300.0, ge=0)
     offline_after_seconds: float = Field(600.0, gt=0)
     stream: str = "insa:telemetry"
+    # Entries every consumer group is done with are trimmed each interval; past this
+    # length the oldest go even if unread (counted and logged as an error).
+    stream_max_len: int = Field(1_000_000, ge=1000)
+    stream_trim_interval_seconds: float = Field(10.0, gt=0)
     # Upper bound on how long one flush retries before it logs louder; it never gives up.
     retry_max_delay_seconds: float = Field(5.0, gt=0)
     reject_log_window_seconds: float = Field(60.0, gt=0)

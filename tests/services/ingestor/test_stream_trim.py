@@ -1,0 +1,66 @@
+"""Stream trimming never drops what a consumer group still needs, short of the hard cap."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+
+from services.ingestor.stream import trim_consumed
+from shared.devstack.servers import RunningRedis
+
+KEY = "insa:telemetry"
+
+
+@pytest.fixture
+async def client(redis_server: RunningRedis) -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    # Small stream nodes, so approximate trimming acts on a small test stream.
+    await client.config_set("stream-node-max-entries", 10)
+    yield client
+    await client.aclose()
+
+
+async def add(client: redis.Redis, count: int) -> list[bytes]:
+    return [await client.xadd(KEY, {"n": i}) for i in range(count)]
+
+
+async def test_nothing_to_trim_without_a_stream(client: redis.Redis) -> None:
+    trimmed = await trim_consumed(client, KEY, max_len=1000)
+    assert (trimmed.entries, trimmed.unread) == (0, 0)
+
+
+async def test_keeps_everything_from_the_oldest_pending_entry(client: redis.Redis) -> None:
+    ids = await add(client, 100)
+    await client.xgroup_create(KEY, "diagnostics", id="0")
+    read = await client.xreadgroup("diagnostics", "c1", {KEY: ">"}, count=40)
+    delivered = [entry_id for entry_id, _ in read[0][1]]
+    await client.xack(KEY, "diagnostics", *delivered[:30])  # 30..39 stay pending
+    trimmed = await trim_consumed(client, KEY, max_len=1000)
+    remaining = [entry_id for entry_id, _ in await client.xrange(KEY)]
+    assert 20 <= trimmed.entries <= 30 and trimmed.unread == 0
+    assert remaining[-70:] == ids[30:]  # every pending and unread entry is still there
+
+
+async def test_a_group_that_has_read_nothing_holds_everything(client: redis.Redis) -> None:
+    await add(client, 100)
+    await client.xgroup_create(KEY, "diagnostics", id="$")
+    await client.xgroup_create(KEY, "alerts", id="0")  # has not started reading
+    await client.xreadgroup("diagnostics", "c1", {KEY: ">"})
+    trimmed = await trim_consumed(client, KEY, max_len=1000)
+    assert trimmed.entries == 0 and await client.xlen(KEY) == 100
+
+
+async def test_past_the_cap_unread_entries_go_and_are_counted(client: redis.Redis) -> None:
+    await client.xgroup_create(KEY, "alerts", id="$", mkstream=True)  # a stuck consumer
+    await add(client, 1500)
+    trimmed = await trim_consumed(client, KEY, max_len=1000)
+    assert (trimmed.entries, trimmed.unread) == (500, 500)
+    assert await client.xlen(KEY) == 1000
+
+
+async def test_without_groups_the_cap_is_plain_retention(client: redis.Redis) -> None:
+    await add(client, 1500)
+    trimmed = await trim_consumed(client, KEY, max_len=1000)
+    assert (trimmed.entries, trimmed.unread) == (500, 0)
