@@ -137,7 +137,9 @@ def _check_name(kind: str, name: str) -> None:
 def _value(metric: str, raw: MetricValue) -> Value:
     _check_name("metric", metric)
     quality = unit = None
-    if isinstance(raw, MetricObject):
+    # An exact type check: isinstance() against a pydantic model goes through its
+    # metaclass in Python and was 7% of the ingestor's CPU.
+    if type(raw) is MetricObject:
         quality, unit, raw = raw.quality, raw.unit, raw.value
     if isinstance(raw, bool):
         return Value(metric, 1.0 if raw else 0.0, None, quality, unit)
@@ -146,6 +148,7 @@ def _value(metric: str, raw: MetricValue) -> Value:
         if not math.isfinite(number):
             raise ValidationFailed("non_finite_number", f"{metric}: value is not finite")
         return Value(metric, number, None, quality, unit)
+    assert isinstance(raw, str)
     if "\x00" in raw:
         raise ValidationFailed("schema_violation", f"{metric}: text contains a NUL character")
     return Value(metric, None, raw, quality, unit)
