@@ -155,6 +155,9 @@ def bench_ingest(messages: int, devices: int, batch_max_messages: int, replicas:
 
     from services.bench.ingest import BenchConfig, report
     from services.bench.ingest import run as run_bench
+    from shared.logging import configure_logging
+
+    configure_logging("bench", level="WARNING", fmt="console")
 
     result = run_bench(BenchConfig(messages=messages, devices=devices,
                                    batch_max_messages=batch_max_messages, replicas=replicas),
