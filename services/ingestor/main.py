@@ -63,7 +63,9 @@ async def run() -> None:
     finally:
         await redis_client.aclose()
         await pool.close()
-        log.info("ingestor stopped")
+        # Anything still pending was not acked: the broker redelivers it to the next one.
+        log.info("ingestor stopped", unacked=pipeline.pending,
+                 acks_skipped=pipeline.acks_skipped)
 
 
 def main() -> None:

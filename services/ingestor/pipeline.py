@@ -82,6 +82,8 @@ class Pipeline:
         self.batch = Batch()
         self.pending = 0  # received, not yet acked
         self.pending_high_water = 0
+        self.draining = False
+        self.acks_skipped = 0  # committed, but their connection was gone: redelivered later
         self._wake = asyncio.Event()
 
     # --- intake (called by paho on the event loop for every message) --------------------
@@ -108,8 +110,16 @@ class Pipeline:
         """Flush batches until `stop` is set and everything received has been acked."""
         committed: asyncio.Queue[Committed | None] = asyncio.Queue(maxsize=2)
         async with asyncio.TaskGroup() as group:
+            group.create_task(self._stop_intake_on(stop), name="stop-intake")
             group.create_task(self._commit_batches(stop, committed), name="commit")
             group.create_task(self._stream_and_ack(committed), name="stream-and-ack")
+
+    async def _stop_intake_on(self, stop: asyncio.Event) -> None:
+        """Draining: take nothing new, so what is held can be committed and acked in time."""
+        await stop.wait()
+        self.draining = True
+        if self.source is not None:
+            self.source.pause()
 
     async def _commit_batches(self, stop: asyncio.Event,
                               out: asyncio.Queue[Committed | None]) -> None:
@@ -237,10 +247,11 @@ class Pipeline:
         assert self.source is not None
         skipped = sum(not self.source.ack(item.delivery) for item in items)
         if skipped:
+            self.acks_skipped += skipped
             self.metrics.acks_skipped.inc(skipped)
         self.pending -= len(items)
         self.metrics.pending.set(self.pending)
-        if self.pending <= self.settings.receive_maximum // 2:
+        if self.pending <= self.settings.receive_maximum // 2 and not self.draining:
             self.source.resume()
 
     async def _retry(self, dependency: str, unavailable: tuple[type[BaseException], ...],
