@@ -32,7 +32,7 @@ class MetricObject(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     value: bool | int | float | str
-    unit: str | None = Field(None, max_length=32)
+    unit: str | None = Field(None, max_length=32, pattern=r"^[^\x00]*$")
     quality: int | None = Field(None, ge=0, le=32767)
     ts: AwareDatetime | None = None
 
@@ -186,6 +186,9 @@ def _one_reading(obj: Any, device_id: str, received: datetime, limits: Limits) -
         raise ValidationFailed("too_many_values",
                                f"{len(raw_values)} values > {limits.max_values_per_reading}")
     values = [_value(name, raw) for name, raw in raw_values.items()]
+    if any(type(raw) is MetricObject and raw.ts is not None for raw in raw_values.values()):
+        raise ValidationFailed("schema_violation", "a value's own ts is only accepted on "
+                               ".../telemetry/<metric>; give the reading its ts instead")
     return Reading(_timestamp(model.ts, received, limits), model.seq, values)
 
 
@@ -199,7 +202,13 @@ def parse_reading_payload(payload: bytes, device_id: str, received: datetime,
         if len(obj) > limits.max_readings_per_message:
             raise ValidationFailed("too_many_values",
                                    f"{len(obj)} readings > {limits.max_readings_per_message}")
-        return [_one_reading(item, device_id, received, limits) for item in obj]
+        readings = [_one_reading(item, device_id, received, limits) for item in obj]
+        if len(obj) > 1 and any(isinstance(item, dict) and "ts" not in item
+                                and "timestamp" not in item for item in obj):
+            # They would all get the receive time and collapse into one stored reading.
+            raise ValidationFailed("missing_timestamp",
+                                   "every reading of a backlog array needs its own ts")
+        return readings
     return [_one_reading(obj, device_id, received, limits)]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -27,7 +28,9 @@ from shared.mqtt import METRIC_FILTER, STATUS_FILTER, TELEMETRY_FILTER, shared_f
 
 log = structlog.get_logger(__name__)
 READS_PER_WAKEUP = 50
-DISCONNECT_LINGER_SECONDS = 0.5
+CLOSE_DRAIN_SECONDS = 2.0
+RECONNECT_MIN_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 30.0
 
 
 @dataclass(slots=True)
@@ -81,39 +84,35 @@ class MqttSource:
     # --- connection management ----------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, and reconnect with jittered backoff, until `stop` is set."""
-        delay = 0.5
+        delay = RECONNECT_MIN_SECONDS
         while not stop.is_set():
+            generation = self.connection
             try:
                 self._connect()
             except OSError as exc:
                 self.health.failing("mqtt", f"connect failed: {exc}")
                 log.warning("mqtt connect failed", error=str(exc), retry_in=round(delay, 2))
-                await _sleep_or_stop(stop, delay)
-                delay = min(delay * 2, 30.0) * random.uniform(0.8, 1.2)
-                continue
-            self._lost.clear()
-            stopped = asyncio.ensure_future(stop.wait())
-            lost = asyncio.ensure_future(self._lost.wait())
-            await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            lost.cancel()
-            if self.connected.is_set():
-                delay = 0.5
-            if not stop.is_set():
-                await _sleep_or_stop(stop, delay * random.uniform(0.5, 1.0))
+            else:
+                self._lost.clear()
+                stopped = asyncio.ensure_future(stop.wait())
+                lost = asyncio.ensure_future(self._lost.wait())
+                await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                lost.cancel()
+                if stop.is_set():
+                    break
+                if self.connection != generation:  # it was up: come back promptly
+                    delay = RECONNECT_MIN_SECONDS
+            await _sleep_or_stop(stop, delay * random.uniform(0.5, 1.0))
+            # Refused or unreachable: back off, up to half a minute.
+            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
         await self.disconnect()
 
     async def disconnect(self, timeout: float = 5.0) -> None:
-        """Send the queued acks, linger, then DISCONNECT (paho closes the socket after it)."""
+        """Send the queued acks, then DISCONNECT; paho closes the socket once it is out."""
         if self.client.socket() is None:
             return
         deadline = self._loop.time() + timeout
-        while self.client.want_write() and self._loop.time() < deadline:
-            self.client.loop_write()
-            await asyncio.sleep(0.01)
-        # Mosquitto 2.0.11 redelivered (as DUP) the last batch acknowledged right before a
-        # DISCONNECT in about a third of test runs; a short linger stopped that in every run.
-        await asyncio.sleep(DISCONNECT_LINGER_SECONDS)
         self.client.disconnect()
         while self.client.socket() is not None and self.client.want_write() \
                 and self._loop.time() < deadline:
@@ -239,6 +238,21 @@ class ReadBufferedSocket:
         chunk = self._data[self._pos:self._pos + size]
         self._pos += len(chunk)
         return chunk
+
+    def close(self) -> None:
+        """Close without a TCP reset: closing with unread data in the receive buffer (the
+        broker keeps sending while intake is paused) makes the kernel send RST, and the
+        broker then drops what it had not yet read of ours: the last acks."""
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+            self._sock.settimeout(CLOSE_DRAIN_SECONDS)
+            deadline = time.monotonic() + CLOSE_DRAIN_SECONDS
+            while time.monotonic() < deadline and self._sock.recv(1 << 16):
+                pass  # discard until the broker closes its side
+        except OSError:
+            pass
+        finally:
+            self._sock.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)

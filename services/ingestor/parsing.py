@@ -60,5 +60,6 @@ class MessageParser:
 
     def reject(self, delivery: Delivery, device_id: str | None, reason: str,
                detail: str) -> Reject:
-        return Reject(delivery.topic, device_id, reason, detail[:1000],
+        # The detail may quote the payload; PostgreSQL text cannot hold NUL.
+        return Reject(delivery.topic, device_id, reason, detail.replace("\x00", "\\x00")[:1000],
                       delivery.payload[: self.keep_bytes], len(delivery.payload))

@@ -36,12 +36,17 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 A = TypeVar("A")
 
-# Errors that mean "the dependency is unavailable", as opposed to "this data is bad".
-PG_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                  asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
-                  asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
-REDIS_UNAVAILABLE = (OSError, TimeoutError, redis.ConnectionError, redis.TimeoutError,
-                     redis.BusyLoadingError)
+# What makes a step wait and retry (holding acks) rather than give up on the data: every
+# database error except a data error (SQLSTATE classes 22, 23; see is_data_error), and
+# every Redis error (down, loading, out of memory, read-only replica, MISCONF).
+PG_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+REDIS_UNAVAILABLE = (OSError, TimeoutError, redis.RedisError)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """A data exception or integrity violation: this data, not the database, is the problem."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in ("22", "23")
 
 
 @dataclass(slots=True)
@@ -51,7 +56,8 @@ class Prepared:
     numbers: list[repository.NumberRow] = field(default_factory=list)
     texts: list[repository.TextRow] = field(default_factory=list)
     latest: dict[tuple[int, int], repository.LatestRow] = field(default_factory=dict)
-    seen: dict[int, datetime] = field(default_factory=dict)
+    # device -> (latest receive time, whether telemetry came after any status in the batch)
+    seen: dict[int, tuple[datetime, bool]] = field(default_factory=dict)
     statuses: list[tuple[int, bool, datetime]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     stream: list[Entry] = field(default_factory=list)
@@ -153,34 +159,33 @@ class Pipeline:
             self.metrics.commit_to_ack_seconds.observe(time.monotonic() - batch.committed_at)
 
     async def _store(self, items: list[Parsed]) -> Prepared:
-        async with self.pool.acquire() as conn:
-            prepared = await self._prepare(conn, items)
-            try:
+        """Commit a batch. Only a data error is this batch's fault; anything else (outage,
+        timeout, deadlock, disk full, failover) propagates so `_retry` tries again."""
+        try:
+            async with self.pool.acquire() as conn:
+                prepared = await self._prepare(conn, items)
                 written = await repository.write_batch(
                     conn, prepared.numbers, prepared.texts, list(prepared.latest.values()),
-                    list(prepared.seen.items()), prepared.statuses, prepared.rejects)
-            except asyncpg.PostgresError as exc:
-                if isinstance(exc, PG_UNAVAILABLE) or len(items) == 1:
-                    raise
-                # Data the validator let through but the database refuses: find the culprit.
-                log.error("batch refused by database; isolating", error=str(exc))
+                    prepared.seen, prepared.statuses, prepared.rejects)
+        except asyncpg.PostgresError as exc:
+            if not is_data_error(exc):
+                raise
+            if len(items) > 1:
+                log.error("batch refused by the database; isolating", error=str(exc))
                 return await self._store_one_by_one(items)
+            # The one message the database refuses is recorded as a reject instead.
+            item = items[0]
+            reject = self.parser.reject(item.delivery, item.device_id, "storage_error",
+                                        f"{type(exc).__name__}: {exc}")
+            return await self._store([Parsed(item.delivery, item.device_id, item.received,
+                                             item.kind, reject=reject)])
         self._count(prepared, written)
         return prepared
 
     async def _store_one_by_one(self, items: list[Parsed]) -> Prepared:
         merged = Prepared()
         for item in items:
-            try:
-                one = await self._store([item])
-            except asyncpg.PostgresError as exc:
-                if isinstance(exc, PG_UNAVAILABLE):
-                    raise
-                reject = self.parser.reject(item.delivery, item.device_id, "storage_error",
-                                            f"{type(exc).__name__}: {exc}")
-                one = await self._store([Parsed(item.delivery, item.device_id, item.received,
-                                                item.kind, reject=reject)])
-            merged.stream += one.stream
+            merged.stream += (await self._store([item])).stream
         return merged
 
     async def _prepare(self, conn: asyncpg.Connection, items: list[Parsed]) -> Prepared:
@@ -204,10 +209,13 @@ class Pipeline:
                 continue
             assert item.device_id is not None
             device = devices[item.device_id]
+            last_seen = prepared.seen.get(device, (item.received, False))[0]
             if item.status is not None:
                 prepared.statuses.append((device, item.status.online, item.status.ts))
+                if device in prepared.seen:  # a later status outranks earlier telemetry
+                    prepared.seen[device] = (last_seen, False)
                 continue
-            prepared.seen[device] = max(prepared.seen.get(device, item.received), item.received)
+            prepared.seen[device] = (max(last_seen, item.received), True)
             for reading in item.readings:
                 entry: dict[str, float | str] = {}
                 for v in reading.values:

@@ -42,8 +42,12 @@ class Catalog:
                               units: dict[str, str | None]) -> dict[str, int]:
         missing = sorted(n for n in units if n not in self.metrics)
         if missing:
+            # NOT EXISTS first: ON CONFLICT alone burns an id of the smallint sequence
+            # for every name already there.
             await conn.execute(
-                "INSERT INTO metrics (name, unit) SELECT * FROM unnest($1::text[], $2::text[]) "
+                "INSERT INTO metrics (name, unit) SELECT t.name, t.unit "
+                "FROM unnest($1::text[], $2::text[]) AS t(name, unit) "
+                "WHERE NOT EXISTS (SELECT 1 FROM metrics m WHERE m.name = t.name) "
                 "ON CONFLICT (name) DO NOTHING", missing, [units[n] for n in missing])
             rows = await conn.fetch(
                 "SELECT name, id FROM metrics WHERE name = any($1::text[])", missing)
@@ -84,7 +88,7 @@ async def _copy_idempotent(conn: asyncpg.Connection, table: str, rows: Sequence[
 
 async def write_batch(conn: asyncpg.Connection, numbers: Sequence[NumberRow],
                       texts: Sequence[TextRow], latest: Sequence[LatestRow],
-                      seen: Sequence[tuple[int, datetime]],
+                      seen: dict[int, tuple[datetime, bool]],
                       statuses: Sequence[tuple[int, bool, datetime]],
                       rejects: Sequence[Reject]) -> Written:
     """Everything of one batch in one transaction; the caller acks after it returns."""
@@ -95,12 +99,18 @@ async def write_batch(conn: asyncpg.Connection, numbers: Sequence[NumberRow],
         written.text_rows = await _copy_idempotent(conn, "telemetry_text", texts, "text")
         written.duplicate_rows = len(numbers) + len(texts) - written.telemetry_rows \
             - written.text_rows
+        devices = sorted({*seen, *(s[0] for s in statuses)})
+        if devices:
+            # Device rows first and in id order, so replicas writing the same devices queue
+            # behind each other instead of deadlocking.
+            await conn.execute("SELECT 1 FROM devices WHERE id = any($1::int[]) ORDER BY id "
+                               "FOR UPDATE", devices)
         if latest:
             await upsert_latest(conn, latest)
+        for device, online, ts in statuses:  # before telemetry, which may come after them
+            await set_status(conn, device, online, ts)
         if seen:
             await mark_seen(conn, seen)
-        for device, online, ts in statuses:
-            await set_status(conn, device, online, ts)
         if rejects:
             await record_rejects(conn, rejects)
     return written
@@ -121,21 +131,23 @@ async def upsert_latest(conn: asyncpg.Connection, rows: Sequence[LatestRow]) -> 
         """, *zip(*ordered, strict=True))
 
 
-async def mark_seen(conn: asyncpg.Connection, seen: Sequence[tuple[int, datetime]]) -> None:
-    """Telemetry means the device is alive: last_seen forward, status online."""
-    ordered = sorted(seen)
+async def mark_seen(conn: asyncpg.Connection, seen: dict[int, tuple[datetime, bool]]) -> None:
+    """Telemetry means the device is alive: last_seen forward and, unless a status message
+    came after it in the batch, status online."""
+    ids = sorted(seen)
     await conn.execute(
         """
         UPDATE devices AS d
            SET last_seen = GREATEST(d.last_seen, v.seen),
-               status = 'online',
-               status_changed_at = CASE WHEN d.status = 'online' THEN d.status_changed_at
-                                        ELSE v.seen END,
+               status = CASE WHEN v.online THEN 'online' ELSE d.status END,
+               status_changed_at = CASE WHEN v.online AND d.status <> 'online' THEN v.seen
+                                        ELSE d.status_changed_at END,
                updated_at = now()
-          FROM unnest($1::int[], $2::timestamptz[]) AS v(id, seen)
+          FROM unnest($1::int[], $2::timestamptz[], $3::bool[]) AS v(id, seen, online)
          WHERE d.id = v.id
-           AND (d.last_seen IS NULL OR d.last_seen < v.seen OR d.status <> 'online')
-        """, [s[0] for s in ordered], [s[1] for s in ordered])
+           AND (d.last_seen IS NULL OR d.last_seen < v.seen
+                OR (v.online AND d.status <> 'online'))
+        """, ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids])
 
 
 async def set_status(conn: asyncpg.Connection, device: int, online: bool, ts: datetime) -> None:

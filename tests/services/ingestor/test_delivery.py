@@ -183,3 +183,48 @@ async def test_replicas_behind_a_shared_subscription_store_everything_once(
     assert sum(r.metric("insa_ingestor_messages_total") for r in replicas) == count
     for d in devices:
         d.close()
+
+
+async def test_a_transient_database_error_is_retried_not_rejected(
+        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        db_url: str) -> None:
+    """A lock timeout is the database's trouble, not the data's: nothing may be rejected."""
+    count = 20
+    ingestor = ingestor_factory(INSA_DATABASE_URL=f"{db_url}?lock_timeout=300",
+                                INSA_INGESTOR_RETRY_MAX_DELAY_SECONDS="0.5")
+    device = Device(broker, "esp-locked")
+    blocker = await asyncpg.connect(db_url)
+    try:
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE telemetry_latest IN ACCESS EXCLUSIVE MODE")
+            for topic, payload in readings(device.device_id, count):
+                device.publish(topic, payload)  # one by one: batches of a single message too
+            await wait_until(lambda: _async(ingestor.metric, "insa_ingestor_backpressure"),
+                             lambda n: n == 1, what="backpressure while locked")
+    finally:
+        await blocker.close()
+    await wait_until(lambda: count_seqs(db_url), lambda n: n == count, timeout=30)
+    conn = await asyncpg.connect(db_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM rejected_messages") == 0
+    finally:
+        await conn.close()
+    assert ingestor.proc is not None and ingestor.proc.poll() is None
+    device.close()
+
+
+async def test_redis_refusing_writes_is_backpressure_not_a_crash(
+        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        redis_server: RunningRedis, db_url: str) -> None:
+    ingestor = ingestor_factory(INSA_INGESTOR_RETRY_MAX_DELAY_SECONDS="0.5")
+    client = redis.Redis.from_url(redis_server.url)
+    client.config_set("maxmemory", 1)  # every write now fails with OOM
+    device = Device(broker, "esp-oom")
+    device.publish_many(readings(device.device_id, 10))
+    await wait_until(lambda: _async(ingestor.metric, "insa_ingestor_backpressure"),
+                     lambda n: n == 1, what="backpressure on OOM")
+    client.config_set("maxmemory", 0)
+    await wait_until(lambda: _async(stream_seqs, redis_server.url),
+                     lambda s: s == set(range(10)), what="stream after OOM")
+    assert ingestor.proc is not None and ingestor.proc.poll() is None
+    device.close()

@@ -79,3 +79,26 @@ async def test_silent_devices_go_offline_after_the_inactivity_timeout(
                      timeout=10, what="inactivity timeout")
     assert ingestor.metric("insa_ingestor_devices_timed_out_total") == 1
     dev.close()
+
+
+async def test_within_one_batch_the_later_of_status_and_telemetry_wins(
+        ingestor_factory, broker: RunningBroker, db_url: str) -> None:
+    # Batches close after a second, so each pair below lands in one batch.
+    ingestor_factory(INSA_INGESTOR_BATCH_MAX_AGE_MS="1000")
+    back, gone = Device(broker, "esp-back"), Device(broker, "esp-gone")
+    for device in (back, gone):  # both online already, from an earlier batch
+        device.publish("telemetry", b'{"pip": 0}')
+    query = "SELECT device_id, status FROM devices ORDER BY device_id"
+    await wait_until(lambda: _fetch(db_url, query),
+                     lambda r: [x["status"] for x in r] == ["online", "online"])
+    back.publish("status", b"offline")           # e.g. its Last Will...
+    back.publish("telemetry", b'{"pip": 1}')     # ...then it is back
+    gone.publish("telemetry", b'{"pip": 1}')
+    gone.publish("status", b"offline")
+    telemetry = "SELECT 1 FROM telemetry"
+    await wait_until(lambda: _fetch(db_url, telemetry), lambda r: len(r) == 4)
+    rows = await _fetch(db_url, query)
+    assert [(r["device_id"], r["status"]) for r in rows] == [("esp-back", "online"),
+                                                             ("esp-gone", "offline")]
+    back.close()
+    gone.close()

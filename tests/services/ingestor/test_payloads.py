@@ -104,6 +104,11 @@ BAD_PAYLOADS = [
     ("telemetry", b"[]", "no_values"),
     ("telemetry", b'{"flow_rate": 1, "pad": "' + b"x" * 3000 + b'"}', "payload_too_large"),
     ("status", b"sleeping", "bad_status"),
+    ("telemetry", b'{"pip": {"value": 1, "unit": "p\\u0000si"}}', "schema_violation"),
+    ("telemetry", b'{"a\\u0000b": [1]}', "schema_violation"),
+    ("telemetry", b'[{"flow_rate": 1}, {"flow_rate": 2}]', "missing_timestamp"),
+    ("telemetry", b'{"ts": 1763807400, "pip": {"value": 1, "ts": 1763807000}}',
+     "schema_violation"),
 ]
 
 
