@@ -173,8 +173,11 @@ class Pipeline:
             if len(items) > 1:
                 log.error("batch refused by the database; isolating", error=str(exc))
                 return await self._store_one_by_one(items)
-            # The one message the database refuses is recorded as a reject instead.
+            # The one message the database refuses is recorded as a reject instead (and if
+            # even its reject is refused, that is retried like an outage, never dropped).
             item = items[0]
+            if item.reject is not None:
+                raise
             reject = self.parser.reject(item.delivery, item.device_id, "storage_error",
                                         f"{type(exc).__name__}: {exc}")
             return await self._store([Parsed(item.delivery, item.device_id, item.received,
