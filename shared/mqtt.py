@@ -1,4 +1,4 @@
-"""MQTT helpers: topic names of the contract, and client factories for paho and aiomqtt."""
+"""MQTT helpers: topic names of the contract, and a paho-mqtt client factory."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import re
 import ssl
 from dataclasses import dataclass
 
-import aiomqtt
 import paho.mqtt.client as paho
 
 from shared.settings import CommonSettings
@@ -31,9 +30,6 @@ def telemetry_topic(device_id: str, metric: str | None = None) -> str:
 def status_topic(device_id: str) -> str:
     return f"insa/devices/{device_id}/status"
 
-
-def alert_topic(severity: str, device_id: str) -> str:
-    return f"insa/alerts/{severity}/{device_id}"
 
 
 def shared_filter(group: str | None, topic_filter: str) -> str:
@@ -81,11 +77,3 @@ def paho_client(common: CommonSettings, username: str, password: str, client_id:
         client.tls_set_context(context)
     return client
 
-
-def aiomqtt_client(common: CommonSettings, username: str, password: str,
-                   identifier: str | None = None) -> aiomqtt.Client:
-    """An aiomqtt client for services that only publish or that may ack on receipt."""
-    return aiomqtt.Client(
-        common.mqtt_host, common.mqtt_port, username=username, password=password,
-        identifier=identifier, protocol=aiomqtt.ProtocolVersion.V5,
-        tls_context=tls_context(common))

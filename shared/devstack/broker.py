@@ -104,7 +104,3 @@ def prepare_broker(spec: BrokerSpec, credentials: dict[str, str],
     # The CA certificate is public; clients running as us must read it.
     spec.ca_file.chmod(0o644)
 
-
-def reload_broker(pid: int) -> None:
-    """Make a running broker re-read its password file and ACL (SIGHUP)."""
-    os.kill(pid, 1)

@@ -201,7 +201,7 @@ def up(cfg: StackConfig) -> str:
     _ensure_database(pg)
     applied = asyncio.run(migrate(env["INSA_DATABASE_URL"]))
     supervisorctl(cfg, "start", *SERVICES, "simulator")
-    return summary(cfg, secret, applied, already_running=running is not None)
+    return summary(cfg, applied, already_running=running is not None)
 
 
 def _ensure_database(pg: PostgresSpec) -> None:
@@ -225,8 +225,7 @@ def _ensure_database(pg: PostgresSpec) -> None:
     asyncio.run(create())
 
 
-def summary(cfg: StackConfig, secret: dict[str, str], applied: list[str],
-            already_running: bool) -> str:
+def summary(cfg: StackConfig, applied: list[str], already_running: bool) -> str:
     state = "was already running" if already_running else "is up"
     return (
         f"INSA local stack {state} (run directory {cfg.rundir})\n"
