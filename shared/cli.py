@@ -47,6 +47,34 @@ def run(service: str) -> None:
         sys.exit(2)
 
 
+@main.command("broker-accounts")
+@click.option("--file", "path", type=click.Path(dir_okay=False), required=True,
+              help="The dynamic-security plugin's file (created, or updated in place).")
+def broker_accounts(path: str) -> None:
+    """Write the broker's platform accounts from INSA_MQTT_PASSWORD_<ROLE> variables.
+
+    Every service role (ingestor, diagnostics, alerts, api, subscriber, admin, health)
+    needs its secret; device accounts already in the file are kept.
+    """
+    from pathlib import Path
+
+    from shared.broker_accounts import SERVICE_ACCOUNTS, write_config_file
+    from shared.settings import MIN_SECRET_LENGTH, is_placeholder
+
+    passwords, problems = {}, []
+    for account in SERVICE_ACCOUNTS:
+        var = "INSA_MQTT_PASSWORD_" + account.removeprefix("insa-").upper()
+        secret = os.environ.get(var, "")
+        if is_placeholder(secret) and os.environ.get("INSA_ENV") != "development":
+            problems.append(f"{var} is missing or a placeholder (at least "
+                            f"{MIN_SECRET_LENGTH} characters)")
+        passwords[account] = secret
+    if problems:
+        raise click.UsageError("; ".join(problems))
+    write_config_file(Path(path), passwords)
+    click.echo(f"broker accounts written to {path}: {', '.join(SERVICE_ACCOUNTS)}")
+
+
 @main.group()
 def stack() -> None:
     """The whole platform on this machine without Docker (see README)."""
@@ -143,7 +171,7 @@ def bench() -> None:
 @click.option("--batch", "batch_max_messages", type=int, default=1000, show_default=True,
               help="Ingestor batch size (messages).")
 @click.option("--replicas", type=int, default=1, show_default=True,
-              help="Ingestor processes sharing the subscription.")
+              help="Ingestor processes, each taking its partition of the devices.")
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON result here (default bench-results/ingest-<time>.json).")
 def bench_ingest(messages: int, devices: int, batch_max_messages: int, replicas: int,
@@ -167,6 +195,20 @@ def bench_ingest(messages: int, devices: int, batch_max_messages: int, replicas:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     click.echo(f"JSON: {path}")
+
+
+@bench.command("broker-kill")
+@click.option("--rate", type=float, default=500, show_default=True, help="Readings/s in all.")
+@click.option("--seconds", type=float, default=20, show_default=True,
+              help="Publishing time per scenario; the kill comes half-way.")
+def bench_broker_kill(rate: float, seconds: float) -> None:
+    """What a broker kill -9 loses of the readings it had acknowledged."""
+    from services.bench.broker_kill import report
+    from services.bench.broker_kill import run as run_bench
+    from shared.logging import configure_logging
+
+    configure_logging("bench", level="WARNING", fmt="console")
+    click.echo(report(run_bench(rate, seconds, progress=lambda s: click.echo(s, err=True))))
 
 
 if __name__ == "__main__":

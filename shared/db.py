@@ -1,9 +1,27 @@
-"""asyncpg pool factory with orjson codecs for json/jsonb."""
+"""asyncpg pool factory with orjson codecs for json/jsonb, and how to read its errors."""
 
 from __future__ import annotations
 
 import asyncpg
 import orjson
+
+# Raised when PostgreSQL is down, restarting, overloaded or cut a session mid-query
+# (asyncpg reports a COPY cut short as InternalClientError "cannot switch to state"):
+# wait and retry. Only a data error (see is_data_error) is the data's fault.
+UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+               asyncpg.InternalClientError)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """A data exception or integrity violation (SQLSTATE classes 22, 23): this data, not
+    the database, is the problem, so retrying cannot help."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in ("22", "23")
+
+
+def is_broken_connection(exc: BaseException) -> bool:
+    """The session cannot be trusted any more: drop it instead of returning it to the pool."""
+    return isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError)
 
 
 def _dumps(value: object) -> str:
@@ -16,10 +34,17 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
                                   decoder=orjson.loads)
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10,
+async def create_pool(dsn: str, *, max_size: int = 10,
                       application_name: str = "insa") -> asyncpg.Pool:
+    """A pool that connects on first use, so a service starts (and waits, not ready) while
+    PostgreSQL is still down."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+        dsn, min_size=0, max_size=max_size, init=_init_connection,
         server_settings={"application_name": application_name}, command_timeout=60)
     assert pool is not None
     return pool
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    async with pool.acquire(timeout=10) as conn:
+        await conn.fetchval("SELECT 1")

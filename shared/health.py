@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -37,6 +37,25 @@ class Health:
     @property
     def ready(self) -> bool:
         return not self.failures
+
+
+async def probe_dependencies(health: Health, probes: dict[str, Callable[[], Awaitable[object]]],
+                             interval: float, stop: asyncio.Event) -> None:
+    """Check each dependency now and every `interval` until `stop`, so readiness says
+    what is down at start and while idle, not only when work fails."""
+    while True:
+        for name, probe in probes.items():
+            try:
+                await asyncio.wait_for(probe(), timeout=interval)
+            except Exception as exc:  # any failure of a probe means "not reachable"
+                health.failing(name, f"{type(exc).__name__}: {exc}")
+            else:
+                health.ok(name)
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+            return
+        except TimeoutError:
+            pass
 
 
 def health_app(health: Health, registry: CollectorRegistry | None = None) -> Starlette:

@@ -13,9 +13,8 @@ from shared.settings import CommonSettings
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 NAME_RE = re.compile(NAME_PATTERN)
 
-# Broker accounts of the platform's own services (mosquitto/acl); never device ids.
-SERVICE_ACCOUNTS = ("insa-ingestor", "insa-diagnostics", "insa-alerts", "insa-api",
-                    "insa-subscriber")
+# Broker accounts of the platform's services start with this; no device id may.
+RESERVED_PREFIX = "insa-"
 
 TELEMETRY_FILTER = "insa/devices/+/telemetry"
 METRIC_FILTER = "insa/devices/+/telemetry/+"
@@ -30,11 +29,6 @@ def telemetry_topic(device_id: str, metric: str | None = None) -> str:
 def status_topic(device_id: str) -> str:
     return f"insa/devices/{device_id}/status"
 
-
-
-def shared_filter(group: str | None, topic_filter: str) -> str:
-    """An MQTT 5 shared subscription when a group is set, so replicas split the load."""
-    return f"$share/{group}/{topic_filter}" if group else topic_filter
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +60,10 @@ def tls_context(common: CommonSettings) -> ssl.SSLContext | None:
         cafile=str(common.mqtt_ca_file) if common.mqtt_ca_file else None)
 
 
-def paho_client(common: CommonSettings, username: str, password: str, client_id: str = "",
-                ) -> paho.Client:
-    """A paho-mqtt 2.x MQTT 5 client with credentials and TLS from settings (not connected)."""
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+def paho_client(common: CommonSettings, username: str, password: str) -> paho.Client:
+    """A paho-mqtt 2.x MQTT 5 client with credentials and TLS from settings (not connected).
+    Its client id is its username: the broker binds every account to that one."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=username,
                          protocol=paho.MQTTv5)
     client.username_pw_set(username, password)
     context = tls_context(common)

@@ -4,6 +4,10 @@
 `Reading`s; `parse_metric_payload` does the same for `.../telemetry/<metric>`,
 and `parse_status_payload` for `.../status`. Anything unacceptable raises
 `ValidationFailed` with a stable `reason` label.
+
+Timestamps: ISO 8601 text with a zone, or an epoch number (`_epoch`: seconds, or
+milliseconds above 2·10¹⁰; never negative), within `Limits`' bounds around the ingestor's
+clock (`_timestamp`).
 """
 
 from __future__ import annotations
@@ -12,20 +16,50 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import PydanticCustomError
 
 from shared.errors import ValidationFailed
-from shared.mqtt import NAME_RE, SERVICE_ACCOUNTS
+from shared.mqtt import NAME_RE, RESERVED_PREFIX
 
 # Keys of a reading that are not metrics when the reading is flat.
 RESERVED_KEYS = frozenset({"ts", "timestamp", "seq", "device_id", "telemetry", "metadata"})
 NON_FINITE_WORDS = (b"nan", b"infinity", b"inf", b"-infinity", b"-inf", b"+inf")
 NON_FINITE_TOKEN = re.compile(rb"(?i)(?:^|[:\[,])\s*[-+]?(?:nan|infinity|inf)\s*(?:$|[,\]}])")
 STATUSES = frozenset({"online", "offline"})
+EPOCH_MS_ABOVE = 2e10  # an epoch number above this is milliseconds (2e10 s is in 2603)
+# What pydantic would read as an epoch in a string; an ISO time never matches.
+EPOCH_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
+
+
+def _epoch(raw: Any) -> Any:
+    """A `ts` given as a number (or numeric text) → an aware datetime, by our rule rather
+    than pydantic's (which reads -3e10 as milliseconds and -1 as 1969). ISO text is left
+    to pydantic; `_timestamp` then bounds both. Runs once per reading, not per value."""
+    kind = type(raw)
+    if kind is str:
+        if ":" in raw or not EPOCH_TEXT.fullmatch(raw):
+            return raw
+        raw = float(raw)
+    elif kind is bool:
+        raise PydanticCustomError("datetime_type", "a bool is not a timestamp")
+    elif kind is not int and kind is not float:
+        return raw  # pydantic says what is wrong with it
+    if raw < 0:
+        raise PydanticCustomError("datetime_epoch", "epoch before 1970: negative number {raw}",
+                                  {"raw": raw})
+    try:  # fromtimestamp() rounds to the microsecond: exact for whole milliseconds
+        return datetime.fromtimestamp(raw / 1000 if raw > EPOCH_MS_ABOVE else raw, UTC)
+    except (OverflowError, ValueError, OSError):
+        raise PydanticCustomError("datetime_epoch", "epoch number {raw} is out of range",
+                                  {"raw": raw}) from None
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_epoch)]
 
 
 class MetricObject(BaseModel):
@@ -34,7 +68,7 @@ class MetricObject(BaseModel):
     value: bool | int | float | str
     unit: str | None = Field(None, max_length=32, pattern=r"^[^\x00]*$")
     quality: int | None = Field(None, ge=0, le=32767)
-    ts: AwareDatetime | None = None
+    ts: Timestamp | None = None
 
 
 MetricValue = bool | int | float | str | MetricObject
@@ -43,7 +77,7 @@ MetricValue = bool | int | float | str | MetricObject
 class ReadingModel(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    ts: AwareDatetime | None = Field(None, alias="timestamp")
+    ts: Timestamp | None = Field(None, alias="timestamp")
     seq: int | None = Field(None, ge=0)
     device_id: str | None = None
     telemetry: dict[str, MetricValue] | None = None
@@ -52,7 +86,7 @@ class ReadingModel(BaseModel):
 
 class StatusModel(BaseModel):
     status: str
-    ts: AwareDatetime | None = Field(None, alias="timestamp")
+    ts: Timestamp | None = Field(None, alias="timestamp")
     model_config = ConfigDict(populate_by_name=True, extra="allow")
 
 
@@ -92,6 +126,8 @@ class Limits:
     """Bounds the parser enforces; the ingestor builds these from its settings."""
 
     max_future_skew: timedelta = timedelta(minutes=5)
+    # Older is a clock fault (1970, year 1), not a store-and-forward backlog.
+    max_past_age: timedelta = timedelta(days=3650)
     max_values_per_reading: int = 1000
     max_readings_per_message: int = 10000
 
@@ -107,15 +143,21 @@ def _loads(payload: bytes) -> Any:
         raise ValidationFailed("invalid_json", f"payload is not valid JSON: {exc}") from None
 
 
+def _is_timestamp_error(error: Any) -> bool:
+    return "datetime" in error["type"] or "timezone" in error["type"]
+
+
 def _pydantic_reason(exc: PydanticValidationError) -> ValidationFailed:
-    first = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    # A value object whose ts is bad fails every member of the value union; its ts error
+    # says what is wrong, not the first member's ("not a bool").
+    first = next((e for e in errors if _is_timestamp_error(e)), errors[0])
     loc = [str(p) for p in first["loc"]]
     if loc and loc[-1] in UNION_MEMBERS:  # a metric value matching none of the union
         return ValidationFailed("schema_violation", f"{'.'.join(loc[:-1])}: must be a number, "
                                 "bool, string or {value, unit, quality} object")
-    where = ".".join(loc) or "payload"
-    reason = "invalid_timestamp" if "datetime" in first["type"] or "timezone" in first["type"] \
-        else "schema_violation"
+    where = ".".join(p for p in loc if p != "MetricObject") or "payload"
+    reason = "invalid_timestamp" if _is_timestamp_error(first) else "schema_violation"
     return ValidationFailed(reason, f"{where}: {first['msg']}")
 
 
@@ -157,11 +199,23 @@ def _value(metric: str, raw: MetricValue) -> Value:
 def _timestamp(ts: datetime | None, received: datetime, limits: Limits) -> datetime:
     if ts is None:
         return received
-    if ts - received > limits.max_future_skew:
-        raise ValidationFailed("timestamp_in_future",
-                               f"timestamp {ts.isoformat()} is more than "
-                               f"{limits.max_future_skew} ahead of the ingestor's clock")
-    return ts.astimezone(UTC)
+    try:
+        # Bounds first: subtracting aware datetimes cannot overflow, but converting year 1
+        # at +14:00 to UTC does.
+        ahead = ts - received
+        if ahead > limits.max_future_skew:
+            raise ValidationFailed("timestamp_in_future",
+                                   f"timestamp {ts.isoformat()} is more than "
+                                   f"{limits.max_future_skew} ahead of the ingestor's clock")
+        if -ahead > limits.max_past_age:
+            raise ValidationFailed("timestamp_too_old",
+                                   f"timestamp {ts.isoformat()} is more than "
+                                   f"{limits.max_past_age / timedelta(days=1):.10g} days behind "
+                                   "the ingestor's clock (the past bound)")
+        return ts.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ValidationFailed("invalid_timestamp", f"timestamp {ts.isoformat()} is out of "
+                                                    f"range: {exc}") from None
 
 
 def _one_reading(obj: Any, device_id: str, received: datetime, limits: Limits) -> Reading:
@@ -256,7 +310,10 @@ def parse_status_payload(payload: bytes, received: datetime, limits: Limits) -> 
 
 
 def check_device_id(device_id: str) -> None:
+    """The contract's pattern (so no `/`, `+` or `#` that would widen a device's topics)
+    and not a name of the platform's own broker accounts."""
     _check_name("device", device_id)
-    if device_id in SERVICE_ACCOUNTS:
-        raise ValidationFailed("bad_device_name",
-                               f"{device_id!r} is a platform service account, not a device")
+    if device_id.startswith(RESERVED_PREFIX):
+        raise ValidationFailed("bad_device_name", f"device ids starting with "
+                                                  f"{RESERVED_PREFIX!r} are reserved for the "
+                                                  "platform's own accounts")

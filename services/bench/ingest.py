@@ -24,7 +24,11 @@ import asyncpg
 import redis
 
 from services.bench.publishers import METRICS, publish_all
-from shared.devstack.ingestor_process import IngestorProcess, ingestor_environment
+from shared.devstack.ingestor_process import (
+    IngestorProcess,
+    ingestor_environment,
+    replica_overrides,
+)
 from shared.devstack.servers import (
     RunningBroker,
     remove_tree,
@@ -42,7 +46,7 @@ class BenchConfig:
     batch_max_messages: int = 1000
     batch_max_age_ms: float = 25.0
     receive_maximum: int = 4000
-    replicas: int = 1  # ingestor processes sharing the subscription ($share/ingestors/...)
+    replicas: int = 1  # ingestor processes, each taking its partition of the devices
     # Latency under a steady load below saturation (at saturation it is queueing time):
     # this fraction of the sustained rate, for this many seconds.
     paced_fraction: float = 0.5
@@ -66,7 +70,7 @@ def measure_raw_passthrough(broker: RunningBroker, credentials: dict[str, str],
     binary = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
     sub = subprocess.Popen(
         [binary, "-h", "127.0.0.1", "-p", str(broker.port), "-u", "insa-ingestor",
-         "-P", broker.credentials["insa-ingestor"], "-i", "bench-raw", "-q", "1",
+         "-P", broker.credentials["insa-ingestor"], "-i", "insa-ingestor", "-q", "1",
          "-t", "insa/devices/+/telemetry", "-C", str(total)], stdout=subprocess.DEVNULL)
     time.sleep(0.5)  # subscribed before the first publish
     started = time.monotonic()
@@ -179,9 +183,9 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
         progress("phase 1: broker raw QoS 1 pass-through (no ingestor)")
         raw = measure_raw_passthrough(broker, credentials, per_device)
         progress(f"  {raw.rate:,.0f} messages/s")
-        for n in range(1, cfg.replicas + 1):
+        for n in range(cfg.replicas):
             env = ingestor_environment(
-                dsn, rd.url, broker, INSA_INGESTOR_CLIENT_ID=f"insa-ingestor-{n}",
+                dsn, rd.url, broker, **replica_overrides(broker, n, cfg.replicas),
                 INSA_INGESTOR_BATCH_MAX_MESSAGES=str(cfg.batch_max_messages),
                 INSA_INGESTOR_BATCH_MAX_AGE_MS=str(cfg.batch_max_age_ms),
                 INSA_INGESTOR_RECEIVE_MAXIMUM=str(cfg.receive_maximum), INSA_ENV="production",

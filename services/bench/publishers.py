@@ -33,7 +33,7 @@ class DevicePublisher:
         binary = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
         self.proc = subprocess.Popen(
             [binary, "-h", "127.0.0.1", "-p", str(port), "-u", device_id, "-P", password,
-             "-i", f"bench-{device_id}", "-q", "1", "-M", "200", "-l",
+             "-i", device_id, "-q", "1", "-M", "200", "-l",
              "-t", f"insa/devices/{device_id}/telemetry"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.thread = threading.Thread(target=self._feed, name=f"feed-{device_id}", daemon=True)
@@ -79,3 +79,44 @@ def publish_all(port: int, credentials: dict[str, str], per_device: int,
     for pub in publishers:
         pub.wait(timeout)
     return time.monotonic() - started
+
+
+class TrackedDevice:
+    """A paho device that records which readings the broker acknowledged (PUBACK), and
+    reconnects within a second, as field devices do."""
+
+    def __init__(self, port: int, device_id: str, password: str) -> None:
+        import paho.mqtt.client as paho
+
+        self.device_id = device_id
+        self.acked: set[int] = set()  # seq of each acknowledged reading
+        self._seq_of_mid: dict[int, int] = {}
+        self._lock = threading.Lock()
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=device_id,
+                             protocol=paho.MQTTv5)
+        client.username_pw_set(device_id, password)
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(1, 2)
+        client.on_publish = self._on_publish
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        self.client = client
+
+    def _on_publish(self, _c: object, _u: object, mid: int, reason: object, _p: object) -> None:
+        if not getattr(reason, "is_failure", False):
+            with self._lock:
+                seq = self._seq_of_mid.pop(mid, None)
+                if seq is not None:
+                    self.acked.add(seq)
+
+    def publish(self, seq: int) -> None:
+        payload = reading_line(seq, time.time_ns() // 1000).rstrip(b"\n")
+        with self._lock:
+            info = self.client.publish(f"insa/devices/{self.device_id}/telemetry", payload,
+                                       qos=1)
+            self._seq_of_mid[info.mid] = seq
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

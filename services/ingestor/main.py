@@ -7,12 +7,12 @@ import asyncio
 import structlog
 
 from services.ingestor.metrics import IngestorMetrics
-from services.ingestor.mqtt_source import MqttSource
+from services.ingestor.mqtt_source import MqttSource, Partition
 from services.ingestor.pipeline import Pipeline
 from services.ingestor.settings import IngestorSettings
 from shared import settings as shared_settings
-from shared.db import create_pool
-from shared.health import Health, serve_health
+from shared.db import create_pool, ping
+from shared.health import Health, probe_dependencies, serve_health
 from shared.lifecycle import Lifecycle
 from shared.logging import configure_logging
 from shared.mqtt import paho_client
@@ -25,25 +25,24 @@ async def run() -> None:
     common, settings = shared_settings.load(IngestorSettings)
     configure_logging("ingestor", common.log_level, common.log_format)
     health = Health("postgres", "redis", "mqtt")
-    pool = await create_pool(common.database_url.get_secret_value(), min_size=2, max_size=4,
+    # Neither connects yet: a start while PostgreSQL or Redis is down waits, not ready.
+    pool = await create_pool(common.database_url.get_secret_value(), max_size=4,
                              application_name="insa-ingestor")
     redis_client = create_redis(common.redis_url.get_secret_value())
-    await redis_client.ping()
-    health.ok("postgres")
-    health.ok("redis")
     pipeline = Pipeline(settings, pool, redis_client, IngestorMetrics(), health)
     lifecycle = Lifecycle(settings.drain_seconds, health)
     drained = asyncio.Event()
 
     async def start(lc: Lifecycle) -> None:
         client = paho_client(common, settings.mqtt_username,
-                             settings.mqtt_password.get_secret_value(), settings.client_id)
+                             settings.mqtt_password.get_secret_value())
         client.manual_ack_set(True)
         source = MqttSource(client, common.mqtt_host, common.mqtt_port,
-                            share_group=settings.share_group,
+                            partition=Partition(settings.partition, settings.partitions),
                             session_expiry=settings.session_expiry_seconds,
                             receive_maximum=settings.receive_maximum, health=health,
-                            on_delivery=pipeline.on_delivery)
+                            on_delivery=pipeline.on_delivery,
+                            on_skipped=pipeline.metrics.other_partition.inc)
         pipeline.source = source
 
         async def flush_until_drained() -> None:
@@ -54,9 +53,14 @@ async def run() -> None:
         lc.spawn("mqtt", source.run(drained))
         lc.spawn("inactivity", pipeline.run_inactivity_sweeps(lc.stopping))
         lc.spawn("stream-trim", pipeline.run_stream_trimming(lc.stopping))
+        lc.spawn("probe", probe_dependencies(
+            health, {"postgres": lambda: ping(pool), "redis": redis_client.ping},
+            settings.probe_interval_seconds, lc.stopping))
         lc.spawn("http", serve_health(health, settings.http_host, settings.http_port,
                                       lc.stopped), drains=False)
-        log.info("ingestor started", client_id=settings.client_id, http_port=settings.http_port)
+        log.info("ingestor started", client_id=settings.mqtt_username,
+                 partition=f"{settings.partition}/{settings.partitions}",
+                 http_port=settings.http_port)
 
     try:
         await lifecycle.run(start)

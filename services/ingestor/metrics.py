@@ -20,6 +20,8 @@ class IngestorMetrics:
 
         self.messages = counter("messages_total", "MQTT messages received, by topic kind",
                                 ("kind",))
+        self.other_partition = counter(
+            "other_partition_total", "Messages of another replica's devices, acked unprocessed")
         self.redeliveries = counter("redeliveries_total",
                                     "Messages the broker redelivered (DUP flag set)")
         self.rejects = counter("rejects_total", "Messages rejected and recorded, by reason",

@@ -9,6 +9,7 @@ are committed and streamed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import socket
 import time
@@ -24,13 +25,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from shared.health import Health
-from shared.mqtt import METRIC_FILTER, STATUS_FILTER, TELEMETRY_FILTER, shared_filter
+from shared.mqtt import METRIC_FILTER, STATUS_FILTER, TELEMETRY_FILTER
 
 log = structlog.get_logger(__name__)
 READS_PER_WAKEUP = 50
 CLOSE_DRAIN_SECONDS = 2.0
 RECONNECT_MIN_SECONDS = 0.5
-RECONNECT_MAX_SECONDS = 30.0
+RECONNECT_MAX_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -45,13 +46,35 @@ class Delivery:
     connection: int  # generation: acks for an older connection must not be sent
 
 
+class Partition:
+    """Which devices this replica stores: a stable hash of the device id, mod `count`."""
+
+    def __init__(self, index: int, count: int) -> None:
+        self.index, self.count = index, count
+        self._owned: dict[str, bool] = {}
+
+    def owns_topic(self, topic: str) -> bool:
+        if self.count == 1:
+            return True
+        device = topic.split("/", 3)[2] if topic.count("/") >= 2 else topic
+        owned = self._owned.get(device)
+        if owned is None:
+            digest = hashlib.blake2b(device.encode(), digest_size=8).digest()
+            owned = int.from_bytes(digest, "big") % self.count == self.index
+            if len(self._owned) < 1_000_000:
+                self._owned[device] = owned
+        return owned
+
+
 class MqttSource:
-    def __init__(self, client: paho.Client, host: str, port: int, *, share_group: str,
+    def __init__(self, client: paho.Client, host: str, port: int, *, partition: Partition,
                  session_expiry: int, receive_maximum: int, health: Health,
-                 on_delivery: Callable[[Delivery], None]) -> None:
+                 on_delivery: Callable[[Delivery], None],
+                 on_skipped: Callable[[], None] = lambda: None) -> None:
         self.client = client
         self.host, self.port = host, port
-        self.share_group = share_group
+        self.partition = partition
+        self.on_skipped = on_skipped
         self.session_expiry = session_expiry
         self.receive_maximum = receive_maximum
         self.health = health
@@ -137,12 +160,12 @@ class MqttSource:
         self.health.ok("mqtt")
         log.info("mqtt connected", session_present=flags.session_present,
                  connection=self.connection)
-        # Retained statuses only when the subscription is new, not on every reconnect of
-        # the persistent session (their age is unknown, so replaying them would mislead).
+        # Plain subscriptions in a persistent session: the broker keeps them, and queues for
+        # them, across its own restarts ($share ones it forgets in Mosquitto 2.0). Re-sent on
+        # every connect in case the session expired. Retained statuses only when the
+        # subscription is new (their age is unknown, so replaying them would mislead).
         options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-        topics = [(shared_filter(self.share_group, f), options)
-                  for f in (TELEMETRY_FILTER, METRIC_FILTER, STATUS_FILTER)]
-        client.subscribe(topics)
+        client.subscribe([(f, options) for f in (TELEMETRY_FILTER, METRIC_FILTER, STATUS_FILTER)])
 
     def _on_disconnect(self, _c: paho.Client, _u: object, _f: paho.DisconnectFlags,
                        reason: ReasonCode, _p: Properties | None) -> None:
@@ -151,7 +174,13 @@ class MqttSource:
         log.warning("mqtt disconnected", reason=str(reason))
         self._lost.set()
 
-    def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+    def _on_message(self, client: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        if not self.partition.owns_topic(msg.topic):
+            # Another replica's device: its own session has a copy of this message.
+            if msg.qos:
+                client.ack(msg.mid, msg.qos)
+            self.on_skipped()
+            return
         payload = cast(bytes, msg.payload)  # always bytes on receipt
         self.on_delivery(Delivery(msg.topic, payload, msg.mid, msg.qos, bool(msg.dup),
                                   self.connection))

@@ -8,6 +8,7 @@ import structlog
 
 from services.ingestor.batch import Parsed, Reject
 from services.ingestor.mqtt_source import Delivery
+from services.ingestor.rejects import LogWindow
 from services.ingestor.settings import IngestorSettings
 from shared.errors import ValidationFailed
 from shared.mqtt import parse_device_topic
@@ -21,12 +22,19 @@ from shared.schemas import (
 
 log = structlog.get_logger(__name__)
 
+# timedelta's own limit is 999,999,999 days; anything past ~740,000 (year 1) bounds nothing.
+MAX_PAST_AGE_DAYS = 1_000_000
+
 
 class MessageParser:
     def __init__(self, settings: IngestorSettings) -> None:
         self.max_payload = settings.max_payload_bytes
         self.keep_bytes = settings.reject_keep_bytes
-        self.limits = Limits(max_future_skew=timedelta(seconds=settings.max_future_skew_seconds))
+        self.limits = Limits(
+            max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
+            max_past_age=timedelta(days=min(settings.max_past_age_days, MAX_PAST_AGE_DAYS)))
+        # A device repeating a message that trips a parser bug must not flood the log.
+        self.error_log = LogWindow(settings.reject_log_window_seconds)
 
     def parse(self, delivery: Delivery, received: datetime | None = None) -> Parsed:
         received = received or datetime.now(UTC)
@@ -52,7 +60,10 @@ class MessageParser:
         except ValidationFailed as exc:
             item.reject = self.reject(delivery, device_id, exc.reason, exc.message)
         except Exception as exc:  # a parser bug must not wedge the message unacked forever
-            log.exception("unexpected error parsing a message", topic=delivery.topic)
+            suppressed = self.error_log.allow(f"{type(exc).__module__}.{type(exc).__qualname__}")
+            if suppressed is not None:
+                log.exception("unexpected error parsing a message", topic=delivery.topic,
+                              suppressed_in_last_window=suppressed)
             item.readings, item.status = [], None
             item.reject = self.reject(delivery, device_id, "internal_error",
                                       f"{type(exc).__name__}: {exc}")

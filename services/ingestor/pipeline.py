@@ -30,23 +30,14 @@ from services.ingestor.parsing import MessageParser
 from services.ingestor.rejects import RejectLog
 from services.ingestor.settings import IngestorSettings
 from services.ingestor.stream import Entry, TelemetryStream, trim_consumed
+from shared.db import UNAVAILABLE as PG_UNAVAILABLE
+from shared.db import is_broken_connection, is_data_error
 from shared.health import Health
+from shared.redis_client import UNAVAILABLE as REDIS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 A = TypeVar("A")
-
-# What makes a step wait and retry (holding acks) rather than give up on the data: every
-# database error except a data error (SQLSTATE classes 22, 23; see is_data_error), and
-# every Redis error (down, loading, out of memory, read-only replica, MISCONF).
-PG_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
-REDIS_UNAVAILABLE = (OSError, TimeoutError, redis.RedisError)
-
-
-def is_data_error(exc: BaseException) -> bool:
-    """A data exception or integrity violation: this data, not the database, is the problem."""
-    state = getattr(exc, "sqlstate", None) or ""
-    return state[:2] in ("22", "23")
 
 
 @dataclass(slots=True)
@@ -163,10 +154,15 @@ class Pipeline:
         timeout, deadlock, disk full, failover) propagates so `_retry` tries again."""
         try:
             async with self.pool.acquire() as conn:
-                prepared = await self._prepare(conn, items)
-                written = await repository.write_batch(
-                    conn, prepared.numbers, prepared.texts, list(prepared.latest.values()),
-                    prepared.seen, prepared.statuses, prepared.rejects)
+                try:
+                    prepared = await self._prepare(conn, items)
+                    written = await repository.write_batch(
+                        conn, prepared.numbers, prepared.texts, list(prepared.latest.values()),
+                        prepared.seen, prepared.statuses, prepared.rejects)
+                except BaseException as exc:
+                    if is_broken_connection(exc):
+                        conn.terminate()  # the pool replaces it on next acquire
+                    raise
         except asyncpg.PostgresError as exc:
             if not is_data_error(exc):
                 raise

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -11,12 +11,14 @@ from shared.settings import ServiceSettings
 class IngestorSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="INSA_INGESTOR_", extra="ignore")
 
+    # Also the MQTT client id (the broker binds each account to its own): one account per
+    # replica, so each keeps its persistent session (and queue) across restarts.
     mqtt_username: str = "insa-ingestor"
     http_port: int = Field(8001, ge=0, le=65535)
-    # Fixed per replica so the broker keeps the session (and queues) across restarts.
-    client_id: str = "insa-ingestor-1"
-    # MQTT 5 shared-subscription group; empty subscribes directly (one replica).
-    share_group: str = "ingestors"
+    # Scale-out: N replicas each take the devices whose id hashes to their partition
+    # (docs/architecture.md, "Subscriptions").
+    partitions: int = Field(1, ge=1, le=64)
+    partition: int = Field(0, ge=0)
     session_expiry_seconds: int = Field(7 * 24 * 3600, ge=0)
     # Unacked messages the broker may have in flight to us: bounds our memory.
     receive_maximum: int = Field(4000, ge=10, le=65535)
@@ -26,6 +28,8 @@ class IngestorSettings(ServiceSettings):
     max_payload_bytes: int = Field(256 * 1024, ge=256)
     reject_keep_bytes: int = Field(4096, ge=0)
     max_future_skew_seconds: float = Field(300.0, ge=0)
+    # Older readings are rejected (timestamp_too_old): a backlog may be old, 1970 is a fault.
+    max_past_age_days: float = Field(3650.0, gt=0)
     offline_after_seconds: float = Field(600.0, gt=0)
     stream: str = "insa:telemetry"
     # Entries every consumer group is done with are trimmed each interval; past this
@@ -35,3 +39,12 @@ class IngestorSettings(ServiceSettings):
     # Upper bound on how long one flush retries before it logs louder; it never gives up.
     retry_max_delay_seconds: float = Field(5.0, gt=0)
     reject_log_window_seconds: float = Field(60.0, gt=0)
+    # How often PostgreSQL and Redis are probed for readiness, also while idle.
+    probe_interval_seconds: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _partition_in_range(self) -> IngestorSettings:
+        if self.partition >= self.partitions:
+            raise ValueError(f"INSA_INGESTOR_PARTITION {self.partition} must be below "
+                             f"INSA_INGESTOR_PARTITIONS {self.partitions}")
+        return self

@@ -53,7 +53,7 @@ async def run_device(cfg: SimulatorConfig, device_id: str, started: float) -> No
     delay = 1.0
     while True:
         try:
-            async with aiomqtt.Client(cfg.host, cfg.port, identifier=f"{device_id}-sim",
+            async with aiomqtt.Client(cfg.host, cfg.port, identifier=device_id,
                                       username=device_id, password=cfg.credentials[device_id],
                                       protocol=aiomqtt.ProtocolVersion.V5, will=will,
                                       keepalive=30) as client:

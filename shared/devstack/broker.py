@@ -2,42 +2,29 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import os
+import glob
 import re
-import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.broker_accounts import write_config_file
 from shared.devstack.processes import DevstackError, hand_over
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BROKER_CONFIG_DIR = REPO_ROOT / "mosquitto"
 DEV_CERTS_SCRIPT = REPO_ROOT / "scripts" / "dev-certs.sh"
-
-# Mosquitto 2.x password file entry: $7$ = PBKDF2-HMAC-SHA512, 101 iterations, 12-byte salt.
-_PBKDF2_ITERATIONS = 101
+PLUGIN_IN_IMAGE = "/usr/lib/mosquitto_dynamic_security.so"
 
 
-def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(12)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _PBKDF2_ITERATIONS)
-    return (f"$7${_PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}"
-            f"${base64.b64encode(digest).decode()}")
-
-
-def write_password_file(path: Path, credentials: dict[str, str]) -> None:
-    """Write username → password entries (replacing the file) atomically, mode 0600."""
-    for username in credentials:
-        if ":" in username or not username.strip():
-            raise ValueError(f"invalid MQTT username {username!r}")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(f"{u}:{hash_password(p)}\n" for u, p in credentials.items()))
-    tmp.chmod(0o600)
-    os.replace(tmp, path)
+def dynsec_plugin() -> str:
+    """Where this machine's Mosquitto keeps the dynamic-security plugin (Debian: multiarch)."""
+    for candidate in (PLUGIN_IN_IMAGE, *glob.glob("/usr/lib/*/mosquitto_dynamic_security.so"),
+                      "/usr/local/lib/mosquitto_dynamic_security.so"):
+        if Path(candidate).exists():
+            return candidate
+    raise DevstackError("mosquitto_dynamic_security.so not found (Debian package mosquitto)")
 
 
 @dataclass(frozen=True)
@@ -59,8 +46,8 @@ class BrokerSpec:
         return self.config_dir / "mosquitto.conf"
 
     @property
-    def password_file(self) -> Path:
-        return self.config_dir / "passwd"
+    def accounts_file(self) -> Path:
+        return self.data_dir / "dynamic-security.json"
 
     @property
     def ca_file(self) -> Path:
@@ -76,6 +63,7 @@ def render_config(spec: BrokerSpec, source: Path = BROKER_CONFIG_DIR / "mosquitt
     text = source.read_text()
     text = text.replace("/mosquitto/config/", f"{spec.config_dir}/")
     text = text.replace("/mosquitto/data/", f"{spec.data_dir}/")
+    text = text.replace(PLUGIN_IN_IMAGE, dynsec_plugin())
     text, n_plain = re.subn(r"(?m)^listener 1883$", f"listener {spec.port} 127.0.0.1", text)
     text, n_tls = re.subn(r"(?m)^listener 8883$", f"listener {spec.tls_port} 127.0.0.1", text)
     if n_plain != 1 or n_tls != 1:
@@ -85,13 +73,12 @@ def render_config(spec: BrokerSpec, source: Path = BROKER_CONFIG_DIR / "mosquitt
     return text
 
 
-def prepare_broker(spec: BrokerSpec, credentials: dict[str, str],
-                   run_as: str | None = None) -> None:
-    """Lay out config, ACL, password file, dev certificates and data dir for one broker."""
+def prepare_broker(spec: BrokerSpec, passwords: dict[str, str],
+                   devices: dict[str, str] | None = None, run_as: str | None = None) -> None:
+    """Lay out config, accounts, dev certificates and data dir for one broker."""
     spec.config_dir.mkdir(parents=True, exist_ok=True)
     spec.data_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(BROKER_CONFIG_DIR / "acl", spec.config_dir / "acl")
-    write_password_file(spec.password_file, credentials)
+    write_config_file(spec.accounts_file, passwords, devices)
     certs = spec.config_dir / "certs"
     try:
         subprocess.run(["bash", str(DEV_CERTS_SCRIPT), str(certs)], check=True,

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.broker_accounts import SERVICE_ACCOUNTS
 from shared.devstack.broker import REPO_ROOT, BrokerSpec, prepare_broker
 from shared.devstack.processes import (
     DevstackError,
@@ -29,10 +30,10 @@ from shared.devstack.processes import (
     unprivileged_user,
     wait_for_port,
 )
-from shared.mqtt import SERVICE_ACCOUNTS
 
 # Services `insa run` knows, started by the stack in this order once migrations applied.
 SERVICES = ("ingestor",)
+START_RETRIES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,13 @@ def _program(name: str, argv: list[str], cfg: StackConfig, *, user: str | None =
              env: dict[str, str] | None = None, autostart: bool = True,
              stopsignal: str = "TERM", priority: int = 100) -> str:
     command = " ".join(_quote(a) for a in argv)
+    # Never give up on a program (supervisord's FATAL): services wait for their
+    # dependencies rather than exit, and anything that does exit is started again, with
+    # supervisord's backoff growing by a second per failed start.
     lines = [f"[program:{name}]", f"command={command}", f"priority={priority}",
              f"autostart={'true' if autostart else 'false'}", "autorestart=true",
-             "startsecs=2", "startretries=10", f"stopsignal={stopsignal}", "stopwaitsecs=30",
+             "startsecs=2", f"startretries={START_RETRIES}", f"stopsignal={stopsignal}",
+             "stopwaitsecs=30",
              "stopasgroup=true", "killasgroup=true", "redirect_stderr=true",
              f"stdout_logfile={cfg.rundir / 'logs' / (name + '.log')}",
              "stdout_logfile_maxbytes=20MB", "stdout_logfile_backups=2",
@@ -190,8 +195,9 @@ def up(cfg: StackConfig) -> str:
                 raise DevstackError(f"port {port} is already in use; set INSA_STACK_*_PORT")
         init_postgres(pg, pg_user)
         hand_over(rd.datadir, redis_user)
-        credentials = {name: secret[name] for name in (*SERVICE_ACCOUNTS, *devices)}
-        prepare_broker(broker, credentials, run_as=unprivileged_user("mosquitto"))
+        prepare_broker(broker, {name: secret[name] for name in SERVICE_ACCOUNTS},
+                       {name: secret[name] for name in devices},
+                       run_as=unprivileged_user("mosquitto"))
         write_supervisor_config(cfg, pg, rd, broker, env, pg_user, redis_user)
         subprocess.run([str(Path(sys.executable).parent / "supervisord"), "-c",
                         str(cfg.supervisor_conf)], check=True)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from shared.devstack.servers import RunningBroker
@@ -53,7 +55,8 @@ class MqttTestClient:
                  client_id: str | None = None) -> None:
         self.port = port
         self.username = username
-        self.client_id = client_id or f"t{next(_ids)}-{username or 'anon'}"
+        # The broker binds every account to its username as client id.
+        self.client_id = client_id or username or f"t{next(_ids)}-anon"
         self.messages: deque[Received] = deque()
         self.connack: ReasonCode | None = None
         self._pubacks: dict[int, ReasonCode] = {}
@@ -125,14 +128,20 @@ class MqttTestClient:
             self._client.loop_misc()
         return True
 
-    def connect(self, timeout: float = WAIT) -> ReasonCode:
+    def connect(self, timeout: float = WAIT, *, clean_start: bool = True,
+                session_expiry: int | None = None) -> ReasonCode:
         """Connect and return the CONNACK reason code (success or the refusal).
 
         TCP and TLS errors (e.g. an untrusted server certificate) raise from here;
         a refused CONNECT does not.
         """
         self.connack = None
-        self._client.connect(HOST, self.port, keepalive=30)
+        properties = None
+        if session_expiry is not None:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = session_expiry
+        self._client.connect(HOST, self.port, keepalive=30, clean_start=clean_start,
+                             properties=properties)
         if not self.pump(lambda: self.connack is not None, timeout):
             raise TimeoutError(f"{self.client_id}: no CONNACK within {timeout}s")
         assert self.connack is not None
@@ -267,20 +276,15 @@ class Clients:
                 timeout: float = WAIT) -> MqttTestClient:
         """A connected client for an account known to the broker.
 
-        Retries a refused CONNECT until ``timeout``: a device just added with
-        ``broker.add_device`` is accepted only once the broker has reloaded (SIGHUP).
+        One connection per account: a second one with the same (bound) client id takes the
+        session over and drops the first.
         """
-        password = self.broker.credentials[username]
-        deadline = time.monotonic() + timeout
-        while True:
-            client = self.new(username, password, tls=tls, will=will, client_id=client_id)
-            code = client.connect(timeout=max(deadline - time.monotonic(), 0.5))
-            if not code.is_failure:
-                return client
-            client.close()
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"{username} refused: {code} ({code.value:#04x})")
-            time.sleep(0.05)
+        client = self.new(username, self.broker.credentials[username], tls=tls, will=will,
+                          client_id=client_id)
+        code = client.connect(timeout=timeout)
+        if code.is_failure:
+            raise AssertionError(f"{username} refused: {code} ({code.value:#04x})")
+        return client
 
     def device(self, device_id: str, *, tls: ssl.SSLContext | None = None,
                will: Will | None = None) -> MqttTestClient:

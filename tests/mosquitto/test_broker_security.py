@@ -5,10 +5,11 @@ Authorisation is judged by delivery, not only by reason codes: every denied publ
 subscription is followed by a barrier message (see ``mqtt_helpers.barrier``) proving that
 nothing reached a subscriber that would have seen it.
 
-Observed with Mosquitto 2.0.11 and MQTT 5: a refused CONNECT (anonymous, wrong password,
-unknown user) gets CONNACK 0x87 "Not authorized"; an unauthorised QoS 1 PUBLISH gets
-PUBACK 0x87 and the connection stays up; QoS 0 is dropped silently; a SUBSCRIBE outside
-the ACL is granted (SUBACK with the QoS) and the messages are filtered at delivery.
+Observed with Mosquitto 2.0.11, its dynamic-security plugin and MQTT 5: a refused CONNECT
+(anonymous, wrong password, unknown user, an account with another client id) gets CONNACK
+0x87 "Not authorized"; an unauthorised QoS 1 PUBLISH gets PUBACK 0x87 and the connection
+stays up; QoS 0 is dropped silently; a SUBSCRIBE outside the account's role gets SUBACK
+0x87, and the messages are filtered at delivery as well.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
 from shared.devstack.servers import RunningBroker
+from shared.errors import ValidationFailed
 from tests.mosquitto.mqtt_helpers import (
     Clients,
     MqttTestClient,
     Will,
     barrier,
-    pump_all,
     tls_context,
     tls_handshake_error,
 )
@@ -123,23 +124,58 @@ def test_device_publishes_its_own_topics_to_the_platform(
     assert payloads(api) == [(dev(DEV_A, "command/ack"), ack)]
 
 
-def test_ingestors_share_telemetry_through_a_shared_subscription(
+# --- 3b: accounts bound at CONNECT and SUBSCRIBE -------------------------------------
+
+
+def test_every_account_is_bound_to_its_own_client_id(
         broker: RunningBroker, clients: Clients) -> None:
+    ingestor = clients.connect("insa-ingestor")
+    subscribe_all(ingestor, "insa/devices/+/telemetry")
     device = clients.device(DEV_A)
-    members = [clients.connect("insa-ingestor") for _ in range(2)]
-    for member in members:
-        subscribe_all(member, "$share/ingestors/insa/devices/+/telemetry")
+    broker.add_device(DEV_B)
+    hijacks = {  # (username, client id) → what it would take over
+        (DEV_A, "insa-ingestor"): "the ingestor's persistent session",
+        (DEV_A, DEV_B): "another device's session",
+        (DEV_A, "insa-ingestor-1"): "a replica's session",
+        ("insa-api", "insa-ingestor"): "one service's session by another",
+    }
+    for (username, client_id), what in hijacks.items():
+        intruder = clients.new(username, broker.credentials[username], client_id=client_id)
+        assert_not_authorized(intruder.connect(), f"{username} as {client_id!r}: {what}")
+    # Nobody was kicked off: the ingestor still receives the device's readings.
+    assert ingestor.is_connected and device.is_connected
+    assert barrier(device, dev(DEV_A, "telemetry"), ingestor) == []
 
-    sent = [f'{{"seq": {seq}, "telemetry": {{"pip": 850}}}}'.encode() for seq in range(6)]
-    for payload in sent:
-        assert_ok(device.publish(dev(DEV_A, "telemetry"), payload), "telemetry")
 
-    def total() -> int:
-        return sum(len(member.messages) for member in members)
+def test_a_device_cannot_subscribe_beyond_its_command_and_config(
+        broker: RunningBroker, clients: Clients) -> None:
+    """Refused at SUBSCRIBE: joining the ingestors' shared subscription would take a share
+    of every device's telemetry that the broker then drops (the ACL forbids delivery)."""
+    device = clients.device(DEV_A)
+    for topic_filter in ("$share/ingestors/insa/devices/+/telemetry",
+                         "$share/ingestors/insa/devices/+/telemetry/+",
+                         "$share/x/insa/devices/#", "insa/devices/+/telemetry",
+                         dev(DEV_B, "command"), "insa/devices/#", "insa/alerts/#", "#",
+                         "$CONTROL/dynamic-security/#", "$SYS/#"):
+        assert_not_authorized(device.subscribe(topic_filter), f"{DEV_A} subscribing "
+                                                              f"{topic_filter}")
+    subscribe_all(device, dev(DEV_A, "command"), dev(DEV_A, "config"))
 
-    assert pump_all(members, lambda: total() >= len(sent)), f"got {total()} of {len(sent)}"
-    received = [m.payload for member in members for m in member.messages]
-    assert sorted(received) == sorted(sent)  # each reading to exactly one member
+
+@pytest.mark.parametrize("device_id", [
+    f"{DEV_A}/telemetry", "pump+", "pump#", "#", "+", "", "insa-ingestor", "insa-anything",
+    "x" * 129, "-leading-dash", "pump a"])
+def test_provisioning_refuses_names_that_could_widen_a_device_s_topics(
+        broker: RunningBroker, clients: Clients, device_id: str) -> None:
+    def accounts() -> tuple[list[str], list[str]]:
+        with broker.admin() as admin:
+            clients, roles = admin.execute({"command": "listClients"}, {"command": "listRoles"})
+        return clients["data"]["clients"], roles["data"]["roles"]
+
+    before = accounts()
+    with pytest.raises(ValidationFailed):
+        broker.add_device(device_id)
+    assert accounts() == before  # nothing was created
 
 
 # --- 4: what a device may not publish --------------------------------------------------
@@ -223,12 +259,12 @@ def test_device_receives_only_its_own_command_and_config(
     assert (retained.topic, retained.payload, retained.retain) == (dev(DEV_A, "config"), config,
                                                                    True)
 
-    # Subscriptions beyond its own topics: Mosquitto grants them but delivers nothing
-    # the ACL does not allow this device to read.
+    # Subscriptions beyond its own topics are refused, and nothing is delivered anyway.
     snoop = clients.connect(DEV_A)
     for topic_filter in (dev(DEV_B, "command"), dev(DEV_B, "config"), "insa/devices/+/command",
                          "insa/devices/#", "insa/alerts/#", "#"):
-        snoop.subscribe(topic_filter)  # SUBACK not asserted: delivery is what counts
+        assert_not_authorized(snoop.subscribe(topic_filter), f"subscribing {topic_filter}")
+    subscribe_all(snoop, dev(DEV_A, "command"))
     assert_ok(api.publish(dev(DEV_B, "command"), command), "B's command")
     assert_ok(api.publish(dev(DEV_B, "config"), config, retain=True), "B's config")
     assert_ok(other.publish(dev(DEV_B, "telemetry"), b'{"pip": 850}'), "B's telemetry")
@@ -258,8 +294,10 @@ def test_service_accounts_publish_only_their_own_streams(
     assert payloads(subscriber) == [(f"insa/alerts/critical/{DEV_A}", alert),
                                     (f"insa/diagnostics/{DEV_A}", diagnosis)]
 
-    for account in ("insa-ingestor", "insa-diagnostics", "insa-api", "insa-subscriber"):
-        code = clients.connect(account).publish(f"insa/alerts/critical/{DEV_A}", b"{}")
+    others = {"insa-ingestor": clients.connect("insa-ingestor"), "insa-diagnostics": diagnostics,
+              "insa-api": clients.connect("insa-api"), "insa-subscriber": subscriber}
+    for account, client in others.items():
+        code = client.publish(f"insa/alerts/critical/{DEV_A}", b"{}")
         assert_not_authorized(code, f"{account} publishing an alert")
     assert barrier(alerts, "insa/alerts/info/barrier", subscriber) == []
 
@@ -275,6 +313,25 @@ def test_device_over_tls_with_the_dev_ca(broker: RunningBroker, clients: Clients
     assert_ok(device.publish(dev(DEV_A, "telemetry"), b'{"pip": 850}'), "telemetry over TLS")
     ingestor.wait_for_messages(1)
     assert payloads(ingestor) == [(dev(DEV_A, "telemetry"), b'{"pip": 850}')]
+
+
+@pytest.mark.parametrize("cipher", ["AES128-SHA", "AES256-SHA256", "AES128-GCM-SHA256",
+                                    "ECDHE-RSA-AES128-SHA", "DHE-RSA-AES128-SHA"])
+def test_tls_refuses_suites_without_forward_secrecy_or_aead(broker: RunningBroker,
+                                                            cipher: str) -> None:
+    context = tls_context(broker.spec.ca_file)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2  # 1.3 has only AEAD, forward-secret suites
+    context.set_ciphers(cipher)
+    assert isinstance(tls_handshake_error(broker.spec.tls_port, context), ssl.SSLError), cipher
+
+
+@pytest.mark.parametrize("cipher", ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
+                                    "ECDHE-RSA-CHACHA20-POLY1305"])
+def test_tls_accepts_forward_secret_aead_suites(broker: RunningBroker, cipher: str) -> None:
+    context = tls_context(broker.spec.ca_file)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(cipher)
+    assert tls_handshake_error(broker.spec.tls_port, context) is None
 
 
 def test_client_not_trusting_the_dev_ca_fails_the_handshake(broker: RunningBroker) -> None:

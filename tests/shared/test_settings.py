@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from services.ingestor.settings import IngestorSettings
+from shared.broker_accounts import SERVICE_ACCOUNTS
 from shared.devstack.stack import StackConfig, service_environment
 from shared.settings import CommonSettings, ServiceSettings, load
 
@@ -96,7 +97,7 @@ def test_compose_environment_matches_the_settings_classes(service: str) -> None:
 def test_every_compose_service_of_the_platform_has_a_healthcheck() -> None:
     services = _compose()["services"]
     for name, spec in services.items():
-        if name != "migrate":
+        if spec.get("restart") != "no":  # one-shot jobs (migrate, broker-accounts) excepted
             assert "healthcheck" in spec, f"{name} has no healthcheck"
         for dep in (spec.get("depends_on") or {}).values():
             assert dep["condition"] in ("service_healthy", "service_completed_successfully")
@@ -108,3 +109,9 @@ def test_local_stack_uses_the_same_variable_names_as_compose(tmp_path: Path) -> 
         ["postgres", "redis", "insa-ingestor"], "x" * 16)))
     compose = set(_compose()["services"]["ingestor"]["environment"])
     assert local - {"INSA_ENV"} <= compose
+
+
+def test_compose_gives_every_broker_account_its_secret() -> None:
+    env = _compose()["services"]["broker-accounts"]["environment"]
+    wanted = {"INSA_MQTT_PASSWORD_" + a.removeprefix("insa-").upper() for a in SERVICE_ACCOUNTS}
+    assert set(env) == wanted

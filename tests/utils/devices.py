@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
@@ -15,7 +16,7 @@ class Device:
                  provision: bool = True) -> None:
         self.device_id = device_id
         password = broker.add_device(device_id) if provision else broker.credentials[device_id]
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"{device_id}-t",
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=device_id,
                                   protocol=paho.MQTTv5)
         self.client.username_pw_set(device_id, password)
         self.client.max_inflight_messages_set(1000)
@@ -25,22 +26,25 @@ class Device:
         self._connected = threading.Event()
         self._refused: ReasonCode | None = None
         self.client.on_connect = self._on_connect
-        # The broker re-reads its password file on SIGHUP asynchronously: retry briefly.
-        for _ in range(50):
-            self._connected.clear()
-            self.client.connect("127.0.0.1", broker.port)
-            self.client.loop_start()
-            if self._connected.wait(5) and self._refused is None:
-                return
-            self.client.loop_stop()
-            self.client.disconnect()
-            threading.Event().wait(0.1)
-        raise AssertionError(f"device {device_id} could not connect: {self._refused}")
+        self.client.on_publish = self._on_publish
+        self.acked: set[int] = set()  # packet ids the broker acknowledged (PUBACK)
+        # Back within a second or two after a broker restart, as field devices are.
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+        if not self._connected.wait(10) or self._refused is not None:
+            self.close()
+            raise AssertionError(f"device {device_id} could not connect: {self._refused}")
 
     def _on_connect(self, _c: paho.Client, _u: object, _f: object, reason: ReasonCode,
                     _p: object) -> None:
         self._refused = reason if reason.is_failure else None
         self._connected.set()
+
+    def _on_publish(self, _c: paho.Client, _u: object, mid: int, reason: ReasonCode,
+                    _p: object) -> None:
+        if not reason.is_failure:
+            self.acked.add(mid)
 
     def publish(self, suffix: str, payload: bytes | str, qos: int = 1,
                 retain: bool = False) -> None:
@@ -67,3 +71,28 @@ class Device:
         sock = self.client.socket()
         if sock is not None:
             sock.close()
+
+
+def publish_at_rate(device: Device, items: list[tuple[str, bytes]],
+                    per_second: float) -> threading.Thread:
+    """Publish QoS 1 at a steady rate in the background, as a field fleet does."""
+    def run() -> None:
+        start = time.monotonic()
+        infos = []
+        for n, (suffix, payload) in enumerate(items):
+            delay = start + n / per_second - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            infos.append(device.client.publish(f"insa/devices/{device.device_id}/{suffix}",
+                                               payload, qos=1))
+        # Not wait_for_publish(): it raises for a message published while the broker was
+        # away, though paho sends it once reconnected.
+        deadline = time.monotonic() + 120
+        mids = {info.mid for info in infos}
+        while not mids <= device.acked and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mids <= device.acked, f"{len(mids - device.acked)} never acknowledged"
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread

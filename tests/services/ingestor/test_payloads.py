@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 import orjson
 import redis
@@ -100,6 +102,7 @@ BAD_PAYLOADS = [
     ("telemetry", b'{"bad/name": 1}', "bad_metric_name"),
     ("telemetry", b'{"ts": "2999-01-01T00:00:00Z", "flow_rate": 1}', "timestamp_in_future"),
     ("telemetry", b'{"ts": "2026-01-01T00:00:00", "flow_rate": 1}', "invalid_timestamp"),
+    ("telemetry", b'{"ts": "1970-01-01T00:00:00Z", "flow_rate": 1}', "timestamp_too_old"),
     ("telemetry", b'{"ts": 1763807400}', "no_values"),
     ("telemetry", b"[]", "no_values"),
     ("telemetry", b'{"flow_rate": 1, "pad": "' + b"x" * 3000 + b'"}', "payload_too_large"),
@@ -162,3 +165,58 @@ async def test_unknown_device_is_rejected_when_auto_provisioning_is_off(
     assert [d["device_id"] for d in devices] == ["esp-known"]
     known.close()
     stranger.close()
+
+
+YEAR_1 = b"0001-01-01T00:00:00+14:00"  # converting it to UTC overflows
+
+
+async def test_implausible_timestamps_are_rejected_and_plausible_ones_stored(
+        ingestor_factory, broker: RunningBroker, db_url: str) -> None:
+    ingestor = ingestor_factory(INSA_INGESTOR_MAX_PAST_AGE_DAYS="30")
+    now, day = int(time.time()), 86400
+    bad = [
+        ("telemetry", b'{"ts":"%s","a":1}' % YEAR_1, "timestamp_too_old"),
+        ("telemetry/a", b'{"value":1,"ts":"%s"}' % YEAR_1, "timestamp_too_old"),
+        ("status", b'{"status":"online","ts":"%s"}' % YEAR_1, "timestamp_too_old"),
+        ("telemetry", b'{"ts":"1970-01-01T00:00:00Z","a":1}', "timestamp_too_old"),
+        ("telemetry", b'{"ts":0,"a":1}', "timestamp_too_old"),
+        ("telemetry", b'{"ts":1,"a":1}', "timestamp_too_old"),
+        ("telemetry", b'{"ts":-1,"a":1}', "invalid_timestamp"),
+        ("telemetry", b'{"ts":-30000000000,"a":1}', "invalid_timestamp"),
+        ("telemetry/a", b'{"value":1,"ts":-1}', "invalid_timestamp"),
+        # A backlog with one reading past the 30-day bound is rejected whole.
+        ("telemetry", orjson.dumps([{"ts": now - 29 * day, "a": 2},
+                                    {"ts": now - 31 * day, "a": 3}]), "timestamp_too_old"),
+    ]
+    good = [
+        ("telemetry", orjson.dumps({"ts": (now - 3600) * 1000, "a": 10})),  # ms, in range
+        ("telemetry", orjson.dumps([{"ts": now - 29 * day, "a": 11},        # an old backlog
+                                    {"ts": (now - 28 * day) * 1000, "a": 12}])),
+        ("telemetry/a", orjson.dumps({"value": 13, "ts": now - 60})),
+    ]
+    dev = Device(broker, "esp-clock")
+    for suffix, payload, _ in bad:
+        dev.publish(suffix, payload)
+    for suffix, payload in good:
+        dev.publish(suffix, payload)
+
+    stored = await wait_until(
+        lambda: _rows(db_url, "SELECT value, time FROM telemetry ORDER BY value"),
+        lambda r: any(row["value"] == 13.0 for row in r), what="the last plausible reading")
+    assert [(r["value"], int(r["time"].timestamp())) for r in stored] == [
+        (10.0, now - 3600), (11.0, now - 29 * day), (12.0, now - 28 * day), (13.0, now - 60)]
+    rejects = await _rows(db_url, "SELECT topic, reason, detail FROM rejected_messages "
+                                  "ORDER BY id")
+    assert [(r["topic"], r["reason"]) for r in rejects] == \
+        [(f"insa/devices/esp-clock/{suffix}", reason) for suffix, _, reason in bad]
+    for row in rejects:
+        if row["reason"] == "timestamp_too_old":
+            assert "30 days" in row["detail"], row["detail"]
+        else:
+            assert "before 1970" in row["detail"], row["detail"]
+    assert ingestor.metric("insa_ingestor_rejects_total", 'reason="timestamp_too_old"') == 7
+    assert ingestor.metric("insa_ingestor_rejects_total", 'reason="invalid_timestamp"') == 3
+    assert ingestor.metric("insa_ingestor_rejects_total", 'reason="internal_error"') == 0
+    log = ingestor.log_path.read_text(errors="replace")
+    assert "Traceback" not in log and "unexpected error" not in log
+    dev.close()

@@ -1,0 +1,134 @@
+"""Broker accounts as data for Mosquitto's dynamic-security plugin.
+
+Every account is bound at CONNECT to one client id, its own username (the plugin
+refuses any other), so no account can take over another's persistent session.
+Each account gets only the topics its role needs, checked at SUBSCRIBE as well as
+at delivery: a device subscribes to nothing but its own `command` and `config`,
+so it can neither join the ingestors' shared subscription nor snoop. Mosquitto
+2.0's plugin has no `%u` patterns, so a device has a role of its own with its
+literal topics. The same definitions serve the initial config file
+(`render_config`, for compose and the local stack) and live provisioning over
+`$CONTROL` (`shared/broker_admin.py`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from shared.schemas import check_device_id
+
+ADMIN_ACCOUNT = "insa-admin"
+DYNSEC_ITERATIONS = 101  # Mosquitto's own default; the secrets themselves are random tokens
+
+Acl = dict[str, Any]
+
+
+def _read(*filters: str) -> list[Acl]:
+    """Subscribe to and receive each filter (no `$share/...`: not granted to anyone)."""
+    return [acl for f in filters for acl in (
+        {"acltype": "subscribePattern", "topic": f, "allow": True},
+        {"acltype": "publishClientReceive", "topic": f, "allow": True})]
+
+
+def _write(*topics: str) -> list[Acl]:
+    return [{"acltype": "publishClientSend", "topic": t, "allow": True} for t in topics]
+
+
+DEVICE_TOPICS = "insa/devices/+/telemetry", "insa/devices/+/telemetry/+", "insa/devices/+/status"
+BROKER_ADMIN = [*_write("$CONTROL/dynamic-security/#"),
+                *_read("$CONTROL/dynamic-security/#")]
+
+# Role name (= the first account of that service) → ACLs.
+SERVICE_ROLES: dict[str, list[Acl]] = {
+    "insa-ingestor": _read(*DEVICE_TOPICS, "$SYS/broker/#"),
+    "insa-diagnostics": _write("insa/diagnostics/#"),
+    "insa-alerts": [*_write("insa/alerts/#"), *_read("insa/diagnostics/#")],
+    # The API provisions device accounts, so it administers the broker too.
+    "insa-api": [*_write("insa/devices/+/command", "insa/devices/+/config"),
+                 *_read("insa/devices/+/command/ack", "insa/devices/+/status", "insa/alerts/#",
+                        "insa/diagnostics/#"), *BROKER_ADMIN],
+    # Operators' dashboards and other systems that follow alerts and diagnoses.
+    "insa-subscriber": _read("insa/alerts/#", "insa/diagnostics/#"),
+    # The broker's container healthcheck: one $SYS topic, nothing else.
+    "insa-health": _read("$SYS/broker/uptime"),
+    ADMIN_ACCOUNT: BROKER_ADMIN,
+}
+SERVICE_ACCOUNTS = tuple(SERVICE_ROLES)
+
+# Nothing is allowed unless a role grants it.
+DEFAULT_ACCESS = {"publishClientSend": False, "publishClientReceive": False,
+                  "subscribe": False, "unsubscribe": True}
+
+
+def device_role_name(device_id: str) -> str:
+    return f"device:{device_id}"
+
+
+def device_role(device_id: str) -> dict[str, Any]:
+    base = f"insa/devices/{device_id}"
+    own = (f"{base}/command", f"{base}/config")
+    return {"rolename": device_role_name(device_id),
+            "acls": [*_write(f"{base}/telemetry", f"{base}/telemetry/+", f"{base}/status",
+                             f"{base}/command/ack"),
+                     *[{"acltype": "subscribeLiteral", "topic": t, "allow": True} for t in own],
+                     *[{"acltype": "publishClientReceive", "topic": t, "allow": True}
+                       for t in own]]}
+
+
+def hash_password(password: str) -> dict[str, Any]:
+    """The plugin's password fields: PBKDF2-HMAC-SHA512 over a 12-byte salt."""
+    salt = secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, DYNSEC_ITERATIONS)
+    return {"password": base64.b64encode(digest).decode(),
+            "salt": base64.b64encode(salt).decode(), "iterations": DYNSEC_ITERATIONS}
+
+
+def client_entry(username: str, password: str, role: str) -> dict[str, Any]:
+    return {"username": username, "clientid": username, **hash_password(password),
+            "roles": [{"rolename": role}]}
+
+
+def service_role_of(username: str) -> str:
+    """`insa-ingestor-2` is a second ingestor replica: same role, its own account."""
+    for role in sorted(SERVICE_ROLES, key=len, reverse=True):
+        if username == role or (username.startswith(role + "-")
+                                and username[len(role) + 1:].isdigit()):
+            return role
+    raise ValueError(f"{username!r} is not a platform account name")
+
+
+def render_config(passwords: dict[str, str], existing: dict[str, Any] | None = None,
+                  devices: dict[str, str] | None = None) -> dict[str, Any]:
+    """The plugin's config file: service roles and accounts (passwords reset from
+    `passwords`), `devices` added, and every other client and role of `existing` kept
+    (devices provisioned at run time)."""
+    config = existing or {}
+    roles = {r["rolename"]: r for r in config.get("roles", [])}
+    clients = {c["username"]: c for c in config.get("clients", [])}
+    for name, acls in SERVICE_ROLES.items():
+        roles[name] = {"rolename": name, "acls": acls}
+    for username, password in passwords.items():
+        clients[username] = client_entry(username, password, service_role_of(username))
+    for device_id, password in (devices or {}).items():
+        check_device_id(device_id)
+        roles[device_role_name(device_id)] = device_role(device_id)
+        clients[device_id] = client_entry(device_id, password, device_role_name(device_id))
+    return {"defaultACLAccess": DEFAULT_ACCESS, "roles": list(roles.values()),
+            "clients": list(clients.values()), "groups": config.get("groups", [])}
+
+
+def write_config_file(path: Path, passwords: dict[str, str],
+                      devices: dict[str, str] | None = None) -> None:
+    """Write (or update) the plugin's file atomically, mode 0600, keeping what provisioning
+    added to it."""
+    existing = json.loads(path.read_text()) if path.exists() else None
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(render_config(passwords, existing, devices), indent=1))
+    tmp.chmod(0o600)
+    os.replace(tmp, path)

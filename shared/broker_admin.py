@@ -1,0 +1,161 @@
+"""Administer broker accounts at run time over `$CONTROL/dynamic-security/v1`.
+
+Synchronous (paho's network thread), so the local stack, tests and a FastAPI
+route (through a worker thread) can all use it. Each call sends one batch of
+dynamic-security commands and waits for the plugin's answer to it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+import threading
+import uuid
+from types import TracebackType
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
+
+from shared.broker_accounts import ADMIN_ACCOUNT, device_role, device_role_name
+from shared.errors import Conflict, DependencyUnavailable, InsaError, NotFound
+from shared.schemas import check_device_id
+
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
+
+
+class BrokerAdminError(InsaError):
+    code = "broker_admin"
+
+
+class BrokerAdmin:
+    """A connection of an account allowed to administer the broker (`insa-admin`, `insa-api`)."""
+
+    def __init__(self, host: str, port: int, password: str, username: str = ADMIN_ACCOUNT, *,
+                 tls: ssl.SSLContext | None = None, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=username,
+                                   protocol=paho.MQTTv5)
+        self._client.username_pw_set(username, password)
+        if tls is not None:
+            self._client.tls_set_context(tls)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        self._ready = threading.Event()
+        self._refused: str | None = None
+        self._answers: dict[str, list[dict[str, Any]]] = {}
+        self._answered = threading.Condition()
+        self._lock = threading.Lock()  # one batch of commands at a time
+        self._host, self._port = host, port
+
+    def __enter__(self) -> BrokerAdmin:
+        try:
+            self._client.connect(self._host, self._port, keepalive=30)
+        except OSError as exc:
+            raise DependencyUnavailable(f"broker unreachable: {exc}") from exc
+        self._client.loop_start()
+        if not self._ready.wait(self.timeout) or self._refused:
+            self.close()
+            raise DependencyUnavailable(
+                f"broker admin connection failed: {self._refused or 'no answer'}")
+        return self
+
+    def __exit__(self, _t: type[BaseException] | None, _e: BaseException | None,
+                 _tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # --- paho callbacks (network thread) ------------------------------------------------
+    def _on_connect(self, client: paho.Client, _u: object, _f: object, reason: ReasonCode,
+                    _p: object) -> None:
+        if reason.is_failure:
+            self._refused = str(reason)
+            self._ready.set()
+        else:
+            client.subscribe(RESPONSE_TOPIC, qos=1)
+
+    def _on_subscribe(self, _c: paho.Client, _u: object, _mid: int, codes: list[ReasonCode],
+                      _p: object) -> None:
+        if codes[0].is_failure:
+            self._refused = f"not allowed to administer the broker ({codes[0]})"
+        self._ready.set()
+
+    def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        try:
+            responses = orjson.loads(msg.payload)["responses"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        with self._answered:
+            for response in responses:
+                key = response.get("correlationData")
+                if key is not None:
+                    self._answers.setdefault(key, []).append(response)
+            self._answered.notify_all()
+
+    # --- commands ------------------------------------------------------------------------
+    def execute(self, *commands: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run commands in order; raise on the first that failed (later ones still ran)."""
+        with self._lock:
+            key = uuid.uuid4().hex
+            payload = {"commands": [{**c, "correlationData": key} for c in commands]}
+            info = self._client.publish(CONTROL_TOPIC, orjson.dumps(payload), qos=1)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                raise DependencyUnavailable(f"broker admin publish failed: {info.rc}")
+            with self._answered:
+                got = self._answered.wait_for(
+                    lambda: len(self._answers.get(key, ())) >= len(commands), self.timeout)
+                answers = self._answers.pop(key, [])
+        if not got:
+            raise DependencyUnavailable("the broker did not answer the admin commands")
+        for command, answer in zip(commands, answers, strict=True):
+            if "error" in answer:
+                raise _error(command, answer["error"])
+        return answers
+
+    def create_device(self, device_id: str, password: str | None = None) -> str:
+        """A device account bound to its own id and topics; returns its password."""
+        check_device_id(device_id)
+        password = password or secrets.token_urlsafe(24)
+        role = device_role(device_id)
+        self.execute({"command": "createRole", **role},
+                     {"command": "createClient", "username": device_id, "password": password,
+                      "clientid": device_id, "roles": [{"rolename": role["rolename"]}]})
+        return password
+
+    def create_service_account(self, username: str, role: str, password: str) -> None:
+        """Another replica's account for an existing service role (its own client id)."""
+        self.execute({"command": "createClient", "username": username, "password": password,
+                      "clientid": username, "roles": [{"rolename": role}]})
+
+    def rotate_password(self, username: str, password: str | None = None) -> str:
+        password = password or secrets.token_urlsafe(24)
+        self.execute({"command": "setClientPassword", "username": username,
+                      "password": password})
+        return password
+
+    def disable(self, username: str) -> None:
+        """Refuse the account's connections and drop the one it has."""
+        self.execute({"command": "disableClient", "username": username})
+
+    def enable(self, username: str) -> None:
+        self.execute({"command": "enableClient", "username": username})
+
+    def delete_device(self, device_id: str) -> None:
+        self.execute({"command": "deleteClient", "username": device_id},
+                     {"command": "deleteRole", "rolename": device_role_name(device_id)})
+
+
+def _error(command: dict[str, Any], message: str) -> InsaError:
+    what = f"{command['command']}: {message}"
+    lowered = message.lower()
+    if "already exists" in lowered:
+        return Conflict(what)
+    if "not found" in lowered:
+        return NotFound(what)
+    return BrokerAdminError(what)
