@@ -89,9 +89,8 @@ class TrackedDevice:
         import paho.mqtt.client as paho
 
         self.device_id = device_id
-        self.acked: set[int] = set()  # seq of each acknowledged reading
-        self._seq_of_mid: dict[int, int] = {}
-        self._lock = threading.Lock()
+        self._acked_mids: set[int] = set()  # filled by paho's thread (no lock: it would
+        self._seq_of_mid: dict[int, int] = {}  # deadlock against paho's own mutexes)
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=device_id,
                              protocol=paho.MQTTv5)
         client.username_pw_set(device_id, password)
@@ -105,17 +104,17 @@ class TrackedDevice:
 
     def _on_publish(self, _c: object, _u: object, mid: int, reason: object, _p: object) -> None:
         if not getattr(reason, "is_failure", False):
-            with self._lock:
-                seq = self._seq_of_mid.pop(mid, None)
-                if seq is not None:
-                    self.acked.add(seq)
+            self._acked_mids.add(mid)
+
+    @property
+    def acked(self) -> set[int]:
+        """Seq of each reading the broker acknowledged (packet ids do not wrap here)."""
+        return {self._seq_of_mid[m] for m in list(self._acked_mids) if m in self._seq_of_mid}
 
     def publish(self, seq: int) -> None:
         payload = reading_line(seq, time.time_ns() // 1000).rstrip(b"\n")
-        with self._lock:
-            info = self.client.publish(f"insa/devices/{self.device_id}/telemetry", payload,
-                                       qos=1)
-            self._seq_of_mid[info.mid] = seq
+        info = self.client.publish(f"insa/devices/{self.device_id}/telemetry", payload, qos=1)
+        self._seq_of_mid[info.mid] = seq
 
     def close(self) -> None:
         self.client.disconnect()
