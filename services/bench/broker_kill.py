@@ -30,7 +30,6 @@ from shared.devstack.servers import (
 )
 from shared.migrate import migrate
 
-
 AUTOSAVE_SECONDS = 30  # mosquitto/mosquitto.conf autosave_interval
 
 
