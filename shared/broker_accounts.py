@@ -24,6 +24,8 @@ from typing import Any
 from shared.schemas import check_device_id
 
 ADMIN_ACCOUNT = "insa-admin"
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+CONTROL_RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
 DYNSEC_ITERATIONS = 101  # Mosquitto's own default; the secrets themselves are random tokens
 
 Acl = dict[str, Any]
@@ -46,7 +48,11 @@ BROKER_ADMIN = [*_write("$CONTROL/dynamic-security/#"),
 
 # Role name (= the first account of that service) → ACLs.
 SERVICE_ROLES: dict[str, list[Acl]] = {
-    "insa-ingestor": _read(*DEVICE_TOPICS, "$SYS/broker/#"),
+    # $CONTROL: its flood guard disables abusive device accounts. The plugin cannot narrow
+    # that to some commands, so this account is as powerful as the admin's; its password
+    # is a production secret like theirs (docs/architecture.md, "Flood guard").
+    "insa-ingestor": [*_read(*DEVICE_TOPICS, "$SYS/broker/#", CONTROL_RESPONSE_TOPIC),
+                      *_write(CONTROL_TOPIC)],
     "insa-diagnostics": _write("insa/diagnostics/#"),
     "insa-alerts": [*_write("insa/alerts/#"), *_read("insa/diagnostics/#")],
     # The API provisions device accounts, so it administers the broker too.

@@ -18,12 +18,15 @@ import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
-from shared.broker_accounts import ADMIN_ACCOUNT, device_role, device_role_name
+from shared.broker_accounts import (
+    ADMIN_ACCOUNT,
+    CONTROL_RESPONSE_TOPIC,
+    CONTROL_TOPIC,
+    device_role,
+    device_role_name,
+)
 from shared.errors import Conflict, DependencyUnavailable, InsaError, NotFound
 from shared.schemas import check_device_id
-
-CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
-RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
 
 
 class BrokerAdminError(InsaError):
@@ -78,7 +81,7 @@ class BrokerAdmin:
             self._refused = str(reason)
             self._ready.set()
         else:
-            client.subscribe(RESPONSE_TOPIC, qos=1)
+            client.subscribe(CONTROL_RESPONSE_TOPIC, qos=1)
 
     def _on_subscribe(self, _c: paho.Client, _u: object, _mid: int, codes: list[ReasonCode],
                       _p: object) -> None:
@@ -87,10 +90,7 @@ class BrokerAdmin:
         self._ready.set()
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-        try:
-            responses = orjson.loads(msg.payload)["responses"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return
+        responses = decode_responses(bytes(msg.payload))
         with self._answered:
             for response in responses:
                 key = response.get("correlationData")
@@ -103,8 +103,7 @@ class BrokerAdmin:
         """Run commands in order; raise on the first that failed (later ones still ran)."""
         with self._lock:
             key = uuid.uuid4().hex
-            payload = {"commands": [{**c, "correlationData": key} for c in commands]}
-            info = self._client.publish(CONTROL_TOPIC, orjson.dumps(payload), qos=1)
+            info = self._client.publish(CONTROL_TOPIC, encode_commands(commands, key), qos=1)
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 raise DependencyUnavailable(f"broker admin publish failed: {info.rc}")
             with self._answered:
@@ -113,9 +112,7 @@ class BrokerAdmin:
                 answers = self._answers.pop(key, [])
         if not got:
             raise DependencyUnavailable("the broker did not answer the admin commands")
-        for command, answer in zip(commands, answers, strict=True):
-            if "error" in answer:
-                raise _error(command, answer["error"])
+        raise_for_errors(commands, answers)
         return answers
 
     def create_device(self, device_id: str, password: str | None = None) -> str:
@@ -149,6 +146,27 @@ class BrokerAdmin:
     def delete_device(self, device_id: str) -> None:
         self.execute({"command": "deleteClient", "username": device_id},
                      {"command": "deleteRole", "rolename": device_role_name(device_id)})
+
+
+def encode_commands(commands: tuple[dict[str, Any], ...], key: str) -> bytes:
+    """One `$CONTROL` request; every command carries `key` so its answer can be matched."""
+    return orjson.dumps({"commands": [{**c, "correlationData": key} for c in commands]})
+
+
+def decode_responses(payload: bytes) -> list[dict[str, Any]]:
+    """The answers in one response message (any admin client's; match by correlationData)."""
+    try:
+        responses = orjson.loads(payload)["responses"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return []
+    return [r for r in responses if isinstance(r, dict)] if isinstance(responses, list) else []
+
+
+def raise_for_errors(commands: tuple[dict[str, Any], ...],
+                     answers: list[dict[str, Any]]) -> None:
+    for command, answer in zip(commands, answers, strict=True):
+        if "error" in answer:
+            raise _error(command, answer["error"])
 
 
 def _error(command: dict[str, Any], message: str) -> InsaError:

@@ -23,10 +23,10 @@ from services.bench.publishers import TrackedDevice
 from shared.devstack.ingestor_process import IngestorProcess, ingestor_environment
 from shared.devstack.servers import (
     RunningBroker,
-    remove_tree,
     start_broker,
     start_postgres,
     start_redis,
+    stop_and_remove,
 )
 from shared.migrate import migrate
 
@@ -107,7 +107,10 @@ def run(rate: float = 500, seconds: float = 20, devices: int = 5,
     fleet: list[TrackedDevice] = []
     try:
         asyncio.run(migrate(pg.spec.dsn()))
-        env = ingestor_environment(pg.spec.dsn(), rd.url, broker, INSA_LOG_LEVEL="WARNING")
+        # Load-generating devices (100/s each, in bursts after the restart): over the
+        # flood guard's default limit.
+        env = ingestor_environment(pg.spec.dsn(), rd.url, broker, INSA_LOG_LEVEL="WARNING",
+                                   INSA_INGESTOR_DEVICE_RATE_LIMIT="1000000")
         ingestor = IngestorProcess(env, pg.spec.datadir.parent / "ingestor.log")
         ingestor.start()
         fleet = [TrackedDevice(broker.port, d, broker.credentials[d]) for d in ids]
@@ -123,11 +126,7 @@ def run(rate: float = 500, seconds: float = 20, devices: int = 5,
             device.close()
         if ingestor is not None:
             ingestor.stop()
-        broker.stop()
-        rd.stop()
-        pg.stop()
-        for path in (broker.spec.rundir, rd.spec.datadir, pg.spec.datadir.parent):
-            remove_tree(path)
+        stop_and_remove(broker, rd, pg)
 
 
 def report(results: list[dict[str, Any]]) -> str:

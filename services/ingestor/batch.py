@@ -18,6 +18,7 @@ class Reject:
     detail: str
     payload: bytes
     payload_size: int
+    count: int = 1  # messages this record stands for (rate_limited ones are merged)
 
 
 @dataclass(slots=True)

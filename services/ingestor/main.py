@@ -6,6 +6,7 @@ import asyncio
 
 import structlog
 
+from services.ingestor.flood_guard import BrokerControl, FloodGuard
 from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.mqtt_source import MqttSource, Partition
 from services.ingestor.pipeline import Pipeline
@@ -29,7 +30,10 @@ async def run() -> None:
     pool = await create_pool(common.database_url.get_secret_value(), max_size=4,
                              application_name="insa-ingestor")
     redis_client = create_redis(common.redis_url.get_secret_value())
-    pipeline = Pipeline(settings, pool, redis_client, IngestorMetrics(), health)
+    metrics = IngestorMetrics()
+    partition = Partition(settings.partition, settings.partitions)
+    guard = FloodGuard(settings, pool, metrics, partition.owns_device)
+    pipeline = Pipeline(settings, pool, redis_client, metrics, health, guard)
     lifecycle = Lifecycle(settings.drain_seconds, health)
     drained = asyncio.Event()
 
@@ -37,12 +41,13 @@ async def run() -> None:
         client = paho_client(common, settings.mqtt_username,
                              settings.mqtt_password.get_secret_value())
         client.manual_ack_set(True)
-        source = MqttSource(client, common.mqtt_host, common.mqtt_port,
-                            partition=Partition(settings.partition, settings.partitions),
+        control = BrokerControl(lambda topic, payload: source.publish(topic, payload))
+        source = MqttSource(client, common.mqtt_host, common.mqtt_port, partition=partition,
                             session_expiry=settings.session_expiry_seconds,
                             receive_maximum=settings.receive_maximum, health=health,
                             on_delivery=pipeline.on_delivery,
-                            on_skipped=pipeline.metrics.other_partition.inc)
+                            on_skipped=metrics.other_partition.inc,
+                            on_control=control.on_response)
         pipeline.source = source
 
         async def flush_until_drained() -> None:
@@ -53,6 +58,7 @@ async def run() -> None:
         lc.spawn("mqtt", source.run(drained))
         lc.spawn("inactivity", pipeline.run_inactivity_sweeps(lc.stopping))
         lc.spawn("stream-trim", pipeline.run_stream_trimming(lc.stopping))
+        lc.spawn("flood-guard", guard.run(lc.stopping, control))
         lc.spawn("probe", probe_dependencies(
             health, {"postgres": lambda: ping(pool), "redis": redis_client.ping},
             settings.probe_interval_seconds, lc.stopping))

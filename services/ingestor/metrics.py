@@ -41,6 +41,11 @@ class IngestorMetrics:
             "Stream entries trimmed past the length cap before a group had acknowledged them")
         self.devices_offline = counter("devices_timed_out_total",
                                        "Devices marked offline by the inactivity timeout")
+        self.suspensions = counter(
+            "device_suspensions_total",
+            "Device accounts disabled in the broker for flooding (over the rate limit)")
+        self.suspended_devices = gauge(
+            "suspended_devices", "Devices over their rate limit whose suspension has not ended")
         self.batch_messages = histogram("batch_messages", "Messages per flushed batch",
                                         (1, 10, 50, 100, 250, 500, 1000, 2000, 5000))
         self.flush_seconds = histogram("flush_seconds",

@@ -24,6 +24,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from shared.broker_accounts import CONTROL_RESPONSE_TOPIC
 from shared.health import Health
 from shared.mqtt import METRIC_FILTER, STATUS_FILTER, TELEMETRY_FILTER
 
@@ -56,7 +57,11 @@ class Partition:
     def owns_topic(self, topic: str) -> bool:
         if self.count == 1:
             return True
-        device = topic.split("/", 3)[2] if topic.count("/") >= 2 else topic
+        return self.owns_device(topic.split("/", 3)[2] if topic.count("/") >= 2 else topic)
+
+    def owns_device(self, device: str) -> bool:
+        if self.count == 1:
+            return True
         owned = self._owned.get(device)
         if owned is None:
             digest = hashlib.blake2b(device.encode(), digest_size=8).digest()
@@ -70,7 +75,8 @@ class MqttSource:
     def __init__(self, client: paho.Client, host: str, port: int, *, partition: Partition,
                  session_expiry: int, receive_maximum: int, health: Health,
                  on_delivery: Callable[[Delivery], None],
-                 on_skipped: Callable[[], None] = lambda: None) -> None:
+                 on_skipped: Callable[[], None] = lambda: None,
+                 on_control: Callable[[bytes], None] = lambda _payload: None) -> None:
         self.client = client
         self.host, self.port = host, port
         self.partition = partition
@@ -79,6 +85,7 @@ class MqttSource:
         self.receive_maximum = receive_maximum
         self.health = health
         self.on_delivery = on_delivery
+        self.on_control = on_control
         self.connection = 0
         self.connected = asyncio.Event()
         self._lost = asyncio.Event()
@@ -103,6 +110,12 @@ class MqttSource:
             return False
         self.client.ack(delivery.mid, delivery.qos)
         return True
+
+    def publish(self, topic: str, payload: bytes) -> bool:
+        """QoS 1 on the live connection; False when there is none (the caller retries)."""
+        if not self.connected.is_set():
+            return False
+        return self.client.publish(topic, payload, qos=1).rc == paho.MQTT_ERR_SUCCESS
 
     # --- connection management ----------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -165,7 +178,8 @@ class MqttSource:
         # every connect in case the session expired. Retained statuses only when the
         # subscription is new (their age is unknown, so replaying them would mislead).
         options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-        client.subscribe([(f, options) for f in (TELEMETRY_FILTER, METRIC_FILTER, STATUS_FILTER)])
+        client.subscribe([(f, options) for f in (TELEMETRY_FILTER, METRIC_FILTER, STATUS_FILTER)]
+                         + [(CONTROL_RESPONSE_TOPIC, SubscribeOptions(qos=1))])
 
     def _on_disconnect(self, _c: paho.Client, _u: object, _f: paho.DisconnectFlags,
                        reason: ReasonCode, _p: Properties | None) -> None:
@@ -175,6 +189,11 @@ class MqttSource:
         self._lost.set()
 
     def _on_message(self, client: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        if msg.topic == CONTROL_RESPONSE_TOPIC:  # answers to the flood guard's commands
+            if msg.qos:
+                client.ack(msg.mid, msg.qos)
+            self.on_control(cast(bytes, msg.payload))
+            return
         if not self.partition.owns_topic(msg.topic):
             # Another replica's device: its own session has a copy of this message.
             if msg.qos:

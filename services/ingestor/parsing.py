@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -27,7 +28,11 @@ MAX_PAST_AGE_DAYS = 1_000_000
 
 
 class MessageParser:
-    def __init__(self, settings: IngestorSettings) -> None:
+    def __init__(self, settings: IngestorSettings,
+                 admit: Callable[[str], bool] = lambda _device: True,
+                 over_limit: str = "") -> None:
+        # The flood guard: a message it does not admit is rejected unparsed (cheaply).
+        self.admit, self.over_limit = admit, over_limit
         self.max_payload = settings.max_payload_bytes
         self.keep_bytes = settings.reject_keep_bytes
         self.limits = Limits(
@@ -45,6 +50,8 @@ class MessageParser:
             if topic is None:
                 raise ValidationFailed("unknown_topic", "not an ingestor topic")
             check_device_id(topic.device_id)
+            if not self.admit(topic.device_id):
+                raise ValidationFailed("rate_limited", self.over_limit)
             if len(delivery.payload) > self.max_payload:
                 raise ValidationFailed("payload_too_large",
                                        f"{len(delivery.payload)} bytes > {self.max_payload}")

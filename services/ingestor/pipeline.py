@@ -10,6 +10,7 @@ entries are re-added, so nothing is lost (consumers see at-least-once).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ import structlog
 
 from services.ingestor import repository
 from services.ingestor.batch import Batch, Parsed, Reject
+from services.ingestor.flood_guard import FloodGuard
 from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.mqtt_source import Delivery, MqttSource
 from services.ingestor.parsing import MessageParser
@@ -65,14 +67,16 @@ class Committed:
 
 class Pipeline:
     def __init__(self, settings: IngestorSettings, pool: asyncpg.Pool, redis_client: redis.Redis,
-                 metrics: IngestorMetrics, health: Health) -> None:
+                 metrics: IngestorMetrics, health: Health,
+                 guard: FloodGuard | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.redis = redis_client
         self.stream = TelemetryStream(redis_client, settings.stream)
         self.metrics = metrics
         self.health = health
-        self.parser = MessageParser(settings)
+        self.parser = MessageParser(settings) if guard is None else \
+            MessageParser(settings, guard.admit, guard.detail)
         self.catalog = repository.Catalog()
         self.reject_log = RejectLog(settings.reject_log_window_seconds)
         self.source: MqttSource | None = None
@@ -198,12 +202,18 @@ class Pipeline:
                     if units.get(value.metric) is None:
                         units[value.metric] = value.unit
         metrics = await self.catalog.resolve_metrics(conn, units) if units else {}
+        limited: dict[str | None, list[int]] = {}  # device -> [index in rejects, count]
         for item in items:
             if item.reject is None and item.device_id not in devices:
                 item.reject = self.parser.reject(
                     item.delivery, item.device_id, "unknown_device",
                     "device is not registered and auto-provisioning is off")
             if item.reject is not None:
+                if item.reject.reason == "rate_limited":  # a flood: one record per device
+                    merged = limited.setdefault(item.device_id, [len(prepared.rejects), 0])
+                    merged[1] += 1
+                    if merged[1] > 1:
+                        continue
                 prepared.rejects.append(item.reject)
                 continue
             assert item.device_id is not None
@@ -236,6 +246,9 @@ class Pipeline:
                     orjson.dumps(entry),
                     b"" if reading.seq is None else str(reading.seq).encode(),
                 ))
+        for at, count in limited.values():
+            if count > 1:  # a copy: a retried batch is prepared again from the same items
+                prepared.rejects[at] = dataclasses.replace(prepared.rejects[at], count=count)
         return prepared
 
     def _count(self, prepared: Prepared, written: repository.Written) -> None:
@@ -243,7 +256,7 @@ class Pipeline:
         self.metrics.rows.labels("telemetry_text").inc(written.text_rows)
         self.metrics.duplicate_rows.inc(written.duplicate_rows)
         for reject in prepared.rejects:
-            self.metrics.rejects.labels(reject.reason).inc()
+            self.metrics.rejects.labels(reject.reason).inc(reject.count)
             self.reject_log.record(reject)
 
     async def _xadd(self, entries: list[Entry]) -> None:

@@ -11,7 +11,8 @@ import asyncpg
 from services.ingestor.batch import Reject
 
 TELEMETRY_COLUMNS = ("time", "device", "metric", "value", "quality")
-REJECT_COLUMNS = ("topic", "device_id", "reason", "detail", "payload", "payload_size")
+REJECT_COLUMNS = ("topic", "device_id", "reason", "detail", "payload", "payload_size",
+                  "message_count")
 
 NumberRow = tuple[datetime, int, int, float, int | None]
 TextRow = tuple[datetime, int, int, str, int | None]
@@ -163,8 +164,8 @@ async def set_status(conn: asyncpg.Connection, device: int, online: bool, ts: da
 async def record_rejects(conn: asyncpg.Connection, rejects: Sequence[Reject]) -> None:
     await conn.copy_records_to_table(
         "rejected_messages", columns=REJECT_COLUMNS,
-        records=[(r.topic, r.device_id, r.reason, r.detail, r.payload, r.payload_size)
-                 for r in rejects])
+        records=[(r.topic, r.device_id, r.reason, r.detail, r.payload, r.payload_size,
+                  r.count) for r in rejects])
 
 
 async def mark_inactive_offline(conn: asyncpg.Connection, after_seconds: float) -> list[str]:

@@ -39,6 +39,13 @@ class IngestorSettings(ServiceSettings):
     # Upper bound on how long one flush retries before it logs louder; it never gives up.
     retry_max_delay_seconds: float = Field(5.0, gt=0)
     reject_log_window_seconds: float = Field(60.0, gt=0)
+    # Flood guard: messages per second each device may publish, sustained and in a burst
+    # (a backlog is one message with an array); over it, the device's broker account is
+    # suspended for a cool-down, doubled for each repeat within a day. 0 turns it off.
+    device_rate_limit: float = Field(100.0, ge=0)
+    device_burst: int = Field(5000, ge=1)
+    suspend_seconds: float = Field(300.0, gt=0)
+    suspend_max_seconds: float = Field(86400.0, gt=0)
     # How often PostgreSQL and Redis are probed for readiness, also while idle.
     probe_interval_seconds: float = Field(5.0, gt=0)
 

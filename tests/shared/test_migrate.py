@@ -45,7 +45,12 @@ EXPECTED_COLUMNS = {
                          ("value", F8), ("value_text", "text"), ("quality", "smallint")],
     "rejected_messages": [("id", "bigint"), ("received_at", TZ), ("topic", "text"),
                           ("device_id", "text"), ("reason", "text"), ("detail", "text"),
-                          ("payload", "bytea"), ("payload_size", "integer")],
+                          ("payload", "bytea"), ("payload_size", "integer"),
+                          ("message_count", "integer")],
+    "device_suspensions": [("device_id", "text"), ("reason", "text"), ("detail", "text"),
+                           ("suspended_at", TZ), ("until", TZ), ("confirmed_at", TZ)],
+    "audit_log": [("id", "bigint"), ("at", TZ), ("actor", "text"), ("action", "text"),
+                  ("subject", "text"), ("outcome", "text"), ("detail", "jsonb")],
     "telemetry_1m": ROLLUP,
     "telemetry_1h": ROLLUP,
 }

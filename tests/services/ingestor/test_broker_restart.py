@@ -17,7 +17,7 @@ import pytest
 from shared.devstack.ingestor_process import IngestorProcess, replica_overrides
 from shared.devstack.servers import RunningBroker
 from tests.services.ingestor.test_delivery import count_seqs, readings, stored_seqs
-from tests.utils.devices import Device, publish_at_rate
+from tests.utils.devices import LOAD_GENERATOR, Device, publish_at_rate
 from tests.utils.waiting import wait_until
 
 
@@ -29,7 +29,7 @@ async def test_a_graceful_broker_restart_mid_stream_loses_nothing(
         broker: RunningBroker, db_url: str) -> None:
     devices, rate, seconds, down = 4, 100, 30, 15.0
     per_device = rate * seconds
-    ingestors = [ingestor_factory(**replica_overrides(broker, n, replicas))
+    ingestors = [ingestor_factory(**replica_overrides(broker, n, replicas), **LOAD_GENERATOR)
                  for n in range(replicas)]
     fleet = [Device(broker, f"esp-restart-{n}") for n in range(devices)]
     publishers = [publish_at_rate(d, readings(d.device_id, per_device), rate) for d in fleet]

@@ -9,12 +9,15 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 
+import asyncpg
+import orjson
+
 from shared.devstack.ingestor_process import IngestorProcess
 from shared.devstack.servers import RunningBroker
 from tests.mosquitto.mqtt_helpers import MqttTestClient
 from tests.services.ingestor.test_delivery import assert_exactly_once, count_seqs, stored_seqs
 from tests.services.ingestor.test_delivery import readings as make_readings
-from tests.utils.devices import Device
+from tests.utils.devices import Device, publish_at_rate
 from tests.utils.waiting import wait_until
 
 
@@ -60,3 +63,79 @@ async def test_a_device_cannot_take_over_the_ingestors_session(
                      what="the readings queued for the ingestor")
     assert_exactly_once(await stored_seqs(db_url), count)
     victim.close()
+
+
+async def test_a_flooding_device_is_suspended_in_the_broker_and_others_keep_flowing(
+        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        db_url: str) -> None:
+    ingestor = ingestor_factory(INSA_INGESTOR_DEVICE_RATE_LIMIT="50",
+                                INSA_INGESTOR_DEVICE_BURST="200",
+                                INSA_INGESTOR_SUSPEND_SECONDS="4")
+    victim = Device(broker, "esp-victim")
+    victims = publish_at_rate(victim, make_readings(victim.device_id, 100), per_second=25)
+    flooder = Device(broker, "esp-flooder")
+    flood = [flooder.client.publish(
+        "insa/devices/esp-flooder/telemetry",
+        orjson.dumps({"ts": 1_763_800_000_000 + n, "telemetry": {"flood": n}}), qos=1)
+        for n in range(5000)]  # as fast as paho can send them
+    victims.join(60)
+
+    # Suspended: the broker dropped its connection and refuses a new one.
+    row = await wait_until(lambda: fetchrow(db_url, "SELECT * FROM device_suspensions"),
+                           lambda r: r is not None and r["confirmed_at"] is not None,
+                           timeout=15, what="the flooder's suspension confirmed")
+    assert row["device_id"] == "esp-flooder" and row["reason"] == "rate_limited"
+    assert not flooder.client.is_connected()
+    probe = MqttTestClient(broker.port, "esp-flooder", broker.credentials["esp-flooder"])
+    assert probe.connect().is_failure
+    probe.close()
+    assert ingestor.metric("insa_ingestor_device_suspensions_total") == 1
+
+    # The victim lost nothing; every flood message the broker acknowledged is stored or
+    # recorded as rate_limited (counted, one row per batch).
+    await wait_until(lambda: count_seqs(db_url), lambda n: n >= 100, timeout=30,
+                     what="every reading of the victim stored")
+    assert_exactly_once(await stored_seqs(db_url), 100)
+    acked = sum(info.mid in flooder.acked for info in flood)
+    assert acked > 200
+    accounted = await wait_until(
+        lambda: fetchrow(db_url, """
+            SELECT (SELECT count(*) FROM telemetry t JOIN metrics m ON m.id = t.metric
+                     WHERE m.name = 'flood') AS stored,
+                   (SELECT coalesce(sum(message_count), 0) FROM rejected_messages
+                     WHERE reason = 'rate_limited' AND device_id = 'esp-flooder') AS limited,
+                   (SELECT count(*) FROM rejected_messages
+                     WHERE reason = 'rate_limited') AS rows"""),
+        lambda r: r["stored"] + r["limited"] >= acked, timeout=30,
+        what="every acknowledged flood message stored or recorded")
+    assert accounted["stored"] >= 200  # the burst went through
+    assert accounted["rows"] < accounted["limited"]  # merged, not one row each
+    assert ingestor.metric("insa_ingestor_rejects_total", 'reason="rate_limited"') \
+        == accounted["limited"]
+
+    # After the cool-down the account is enabled again, and all of it is audited.
+    await wait_until(lambda: fetchrow(db_url, "SELECT * FROM device_suspensions"),
+                     lambda r: r is None, timeout=15, what="the suspension ended")
+    probe = MqttTestClient(broker.port, "esp-flooder", broker.credentials["esp-flooder"])
+    assert not probe.connect().is_failure
+    probe.close()
+    audit = await fetch(db_url, "SELECT actor, action, subject, outcome FROM audit_log "
+                                "ORDER BY id")
+    assert [tuple(r) for r in audit] == [
+        ("insa-ingestor", "device.suspend", "esp-flooder", "success"),
+        ("insa-ingestor", "device.resume", "esp-flooder", "success")]
+    flooder.close()
+    victim.close()
+
+
+async def fetch(dsn: str, query: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(query)
+    finally:
+        await conn.close()
+
+
+async def fetchrow(dsn: str, query: str) -> asyncpg.Record | None:
+    rows = await fetch(dsn, query)
+    return rows[0] if rows else None

@@ -10,7 +10,7 @@ import httpx
 from shared.devstack.ingestor_process import IngestorProcess
 from shared.devstack.servers import RunningBroker, RunningRedis
 from tests.services.ingestor.test_delivery import count_seqs, publish_in_background, readings
-from tests.utils.devices import Device
+from tests.utils.devices import LOAD_GENERATOR, Device
 from tests.utils.waiting import wait_until
 
 
@@ -69,7 +69,7 @@ async def test_sigterm_under_load_drains_cleanly_and_leaves_the_backlog(
     count = 20000
     ingestor = ingestor_factory(INSA_INGESTOR_DRAIN_SECONDS="60",
                                 INSA_INGESTOR_RECEIVE_MAXIMUM="100",
-                                INSA_INGESTOR_BATCH_MAX_MESSAGES="50")
+                                INSA_INGESTOR_BATCH_MAX_MESSAGES="50", **LOAD_GENERATOR)
     device = Device(broker, "esp-busy")
     publisher = publish_in_background(device, readings("esp-busy", count))
     await wait_until(lambda: count_seqs(db_url), lambda n: n > 0, what="ingest under way")
@@ -79,7 +79,7 @@ async def test_sigterm_under_load_drains_cleanly_and_leaves_the_backlog(
     assert stored < count
     assert "drain deadline passed" not in ingestor.log()
     publisher.join(60)
-    second = ingestor_factory()
+    second = ingestor_factory(**LOAD_GENERATOR)
     await wait_until(lambda: count_seqs(db_url), lambda n: n == count, timeout=60)
     # Whatever the first one stored, it had acked: nothing of it came back.
     assert second.metric("insa_ingestor_duplicate_rows_total") == 0

@@ -26,7 +26,7 @@ from tests.services.ingestor.test_delivery import (
     stored_seqs,
     stream_seqs,
 )
-from tests.utils.devices import Device, publish_at_rate
+from tests.utils.devices import LOAD_GENERATOR, Device, publish_at_rate
 from tests.utils.waiting import wait_until
 
 
@@ -110,7 +110,7 @@ async def test_a_database_outage_at_500_per_second_loses_nothing(
     rate, before = 500, 4.0
     count = int(rate * (before + outage + 6))
     ingestor = ingestor_factory(INSA_DATABASE_URL=db_url,
-                                INSA_INGESTOR_RETRY_MAX_DELAY_SECONDS="2")
+                                INSA_INGESTOR_RETRY_MAX_DELAY_SECONDS="2", **LOAD_GENERATOR)
     device = Device(broker, f"esp-outage-{shutdown.name.lower()}")
     publisher = publish_at_rate(device, readings(device.device_id, count), rate)
     await wait_until(lambda: count_seqs(db_url), lambda n: n >= rate * before / 2,

@@ -22,7 +22,7 @@ async def test_simulated_fleet_is_ingested(ingestor: IngestorProcess, broker: Ru
     lines = [f"{d}={broker.add_device(d)}" for d in ("sim-esp-001", "sim-esp-002")]
     secrets.write_text("\n".join(["postgres=not-a-device", *lines]) + "\n")
     simulator = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli", "simulate", "--secrets", str(secrets),
+        sys.executable, "-m", "services.cli", "simulate", "--secrets", str(secrets),
         "--interval", "0.3", "--duration", "2", "--scenario", "sim-esp-002=overload",
         "--fault-onset", "0", "--mqtt-port", str(broker.port),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

@@ -1,4 +1,7 @@
-"""The `insa` command: migrate, run a service, the local stack, the simulator, benchmarks."""
+"""The `insa` command: migrate, run a service, the local stack, the simulator, benchmarks.
+
+It lives beside the services because it names them; `shared/` never does.
+"""
 
 from __future__ import annotations
 
@@ -209,6 +212,20 @@ def bench_broker_kill(rate: float, seconds: float) -> None:
 
     configure_logging("bench", level="WARNING", fmt="console")
     click.echo(report(run_bench(rate, seconds, progress=lambda s: click.echo(s, err=True))))
+
+
+@bench.command("flood")
+@click.option("--qos", type=click.IntRange(0, 1), default=0, show_default=True)
+@click.option("--seconds", type=float, default=5, show_default=True,
+              help="How long the flooding device publishes.")
+def bench_flood(qos: int, seconds: float) -> None:
+    """Other devices' latency while one device floods, with the flood guard off and on."""
+    from services.bench.flood import report
+    from services.bench.flood import run as run_bench
+    from shared.logging import configure_logging
+
+    configure_logging("bench", level="WARNING", fmt="console")
+    click.echo(report(run_bench(qos, seconds, progress=lambda s: click.echo(s, err=True))))
 
 
 if __name__ == "__main__":
