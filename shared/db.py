@@ -19,6 +19,11 @@ def is_data_error(exc: BaseException) -> bool:
     return state[:2] in ("22", "23")
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: the database is unavailable, not refusing this data."""
+    return isinstance(exc, UNAVAILABLE) and not is_data_error(exc)
+
+
 def is_broken_connection(exc: BaseException) -> bool:
     """The session cannot be trusted any more: drop it instead of returning it to the pool."""
     return isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError)

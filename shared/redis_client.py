@@ -13,3 +13,7 @@ def create_redis(url: str) -> redis.Redis:
 
 # Down, loading, out of memory, read-only replica, MISCONF: every Redis error is waited out.
 UNAVAILABLE = (OSError, TimeoutError, redis.RedisError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, UNAVAILABLE)
