@@ -30,7 +30,7 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check shared services tests
+	$(BIN)/ruff check shared services devtools tests
 	$(BIN)/mypy
 
 ## bench: ingest benchmark against a private stack (prints figures, writes JSON)

@@ -9,13 +9,16 @@ import asyncio
 import importlib
 import os
 import sys
+from pathlib import Path
 
 import click
 
-# Service name -> module with a main(); `insa run <name>`.
-SERVICE_MODULES = {
-    "ingestor": "services.ingestor.main",
-}
+
+def runnable_services() -> list[str]:
+    """Every `services/<name>/main.py` with a main(): `insa run <name>` needs no list."""
+    root = Path(__file__).parent
+    return sorted(p.parent.name for p in root.glob("*/main.py")
+                  if "\ndef main(" in p.read_text())
 
 
 @click.group()
@@ -37,12 +40,12 @@ def migrate(database_url: str) -> None:
 
 
 @main.command()
-@click.argument("service", type=click.Choice(sorted(SERVICE_MODULES)))
+@click.argument("service", type=click.Choice(runnable_services()))
 def run(service: str) -> None:
     """Run one service in the foreground (settings from INSA_* environment variables)."""
     from pydantic import ValidationError
 
-    module = importlib.import_module(SERVICE_MODULES[service])
+    module = importlib.import_module(f"services.{service}.main")
     try:
         module.main()
     except ValidationError as exc:
@@ -59,7 +62,6 @@ def broker_accounts(path: str) -> None:
     Every service role (ingestor, diagnostics, alerts, api, subscriber, admin, health)
     needs its secret; device accounts already in the file are kept.
     """
-    from pathlib import Path
 
     from shared.broker_accounts import SERVICE_ACCOUNTS, write_config_file
     from shared.settings import MIN_SECRET_LENGTH, is_placeholder
@@ -84,8 +86,8 @@ def stack() -> None:
 
 
 def _stack_call(action: str) -> None:
-    from shared.devstack import stack as local_stack
-    from shared.devstack.processes import DevstackError
+    from devtools.stack import stack as local_stack
+    from devtools.stack.processes import DevstackError
 
     cfg = local_stack.StackConfig.from_env()
     try:
@@ -136,7 +138,6 @@ def simulate(secrets_file: str, prefix: str, devices: int | None, interval: floa
              scenario: tuple[str, ...], fault_onset: float, fault_ramp: float,
              duration: float | None, mqtt_host: str, mqtt_port: int) -> None:
     """Run a fleet of simulated ESP controllers publishing telemetry over MQTT."""
-    from pathlib import Path
 
     from services.simulator.esp_model import FAULTS
     from services.simulator.main import SimulatorConfig, read_credentials
@@ -182,10 +183,9 @@ def bench_ingest(messages: int, devices: int, batch_max_messages: int, replicas:
     """Ingest throughput, latency, loss and duplicates vs the broker's raw pass-through."""
     import json
     import time
-    from pathlib import Path
 
-    from services.bench.ingest import BenchConfig, report
-    from services.bench.ingest import run as run_bench
+    from devtools.bench.ingest import BenchConfig, report
+    from devtools.bench.ingest import run as run_bench
     from shared.logging import configure_logging
 
     configure_logging("bench", level="WARNING", fmt="console")
@@ -206,8 +206,8 @@ def bench_ingest(messages: int, devices: int, batch_max_messages: int, replicas:
               help="Publishing time per scenario; the kill comes half-way.")
 def bench_broker_kill(rate: float, seconds: float) -> None:
     """What a broker kill -9 loses of the readings it had acknowledged."""
-    from services.bench.broker_kill import report
-    from services.bench.broker_kill import run as run_bench
+    from devtools.bench.broker_kill import report
+    from devtools.bench.broker_kill import run as run_bench
     from shared.logging import configure_logging
 
     configure_logging("bench", level="WARNING", fmt="console")
@@ -220,8 +220,8 @@ def bench_broker_kill(rate: float, seconds: float) -> None:
               help="How long the flooding device publishes.")
 def bench_flood(qos: int, seconds: float) -> None:
     """Other devices' latency while one device floods, with the flood guard off and on."""
-    from services.bench.flood import report
-    from services.bench.flood import run as run_bench
+    from devtools.bench.flood import report
+    from devtools.bench.flood import run as run_bench
     from shared.logging import configure_logging
 
     configure_logging("bench", level="WARNING", fmt="console")

@@ -10,8 +10,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shared.devstack.ingestor_process import IngestorProcess, ingestor_environment
-from shared.devstack.servers import (
+from devtools.registry import INGESTOR
+from devtools.stack.servers import (
     RunningBroker,
     RunningPostgres,
     RunningRedis,
@@ -21,6 +21,7 @@ from shared.devstack.servers import (
     start_postgres,
     start_redis,
 )
+from devtools.stack.service_process import ServiceProcess, ingestor_environment
 
 
 @pytest.fixture(autouse=True)
@@ -90,13 +91,13 @@ async def db_url(pg_dsn: str) -> str:
 
 @pytest.fixture
 def ingestor_factory(db_url: str, redis_server: RunningRedis, broker: RunningBroker,
-                     tmp_path: Path) -> Iterator[Callable[..., IngestorProcess]]:
+                     tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     """Start real ingestor processes (settings overrides as INSA_* keyword arguments)."""
-    started: list[IngestorProcess] = []
+    started: list[ServiceProcess] = []
 
-    def start(wait_ready: bool = True, **overrides: str) -> IngestorProcess:
+    def start(wait_ready: bool = True, **overrides: str) -> ServiceProcess:
         env = ingestor_environment(db_url, redis_server.url, broker, **overrides)
-        proc = IngestorProcess(env, tmp_path / f"ingestor-{len(started)}.log")
+        proc = ServiceProcess(INGESTOR, env, tmp_path / f"ingestor-{len(started)}.log")
         started.append(proc)
         proc.start(wait_ready)
         return proc
@@ -107,5 +108,5 @@ def ingestor_factory(db_url: str, redis_server: RunningRedis, broker: RunningBro
 
 
 @pytest.fixture
-def ingestor(ingestor_factory: Callable[..., IngestorProcess]) -> IngestorProcess:
+def ingestor(ingestor_factory: Callable[..., ServiceProcess]) -> ServiceProcess:
     return ingestor_factory()

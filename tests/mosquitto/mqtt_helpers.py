@@ -23,7 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from shared.devstack.servers import RunningBroker
+from devtools.stack.servers import RunningBroker
 
 HOST = "127.0.0.1"
 WAIT = 3.0  # default bound for anything the broker should answer at once

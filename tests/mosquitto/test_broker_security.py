@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
-from shared.devstack.servers import RunningBroker
+from devtools.stack.servers import RunningBroker
 from shared.errors import ValidationFailed
 from tests.mosquitto.mqtt_helpers import (
     Clients,

@@ -8,9 +8,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from devtools.stack.stack import StackConfig, service_environment
 from services.ingestor.settings import IngestorSettings
 from shared.broker_accounts import SERVICE_ACCOUNTS
-from shared.devstack.stack import StackConfig, service_environment
 from shared.settings import CommonSettings, ServiceSettings, load
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,7 +104,7 @@ def test_every_compose_service_of_the_platform_has_a_healthcheck() -> None:
 
 
 def test_local_stack_uses_the_same_variable_names_as_compose(tmp_path: Path) -> None:
-    cfg = StackConfig(tmp_path, 1, 2, 3, 4, 5, 1)
+    cfg = StackConfig(tmp_path, 1, 2, 3, 4, {"ingestor": 5}, 1)
     local = set(service_environment(cfg, dict.fromkeys(
         ["postgres", "redis", "insa-ingestor"], "x" * 16)))
     compose = set(_compose()["services"]["ingestor"]["environment"])

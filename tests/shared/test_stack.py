@@ -5,9 +5,9 @@ from __future__ import annotations
 import configparser
 from pathlib import Path
 
-from shared.devstack.broker import BrokerSpec
-from shared.devstack.processes import PostgresSpec, RedisSpec
-from shared.devstack.stack import StackConfig, write_supervisor_config
+from devtools.stack.broker import BrokerSpec
+from devtools.stack.processes import PostgresSpec, RedisSpec
+from devtools.stack.stack import StackConfig, write_supervisor_config
 
 
 def test_every_program_restarts_and_is_never_given_up_on(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis.asyncio as redis
 
-from shared.devstack.servers import RunningRedis
+from devtools.stack.servers import RunningRedis
 from shared.streams import (
     DEAD,
     ConsumerSettings,

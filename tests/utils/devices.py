@@ -8,7 +8,7 @@ import time
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
-from shared.devstack.servers import RunningBroker
+from devtools.stack.servers import RunningBroker
 
 # Ingestor settings for tests whose devices are load generators: they publish hundreds of
 # messages per second each, far over the flood guard's default per-device limit. The

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import pytest
 
-from shared.devstack.ingestor_process import IngestorProcess, replica_overrides
-from shared.devstack.servers import RunningBroker
+from devtools.stack.servers import RunningBroker
+from devtools.stack.service_process import ServiceProcess, replica_overrides
 from tests.services.ingestor.test_delivery import count_seqs, readings, stored_seqs
 from tests.utils.devices import LOAD_GENERATOR, Device, publish_at_rate
 from tests.utils.waiting import wait_until
@@ -25,7 +25,7 @@ from tests.utils.waiting import wait_until
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("replicas", [1, 2])
 async def test_a_graceful_broker_restart_mid_stream_loses_nothing(
-        replicas: int, ingestor_factory: Callable[..., IngestorProcess],
+        replicas: int, ingestor_factory: Callable[..., ServiceProcess],
         broker: RunningBroker, db_url: str) -> None:
     devices, rate, seconds, down = 4, 100, 30, 15.0
     per_device = rate * seconds

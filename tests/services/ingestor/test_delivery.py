@@ -13,8 +13,8 @@ import orjson
 import pytest
 import redis
 
-from shared.devstack.ingestor_process import IngestorProcess, replica_overrides
-from shared.devstack.servers import RunningBroker, RunningPostgres, RunningRedis
+from devtools.stack.servers import RunningBroker, RunningPostgres, RunningRedis
+from devtools.stack.service_process import ServiceProcess, replica_overrides
 from tests.utils.devices import Device
 from tests.utils.waiting import wait_until
 
@@ -63,7 +63,7 @@ def assert_exactly_once(seqs: list[int], count: int) -> None:
 
 
 async def test_kill_9_mid_stream_loses_and_duplicates_nothing(
-        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        ingestor_factory: Callable[..., ServiceProcess], broker: RunningBroker,
         redis_server: RunningRedis, db_url: str) -> None:
     count, first_part = 3250, 1250
     # Batches of 500 that only close when full: after 1,250 messages, 1,000 are committed
@@ -91,7 +91,7 @@ async def test_kill_9_mid_stream_loses_and_duplicates_nothing(
 
 @pytest.mark.parametrize("dependency", ["postgres", "redis"])
 async def test_an_outage_mid_stream_holds_acks_and_recovers(
-        dependency: str, ingestor_factory: Callable[..., IngestorProcess],
+        dependency: str, ingestor_factory: Callable[..., ServiceProcess],
         broker: RunningBroker, postgres_server: RunningPostgres, redis_server: RunningRedis,
         db_url: str) -> None:
     count, window = 2000, 200
@@ -130,7 +130,7 @@ async def _async(fn: Callable[[str], T], arg: str) -> T:
 
 
 async def test_intake_stays_within_the_receive_window_under_load(
-        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        ingestor_factory: Callable[..., ServiceProcess], broker: RunningBroker,
         db_url: str) -> None:
     """Memory is bounded by the window even though this broker releases more per PUBACK."""
     count = 3000
@@ -145,7 +145,7 @@ async def test_intake_stays_within_the_receive_window_under_load(
 
 
 async def test_a_crash_between_commit_and_stream_does_not_lose_the_stream_entry(
-        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        ingestor_factory: Callable[..., ServiceProcess], broker: RunningBroker,
         redis_server: RunningRedis, db_url: str) -> None:
     """Rows committed while Redis is down, then kill -9: the redelivery re-streams them."""
     count = 300
@@ -166,7 +166,7 @@ async def test_a_crash_between_commit_and_stream_does_not_lose_the_stream_entry(
 
 
 async def test_partitioned_replicas_store_everything_once(
-        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        ingestor_factory: Callable[..., ServiceProcess], broker: RunningBroker,
         db_url: str) -> None:
     count = 2000
     replicas = [ingestor_factory(**replica_overrides(broker, n, 2)) for n in (0, 1)]
@@ -186,7 +186,7 @@ async def test_partitioned_replicas_store_everything_once(
 
 
 async def test_a_transient_database_error_is_retried_not_rejected(
-        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        ingestor_factory: Callable[..., ServiceProcess], broker: RunningBroker,
         db_url: str) -> None:
     """A lock timeout is the database's trouble, not the data's: nothing may be rejected."""
     count = 20
@@ -214,7 +214,7 @@ async def test_a_transient_database_error_is_retried_not_rejected(
 
 
 async def test_redis_refusing_writes_is_backpressure_not_a_crash(
-        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        ingestor_factory: Callable[..., ServiceProcess], broker: RunningBroker,
         redis_server: RunningRedis, db_url: str) -> None:
     ingestor = ingestor_factory(INSA_INGESTOR_RETRY_MAX_DELAY_SECONDS="0.5")
     client = redis.Redis.from_url(redis_server.url)

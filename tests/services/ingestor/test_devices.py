@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from shared.devstack.ingestor_process import IngestorProcess
-from shared.devstack.servers import RunningBroker
+from devtools.stack.servers import RunningBroker
+from devtools.stack.service_process import ServiceProcess
 from tests.utils.devices import Device
 from tests.utils.waiting import wait_until
 
@@ -23,7 +23,7 @@ LATEST = """SELECT l.time, l.value FROM telemetry_latest l JOIN metrics m ON m.i
 
 
 async def test_a_late_reading_does_not_overwrite_a_newer_latest_value(
-        ingestor: IngestorProcess, broker: RunningBroker, db_url: str) -> None:
+        ingestor: ServiceProcess, broker: RunningBroker, db_url: str) -> None:
     dev = Device(broker, "esp-late")
     dev.publish("telemetry", b'{"ts": "2026-11-22T10:00:00Z", "pip": 900}')
     await wait_until(lambda: _fetch(db_url, LATEST), lambda r: len(r) == 1)
@@ -40,7 +40,7 @@ STATUS = "SELECT status, last_seen FROM devices WHERE device_id = 'esp-will'"
 
 
 async def test_last_will_marks_the_device_offline(
-        ingestor: IngestorProcess, broker: RunningBroker, db_url: str) -> None:
+        ingestor: ServiceProcess, broker: RunningBroker, db_url: str) -> None:
     dev = Device(broker, "esp-will", will=b"offline")
     dev.publish("status", b"online", retain=True)
     dev.publish("telemetry", b'{"flow_rate": 1}')
@@ -53,7 +53,7 @@ async def test_last_will_marks_the_device_offline(
 
 
 async def test_json_status_with_an_older_timestamp_does_not_win(
-        ingestor: IngestorProcess, broker: RunningBroker, db_url: str) -> None:
+        ingestor: ServiceProcess, broker: RunningBroker, db_url: str) -> None:
     dev = Device(broker, "esp-order")
     query = "SELECT status FROM devices WHERE device_id = 'esp-order'"
     dev.publish("status", b'{"status": "offline", "ts": "2026-11-22T10:00:00Z"}')

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import asyncpg
 import orjson
 
-from shared.devstack.ingestor_process import IngestorProcess
-from shared.devstack.servers import RunningBroker
+from devtools.stack.servers import RunningBroker
+from devtools.stack.service_process import ServiceProcess
 from tests.mosquitto.mqtt_helpers import MqttTestClient
 from tests.services.ingestor.test_delivery import assert_exactly_once, count_seqs, stored_seqs
 from tests.services.ingestor.test_delivery import readings as make_readings
@@ -22,7 +22,7 @@ from tests.utils.waiting import wait_until
 
 
 async def test_a_device_joining_the_ingestors_subscription_takes_nothing(
-        ingestor: IngestorProcess, broker: RunningBroker, db_url: str) -> None:
+        ingestor: ServiceProcess, broker: RunningBroker, db_url: str) -> None:
     count = 1000
     thief_password = broker.add_device("esp-thief")
     thief = MqttTestClient(broker.port, "esp-thief", thief_password)
@@ -42,7 +42,7 @@ async def test_a_device_joining_the_ingestors_subscription_takes_nothing(
 
 
 async def test_a_device_cannot_take_over_the_ingestors_session(
-        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        ingestor_factory: Callable[..., ServiceProcess], broker: RunningBroker,
         db_url: str) -> None:
     count = 100
     first = ingestor_factory()
@@ -66,7 +66,7 @@ async def test_a_device_cannot_take_over_the_ingestors_session(
 
 
 async def test_a_flooding_device_is_suspended_in_the_broker_and_others_keep_flowing(
-        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        ingestor_factory: Callable[..., ServiceProcess], broker: RunningBroker,
         db_url: str) -> None:
     ingestor = ingestor_factory(INSA_INGESTOR_DEVICE_RATE_LIMIT="50",
                                 INSA_INGESTOR_DEVICE_BURST="200",

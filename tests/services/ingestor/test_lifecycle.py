@@ -7,15 +7,15 @@ from collections.abc import Callable
 
 import httpx
 
-from shared.devstack.ingestor_process import IngestorProcess
-from shared.devstack.servers import RunningBroker, RunningRedis
+from devtools.stack.servers import RunningBroker, RunningRedis
+from devtools.stack.service_process import ServiceProcess
 from tests.services.ingestor.test_delivery import count_seqs, publish_in_background, readings
 from tests.utils.devices import LOAD_GENERATOR, Device
 from tests.utils.waiting import wait_until
 
 
 async def test_sigterm_flushes_and_acks_before_exiting(
-        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        ingestor_factory: Callable[..., ServiceProcess], broker: RunningBroker,
         db_url: str) -> None:
     # A batch that would not close for a minute: only the drain can flush it.
     first = ingestor_factory(INSA_INGESTOR_BATCH_MAX_AGE_MS="60000")
@@ -37,7 +37,7 @@ async def test_sigterm_flushes_and_acks_before_exiting(
 
 
 async def test_readiness_names_the_failing_dependency(
-        ingestor: IngestorProcess, broker: RunningBroker, redis_server: RunningRedis,
+        ingestor: ServiceProcess, broker: RunningBroker, redis_server: RunningRedis,
         db_url: str) -> None:
     base = f"http://127.0.0.1:{ingestor.http_port}"
     assert (await _get(f"{base}/health/ready")).json() == {"status": "ok"}
@@ -59,12 +59,12 @@ async def _get(url: str) -> httpx.Response:
         return await client.get(url)
 
 
-async def _metric(proc: IngestorProcess, name: str) -> float:
+async def _metric(proc: ServiceProcess, name: str) -> float:
     return proc.metric(name)
 
 
 async def test_sigterm_under_load_drains_cleanly_and_leaves_the_backlog(
-        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        ingestor_factory: Callable[..., ServiceProcess], broker: RunningBroker,
         db_url: str) -> None:
     count = 20000
     ingestor = ingestor_factory(INSA_INGESTOR_DRAIN_SECONDS="60",

@@ -10,14 +10,14 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from shared.devstack.ingestor_process import IngestorProcess
-from shared.devstack.servers import (
+from devtools.stack.servers import (
     RunningBroker,
     RunningPostgres,
     RunningRedis,
     remove_tree,
     start_postgres,
 )
+from devtools.stack.service_process import ServiceProcess
 from shared.migrate import migrate
 from tests.services.ingestor.test_delivery import (
     assert_exactly_once,
@@ -30,7 +30,7 @@ from tests.utils.devices import LOAD_GENERATOR, Device, publish_at_rate
 from tests.utils.waiting import wait_until
 
 
-async def _ready(ingestor: IngestorProcess) -> int | httpx.Response:
+async def _ready(ingestor: ServiceProcess) -> int | httpx.Response:
     """The readiness response, or the exit code when the process is gone."""
     assert ingestor.proc is not None
     if ingestor.proc.poll() is not None:
@@ -50,13 +50,13 @@ def _status(code: int) -> Callable[[int | httpx.Response], bool]:
     return done
 
 
-def assert_alive(ingestor: IngestorProcess) -> None:
+def assert_alive(ingestor: ServiceProcess) -> None:
     assert ingestor.proc is not None
     assert ingestor.proc.poll() is None, f"ingestor exited:\n{ingestor.log()}"
 
 
 async def test_starting_with_postgres_and_redis_down_waits_instead_of_exiting(
-        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        ingestor_factory: Callable[..., ServiceProcess], broker: RunningBroker,
         postgres_server: RunningPostgres, redis_server: RunningRedis, db_url: str) -> None:
     count = 200
     device = Device(broker, "esp-cold-start")
@@ -102,7 +102,7 @@ def durable_postgres() -> Iterator[RunningPostgres]:
                          ids=["fast-shutdown-90s", "crash-30s"])
 async def test_a_database_outage_at_500_per_second_loses_nothing(
         shutdown: signal.Signals, outage: float,
-        ingestor_factory: Callable[..., IngestorProcess], broker: RunningBroker,
+        ingestor_factory: Callable[..., ServiceProcess], broker: RunningBroker,
         durable_postgres: RunningPostgres) -> None:
     """PostgreSQL goes away mid-COPY (fast shutdown, or a crash) under steady load."""
     postgres_server, db_url = durable_postgres, durable_postgres.spec.dsn()

@@ -8,8 +8,8 @@ import asyncpg
 import orjson
 import redis
 
-from shared.devstack.ingestor_process import IngestorProcess
-from shared.devstack.servers import RunningBroker, RunningRedis
+from devtools.stack.servers import RunningBroker, RunningRedis
+from devtools.stack.service_process import ServiceProcess
 from tests.utils.devices import Device
 from tests.utils.waiting import wait_until
 
@@ -29,7 +29,7 @@ NUMBERS = """
 
 
 async def test_every_payload_form_stores_exactly_the_expected_rows(
-        ingestor: IngestorProcess, broker: RunningBroker, redis_server: RunningRedis,
+        ingestor: ServiceProcess, broker: RunningBroker, redis_server: RunningRedis,
         db_url: str) -> None:
     dev = Device(broker, "esp-forms")
     dev.publish("telemetry", orjson.dumps({

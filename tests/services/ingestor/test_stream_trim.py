@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
+from devtools.stack.servers import RunningRedis
 from services.ingestor.stream import trim_consumed
-from shared.devstack.servers import RunningRedis
 
 KEY = "insa:telemetry"
 

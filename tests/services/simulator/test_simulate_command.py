@@ -9,13 +9,13 @@ from pathlib import Path
 import asyncpg
 import redis
 
+from devtools.stack.servers import RunningBroker, RunningRedis
+from devtools.stack.service_process import ServiceProcess
 from services.simulator.esp_model import UNITS
-from shared.devstack.ingestor_process import IngestorProcess
-from shared.devstack.servers import RunningBroker, RunningRedis
 from tests.utils.waiting import wait_until
 
 
-async def test_simulated_fleet_is_ingested(ingestor: IngestorProcess, broker: RunningBroker,
+async def test_simulated_fleet_is_ingested(ingestor: ServiceProcess, broker: RunningBroker,
                                            redis_server: RunningRedis, db_url: str,
                                            tmp_path: Path) -> None:
     secrets = tmp_path / "secrets.env"

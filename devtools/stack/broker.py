@@ -9,8 +9,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from devtools.stack.processes import DevstackError, hand_over
 from shared.broker_accounts import write_config_file
-from shared.devstack.processes import DevstackError, hand_over
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BROKER_CONFIG_DIR = REPO_ROOT / "mosquitto"

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.broker_accounts import SERVICE_ACCOUNTS
-from shared.devstack.broker import REPO_ROOT, BrokerSpec, prepare_broker
-from shared.devstack.processes import (
+from devtools.registry import SERVICES
+from devtools.stack.broker import REPO_ROOT, BrokerSpec, prepare_broker
+from devtools.stack.processes import (
     DevstackError,
     PostgresSpec,
     RedisSpec,
@@ -30,9 +30,8 @@ from shared.devstack.processes import (
     unprivileged_user,
     wait_for_port,
 )
+from shared.broker_accounts import SERVICE_ACCOUNTS
 
-# Services `insa run` knows, started by the stack in this order once migrations applied.
-SERVICES = ("ingestor",)
 START_RETRIES = 1_000_000
 
 
@@ -43,7 +42,7 @@ class StackConfig:
     redis_port: int
     mqtt_port: int
     mqtts_port: int
-    ingestor_http_port: int
+    http_ports: dict[str, int]  # service name -> its health/metrics port
     simulator_devices: int
 
     @classmethod
@@ -55,7 +54,8 @@ class StackConfig:
             redis_port=int(env("INSA_STACK_REDIS_PORT", "56379")),
             mqtt_port=int(env("INSA_STACK_MQTT_PORT", "51883")),
             mqtts_port=int(env("INSA_STACK_MQTTS_PORT", "58883")),
-            ingestor_http_port=int(env("INSA_STACK_INGESTOR_HTTP_PORT", "58001")),
+            http_ports={s.name: int(env(f"INSA_STACK_{s.name.upper()}_HTTP_PORT",
+                                        str(s.stack_http_port))) for s in SERVICES},
             simulator_devices=int(env("INSA_STACK_SIM_DEVICES", "5")),
         )
 
@@ -96,9 +96,10 @@ def service_environment(cfg: StackConfig, secret: dict[str, str]) -> dict[str, s
         "INSA_REDIS_URL": f"redis://:{secret['redis']}@127.0.0.1:{cfg.redis_port}/0",
         "INSA_MQTT_HOST": "127.0.0.1",
         "INSA_MQTT_PORT": str(cfg.mqtt_port),
-        "INSA_INGESTOR_MQTT_PASSWORD": secret["insa-ingestor"],
-        "INSA_INGESTOR_HTTP_PORT": str(cfg.ingestor_http_port),
     }
+    for service in SERVICES:
+        env[f"{service.env_prefix}MQTT_PASSWORD"] = secret[service.account]
+        env[f"{service.env_prefix}HTTP_PORT"] = str(cfg.http_ports[service.name])
     return env
 
 
@@ -137,7 +138,8 @@ def write_supervisor_config(cfg: StackConfig, pg: PostgresSpec, rd: RedisSpec,
         _program("postgres", pg.argv(), cfg, user=pg_user, stopsignal="INT", priority=10),
         _program("redis", rd.argv(), cfg, user=redis_user, priority=10),
         _program("mosquitto", broker.argv(), cfg, priority=10),
-        *[_program(s, [insa, "run", s], cfg, env=env, autostart=False) for s in SERVICES],
+        *[_program(s.name, [insa, "run", s.name], cfg, env=env, autostart=False)
+          for s in SERVICES],
         _program("simulator", [insa, "simulate", "--devices", str(len(devices)),
                                "--secrets", str(cfg.rundir / "secrets.env"),
                                "--interval", "5", "--scenario", "sim-esp-002=gas_lock",
@@ -190,7 +192,7 @@ def up(cfg: StackConfig) -> str:
     running = supervisord_pid(cfg)
     if running is None:
         for port in (cfg.pg_port, cfg.redis_port, cfg.mqtt_port, cfg.mqtts_port,
-                     cfg.ingestor_http_port):
+                     *cfg.http_ports.values()):
             if port_open(port):
                 raise DevstackError(f"port {port} is already in use; set INSA_STACK_*_PORT")
         init_postgres(pg, pg_user)
@@ -206,7 +208,7 @@ def up(cfg: StackConfig) -> str:
         wait_for_port(port, timeout=60, what=what)
     _ensure_database(pg)
     applied = asyncio.run(migrate(env["INSA_DATABASE_URL"]))
-    supervisorctl(cfg, "start", *SERVICES, "simulator")
+    supervisorctl(cfg, "start", *(s.name for s in SERVICES), "simulator")
     return summary(cfg, applied, already_running=running is not None)
 
 
@@ -240,7 +242,8 @@ def summary(cfg: StackConfig, applied: list[str], already_running: bool) -> str:
         f"  Redis       127.0.0.1:{cfg.redis_port}\n"
         f"  Mosquitto   mqtt://127.0.0.1:{cfg.mqtt_port}  mqtts://127.0.0.1:{cfg.mqtts_port} "
         f"(CA {cfg.rundir / 'mosquitto' / 'config' / 'certs' / 'ca.crt'})\n"
-        f"  ingestor    http://127.0.0.1:{cfg.ingestor_http_port}/health/ready  /metrics\n"
+        + "".join(f"  {name:<11} http://127.0.0.1:{port}/health/ready  /metrics\n"
+                  for name, port in cfg.http_ports.items()) +
         f"  simulator   {cfg.simulator_devices} devices (sim-esp-001...)\n"
         f"  migrations  {', '.join(applied) if applied else 'up to date'}\n"
         f"  logs        {cfg.rundir / 'logs'}\n"

@@ -22,10 +22,11 @@ import asyncpg
 import orjson
 import redis
 
-from services.bench.ingest import check_stream, latency_summary
-from services.bench.publishers import DevicePublisher
-from shared.devstack.ingestor_process import IngestorProcess, ingestor_environment
-from shared.devstack.servers import start_broker, start_postgres, start_redis, stop_and_remove
+from devtools.bench.ingest import check_stream, latency_summary
+from devtools.bench.publishers import DevicePublisher
+from devtools.registry import INGESTOR
+from devtools.stack.servers import start_broker, start_postgres, start_redis, stop_and_remove
+from devtools.stack.service_process import ServiceProcess, ingestor_environment
 from shared.migrate import migrate
 
 FLOODER = "flood-0000"
@@ -87,7 +88,7 @@ def scenario(guard: bool, qos: int, flood_seconds: float, victims: int, victim_r
     ids = [f"victim-{n:04d}" for n in range(victims)]
     pg, rd = start_postgres(durable=True), start_redis()
     broker = start_broker(devices=[*ids, FLOODER])
-    ingestor: IngestorProcess | None = None
+    ingestor: ServiceProcess | None = None
     try:
         asyncio.run(migrate(pg.spec.dsn()))
         env = ingestor_environment(pg.spec.dsn(), rd.url, broker, INSA_ENV="production",
@@ -96,7 +97,7 @@ def scenario(guard: bool, qos: int, flood_seconds: float, victims: int, victim_r
                                    INSA_INGESTOR_STREAM_MAX_LEN="50000000")
         if not guard:
             env["INSA_INGESTOR_DEVICE_RATE_LIMIT"] = "0"
-        ingestor = IngestorProcess(env, pg.spec.datadir.parent / "ingestor.log")
+        ingestor = ServiceProcess(INGESTOR, env, pg.spec.datadir.parent / "ingestor.log")
         ingestor.start()
         per_device = round(victim_rate * (2 * quiet + flood_seconds))
         publishers = [DevicePublisher(broker.port, d, broker.credentials[d], per_device,

@@ -23,18 +23,19 @@ from typing import Any
 import asyncpg
 import redis
 
-from services.bench.publishers import METRICS, publish_all
-from shared.devstack.ingestor_process import (
-    IngestorProcess,
-    ingestor_environment,
-    replica_overrides,
-)
-from shared.devstack.servers import (
+from devtools.bench.publishers import METRICS, publish_all
+from devtools.registry import INGESTOR
+from devtools.stack.servers import (
     RunningBroker,
     start_broker,
     start_postgres,
     start_redis,
     stop_and_remove,
+)
+from devtools.stack.service_process import (
+    ServiceProcess,
+    ingestor_environment,
+    replica_overrides,
 )
 from shared.migrate import migrate
 
@@ -90,7 +91,7 @@ class CpuSampler:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure_ingest(ingestors: list[IngestorProcess], broker: RunningBroker,
+def measure_ingest(ingestors: list[ServiceProcess], broker: RunningBroker,
                    credentials: dict[str, str], per_device: int,
                    rate_per_device: float | None = None) -> tuple[Phase, float]:
     """Publish and wait until every value is committed; returns the phase and CPU seconds."""
@@ -175,7 +176,7 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
     pg = start_postgres(durable=True)
     rd = start_redis()
     broker = start_broker(devices=devices + paced_devices)
-    ingestors: list[IngestorProcess] = []
+    ingestors: list[ServiceProcess] = []
     try:
         dsn = pg.spec.dsn()
         asyncio.run(migrate(dsn))
@@ -193,7 +194,8 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
                 # guard's default limit, which still runs (its cost is measured).
                 INSA_INGESTOR_DEVICE_RATE_LIMIT="1000000",
                 INSA_LOG_LEVEL="WARNING")
-            ingestors.append(IngestorProcess(env, pg.spec.datadir.parent / f"ingestor-{n}.log"))
+            log_path = pg.spec.datadir.parent / f"ingestor-{n}.log"
+            ingestors.append(ServiceProcess(INGESTOR, env, log_path))
             ingestors[-1].start()
         progress(f"phase 2: ingest with {cfg.replicas} ingestor(s) "
                  "(publish → committed in PostgreSQL → streamed → acked)")

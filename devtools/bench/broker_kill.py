@@ -19,15 +19,16 @@ from typing import Any
 
 import redis
 
-from services.bench.publishers import TrackedDevice
-from shared.devstack.ingestor_process import IngestorProcess, ingestor_environment
-from shared.devstack.servers import (
+from devtools.bench.publishers import TrackedDevice
+from devtools.registry import INGESTOR
+from devtools.stack.servers import (
     RunningBroker,
     start_broker,
     start_postgres,
     start_redis,
     stop_and_remove,
 )
+from devtools.stack.service_process import ServiceProcess, ingestor_environment
 from shared.migrate import migrate
 
 AUTOSAVE_SECONDS = 30  # mosquitto/mosquitto.conf autosave_interval
@@ -60,7 +61,7 @@ def wait_acked(devices: list[TrackedDevice], seqs: range, timeout: float = 60) -
         time.sleep(0.1)
 
 
-def scenario(broker: RunningBroker, ingestor: IngestorProcess, redis_url: str,
+def scenario(broker: RunningBroker, ingestor: ServiceProcess, redis_url: str,
              devices: list[TrackedDevice], ingestor_running: bool, rate: float,
              seconds: float, first_seq: int) -> dict[str, Any]:
     """Publish for `seconds`; kill -9 the broker half-way and start it a second later."""
@@ -103,7 +104,7 @@ def run(rate: float = 500, seconds: float = 20, devices: int = 5,
     ids = [f"kill-{n:02d}" for n in range(devices)]
     pg, rd = start_postgres(durable=True), start_redis()
     broker = start_broker(devices=ids)
-    ingestor: IngestorProcess | None = None
+    ingestor: ServiceProcess | None = None
     fleet: list[TrackedDevice] = []
     try:
         asyncio.run(migrate(pg.spec.dsn()))
@@ -111,7 +112,7 @@ def run(rate: float = 500, seconds: float = 20, devices: int = 5,
         # flood guard's default limit.
         env = ingestor_environment(pg.spec.dsn(), rd.url, broker, INSA_LOG_LEVEL="WARNING",
                                    INSA_INGESTOR_DEVICE_RATE_LIMIT="1000000")
-        ingestor = IngestorProcess(env, pg.spec.datadir.parent / "ingestor.log")
+        ingestor = ServiceProcess(INGESTOR, env, pg.spec.datadir.parent / "ingestor.log")
         ingestor.start()
         fleet = [TrackedDevice(broker.port, d, broker.credentials[d]) for d in ids]
         results = []

@@ -1,0 +1,44 @@
+"""The platform's services as the dev tooling sees them: the one place to register one.
+
+A service named `x` lives in `services/x/` with its entry point `services/x/main.py`
+(run as `insa run x`), reads `INSA_X_*` settings, connects to the broker as the
+account of the same name (`insa-x`, a role in `shared/broker_accounts.py`), and
+serves health and metrics on an HTTP port. Adding it here puts it in the local
+stack (`make run`) and gives tests and benchmarks a process launcher for it
+(`devtools.stack.service_process`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    stack_http_port: int  # on the local stack; INSA_STACK_<NAME>_HTTP_PORT overrides it
+
+    @property
+    def module(self) -> str:
+        return f"services.{self.name}.main"
+
+    @property
+    def env_prefix(self) -> str:
+        return f"INSA_{self.name.upper()}_"
+
+    @property
+    def account(self) -> str:
+        return f"insa-{self.name}"
+
+
+INGESTOR = Service("ingestor", 58001)
+
+# Started by the local stack in this order, once the migrations are applied.
+SERVICES = (INGESTOR,)
+
+
+def by_name(name: str) -> Service:
+    for service in SERVICES:
+        if service.name == name:
+            return service
+    raise KeyError(name)
