@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import TypeVar
 
 import asyncpg
-import orjson
 import redis.asyncio as redis
 import structlog
 
@@ -31,11 +30,11 @@ from services.ingestor.mqtt_source import Delivery, MqttSource
 from services.ingestor.parsing import MessageParser
 from services.ingestor.rejects import RejectLog
 from services.ingestor.settings import IngestorSettings
-from services.ingestor.stream import Entry, TelemetryStream, trim_consumed
 from shared.db import UNAVAILABLE as PG_UNAVAILABLE
 from shared.db import is_broken_connection, is_data_error
 from shared.health import Health
 from shared.redis_client import UNAVAILABLE as REDIS_UNAVAILABLE
+from shared.streams import EncodedEntry, TelemetryWriter, encode_telemetry, trim_consumed
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -53,7 +52,7 @@ class Prepared:
     seen: dict[int, tuple[datetime, bool]] = field(default_factory=dict)
     statuses: list[tuple[int, bool, datetime]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
-    stream: list[Entry] = field(default_factory=list)
+    stream: list[EncodedEntry] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -61,7 +60,7 @@ class Committed:
     """A batch whose rows are committed: next, its stream entries, then its acks."""
 
     items: list[Parsed]
-    stream: list[Entry]
+    stream: list[EncodedEntry]
     committed_at: float
 
 
@@ -72,7 +71,7 @@ class Pipeline:
         self.settings = settings
         self.pool = pool
         self.redis = redis_client
-        self.stream = TelemetryStream(redis_client, settings.stream)
+        self.stream = TelemetryWriter(redis_client, settings.stream)
         self.metrics = metrics
         self.health = health
         self.parser = MessageParser(settings) if guard is None else \
@@ -240,12 +239,8 @@ class Pipeline:
                     if current is None or current[2] < reading.ts:
                         prepared.latest[(device, metric)] = (device, metric, reading.ts,
                                                              v.number, v.text, v.quality)
-                prepared.stream.append((
-                    item.device_id.encode(),
-                    str(int(reading.ts.timestamp() * 1000)).encode(),
-                    orjson.dumps(entry),
-                    b"" if reading.seq is None else str(reading.seq).encode(),
-                ))
+                prepared.stream.append(encode_telemetry(
+                    item.device_id, int(reading.ts.timestamp() * 1000), entry, reading.seq))
         for at, count in limited.values():
             if count > 1:  # a copy: a retried batch is prepared again from the same items
                 prepared.rejects[at] = dataclasses.replace(prepared.rejects[at], count=count)
@@ -259,7 +254,7 @@ class Pipeline:
             self.metrics.rejects.labels(reject.reason).inc(reject.count)
             self.reject_log.record(reject)
 
-    async def _xadd(self, entries: list[Entry]) -> None:
+    async def _xadd(self, entries: list[EncodedEntry]) -> None:
         await self.stream.add(entries)
         self.metrics.stream_entries.inc(len(entries))
 

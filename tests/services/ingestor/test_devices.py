@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import asyncpg
-
 from devtools.stack.servers import RunningBroker
 from devtools.stack.service_process import ServiceProcess
+from tests.utils.db import fetch
 from tests.utils.devices import Device
 from tests.utils.waiting import wait_until
-
-
-async def _fetch(dsn: str, sql: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(sql)
-    finally:
-        await conn.close()
-
 
 LATEST = """SELECT l.time, l.value FROM telemetry_latest l JOIN metrics m ON m.id = l.metric
              WHERE m.name = 'pip'"""
@@ -26,13 +16,13 @@ async def test_a_late_reading_does_not_overwrite_a_newer_latest_value(
         ingestor: ServiceProcess, broker: RunningBroker, db_url: str) -> None:
     dev = Device(broker, "esp-late")
     dev.publish("telemetry", b'{"ts": "2026-11-22T10:00:00Z", "pip": 900}')
-    await wait_until(lambda: _fetch(db_url, LATEST), lambda r: len(r) == 1)
+    await wait_until(lambda: fetch(db_url, LATEST), lambda r: len(r) == 1)
     dev.publish("telemetry", b'{"ts": "2026-11-22T09:00:00Z", "pip": 100}')  # late backlog
-    await wait_until(lambda: _fetch(db_url, "SELECT 1 FROM telemetry"), lambda r: len(r) == 2)
-    latest = await _fetch(db_url, LATEST)
+    await wait_until(lambda: fetch(db_url, "SELECT 1 FROM telemetry"), lambda r: len(r) == 2)
+    latest = await fetch(db_url, LATEST)
     assert latest[0]["value"] == 900 and latest[0]["time"].hour == 10
     dev.publish("telemetry", b'{"ts": "2026-11-22T11:00:00Z", "pip": 950}')
-    await wait_until(lambda: _fetch(db_url, LATEST), lambda r: r[0]["value"] == 950)
+    await wait_until(lambda: fetch(db_url, LATEST), lambda r: r[0]["value"] == 950)
     dev.close()
 
 
@@ -44,11 +34,11 @@ async def test_last_will_marks_the_device_offline(
     dev = Device(broker, "esp-will", will=b"offline")
     dev.publish("status", b"online", retain=True)
     dev.publish("telemetry", b'{"flow_rate": 1}')
-    online = await wait_until(lambda: _fetch(db_url, STATUS),
+    online = await wait_until(lambda: fetch(db_url, STATUS),
                               lambda r: bool(r) and r[0]["status"] == "online")
     assert online[0]["last_seen"] is not None
     dev.kill()  # no DISCONNECT: the broker publishes the Last Will
-    await wait_until(lambda: _fetch(db_url, STATUS), lambda r: r[0]["status"] == "offline",
+    await wait_until(lambda: fetch(db_url, STATUS), lambda r: r[0]["status"] == "offline",
                      what="Last Will to mark the device offline")
 
 
@@ -57,13 +47,13 @@ async def test_json_status_with_an_older_timestamp_does_not_win(
     dev = Device(broker, "esp-order")
     query = "SELECT status FROM devices WHERE device_id = 'esp-order'"
     dev.publish("status", b'{"status": "offline", "ts": "2026-11-22T10:00:00Z"}')
-    await wait_until(lambda: _fetch(db_url, query), lambda r: bool(r) and
+    await wait_until(lambda: fetch(db_url, query), lambda r: bool(r) and
                      r[0]["status"] == "offline")
     dev.publish("status", b'{"status": "online", "ts": "2026-11-22T09:00:00Z"}')
     dev.publish("status", b'{"status": "offline", "ts": "2026-11-22T10:30:00Z"}')
-    await wait_until(lambda: _fetch(db_url, "SELECT 1 FROM devices WHERE status_changed_at = "
+    await wait_until(lambda: fetch(db_url, "SELECT 1 FROM devices WHERE status_changed_at = "
                                             "'2026-11-22T10:30:00Z'"), lambda r: len(r) == 1)
-    assert (await _fetch(db_url, query))[0]["status"] == "offline"
+    assert (await fetch(db_url, query))[0]["status"] == "offline"
     dev.close()
 
 
@@ -73,9 +63,9 @@ async def test_silent_devices_go_offline_after_the_inactivity_timeout(
     dev = Device(broker, "esp-quiet")
     dev.publish("telemetry", b'{"flow_rate": 1}')
     query = "SELECT status FROM devices WHERE device_id = 'esp-quiet'"
-    await wait_until(lambda: _fetch(db_url, query), lambda r: bool(r) and
+    await wait_until(lambda: fetch(db_url, query), lambda r: bool(r) and
                      r[0]["status"] == "online")
-    await wait_until(lambda: _fetch(db_url, query), lambda r: r[0]["status"] == "offline",
+    await wait_until(lambda: fetch(db_url, query), lambda r: r[0]["status"] == "offline",
                      timeout=10, what="inactivity timeout")
     assert ingestor.metric("insa_ingestor_devices_timed_out_total") == 1
     dev.close()
@@ -89,15 +79,15 @@ async def test_within_one_batch_the_later_of_status_and_telemetry_wins(
     for device in (back, gone):  # both online already, from an earlier batch
         device.publish("telemetry", b'{"pip": 0}')
     query = "SELECT device_id, status FROM devices ORDER BY device_id"
-    await wait_until(lambda: _fetch(db_url, query),
+    await wait_until(lambda: fetch(db_url, query),
                      lambda r: [x["status"] for x in r] == ["online", "online"])
     back.publish("status", b"offline")           # e.g. its Last Will...
     back.publish("telemetry", b'{"pip": 1}')     # ...then it is back
     gone.publish("telemetry", b'{"pip": 1}')
     gone.publish("status", b"offline")
     telemetry = "SELECT 1 FROM telemetry"
-    await wait_until(lambda: _fetch(db_url, telemetry), lambda r: len(r) == 4)
-    rows = await _fetch(db_url, query)
+    await wait_until(lambda: fetch(db_url, telemetry), lambda r: len(r) == 4)
+    rows = await fetch(db_url, query)
     assert [(r["device_id"], r["status"]) for r in rows] == [("esp-back", "online"),
                                                              ("esp-gone", "offline")]
     back.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 
-import asyncpg
 import orjson
 
 from devtools.stack.servers import RunningBroker
@@ -17,6 +16,7 @@ from devtools.stack.service_process import ServiceProcess
 from tests.mosquitto.mqtt_helpers import MqttTestClient
 from tests.services.ingestor.test_delivery import assert_exactly_once, count_seqs, stored_seqs
 from tests.services.ingestor.test_delivery import readings as make_readings
+from tests.utils.db import fetch, fetchrow
 from tests.utils.devices import Device, publish_at_rate
 from tests.utils.waiting import wait_until
 
@@ -126,16 +126,3 @@ async def test_a_flooding_device_is_suspended_in_the_broker_and_others_keep_flow
         ("insa-ingestor", "device.resume", "esp-flooder", "success")]
     flooder.close()
     victim.close()
-
-
-async def fetch(dsn: str, query: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(query)
-    finally:
-        await conn.close()
-
-
-async def fetchrow(dsn: str, query: str) -> asyncpg.Record | None:
-    rows = await fetch(dsn, query)
-    return rows[0] if rows else None

@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as redis
 
 from devtools.stack.servers import RunningRedis
-from services.ingestor.stream import trim_consumed
+from shared.streams import trim_consumed
 
 KEY = "insa:telemetry"
 
