@@ -32,9 +32,10 @@ class Service:
 
 
 INGESTOR = Service("ingestor", 58001)
+DIAGNOSTICS = Service("diagnostics", 58002)
 
 # Started by the local stack in this order, once the migrations are applied.
-SERVICES = (INGESTOR,)
+SERVICES = (INGESTOR, DIAGNOSTICS)
 
 
 def by_name(name: str) -> Service:

@@ -9,6 +9,7 @@ import asyncio
 import importlib
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -115,6 +116,26 @@ def status() -> None:
     _stack_call("status")
 
 
+FAULT_HELP = ("gas_lock, pump_off, broken_shaft, closed_valve, overload, underload, "
+              "overheating, bearing_wear, vsd_out_of_range, sensor_fault "
+              "(sensor_flatline is an alias of sensor_fault)")
+
+
+def parse_scenarios(items: tuple[str, ...]) -> dict[str, str]:
+    """DEVICE=FAULT pairs -> {device: fault code}."""
+    from services.simulator.faults import canonical_fault
+
+    scenarios = {}
+    for item in items:
+        device, _, fault = item.partition("=")
+        try:
+            scenarios[device] = canonical_fault(fault)
+        except ValueError:
+            raise click.BadParameter(f"unknown fault {fault!r} in {item!r}",
+                                     param_hint="--scenario") from None
+    return scenarios
+
+
 @main.command()
 @click.option("--secrets", "secrets_file", type=click.Path(exists=True, dir_okay=False),
               required=True, help="File of device=password lines (the stack's secrets.env).")
@@ -124,22 +145,21 @@ def status() -> None:
 @click.option("--interval", type=float, default=5.0, show_default=True,
               help="Seconds between readings of one device.")
 @click.option("--scenario", multiple=True, metavar="DEVICE=FAULT",
-              help="Inject a fault into a device (repeatable). Faults: gas_lock, pump_off, "
-                   "broken_shaft, closed_valve, overload, overheating, bearing_wear, "
-                   "sensor_flatline.")
+              help=f"Inject a fault into a device (repeatable). Faults: {FAULT_HELP}.")
 @click.option("--fault-onset", type=float, default=120.0, show_default=True,
               help="Seconds after start when faults begin.")
 @click.option("--fault-ramp", type=float, default=600.0, show_default=True,
-              help="Seconds for a fault to develop fully.")
+              help="Seconds for a gradual fault to develop fully (sudden ones ignore it).")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Wells are drawn from (seed, device id): the same well on every run.")
 @click.option("--mqtt-host", envvar="INSA_MQTT_HOST", default="127.0.0.1", show_default=True)
 @click.option("--mqtt-port", envvar="INSA_MQTT_PORT", type=int, default=1883, show_default=True)
 def simulate(secrets_file: str, prefix: str, devices: int | None, interval: float,
              scenario: tuple[str, ...], fault_onset: float, fault_ramp: float,
-             duration: float | None, mqtt_host: str, mqtt_port: int) -> None:
+             duration: float | None, seed: int, mqtt_host: str, mqtt_port: int) -> None:
     """Run a fleet of simulated ESP controllers publishing telemetry over MQTT."""
 
-    from services.simulator.esp_model import FAULTS
     from services.simulator.main import SimulatorConfig, read_credentials
     from services.simulator.main import simulate as run_simulation
     from shared.logging import configure_logging
@@ -149,19 +169,99 @@ def simulate(secrets_file: str, prefix: str, devices: int | None, interval: floa
     chosen = dict(sorted(credentials.items())[:devices] if devices else sorted(credentials.items()))
     if not chosen:
         raise click.UsageError(f"no devices starting with {prefix!r} in {secrets_file}")
-    scenarios = {}
-    for item in scenario:
-        device, _, fault = item.partition("=")
-        if fault not in FAULTS:
-            raise click.BadParameter(f"unknown fault {fault!r} in {item!r}",
-                                     param_hint="--scenario")
-        scenarios[device] = fault
-    cfg = SimulatorConfig(mqtt_host, mqtt_port, chosen, interval, scenarios, fault_onset,
-                          fault_ramp, duration)
+    cfg = SimulatorConfig(mqtt_host, mqtt_port, chosen, interval, parse_scenarios(scenario),
+                          fault_onset, fault_ramp, duration, seed)
     try:
         asyncio.run(run_simulation(cfg))
     except KeyboardInterrupt:
         pass
+
+
+@main.command("simulate-file")
+@click.argument("output", type=click.Path(dir_okay=False, writable=True))
+@click.option("--wells", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=24.0,
+              show_default=True)
+@click.option("--interval", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds between readings of one well.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--scenario", multiple=True, metavar="WELL=FAULT",
+              help=f"Give a well a fault (repeatable), e.g. W-3=gas_lock. Faults: {FAULT_HELP}.")
+@click.option("--faults", "random_faults", type=click.IntRange(0), default=0,
+              show_default=True, help="Give this many other wells a random fault each.")
+@click.option("--setpoint-steps", type=click.IntRange(0), default=0, show_default=True,
+              help="Operator VSD setpoint steps across the fleet (healthy events).")
+@click.option("--stops", type=click.IntRange(0), default=0, show_default=True,
+              help="Planned stops and restarts across the fleet (healthy events).")
+@click.option("--glitches/--no-glitches", default=True, show_default=True,
+              help="Single-sample spikes, gaps and dropped metrics.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
+              help="Default: from OUTPUT's extension (.csv), else jsonl.")
+@click.option("--labels", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Ground truth (JSON lines). Default: OUTPUT with .labels.jsonl.")
+@click.option("--start", type=click.DateTime(["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"]),
+              default="2026-01-01", show_default=True, help="UTC time of the first reading.")
+@click.option("--prefix", default="W-", show_default=True, help="Well ids: PREFIX1...")
+def simulate_file(output: str, wells: int, hours: float, interval: float, seed: int,
+                  scenario: tuple[str, ...], random_faults: int, setpoint_steps: int,
+                  stops: int, glitches: bool, fmt: str | None, labels: str | None,
+                  start: datetime, prefix: str) -> None:
+    """Write a simulated fleet's readings for `insa diagnose` (JSON lines or CSV) and a
+    ground-truth labels file. Deterministic for a seed."""
+    from datetime import UTC
+
+    from services.simulator.scenario_file import FleetConfig, generate
+
+    path = Path(output)
+    fmt = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+    labels_path = Path(labels) if labels else path.with_name(path.stem + ".labels.jsonl")
+    if labels_path.resolve() == path.resolve():
+        raise click.UsageError("--labels must differ from OUTPUT")
+    cfg = FleetConfig(wells=wells, hours=hours, interval=interval, seed=seed,
+                      scenarios=parse_scenarios(scenario), random_faults=random_faults,
+                      setpoint_steps=setpoint_steps, stops=stops, glitches=glitches,
+                      start=start.replace(tzinfo=UTC), prefix=prefix)
+    try:
+        n = generate(cfg, path, labels_path, fmt)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scenario") from None
+    click.echo(f"{n} readings from {wells} wells -> {path} ({fmt}); labels -> {labels_path}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--limits", "limits_file", type=click.Path(exists=True, dir_okay=False,
+                                                          path_type=Path),
+              help="JSON overrides of the diagnosis limits: {defaults, device_types, devices}.")
+def diagnose(file: Path, limits_file: Path | None) -> None:
+    """Diagnose the readings in FILE (JSON lines or .csv); diagnosis events go to stdout as
+    JSON lines, in file order. Bad lines are reported on stderr and skipped."""
+    import orjson
+
+    from services.diagnostics.engine import DiagnosisEngine
+    from services.diagnostics.limits import LimitBook
+    from services.diagnostics.offline import read_file
+
+    try:
+        limits = LimitBook.from_json(limits_file.read_bytes()) if limits_file else LimitBook()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--limits") from exc
+    engine = DiagnosisEngine(limits)
+    out = sys.stdout.buffer
+    bad = 0
+
+    def report(line: int, error: str) -> None:
+        nonlocal bad
+        bad += 1
+        click.echo(f"{file}:{line}: skipped: {error}", err=True)
+
+    with click.progressbar(length=file.stat().st_size, label="diagnosing", file=sys.stderr,
+                           show_eta=True) as bar:
+        for event in engine.process_all(read_file(file, report, bar.update)):
+            out.write(orjson.dumps(event.as_dict()) + b"\n")
+    out.flush()
+    if bad:
+        click.echo(f"{bad} line(s) skipped", err=True)
 
 
 @main.group()
@@ -176,10 +276,12 @@ def bench() -> None:
               help="Ingestor batch size (messages).")
 @click.option("--replicas", type=int, default=1, show_default=True,
               help="Ingestor processes, each taking its partition of the devices.")
+@click.option("--units", is_flag=True,
+              help="Every value as a {value, unit} object, most in a unit to convert.")
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON result here (default bench-results/ingest-<time>.json).")
 def bench_ingest(messages: int, devices: int, batch_max_messages: int, replicas: int,
-                 output: str | None) -> None:
+                 units: bool, output: str | None) -> None:
     """Ingest throughput, latency, loss and duplicates vs the broker's raw pass-through."""
     import json
     import time
@@ -191,7 +293,8 @@ def bench_ingest(messages: int, devices: int, batch_max_messages: int, replicas:
     configure_logging("bench", level="WARNING", fmt="console")
 
     result = run_bench(BenchConfig(messages=messages, devices=devices,
-                                   batch_max_messages=batch_max_messages, replicas=replicas),
+                                   batch_max_messages=batch_max_messages, replicas=replicas,
+                                   units=units),
                        progress=lambda line: click.echo(line, err=True))
     click.echo(report(result))
     path = Path(output or f"bench-results/ingest-{time.strftime('%Y%m%dT%H%M%S')}.json")
@@ -226,6 +329,30 @@ def bench_flood(qos: int, seconds: float) -> None:
 
     configure_logging("bench", level="WARNING", fmt="console")
     click.echo(report(run_bench(qos, seconds, progress=lambda s: click.echo(s, err=True))))
+
+
+@bench.command("diagnose")
+@click.option("--wells", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--hours", type=float, default=12.0, show_default=True)
+@click.option("--interval", type=float, default=60.0, show_default=True,
+              help="Seconds between one well's readings.")
+def bench_diagnose(wells: int, hours: float, interval: float) -> None:
+    """Readings judged per second: the engine alone, and the service draining the stream."""
+    import time
+
+    import orjson
+
+    from devtools.bench.diagnose import BenchConfig, report
+    from devtools.bench.diagnose import run as run_bench
+    from shared.logging import configure_logging
+
+    configure_logging("bench", level="WARNING", fmt="console")
+    result = run_bench(BenchConfig(wells=wells, hours=hours, interval=interval),
+                       progress=lambda s: click.echo(s, err=True))
+    path = Path(f"bench-results/diagnose-{time.strftime('%Y%m%dT%H%M%S')}.json")
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    click.echo(report(result) + f"\nJSON: {path}")
 
 
 if __name__ == "__main__":

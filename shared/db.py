@@ -24,6 +24,12 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, UNAVAILABLE) and not is_data_error(exc)
 
 
+def is_database_error(exc: BaseException) -> bool:
+    """Any failure of the database or of talking to it, data errors included: for loops
+    that must outlive everything (a data error there is waited out or skipped, not fatal)."""
+    return isinstance(exc, UNAVAILABLE)
+
+
 def is_broken_connection(exc: BaseException) -> bool:
     """The session cannot be trusted any more: drop it instead of returning it to the pool."""
     return isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError)

@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from shared.lifecycle import sleep_or_stop
+
 
 class Health:
     """Named dependency checks; ready only when every one is ok and we are not stopping."""
@@ -51,11 +53,8 @@ async def probe_dependencies(health: Health, probes: dict[str, Callable[[], Awai
                 health.failing(name, f"{type(exc).__name__}: {exc}")
             else:
                 health.ok(name)
-        try:
-            await asyncio.wait_for(stop.wait(), interval)
+        if await sleep_or_stop(stop, interval):
             return
-        except TimeoutError:
-            pass
 
 
 def health_app(health: Health, registry: CollectorRegistry | None = None) -> Starlette:

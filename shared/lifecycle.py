@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from shared.health import Health
+if TYPE_CHECKING:  # health.py waits with the helpers below
+    from shared.health import Health
 
 log = structlog.get_logger(__name__)
 
@@ -62,3 +63,35 @@ class Lifecycle:
                 log.warning("drain deadline passed; cancelling", task=task.get_name())
                 task.cancel()
         self.stopped.set()
+
+
+async def wait_any(*events: asyncio.Event | None, timeout: float | None = None) -> bool:
+    """Wait until one of `events` is set or `timeout` passes; True when one is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events if e is not None]
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return bool(done)
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep, cut short by `stop`; True when stopped."""
+    return await wait_any(stop, timeout=seconds)
+
+
+async def run_periodically(job: Callable[[], Awaitable[None]], *, every: float,
+                           stop: asyncio.Event, what: str,
+                           transient: Callable[[BaseException], bool]) -> None:
+    """Run `job` every `every` seconds until `stop`. A transient failure skips one round
+    (the next one catches up); anything else is a bug and propagates."""
+    while not await sleep_or_stop(stop, every):
+        try:
+            await job()
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            log.warning("periodic task skipped a round", task=what,
+                        error=f"{type(exc).__name__}: {exc}")

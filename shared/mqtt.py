@@ -6,6 +6,7 @@ import re
 import ssl
 from dataclasses import dataclass
 
+import aiomqtt
 import paho.mqtt.client as paho
 
 from shared.settings import CommonSettings
@@ -29,6 +30,13 @@ def telemetry_topic(device_id: str, metric: str | None = None) -> str:
 def status_topic(device_id: str) -> str:
     return f"insa/devices/{device_id}/status"
 
+
+def diagnostics_topic(device_id: str) -> str:
+    return f"insa/diagnostics/{device_id}"
+
+
+def alerts_topic(severity: str, device_id: str) -> str:
+    return f"insa/alerts/{severity}/{device_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +66,14 @@ def tls_context(common: CommonSettings) -> ssl.SSLContext | None:
         return None
     return ssl.create_default_context(
         cafile=str(common.mqtt_ca_file) if common.mqtt_ca_file else None)
+
+
+def aiomqtt_client(common: CommonSettings, username: str, password: str) -> aiomqtt.Client:
+    """An aiomqtt MQTT 5 client (for services that only publish, or ack on receipt)."""
+    return aiomqtt.Client(common.mqtt_host, common.mqtt_port, identifier=username,
+                          username=username, password=password,
+                          protocol=aiomqtt.ProtocolVersion.V5, tls_context=tls_context(common),
+                          keepalive=30)
 
 
 def paho_client(common: CommonSettings, username: str, password: str) -> paho.Client:

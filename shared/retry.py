@@ -18,6 +18,8 @@ from typing import TypeVar
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
+from shared.lifecycle import sleep_or_stop
+
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
@@ -51,12 +53,8 @@ async def retry_until_available(
     async def sleep(seconds: float) -> None:
         if stop is None:
             await asyncio.sleep(seconds)
-            return
-        try:
-            await asyncio.wait_for(stop.wait(), seconds)
-        except TimeoutError:
-            return
-        raise Stopped(what)
+        elif await sleep_or_stop(stop, seconds):
+            raise Stopped(what)
 
     retrying = AsyncRetrying(retry=retry_if_exception(transient), sleep=sleep,
                              wait=wait_random_exponential(multiplier=initial, max=max_delay),

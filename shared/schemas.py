@@ -95,6 +95,7 @@ _reading = TypeAdapter(ReadingModel)
 _flat_values = TypeAdapter(dict[str, MetricValue])
 _metric_value = TypeAdapter(MetricValue)
 _status = TypeAdapter(StatusModel)
+_timestamp_text = TypeAdapter(Timestamp)
 
 
 # Parsed values are plain (not frozen) slotted dataclasses: frozen ones construct several
@@ -216,6 +217,15 @@ def _timestamp(ts: datetime | None, received: datetime, limits: Limits) -> datet
     except (OverflowError, ValueError) as exc:
         raise ValidationFailed("invalid_timestamp", f"timestamp {ts.isoformat()} is out of "
                                                     f"range: {exc}") from None
+
+
+def parse_timestamp(text: str, limits: Limits) -> datetime:
+    """A timestamp on its own (a CSV cell): ISO 8601 with offset, or epoch s or ms."""
+    try:
+        ts = _timestamp_text.validate_python(text)
+    except PydanticValidationError as exc:
+        raise _pydantic_reason(exc) from None
+    return _timestamp(ts, datetime.now(UTC), limits)
 
 
 def _one_reading(obj: Any, device_id: str, received: datetime, limits: Limits) -> Reading:

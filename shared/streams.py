@@ -62,6 +62,22 @@ def decode_telemetry(fields: dict[bytes, bytes]) -> TelemetryEntry:
                           int(seq) if seq else None)
 
 
+# --- insa:diagnostics entries -------------------------------------------------------------
+def encode_diagnosis(device_id: str, ts_ms: int, diagnosis: dict[str, Any]) -> dict[str, bytes]:
+    """device_id, ts (epoch ms of the reading that caused it), diagnosis (the event's JSON,
+    with its `id` in `diagnoses`: consumers see at-least-once and drop a repeated id)."""
+    return {"device_id": device_id.encode(), "ts": str(ts_ms).encode(),
+            "diagnosis": orjson.dumps(diagnosis)}
+
+
+def decode_diagnosis(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """Raises ValueError (or KeyError) for an entry that is not in the contract's form."""
+    diagnosis = orjson.loads(fields[b"diagnosis"])
+    if not isinstance(diagnosis, dict):
+        raise ValueError("diagnosis is not a JSON object")
+    return diagnosis
+
+
 # One EVALSHA adds a whole batch: far cheaper for the ingestor than one pipelined XADD
 # per reading (redis-py spends more packing commands than Redis spends running them).
 XADD_MANY = """

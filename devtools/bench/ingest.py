@@ -52,6 +52,7 @@ class BenchConfig:
     # this fraction of the sustained rate, for this many seconds.
     paced_fraction: float = 0.5
     paced_seconds: float = 10.0
+    units: bool = False  # every value a {value, unit} object (publishers.UNITS)
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Phase:
 
 
 def measure_raw_passthrough(broker: RunningBroker, credentials: dict[str, str],
-                            per_device: int) -> Phase:
+                            per_device: int, units: bool = False) -> Phase:
     """The ceiling: the same publishers into a C QoS 1 subscriber that stores nothing."""
     total = per_device * len(credentials)
     binary = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
@@ -75,7 +76,7 @@ def measure_raw_passthrough(broker: RunningBroker, credentials: dict[str, str],
          "-t", "insa/devices/+/telemetry", "-C", str(total)], stdout=subprocess.DEVNULL)
     time.sleep(0.5)  # subscribed before the first publish
     started = time.monotonic()
-    publish_all(broker.port, credentials, per_device)
+    publish_all(broker.port, credentials, per_device, units=units)
     sub.wait(600)
     return Phase(total, time.monotonic() - started)
 
@@ -93,7 +94,8 @@ class CpuSampler:
 
 def measure_ingest(ingestors: list[ServiceProcess], broker: RunningBroker,
                    credentials: dict[str, str], per_device: int,
-                   rate_per_device: float | None = None) -> tuple[Phase, float]:
+                   rate_per_device: float | None = None,
+                   units: bool = False) -> tuple[Phase, float]:
     """Publish and wait until every value is committed; returns the phase and CPU seconds."""
     total = per_device * len(credentials)
     rows_before = sum(i.metric("insa_ingestor_rows_written_total") for i in ingestors)
@@ -101,7 +103,8 @@ def measure_ingest(ingestors: list[ServiceProcess], broker: RunningBroker,
     cpu_before = sum(c.seconds() for c in cpus)
     started = time.monotonic()
     publisher = threading.Thread(target=publish_all,
-                                 args=(broker.port, credentials, per_device, rate_per_device))
+                                 args=(broker.port, credentials, per_device, rate_per_device),
+                                 kwargs={"units": units})
     publisher.start()
     deadline = started + 900
     while sum(i.metric("insa_ingestor_rows_written_total") for i in ingestors) - rows_before \
@@ -172,7 +175,8 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
     devices = [f"bench-{n:04d}" for n in range(cfg.devices)]
     paced_devices = [f"paced-{n:04d}" for n in range(cfg.devices)]
     progress(f"starting private PostgreSQL, Redis, Mosquitto ({cfg.devices} devices, "
-             f"{total} messages of {len(METRICS)} values)")
+             f"{total} messages of {len(METRICS)} values"
+             f"{', each with a unit' if cfg.units else ''})")
     pg = start_postgres(durable=True)
     rd = start_redis()
     broker = start_broker(devices=devices + paced_devices)
@@ -182,7 +186,7 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
         asyncio.run(migrate(dsn))
         credentials = {d: broker.credentials[d] for d in devices}
         progress("phase 1: broker raw QoS 1 pass-through (no ingestor)")
-        raw = measure_raw_passthrough(broker, credentials, per_device)
+        raw = measure_raw_passthrough(broker, credentials, per_device, cfg.units)
         progress(f"  {raw.rate:,.0f} messages/s")
         for n in range(cfg.replicas):
             env = ingestor_environment(
@@ -199,7 +203,8 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
             ingestors[-1].start()
         progress(f"phase 2: ingest with {cfg.replicas} ingestor(s) "
                  "(publish → committed in PostgreSQL → streamed → acked)")
-        phase, cpu_seconds = measure_ingest(ingestors, broker, credentials, per_device)
+        phase, cpu_seconds = measure_ingest(ingestors, broker, credentials, per_device,
+                                            units=cfg.units)
         latencies, stream_lost, stream_dups = check_stream(rd.url, credentials, per_device)
         paced_rate = phase.rate * cfg.paced_fraction
         paced_per_device = max(1, round(paced_rate * cfg.paced_seconds / cfg.devices))
@@ -207,7 +212,7 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
                  f"for {cfg.paced_seconds:.0f} s")
         paced_credentials = {d: broker.credentials[d] for d in paced_devices}
         measure_ingest(ingestors, broker, paced_credentials, paced_per_device,
-                       rate_per_device=paced_rate / cfg.devices)
+                       rate_per_device=paced_rate / cfg.devices, units=cfg.units)
         paced, paced_lost, paced_dups = check_stream(rd.url, paced_credentials,
                                                      paced_per_device)
         paced_total = paced_per_device * cfg.devices
@@ -242,7 +247,8 @@ def report(result: dict[str, Any]) -> str:
     paced = result["paced"]
     plat = paced["latency_ms"]
     return "\n".join([
-        f"ingest: {result['messages']:,} messages ({result['values']:,} values) "
+        f"ingest: {result['messages']:,} messages ({result['values']:,} values"
+        f"{', each with a unit' if result['config'].get('units') else ''}) "
         f"in {result['seconds']} s, {result['config']['replicas']} ingestor(s)",
         f"  sustained        {result['messages_per_s']:,} messages/s, "
         f"{result['values_per_s']:,} values/s",

@@ -13,12 +13,20 @@ import orjson
 
 METRICS = ("flow_rate", "pip", "discharge_pressure", "motor_current", "motor_temp",
            "intake_temp", "vibration", "vsd_frequency", "gor", "power")
+# `--units`: every value as a {value, unit} object, in a unit the ingestor converts where
+# the metric has another (DESIGN.md section 9), as a SCADA bridge in metric units sends.
+UNITS = {"flow_rate": "m3/d", "pip": "kPa", "discharge_pressure": "kPa", "motor_current": "A",
+         "motor_temp": "degF", "intake_temp": "degF", "vibration": "in/s",
+         "vsd_frequency": "Hz", "gor": "m3/m3", "power": "hp"}
 
 
-def reading_line(seq: int, ts_us: int) -> bytes:
+def reading_line(seq: int, ts_us: int, units: bool = False) -> bytes:
     """One 10-metric reading; `ts` is when it is handed to the publisher (µs precision)."""
     ts = datetime.fromtimestamp(ts_us / 1e6, UTC).isoformat()
-    values = {m: 1000.0 + (seq % 997) * 0.5 + i for i, m in enumerate(METRICS)}
+    values: dict[str, object] = {m: 1000.0 + (seq % 997) * 0.5 + i
+                                 for i, m in enumerate(METRICS)}
+    if units:
+        values = {m: {"value": v, "unit": UNITS[m]} for m, v in values.items()}
     return orjson.dumps({"ts": ts, "seq": seq, "telemetry": values}) + b"\n"
 
 
@@ -26,9 +34,10 @@ class DevicePublisher:
     """Publishes `count` readings as one device at QoS 1 through mosquitto_pub."""
 
     def __init__(self, port: int, device_id: str, password: str, count: int,
-                 rate: float | None = None) -> None:
+                 rate: float | None = None, units: bool = False) -> None:
         self.device_id = device_id
         self.count = count
+        self.units = units
         self.rate = rate  # readings per second for this device; None = as fast as acked
         binary = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
         self.proc = subprocess.Popen(
@@ -51,7 +60,7 @@ class DevicePublisher:
                 if delay > 0:
                     time.sleep(delay)
             last_us = max(time.time_ns() // 1000, last_us + 1)  # unique per device
-            self.proc.stdin.write(reading_line(seq, last_us))
+            self.proc.stdin.write(reading_line(seq, last_us, self.units))
             if self.rate:
                 self.proc.stdin.flush()
         self.proc.stdin.close()
@@ -69,9 +78,10 @@ class DevicePublisher:
 
 
 def publish_all(port: int, credentials: dict[str, str], per_device: int,
-                rate_per_device: float | None = None, timeout: float = 600) -> float:
+                rate_per_device: float | None = None, timeout: float = 600,
+                units: bool = False) -> float:
     """Run every device's publisher to completion; returns the wall time it took."""
-    publishers = [DevicePublisher(port, d, p, per_device, rate_per_device)
+    publishers = [DevicePublisher(port, d, p, per_device, rate_per_device, units)
                   for d, p in credentials.items()]
     started = time.monotonic()
     for pub in publishers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import shutil
@@ -43,6 +44,22 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes
     raise DevstackError(f"{what} did not listen on port {port} within {timeout:.0f}s")
 
 
+def wait_for_postgres(port: int, timeout: float = 30.0,
+                      proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Until PostgreSQL accepts sessions: it listens before recovery ends, and a
+    connection during recovery fails with "the database system is starting up"."""
+    deadline = time.monotonic() + timeout
+    wait_for_port(port, timeout, proc, what="postgres")
+    isready = [pg_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]
+    while time.monotonic() < deadline:
+        if subprocess.run(isready, check=False).returncode == 0:
+            return
+        if proc is not None and proc.poll() is not None:
+            raise DevstackError(f"postgres exited with code {proc.returncode} during start")
+        time.sleep(0.1)
+    raise DevstackError(f"postgres did not accept sessions on port {port} within {timeout:.0f}s")
+
+
 def unprivileged_user(name: str) -> str | None:
     """The system account to run a server as when we are root (PostgreSQL refuses root)."""
     if os.geteuid() != 0:
@@ -76,6 +93,19 @@ def pg_bin(tool: str) -> str:
     raise DevstackError(f"PostgreSQL binary {tool!r} not found (looked in {PG_BIN_CANDIDATES})")
 
 
+@functools.cache
+def timescaledb_installed() -> bool:
+    """Whether the PostgreSQL these tools run has TimescaleDB in its library directory."""
+    bindir = Path(pg_bin("postgres")).parent
+    pg_config = bindir / "pg_config"  # the server's own (its dev package), not libpq's
+    if pg_config.exists():
+        libdir = Path(subprocess.run([str(pg_config), "--pkglibdir"], check=True,
+                                     capture_output=True, text=True).stdout.strip())
+    else:
+        libdir = bindir.parent / "lib"  # Debian's layout
+    return (libdir / "timescaledb.so").exists()
+
+
 @dataclass(frozen=True)
 class PostgresSpec:
     datadir: Path
@@ -94,6 +124,11 @@ class PostgresSpec:
     def argv(self) -> list[str]:
         argv = [pg_bin("postgres"), "-D", str(self.datadir), "-p", str(self.port),
                 "-h", "127.0.0.1", "-k", str(self.socket_dir)]
+        if timescaledb_installed():
+            # As production runs: without preloading, the migrations take the plain-PostgreSQL
+            # branch even where the extension is installed.
+            argv += ["-c", "shared_preload_libraries=timescaledb",
+                     "-c", "timescaledb.telemetry_level=off"]
         if not self.durable:
             argv += ["-c", "fsync=off", "-c", "synchronous_commit=off",
                      "-c", "full_page_writes=off"]

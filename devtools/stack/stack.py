@@ -29,10 +29,19 @@ from devtools.stack.processes import (
     port_open,
     unprivileged_user,
     wait_for_port,
+    wait_for_postgres,
 )
 from shared.broker_accounts import SERVICE_ACCOUNTS
 
 START_RETRIES = 1_000_000
+
+# The simulated fleet: device number -> injected fault; the others are healthy wells.
+# Faults begin after five minutes of healthy baseline (the engine learns each well from
+# its first readings) and develop over ten, so a newcomer sees diagnoses within minutes.
+SIMULATOR_SCENARIOS = {2: "gas_lock", 3: "bearing_wear", 5: "overload", 6: "closed_valve",
+                       8: "pump_off", 9: "overheating"}
+SIMULATOR_FAULT_ONSET_S = 300
+SIMULATOR_FAULT_RAMP_S = 600
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,7 @@ class StackConfig:
             mqtts_port=int(env("INSA_STACK_MQTTS_PORT", "58883")),
             http_ports={s.name: int(env(f"INSA_STACK_{s.name.upper()}_HTTP_PORT",
                                         str(s.stack_http_port))) for s in SERVICES},
-            simulator_devices=int(env("INSA_STACK_SIM_DEVICES", "5")),
+            simulator_devices=int(env("INSA_STACK_SIM_DEVICES", "10")),
         )
 
     @property
@@ -86,6 +95,16 @@ def load_secrets(rundir: Path, device_ids: list[str]) -> dict[str, str]:
 
 def simulator_device_ids(cfg: StackConfig) -> list[str]:
     return [f"sim-esp-{n:03d}" for n in range(1, cfg.simulator_devices + 1)]
+
+
+def simulator_argv(cfg: StackConfig, insa: str) -> list[str]:
+    devices = simulator_device_ids(cfg)
+    scenarios = [arg for n, fault in SIMULATOR_SCENARIOS.items() if n <= len(devices)
+                 for arg in ("--scenario", f"{devices[n - 1]}={fault}")]
+    return [insa, "simulate", "--devices", str(len(devices)),
+            "--secrets", str(cfg.rundir / "secrets.env"), "--interval", "5",
+            "--fault-onset", str(SIMULATOR_FAULT_ONSET_S),
+            "--fault-ramp", str(SIMULATOR_FAULT_RAMP_S), *scenarios]
 
 
 def service_environment(cfg: StackConfig, secret: dict[str, str]) -> dict[str, str]:
@@ -133,18 +152,14 @@ def write_supervisor_config(cfg: StackConfig, pg: PostgresSpec, rd: RedisSpec,
                             broker: BrokerSpec, env: dict[str, str],
                             pg_user: str | None, redis_user: str | None) -> None:
     insa = str(Path(sys.executable).parent / "insa")
-    devices = simulator_device_ids(cfg)
     programs = [
         _program("postgres", pg.argv(), cfg, user=pg_user, stopsignal="INT", priority=10),
         _program("redis", rd.argv(), cfg, user=redis_user, priority=10),
         _program("mosquitto", broker.argv(), cfg, priority=10),
         *[_program(s.name, [insa, "run", s.name], cfg, env=env, autostart=False)
           for s in SERVICES],
-        _program("simulator", [insa, "simulate", "--devices", str(len(devices)),
-                               "--secrets", str(cfg.rundir / "secrets.env"),
-                               "--interval", "5", "--scenario", "sim-esp-002=gas_lock",
-                               "--scenario", "sim-esp-003=bearing_wear"],
-                 cfg, env=env, autostart=False, priority=200),
+        _program("simulator", simulator_argv(cfg, insa), cfg, env=env, autostart=False,
+                 priority=200),
     ]
     sock = cfg.rundir / "supervisor.sock"
     cfg.supervisor_conf.write_text(
@@ -203,13 +218,31 @@ def up(cfg: StackConfig) -> str:
         write_supervisor_config(cfg, pg, rd, broker, env, pg_user, redis_user)
         subprocess.run([str(Path(sys.executable).parent / "supervisord"), "-c",
                         str(cfg.supervisor_conf)], check=True)
-    for port, what in ((cfg.pg_port, "postgres"), (cfg.redis_port, "redis"),
-                       (cfg.mqtt_port, "mosquitto")):
+    for port, what in ((cfg.redis_port, "redis"), (cfg.mqtt_port, "mosquitto")):
         wait_for_port(port, timeout=60, what=what)
+    wait_for_postgres(cfg.pg_port, timeout=60)
     _ensure_database(pg)
     applied = asyncio.run(migrate(env["INSA_DATABASE_URL"]))
+    storage = asyncio.run(_storage(env["INSA_DATABASE_URL"]))
     supervisorctl(cfg, "start", *(s.name for s in SERVICES), "simulator")
-    return summary(cfg, applied, already_running=running is not None)
+    return summary(cfg, applied, storage, already_running=running is not None)
+
+
+async def _storage(dsn: str) -> str:
+    """What the telemetry is stored on, as the migrations decided."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        version = await conn.fetchval(
+            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+        server = await conn.fetchval("SHOW server_version")
+    finally:
+        await conn.close()
+    if version:
+        return f"TimescaleDB {version} (hypertables, compression, continuous aggregates)"
+    return (f"plain PostgreSQL {server} (TimescaleDB is not installed: ordinary tables and "
+            "views stand in for hypertables and rollups)")
 
 
 def _ensure_database(pg: PostgresSpec) -> None:
@@ -233,7 +266,7 @@ def _ensure_database(pg: PostgresSpec) -> None:
     asyncio.run(create())
 
 
-def summary(cfg: StackConfig, applied: list[str], already_running: bool) -> str:
+def summary(cfg: StackConfig, applied: list[str], storage: str, already_running: bool) -> str:
     state = "was already running" if already_running else "is up"
     return (
         f"INSA local stack {state} (run directory {cfg.rundir})\n"
@@ -244,7 +277,13 @@ def summary(cfg: StackConfig, applied: list[str], already_running: bool) -> str:
         f"(CA {cfg.rundir / 'mosquitto' / 'config' / 'certs' / 'ca.crt'})\n"
         + "".join(f"  {name:<11} http://127.0.0.1:{port}/health/ready  /metrics\n"
                   for name, port in cfg.http_ports.items()) +
-        f"  simulator   {cfg.simulator_devices} devices (sim-esp-001...)\n"
+        f"  simulator   {cfg.simulator_devices} devices (sim-esp-001...), faults from "
+        f"{SIMULATOR_FAULT_ONSET_S // 60} min after start: "
+        + ", ".join(f"sim-esp-{n:03d} {fault}" for n, fault in SIMULATOR_SCENARIOS.items()
+                    if n <= cfg.simulator_devices) + "\n"
+        "  diagnoses   SELECT * FROM open_diagnoses, or subscribe to insa/diagnostics/# "
+        "(account insa-subscriber)\n"
+        f"  storage     {storage}\n"
         f"  migrations  {', '.join(applied) if applied else 'up to date'}\n"
         f"  logs        {cfg.rundir / 'logs'}\n"
         "Status: insa stack status (or make status).  Stop: make stop (insa stack down).")

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.ingestor.mqtt_source import Delivery
+from services.ingestor.intake import Delivery
 from shared.schemas import Reading, StatusChange
 
 

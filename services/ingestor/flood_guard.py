@@ -30,6 +30,7 @@ from shared.broker_accounts import CONTROL_TOPIC
 from shared.broker_admin import decode_responses, encode_commands, raise_for_errors
 from shared.db import UNAVAILABLE as PG_UNAVAILABLE
 from shared.errors import DependencyUnavailable, InsaError, NotFound
+from shared.lifecycle import wait_any
 
 log = structlog.get_logger(__name__)
 TICK_SECONDS = 1.0
@@ -148,10 +149,7 @@ class FloodGuard:
             except InsaError as exc:  # the broker refused a command: try again next tick
                 log.error("flood guard command failed", error=str(exc))
             self.buckets.forget_full(time.monotonic())
-            try:
-                await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
-            except TimeoutError:
-                pass
+            await wait_any(self._wake, timeout=TICK_SECONDS)
             self._wake.clear()
 
     async def _suspend(self, control: BrokerControl, device_id: str) -> None:

@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import structlog
 
 from services.ingestor.flood_guard import BrokerControl, FloodGuard
+from services.ingestor.maintenance import (
+    inactivity_sweep_period,
+    mark_inactive_devices,
+    trim_stream,
+)
 from services.ingestor.metrics import IngestorMetrics
-from services.ingestor.mqtt_source import MqttSource, Partition
+from services.ingestor.mqtt_source import MqttSource
+from services.ingestor.parsing import MessageParser
 from services.ingestor.pipeline import Pipeline
 from services.ingestor.settings import IngestorSettings
+from shared import db
 from shared import settings as shared_settings
 from shared.db import create_pool, ping
 from shared.health import Health, probe_dependencies, serve_health
-from shared.lifecycle import Lifecycle
+from shared.lifecycle import Lifecycle, run_periodically
 from shared.logging import configure_logging
 from shared.mqtt import paho_client
+from shared.partition import Partition
 from shared.redis_client import create_redis
+from shared.redis_client import is_transient as redis_transient
+from shared.units import warm_up as warm_up_units
 
 log = structlog.get_logger(__name__)
 
@@ -25,6 +36,9 @@ log = structlog.get_logger(__name__)
 async def run() -> None:
     common, settings = shared_settings.load(IngestorSettings)
     configure_logging("ingestor", common.log_level, common.log_format)
+    # pint's work (~0.3 s) now, not on the event loop when the first reading with a unit
+    # arrives; every conversion is then a dict lookup.
+    warm_up_units()
     health = Health("postgres", "redis", "mqtt")
     # Neither connects yet: a start while PostgreSQL or Redis is down waits, not ready.
     pool = await create_pool(common.database_url.get_secret_value(), max_size=4,
@@ -33,31 +47,34 @@ async def run() -> None:
     metrics = IngestorMetrics()
     partition = Partition(settings.partition, settings.partitions)
     guard = FloodGuard(settings, pool, metrics, partition.owns_device)
-    pipeline = Pipeline(settings, pool, redis_client, metrics, health, guard)
+    client = paho_client(common, settings.mqtt_username, settings.mqtt_password.get_secret_value())
+    client.manual_ack_set(True)
+    control = BrokerControl(lambda topic, payload: source.publish(topic, payload))
+    source = MqttSource(client, common.mqtt_host, common.mqtt_port, partition=partition,
+                        session_expiry=settings.session_expiry_seconds,
+                        receive_maximum=settings.receive_maximum, health=health,
+                        on_skipped=metrics.other_partition.inc,
+                        on_control=control.on_response)
+    pipeline = Pipeline(settings, pool, redis_client, metrics, health,
+                        MessageParser(settings, guard.admit, guard.detail), intake=source)
     lifecycle = Lifecycle(settings.drain_seconds, health)
     drained = asyncio.Event()
 
     async def start(lc: Lifecycle) -> None:
-        client = paho_client(common, settings.mqtt_username,
-                             settings.mqtt_password.get_secret_value())
-        client.manual_ack_set(True)
-        control = BrokerControl(lambda topic, payload: source.publish(topic, payload))
-        source = MqttSource(client, common.mqtt_host, common.mqtt_port, partition=partition,
-                            session_expiry=settings.session_expiry_seconds,
-                            receive_maximum=settings.receive_maximum, health=health,
-                            on_delivery=pipeline.on_delivery,
-                            on_skipped=metrics.other_partition.inc,
-                            on_control=control.on_response)
-        pipeline.source = source
-
         async def flush_until_drained() -> None:
             await pipeline.run(lc.stopping)
             drained.set()
 
         lc.spawn("flush", flush_until_drained())
-        lc.spawn("mqtt", source.run(drained))
-        lc.spawn("inactivity", pipeline.run_inactivity_sweeps(lc.stopping))
-        lc.spawn("stream-trim", pipeline.run_stream_trimming(lc.stopping))
+        lc.spawn("mqtt", source.run(drained, pipeline.on_delivery))
+        lc.spawn("inactivity", run_periodically(
+            partial(mark_inactive_devices, settings, pool, metrics),
+            every=inactivity_sweep_period(settings), stop=lc.stopping, what="inactivity",
+            transient=db.is_database_error))
+        lc.spawn("stream-trim", run_periodically(
+            partial(trim_stream, settings, redis_client, metrics),
+            every=settings.stream_trim_interval_seconds, stop=lc.stopping, what="stream-trim",
+            transient=redis_transient))
         lc.spawn("flood-guard", guard.run(lc.stopping, control))
         lc.spawn("probe", probe_dependencies(
             health, {"postgres": lambda: ping(pool), "redis": redis_client.ping},
@@ -74,7 +91,7 @@ async def run() -> None:
         await redis_client.aclose()
         await pool.close()
         # Anything still pending was not acked: the broker redelivers it to the next one.
-        log.info("ingestor stopped", unacked=pipeline.pending,
+        log.info("ingestor stopped", unacked=pipeline.flow.pending,
                  acks_skipped=pipeline.acks_skipped)
 
 

@@ -9,12 +9,9 @@ are committed and streamed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 import paho.mqtt.client as paho
@@ -24,9 +21,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from services.ingestor.intake import Delivery
 from shared.broker_accounts import CONTROL_RESPONSE_TOPIC
 from shared.health import Health
+from shared.lifecycle import wait_any
 from shared.mqtt import METRIC_FILTER, STATUS_FILTER, TELEMETRY_FILTER
+from shared.partition import Partition
+from shared.retry import Stopped, retry_until_available
 
 log = structlog.get_logger(__name__)
 READS_PER_WAKEUP = 50
@@ -35,46 +36,9 @@ RECONNECT_MIN_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 5.0
 
 
-@dataclass(slots=True)
-class Delivery:
-    """One inbound message and what is needed to ack it on the connection it came on."""
-
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    redelivered: bool
-    connection: int  # generation: acks for an older connection must not be sent
-
-
-class Partition:
-    """Which devices this replica stores: a stable hash of the device id, mod `count`."""
-
-    def __init__(self, index: int, count: int) -> None:
-        self.index, self.count = index, count
-        self._owned: dict[str, bool] = {}
-
-    def owns_topic(self, topic: str) -> bool:
-        if self.count == 1:
-            return True
-        return self.owns_device(topic.split("/", 3)[2] if topic.count("/") >= 2 else topic)
-
-    def owns_device(self, device: str) -> bool:
-        if self.count == 1:
-            return True
-        owned = self._owned.get(device)
-        if owned is None:
-            digest = hashlib.blake2b(device.encode(), digest_size=8).digest()
-            owned = int.from_bytes(digest, "big") % self.count == self.index
-            if len(self._owned) < 1_000_000:
-                self._owned[device] = owned
-        return owned
-
-
 class MqttSource:
     def __init__(self, client: paho.Client, host: str, port: int, *, partition: Partition,
                  session_expiry: int, receive_maximum: int, health: Health,
-                 on_delivery: Callable[[Delivery], None],
                  on_skipped: Callable[[], None] = lambda: None,
                  on_control: Callable[[bytes], None] = lambda _payload: None) -> None:
         self.client = client
@@ -84,7 +48,7 @@ class MqttSource:
         self.session_expiry = session_expiry
         self.receive_maximum = receive_maximum
         self.health = health
-        self.on_delivery = on_delivery
+        self.on_delivery: Callable[[Delivery], None] = lambda _d: None  # set by run()
         self.on_control = on_control
         self.connection = 0
         self.connected = asyncio.Event()
@@ -118,30 +82,19 @@ class MqttSource:
         return self.client.publish(topic, payload, qos=1).rc == paho.MQTT_ERR_SUCCESS
 
     # --- connection management ----------------------------------------------------------
-    async def run(self, stop: asyncio.Event) -> None:
-        """Connect, and reconnect with jittered backoff, until `stop` is set."""
-        delay = RECONNECT_MIN_SECONDS
+    async def run(self, stop: asyncio.Event, deliver: Callable[[Delivery], None]) -> None:
+        """Hand each message of this replica's devices to `deliver`; reconnect (backing off
+        while refused or unreachable, at once after a drop) until `stop` is set."""
+        self.on_delivery = deliver
         while not stop.is_set():
-            generation = self.connection
             try:
-                self._connect()
-            except OSError as exc:
-                self.health.failing("mqtt", f"connect failed: {exc}")
-                log.warning("mqtt connect failed", error=str(exc), retry_in=round(delay, 2))
-            else:
-                self._lost.clear()
-                stopped = asyncio.ensure_future(stop.wait())
-                lost = asyncio.ensure_future(self._lost.wait())
-                await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
-                stopped.cancel()
-                lost.cancel()
-                if stop.is_set():
-                    break
-                if self.connection != generation:  # it was up: come back promptly
-                    delay = RECONNECT_MIN_SECONDS
-            await _sleep_or_stop(stop, delay * random.uniform(0.5, 1.0))
-            # Refused or unreachable: back off, up to half a minute.
-            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+                await retry_until_available(
+                    lambda: self._connect(stop), transient=_is_connect_failure, what="mqtt",
+                    initial=RECONNECT_MIN_SECONDS, max_delay=RECONNECT_MAX_SECONDS, stop=stop,
+                    on_failure=lambda exc: self.health.failing("mqtt", f"connect failed: {exc}"))
+            except Stopped:
+                break
+            await wait_any(stop, self._lost)
         await self.disconnect()
 
     async def disconnect(self, timeout: float = 5.0) -> None:
@@ -155,12 +108,17 @@ class MqttSource:
             self.client.loop_write()
             await asyncio.sleep(0.01)  # the socket buffer may be full: let it drain
 
-    def _connect(self) -> None:
+    async def _connect(self, stop: asyncio.Event) -> None:
+        """Connect and wait for the broker's answer; a refusal raises, to be retried."""
+        self._lost.clear()
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.session_expiry
         props.ReceiveMaximum = self.receive_maximum
         self.client.connect(self.host, self.port, keepalive=30, clean_start=False,
                             properties=props)
+        await wait_any(self.connected, self._lost, stop)
+        if self._lost.is_set():
+            raise NotConnected("connection closed before the broker accepted it")
 
     def _on_connect(self, client: paho.Client, _u: object, flags: paho.ConnectFlags,
                     reason: ReasonCode, _p: Properties | None) -> None:
@@ -306,8 +264,9 @@ class ReadBufferedSocket:
         return getattr(self._sock, name)
 
 
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
+class NotConnected(Exception):
+    """The broker refused or dropped the connection before accepting it."""
+
+
+def _is_connect_failure(exc: BaseException) -> bool:
+    return isinstance(exc, OSError | NotConnected)

@@ -8,18 +8,20 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from services.ingestor.batch import Parsed, Reject
-from services.ingestor.mqtt_source import Delivery
+from services.ingestor.intake import Delivery
 from services.ingestor.rejects import LogWindow
 from services.ingestor.settings import IngestorSettings
 from shared.errors import ValidationFailed
 from shared.mqtt import parse_device_topic
 from shared.schemas import (
     Limits,
+    Reading,
     check_device_id,
     parse_metric_payload,
     parse_reading_payload,
     parse_status_payload,
 )
+from shared.units import UnitError, conversion
 
 log = structlog.get_logger(__name__)
 
@@ -56,12 +58,12 @@ class MessageParser:
                 raise ValidationFailed("payload_too_large",
                                        f"{len(delivery.payload)} bytes > {self.max_payload}")
             if topic.kind == "telemetry":
-                item.readings = parse_reading_payload(delivery.payload, topic.device_id,
-                                                      received, self.limits)
+                item.readings = check_units(parse_reading_payload(
+                    delivery.payload, topic.device_id, received, self.limits))
             elif topic.kind == "metric":
                 assert topic.metric is not None
-                item.readings = [parse_metric_payload(delivery.payload, topic.metric,
-                                                      received, self.limits)]
+                item.readings = check_units([parse_metric_payload(
+                    delivery.payload, topic.metric, received, self.limits)])
             else:
                 item.status = parse_status_payload(delivery.payload, received, self.limits)
         except ValidationFailed as exc:
@@ -81,3 +83,18 @@ class MessageParser:
         # The detail may quote the payload; PostgreSQL text cannot hold NUL.
         return Reject(delivery.topic, device_id, reason, detail.replace("\x00", "\\x00")[:1000],
                       delivery.payload[: self.keep_bytes], len(delivery.payload))
+
+
+def check_units(readings: list[Reading]) -> list[Reading]:
+    """A number of a known metric in a unit that cannot express it rejects the whole message
+    (`bad_unit`), so the rows mapping converts only units that convert. Per message, here,
+    because what is rejected is the message; the conversion found is cached
+    (`shared.units.conversion`), and rows.py looks it up again to apply it."""
+    for reading in readings:
+        for v in reading.values:
+            if v.unit is not None and v.number is not None:
+                try:
+                    conversion(v.metric, v.unit)
+                except UnitError as exc:
+                    raise ValidationFailed("bad_unit", str(exc)) from None
+    return readings

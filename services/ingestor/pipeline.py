@@ -10,12 +10,10 @@ entries are re-added, so nothing is lost (consumers see at-least-once).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 import asyncpg
@@ -23,36 +21,28 @@ import redis.asyncio as redis
 import structlog
 
 from services.ingestor import repository
-from services.ingestor.batch import Batch, Parsed, Reject
-from services.ingestor.flood_guard import FloodGuard
+from services.ingestor.batch import Batch, Parsed
+from services.ingestor.flow_control import FlowControl
+from services.ingestor.intake import Delivery, Intake
 from services.ingestor.metrics import IngestorMetrics
-from services.ingestor.mqtt_source import Delivery, MqttSource
 from services.ingestor.parsing import MessageParser
 from services.ingestor.rejects import RejectLog
+from services.ingestor.rows import (
+    UNKNOWN_DEVICE,
+    BatchRows,
+    devices_named,
+    map_batch,
+    metric_units,
+)
 from services.ingestor.settings import IngestorSettings
-from shared.db import UNAVAILABLE as PG_UNAVAILABLE
-from shared.db import is_broken_connection, is_data_error
+from shared import db, redis_client
 from shared.health import Health
-from shared.redis_client import UNAVAILABLE as REDIS_UNAVAILABLE
-from shared.streams import EncodedEntry, TelemetryWriter, encode_telemetry, trim_consumed
+from shared.lifecycle import wait_any
+from shared.retry import retry_until_available
+from shared.streams import EncodedEntry, TelemetryWriter
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-A = TypeVar("A")
-
-
-@dataclass(slots=True)
-class Prepared:
-    """A batch mapped to ids and rows, ready for one transaction."""
-
-    numbers: list[repository.NumberRow] = field(default_factory=list)
-    texts: list[repository.TextRow] = field(default_factory=list)
-    latest: dict[tuple[int, int], repository.LatestRow] = field(default_factory=dict)
-    # device -> (latest receive time, whether telemetry came after any status in the batch)
-    seen: dict[int, tuple[datetime, bool]] = field(default_factory=dict)
-    statuses: list[tuple[int, bool, datetime]] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
-    stream: list[EncodedEntry] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -65,43 +55,32 @@ class Committed:
 
 
 class Pipeline:
-    def __init__(self, settings: IngestorSettings, pool: asyncpg.Pool, redis_client: redis.Redis,
-                 metrics: IngestorMetrics, health: Health,
-                 guard: FloodGuard | None = None) -> None:
+    def __init__(self, settings: IngestorSettings, pool: asyncpg.Pool, redis_conn: redis.Redis,
+                 metrics: IngestorMetrics, health: Health, parser: MessageParser,
+                 intake: Intake) -> None:
         self.settings = settings
         self.pool = pool
-        self.redis = redis_client
-        self.stream = TelemetryWriter(redis_client, settings.stream)
+        self.stream = TelemetryWriter(redis_conn, settings.stream)
         self.metrics = metrics
         self.health = health
-        self.parser = MessageParser(settings) if guard is None else \
-            MessageParser(settings, guard.admit, guard.detail)
+        self.parser = parser
+        self.intake = intake
+        self.flow = FlowControl(settings.receive_maximum, intake, metrics)
         self.catalog = repository.Catalog()
+        self.device_units = repository.DeviceUnits()
         self.reject_log = RejectLog(settings.reject_log_window_seconds)
-        self.source: MqttSource | None = None
         self.batch = Batch()
-        self.pending = 0  # received, not yet acked
-        self.pending_high_water = 0
-        self.draining = False
         self.acks_skipped = 0  # committed, but their connection was gone: redelivered later
         self._wake = asyncio.Event()
 
-    # --- intake (called by paho on the event loop for every message) --------------------
+    # --- intake (called on the event loop for every message) ----------------------------
     def on_delivery(self, delivery: Delivery) -> None:
         item = self.parser.parse(delivery)
         self.metrics.messages.labels(item.kind).inc()
         if delivery.redelivered:
             self.metrics.redeliveries.inc()
         self.batch.add(item)
-        self.pending += 1
-        self.metrics.pending.set(self.pending)
-        if self.pending > self.pending_high_water:
-            self.pending_high_water = self.pending
-            self.metrics.pending_high_water.set(self.pending)
-        # Stop pulling at the receive window: Mosquitto 2.0.11 releases a whole window per
-        # PUBACK instead of one message, so the broker's Receive Maximum cannot be relied on.
-        if self.pending >= self.settings.receive_maximum and self.source is not None:
-            self.source.pause()
+        self.flow.received()
         if len(self.batch) == 1 or len(self.batch) >= self.settings.batch_max_messages:
             self._wake.set()
 
@@ -115,11 +94,8 @@ class Pipeline:
             group.create_task(self._stream_and_ack(committed), name="stream-and-ack")
 
     async def _stop_intake_on(self, stop: asyncio.Event) -> None:
-        """Draining: take nothing new, so what is held can be committed and acked in time."""
         await stop.wait()
-        self.draining = True
-        if self.source is not None:
-            self.source.pause()
+        self.flow.drain()
 
     async def _commit_batches(self, stop: asyncio.Event,
                               out: asyncio.Queue[Committed | None]) -> None:
@@ -130,44 +106,49 @@ class Pipeline:
                 if stop.is_set():
                     await out.put(None)
                     return
-                await _wait_either(self._wake, stop, timeout=None)
+                await wait_any(self._wake, stop)
                 self._wake.clear()
                 continue
             wait = max_age - self.batch.age()
             if len(self.batch) < max_messages and wait > 0 and not stop.is_set():
-                await _wait_either(self._wake, stop, timeout=wait)
+                await wait_any(self._wake, stop, timeout=wait)
                 self._wake.clear()
                 continue
             items = self.batch.take(max_messages)
             started = time.monotonic()
-            prepared = await self._retry("postgres", PG_UNAVAILABLE, self._store, items)
+            # Wider than db.is_transient: a data error that escaped `_store`'s isolation (the
+            # database refused even a reject record) is waited out too, never dropped.
+            rows = await self._until_available("postgres", db.is_database_error,
+                                               partial(self._store, items))
             self.metrics.flush_seconds.observe(time.monotonic() - started)
             self.metrics.batch_messages.observe(len(items))
-            await out.put(Committed(items, prepared.stream, time.monotonic()))
+            await out.put(Committed(items, rows.stream, time.monotonic()))
 
     async def _stream_and_ack(self, committed: asyncio.Queue[Committed | None]) -> None:
         while (batch := await committed.get()) is not None:
             if batch.stream:
-                await self._retry("redis", REDIS_UNAVAILABLE, self._xadd, batch.stream)
+                await self._until_available("redis", redis_client.is_transient,
+                                            partial(self._xadd, batch.stream))
             self._ack(batch.items)
             self.metrics.commit_to_ack_seconds.observe(time.monotonic() - batch.committed_at)
 
-    async def _store(self, items: list[Parsed]) -> Prepared:
+    async def _store(self, items: list[Parsed]) -> BatchRows:
         """Commit a batch. Only a data error is this batch's fault; anything else (outage,
-        timeout, deadlock, disk full, failover) propagates so `_retry` tries again."""
+        timeout, deadlock, disk full, failover) propagates to be retried."""
         try:
             async with self.pool.acquire() as conn:
                 try:
-                    prepared = await self._prepare(conn, items)
+                    rows = await self._map(conn, items)
                     written = await repository.write_batch(
-                        conn, prepared.numbers, prepared.texts, list(prepared.latest.values()),
-                        prepared.seen, prepared.statuses, prepared.rejects)
+                        conn, rows.numbers, rows.texts, list(rows.latest.values()),
+                        rows.seen, rows.statuses, rows.rejects, rows.unit_rows())
+                    self.device_units.remember(rows.units)  # committed
                 except BaseException as exc:
-                    if is_broken_connection(exc):
+                    if db.is_broken_connection(exc):
                         conn.terminate()  # the pool replaces it on next acquire
                     raise
         except asyncpg.PostgresError as exc:
-            if not is_data_error(exc):
+            if not db.is_data_error(exc):
                 raise
             if len(items) > 1:
                 log.error("batch refused by the database; isolating", error=str(exc))
@@ -181,76 +162,30 @@ class Pipeline:
                                         f"{type(exc).__name__}: {exc}")
             return await self._store([Parsed(item.delivery, item.device_id, item.received,
                                              item.kind, reject=reject)])
-        self._count(prepared, written)
-        return prepared
+        self._count(rows, written)
+        return rows
 
-    async def _store_one_by_one(self, items: list[Parsed]) -> Prepared:
-        merged = Prepared()
+    async def _store_one_by_one(self, items: list[Parsed]) -> BatchRows:
+        merged = BatchRows()
         for item in items:
             merged.stream += (await self._store([item])).stream
         return merged
 
-    async def _prepare(self, conn: asyncpg.Connection, items: list[Parsed]) -> Prepared:
-        prepared = Prepared()
-        names = {i.device_id for i in items if i.reject is None and i.device_id}
+    async def _map(self, conn: asyncpg.Connection, items: list[Parsed]) -> BatchRows:
+        names = devices_named(items)
         devices = await self.catalog.resolve_devices(conn, names, self.settings.auto_provision)
-        units: dict[str, str | None] = {}
-        for item in items:
-            for reading in item.readings:
-                for value in reading.values:
-                    if units.get(value.metric) is None:
-                        units[value.metric] = value.unit
+        units = metric_units(items)
         metrics = await self.catalog.resolve_metrics(conn, units) if units else {}
-        limited: dict[str | None, list[int]] = {}  # device -> [index in rejects, count]
-        for item in items:
-            if item.reject is None and item.device_id not in devices:
-                item.reject = self.parser.reject(
-                    item.delivery, item.device_id, "unknown_device",
-                    "device is not registered and auto-provisioning is off")
-            if item.reject is not None:
-                if item.reject.reason == "rate_limited":  # a flood: one record per device
-                    merged = limited.setdefault(item.device_id, [len(prepared.rejects), 0])
-                    merged[1] += 1
-                    if merged[1] > 1:
-                        continue
-                prepared.rejects.append(item.reject)
-                continue
-            assert item.device_id is not None
-            device = devices[item.device_id]
-            last_seen = prepared.seen.get(device, (item.received, False))[0]
-            if item.status is not None:
-                prepared.statuses.append((device, item.status.online, item.status.ts))
-                if device in prepared.seen:  # a later status outranks earlier telemetry
-                    prepared.seen[device] = (last_seen, False)
-                continue
-            prepared.seen[device] = (max(last_seen, item.received), True)
-            for reading in item.readings:
-                entry: dict[str, float | str] = {}
-                for v in reading.values:
-                    metric = metrics[v.metric]
-                    if v.number is not None:
-                        prepared.numbers.append((reading.ts, device, metric, v.number, v.quality))
-                        entry[v.metric] = v.number
-                    else:
-                        assert v.text is not None
-                        prepared.texts.append((reading.ts, device, metric, v.text, v.quality))
-                        entry[v.metric] = v.text
-                    current = prepared.latest.get((device, metric))
-                    if current is None or current[2] < reading.ts:
-                        prepared.latest[(device, metric)] = (device, metric, reading.ts,
-                                                             v.number, v.text, v.quality)
-                prepared.stream.append(encode_telemetry(
-                    item.device_id, int(reading.ts.timestamp() * 1000), entry, reading.seq))
-        for at, count in limited.values():
-            if count > 1:  # a copy: a retried batch is prepared again from the same items
-                prepared.rejects[at] = dataclasses.replace(prepared.rejects[at], count=count)
-        return prepared
+        # Each device's units, read once per device (the first batch that holds it).
+        known = await self.device_units.load(conn, [devices[n] for n in names if n in devices])
+        return map_batch(items, devices, metrics, lambda item: self.parser.reject(
+            item.delivery, item.device_id, "unknown_device", UNKNOWN_DEVICE), known)
 
-    def _count(self, prepared: Prepared, written: repository.Written) -> None:
+    def _count(self, rows: BatchRows, written: repository.Written) -> None:
         self.metrics.rows.labels("telemetry").inc(written.telemetry_rows)
         self.metrics.rows.labels("telemetry_text").inc(written.text_rows)
         self.metrics.duplicate_rows.inc(written.duplicate_rows)
-        for reject in prepared.rejects:
+        for reject in rows.rejects:
             self.metrics.rejects.labels(reject.reason).inc(reject.count)
             self.reject_log.record(reject)
 
@@ -259,80 +194,24 @@ class Pipeline:
         self.metrics.stream_entries.inc(len(entries))
 
     def _ack(self, items: list[Parsed]) -> None:
-        assert self.source is not None
-        skipped = sum(not self.source.ack(item.delivery) for item in items)
+        skipped = sum(not self.intake.ack(item.delivery) for item in items)
         if skipped:
             self.acks_skipped += skipped
             self.metrics.acks_skipped.inc(skipped)
-        self.pending -= len(items)
-        self.metrics.pending.set(self.pending)
-        if self.pending <= self.settings.receive_maximum // 2 and not self.draining:
-            self.source.resume()
+        self.flow.settled(len(items))
 
-    async def _retry(self, dependency: str, unavailable: tuple[type[BaseException], ...],
-                     attempt: Callable[[A], Awaitable[T]], arg: A) -> T:
+    async def _until_available(self, dependency: str,
+                               transient: Callable[[BaseException], bool],
+                               attempt: Callable[[], Awaitable[T]]) -> T:
         """Retry while `dependency` is unavailable, holding acks back (backpressure)."""
-        delay = 0.1
-        failing_since: float | None = None
-        while True:
-            try:
-                result = await attempt(arg)
-            except unavailable as exc:
-                if failing_since is None:
-                    failing_since = time.monotonic()
-                    log.error("dependency unavailable; holding acks", dependency=dependency,
-                              error=f"{type(exc).__name__}: {exc}")
-                self.health.failing(dependency, f"{type(exc).__name__}: {exc}")
-                self.metrics.backpressure.labels(dependency).set(1)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.settings.retry_max_delay_seconds)
-                continue
-            if failing_since is not None:
-                log.info("dependency back; resuming", dependency=dependency,
-                         outage_seconds=round(time.monotonic() - failing_since, 2))
-                self.metrics.backpressure.labels(dependency).set(0)
-            self.health.ok(dependency)
-            return result
 
-    # --- stream trimming ------------------------------------------------------------------
-    async def run_stream_trimming(self, stop: asyncio.Event) -> None:
-        settings = self.settings
-        while not await _wait_either(stop, None, timeout=settings.stream_trim_interval_seconds):
-            try:
-                trimmed = await trim_consumed(self.redis, settings.stream,
-                                              settings.stream_max_len)
-            except REDIS_UNAVAILABLE as exc:
-                log.warning("stream trim skipped", error=str(exc))
-                continue
-            self.metrics.stream_trimmed.inc(trimmed.entries - trimmed.unread)
-            if trimmed.unread:
-                self.metrics.stream_trimmed_unread.inc(trimmed.unread)
-                log.error("stream over its length cap: trimmed entries a consumer group "
-                          "had not acknowledged", stream=settings.stream,
-                          unread=trimmed.unread, max_len=settings.stream_max_len)
+        def failing(exc: BaseException) -> None:
+            self.health.failing(dependency, f"{type(exc).__name__}: {exc}")
+            self.metrics.backpressure.labels(dependency).set(1)
 
-    # --- device inactivity --------------------------------------------------------------
-    async def run_inactivity_sweeps(self, stop: asyncio.Event) -> None:
-        period = min(self.settings.offline_after_seconds / 4, 30.0)
-        while not await _wait_either(stop, None, timeout=period):
-            try:
-                async with self.pool.acquire() as conn:
-                    gone = await repository.mark_inactive_offline(
-                        conn, self.settings.offline_after_seconds)
-            except PG_UNAVAILABLE as exc:
-                log.warning("inactivity sweep skipped", error=str(exc))
-                continue
-            if gone:
-                self.metrics.devices_offline.inc(len(gone))
-                log.info("devices offline after inactivity", devices=gone[:50], count=len(gone))
-
-
-async def _wait_either(a: asyncio.Event, b: asyncio.Event | None,
-                       timeout: float | None) -> bool:
-    """Wait until `a` or `b` is set or the timeout passes; True when one is set."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in (a, b) if e is not None]
-    done, pending = await asyncio.wait(waiters, timeout=timeout,
-                                       return_when=asyncio.FIRST_COMPLETED)
-    for w in pending:
-        w.cancel()
-    return bool(done)
+        result = await retry_until_available(
+            attempt, transient=transient, what=dependency,
+            max_delay=self.settings.retry_max_delay_seconds, on_failure=failing,
+            on_recovery=lambda _s: self.metrics.backpressure.labels(dependency).set(0))
+        self.health.ok(dependency)
+        return result

@@ -1,4 +1,5 @@
-"""Database writes of the ingestor: catalog ids, telemetry rows, latest values, devices, rejects."""
+"""Database writes of the ingestor: catalog ids, device units, telemetry rows, latest values,
+devices, rejects."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+import structlog
 
 from services.ingestor.batch import Reject
+from shared.units import CANONICAL, Conversion, UnitError, conversion
+
+log = structlog.get_logger(__name__)
 
 TELEMETRY_COLUMNS = ("time", "device", "metric", "value", "quality")
 REJECT_COLUMNS = ("topic", "device_id", "reason", "detail", "payload", "payload_size",
@@ -17,6 +22,8 @@ REJECT_COLUMNS = ("topic", "device_id", "reason", "detail", "payload", "payload_
 NumberRow = tuple[datetime, int, int, float, int | None]
 TextRow = tuple[datetime, int, int, str, int | None]
 LatestRow = tuple[int, int, datetime, float | None, str | None, int | None]
+UnitRow = tuple[int, int, str]  # device, metric, unit as the device gave it
+KnownUnit = tuple[str, Conversion]  # a device's unit for a metric, and its conversion
 
 
 class Catalog:
@@ -41,6 +48,8 @@ class Catalog:
 
     async def resolve_metrics(self, conn: asyncpg.Connection,
                               units: dict[str, str | None]) -> dict[str, int]:
+        """Ids of the metrics named in `units` (name → first unit given in the batch); a new
+        one is catalogued with its canonical unit if it is a known metric, else that unit."""
         missing = sorted(n for n in units if n not in self.metrics)
         if missing:
             # NOT EXISTS first: ON CONFLICT alone burns an id of the smallint sequence
@@ -49,11 +58,49 @@ class Catalog:
                 "INSERT INTO metrics (name, unit) SELECT t.name, t.unit "
                 "FROM unnest($1::text[], $2::text[]) AS t(name, unit) "
                 "WHERE NOT EXISTS (SELECT 1 FROM metrics m WHERE m.name = t.name) "
-                "ON CONFLICT (name) DO NOTHING", missing, [units[n] for n in missing])
+                "ON CONFLICT (name) DO NOTHING", missing,
+                [CANONICAL.get(n) or units[n] for n in missing])
             rows = await conn.fetch(
                 "SELECT name, id FROM metrics WHERE name = any($1::text[])", missing)
             self.metrics.update((r["name"], r["id"]) for r in rows)
         return self.metrics
+
+
+class DeviceUnits:
+    """The unit each device last gave per known metric, with its conversion to the canonical
+    unit: device id → metric name → (unit, conversion).
+
+    Loaded from `device_units` the first time a batch holds the device (one query per
+    batch for all such devices), then kept current from what this ingestor commits: a
+    device's messages are only ever stored by one replica (its partition).
+    """
+
+    def __init__(self) -> None:
+        self.known: dict[int, dict[str, KnownUnit]] = {}  # only devices that have units
+        self.loaded: set[int] = set()
+
+    async def load(self, conn: asyncpg.Connection,
+                   devices: Iterable[int]) -> dict[int, dict[str, KnownUnit]]:
+        missing = sorted({d for d in devices if d not in self.loaded})
+        if missing:
+            rows = await conn.fetch(
+                "SELECT u.device, m.name, u.unit FROM device_units u "
+                "JOIN metrics m ON m.id = u.metric WHERE u.device = any($1::int[])", missing)
+            for r in rows:
+                try:  # a unit a later contract no longer accepts is forgotten, not fatal
+                    conv = conversion(r["name"], r["unit"])
+                except UnitError as exc:
+                    log.warning("stored device unit no longer converts; ignored",
+                                device=r["device"], metric=r["name"], unit=r["unit"],
+                                error=str(exc))
+                    continue
+                self.known.setdefault(r["device"], {})[r["name"]] = (r["unit"], conv)
+            self.loaded.update(missing)
+        return self.known
+
+    def remember(self, changed: dict[int, dict[str, KnownUnit]]) -> None:
+        """After commit: each device's whole new mapping, as map_batch made it."""
+        self.known.update(changed)
 
 
 @dataclass(slots=True)
@@ -91,7 +138,7 @@ async def write_batch(conn: asyncpg.Connection, numbers: Sequence[NumberRow],
                       texts: Sequence[TextRow], latest: Sequence[LatestRow],
                       seen: dict[int, tuple[datetime, bool]],
                       statuses: Sequence[tuple[int, bool, datetime]],
-                      rejects: Sequence[Reject]) -> Written:
+                      rejects: Sequence[Reject], units: Sequence[UnitRow] = ()) -> Written:
     """Everything of one batch in one transaction; the caller acks after it returns."""
     written = Written()
     async with conn.transaction():
@@ -108,6 +155,8 @@ async def write_batch(conn: asyncpg.Connection, numbers: Sequence[NumberRow],
                                "FOR UPDATE", devices)
         if latest:
             await upsert_latest(conn, latest)
+        if units:
+            await upsert_units(conn, units)
         for device, online, ts in statuses:  # before telemetry, which may come after them
             await set_status(conn, device, online, ts)
         if seen:
@@ -129,6 +178,18 @@ async def upsert_latest(conn: asyncpg.Connection, rows: Sequence[LatestRow]) -> 
            SET time = excluded.time, value = excluded.value,
                value_text = excluded.value_text, quality = excluded.quality
          WHERE excluded.time > l.time
+        """, *zip(*ordered, strict=True))
+
+
+async def upsert_units(conn: asyncpg.Connection, rows: Sequence[UnitRow]) -> None:
+    """The unit each device now gives per metric (only changes reach here)."""
+    ordered = sorted(rows)  # one lock order across replicas
+    await conn.execute(
+        """
+        INSERT INTO device_units AS u (device, metric, unit)
+        SELECT * FROM unnest($1::int[], $2::smallint[], $3::text[])
+        ON CONFLICT (device, metric) DO UPDATE SET unit = excluded.unit, updated_at = now()
+         WHERE u.unit IS DISTINCT FROM excluded.unit
         """, *zip(*ordered, strict=True))
 
 

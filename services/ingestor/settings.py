@@ -36,7 +36,8 @@ class IngestorSettings(ServiceSettings):
     # length the oldest go even if unread (counted and logged as an error).
     stream_max_len: int = Field(1_000_000, ge=1000)
     stream_trim_interval_seconds: float = Field(10.0, gt=0)
-    # Upper bound on how long one flush retries before it logs louder; it never gives up.
+    # Cap on the jittered backoff delay between retries while PostgreSQL or Redis is down
+    # (shared/retry.py); retrying never gives up.
     retry_max_delay_seconds: float = Field(5.0, gt=0)
     reject_log_window_seconds: float = Field(60.0, gt=0)
     # Flood guard: messages per second each device may publish, sustained and in a burst

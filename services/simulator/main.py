@@ -1,5 +1,8 @@
 """`insa simulate`: a fleet of ESP controllers, each its own MQTT client with credentials
-and a Last Will, publishing readings at QoS 1 with a per-device `seq`."""
+and a Last Will, publishing readings at QoS 1 with a per-device `seq`.
+
+Each device is the well `design_well(device id, seed)` (the same well on every run),
+publishing in its own unit system; model time is seconds since the simulator started."""
 
 from __future__ import annotations
 
@@ -14,8 +17,12 @@ import aiomqtt
 import orjson
 import structlog
 
-from services.simulator.esp_model import UNITS, EspModel
+from services.simulator.esp_model import EspModel
+from services.simulator.faults import FAULT_KINDS, plan_fault
+from services.simulator.instruments import LIVE_GLITCHES, Instruments
+from services.simulator.well import design_well, well_rng, with_sensors
 from shared.mqtt import status_topic, telemetry_topic
+from shared.retry import retry_until_available
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +37,7 @@ class SimulatorConfig:
     fault_onset: float = 120.0
     fault_ramp: float = 600.0
     duration: float | None = None  # seconds; None runs until cancelled
+    seed: int = 0
 
 
 def read_credentials(path: Path, prefix: str) -> dict[str, str]:
@@ -38,44 +46,68 @@ def read_credentials(path: Path, prefix: str) -> dict[str, str]:
     return {k: v for k, _, v in pairs if k.startswith(prefix)}
 
 
-def reading_payload(model: EspModel, t: float, seq: int, units: bool) -> bytes:
-    values = model.sample(t)
-    telemetry: dict[str, object] = {
-        k: ({"value": v, "unit": UNITS[k]} if units else v) for k, v in values.items()}
-    return orjson.dumps({"ts": datetime.now(UTC).isoformat(), "seq": seq,
-                         "telemetry": telemetry, "metadata": {"source": "insa-simulator"}})
+class Device:
+    """One simulated controller: its well, the fault injected (if any) and its transmitters."""
+
+    def __init__(self, cfg: SimulatorConfig, device_id: str) -> None:
+        spec = design_well(device_id, cfg.seed)
+        fault = cfg.scenarios.get(device_id)
+        plan = None
+        if fault is not None:
+            spec = with_sensors(spec, FAULT_KINDS[fault].requires)
+            plan = plan_fault(fault, spec, cfg.fault_onset, cfg.fault_ramp,
+                              well_rng(cfg.seed, device_id, "fault"))
+        self.spec, self.fault = spec, plan
+        self.model = EspModel(spec, plan, rng=well_rng(cfg.seed, device_id, "process"))
+        self.instruments = Instruments(spec, plan, well_rng(cfg.seed, device_id, "noise"),
+                                       LIVE_GLITCHES)
+
+    def payload(self, t: float, seq: int) -> bytes | None:
+        """The reading at model time t (None if the controller sends nothing)."""
+        values = self.instruments.read(t, self.model.step(t))
+        if not values:
+            return None
+        return orjson.dumps({"ts": datetime.now(UTC).isoformat(), "seq": seq,
+                             "telemetry": self.instruments.telemetry(values),
+                             "metadata": {"source": "insa-simulator"}})
 
 
 async def run_device(cfg: SimulatorConfig, device_id: str, started: float) -> None:
-    model = EspModel(device_id, cfg.scenarios.get(device_id), cfg.fault_onset, cfg.fault_ramp)
+    device = Device(cfg, device_id)
     will = aiomqtt.Will(status_topic(device_id), b"offline", qos=1, retain=True)
     seq = 0
-    delay = 1.0
-    while True:
-        try:
-            async with aiomqtt.Client(cfg.host, cfg.port, identifier=device_id,
-                                      username=device_id, password=cfg.credentials[device_id],
-                                      protocol=aiomqtt.ProtocolVersion.V5, will=will,
-                                      keepalive=30) as client:
+
+    async def session() -> bool:
+        """One connection; True once the run is over, False when it dropped."""
+        nonlocal seq
+        async with aiomqtt.Client(cfg.host, cfg.port, identifier=device_id,
+                                  username=device_id, password=cfg.credentials[device_id],
+                                  protocol=aiomqtt.ProtocolVersion.V5, will=will,
+                                  keepalive=30) as client:
+            try:
                 await client.publish(status_topic(device_id), b"online", qos=1, retain=True)
-                log.info("device connected", device=device_id, fault=model.fault)
-                delay = 1.0
+                log.info("device connected", device=device_id,
+                         fault=device.fault.code if device.fault else None,
+                         units=device.spec.unit_system)
                 # Stagger devices so the fleet does not publish in lockstep.
                 await asyncio.sleep(random.uniform(0, cfg.interval))
                 while cfg.duration is None or time.monotonic() - started < cfg.duration:
-                    t = time.monotonic() - started
-                    # Units ride along on every tenth reading, as many controllers do.
-                    await client.publish(telemetry_topic(device_id),
-                                         reading_payload(model, t, seq, seq % 10 == 0), qos=1)
-                    seq += 1
+                    payload = device.payload(time.monotonic() - started, seq)
+                    if payload is not None:
+                        await client.publish(telemetry_topic(device_id), payload, qos=1)
+                        seq += 1
                     await asyncio.sleep(cfg.interval)
                 await client.publish(status_topic(device_id), b"offline", qos=1, retain=True)
-                return
-        except aiomqtt.MqttError as exc:
-            log.warning("device disconnected; reconnecting", device=device_id, error=str(exc),
-                        retry_in=round(delay, 1))
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, 30.0)
+                return True
+            except aiomqtt.MqttError as exc:  # it was up: reconnect, backoff starts afresh
+                log.warning("device disconnected; reconnecting", device=device_id,
+                            error=str(exc))
+                return False
+
+    while not await retry_until_available(
+            session, transient=lambda exc: isinstance(exc, aiomqtt.MqttError),
+            what=f"broker ({device_id})", initial=1.0, max_delay=30.0):
+        pass
 
 
 async def simulate(cfg: SimulatorConfig) -> None:

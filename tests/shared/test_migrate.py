@@ -23,6 +23,7 @@ from shared.migrate import (
     discover,
     migrate,
 )
+from shared.units import CANONICAL
 
 FILES = discover(DEFAULT_DIRECTORY)
 ALL_VERSIONS = [m.version for m in FILES]
@@ -53,6 +54,8 @@ EXPECTED_COLUMNS = {
                   ("subject", "text"), ("outcome", "text"), ("detail", "jsonb")],
     "telemetry_1m": ROLLUP,
     "telemetry_1h": ROLLUP,
+    "device_units": [("device", "integer"), ("metric", "smallint"), ("unit", "text"),
+                     ("updated_at", TZ)],
 }
 
 NOT_AVAILABLE = "TimescaleDB extension not available on this PostgreSQL"
@@ -168,6 +171,50 @@ async def test_rollups_aggregate_telemetry(pg_dsn: str, conn: asyncpg.Connection
         (ts(10, 0), 2, 1, 4.0, 4.0, 4.0, 1),
         (ts(11, 0), 1, 1, 7.0, 7.0, 7.0, 1),
     ]
+
+
+async def test_device_units_and_canonical_catalog_units(
+        pg_dsn: str, conn: asyncpg.Connection, migrations_copy: Path) -> None:
+    units_file = next(m for m in FILES if m.name == "device_units")
+    later = [m for m in FILES if m.version >= units_file.version]
+    for m in later:
+        (migrations_copy / m.path.name).unlink()
+    # A catalog from before: its metrics carry the first unit a reading happened to give.
+    await migrate(pg_dsn, migrations_copy)
+    await conn.execute("INSERT INTO metrics (name, unit) VALUES ('pip', 'kPa'), "
+                       "('motor_temp', NULL), ('flow_rate', 'bbl/d'), ('torque', 'N*m')")
+    device = await conn.fetchval("INSERT INTO devices (device_id) VALUES ('esp-1') RETURNING id")
+    for m in later:
+        shutil.copy(m.path, migrations_copy)
+    assert await migrate(pg_dsn, migrations_copy) == [m.version for m in later]
+
+    async def catalog() -> dict[str, str | None]:
+        return {r["name"]: r["unit"] for r in await conn.fetch("SELECT name, unit FROM metrics")}
+
+    # Known metrics now say their canonical unit; the others keep theirs.
+    assert await catalog() == {"pip": "psi", "motor_temp": "degC", "flow_rate": "bbl/d",
+                               "torque": "N*m"}
+    # The migration's list is shared/units.py's CANONICAL, and running it again is harmless.
+    assert dict(re.findall(r"\('(\w+)', '([^']+)'\)", units_file.sql)) == CANONICAL
+    async with conn.transaction():
+        await conn.execute(units_file.sql)
+    assert await catalog() == {"pip": "psi", "motor_temp": "degC", "flow_rate": "bbl/d",
+                               "torque": "N*m"}
+
+    # One unit per (device, metric), for catalogued devices and metrics only.
+    pip = await conn.fetchval("SELECT id FROM metrics WHERE name = 'pip'")
+    insert = "INSERT INTO device_units (device, metric, unit) VALUES ($1, $2, $3)"
+    await conn.execute(insert, device, pip, "kPa")
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await conn.execute(insert, device, pip, "bar")
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await conn.execute(insert, device + 1, pip, "kPa")
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await conn.execute(insert, device, 999, "kPa")
+    assert await conn.fetchval("SELECT updated_at > now() - interval '1 minute' "
+                               "FROM device_units") is True
+    await conn.execute("DELETE FROM devices WHERE id = $1", device)
+    assert await conn.fetchval("SELECT count(*) FROM device_units") == 0
 
 
 async def test_rerun_is_a_no_op(pg_dsn: str, conn: asyncpg.Connection) -> None:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import yaml
 from pydantic import ValidationError
 
-from devtools.stack.stack import StackConfig, service_environment
 from services.ingestor.settings import IngestorSettings
 from shared.broker_accounts import SERVICE_ACCOUNTS
 from shared.settings import CommonSettings, ServiceSettings, load
+from tests.utils.compose import compose_services
 
-REPO = Path(__file__).resolve().parents[2]
 GOOD = {"INSA_DATABASE_URL": "postgresql://insa:a-real-long-secret@db/insa",
         "INSA_REDIS_URL": "redis://:another-long-secret@redis:6379/0",
         "INSA_INGESTOR_MQTT_PASSWORD": "mqtt-long-secret-1"}
@@ -73,13 +69,9 @@ def _env_names(cls: type) -> set[str]:
     return {f"{prefix}{name}".upper() for name in cls.model_fields}
 
 
-def _compose() -> dict:
-    return yaml.safe_load((REPO / "compose.yaml").read_text())
-
-
 @pytest.mark.parametrize("service", sorted(COMPOSE_SERVICES))
 def test_compose_environment_matches_the_settings_classes(service: str) -> None:
-    env = _compose()["services"][service]["environment"]
+    env = compose_services()[service]["environment"]
     known = _env_names(CommonSettings)
     settings_cls = COMPOSE_SERVICES[service]
     if settings_cls is not None:
@@ -94,24 +86,16 @@ def test_compose_environment_matches_the_settings_classes(service: str) -> None:
         assert required <= insa_vars
 
 
-def test_every_compose_service_of_the_platform_has_a_healthcheck() -> None:
-    services = _compose()["services"]
-    for name, spec in services.items():
-        if spec.get("restart") != "no":  # one-shot jobs (migrate, broker-accounts) excepted
-            assert "healthcheck" in spec, f"{name} has no healthcheck"
-        for dep in (spec.get("depends_on") or {}).values():
-            assert dep["condition"] in ("service_healthy", "service_completed_successfully")
-
-
-def test_local_stack_uses_the_same_variable_names_as_compose(tmp_path: Path) -> None:
-    cfg = StackConfig(tmp_path, 1, 2, 3, 4, {"ingestor": 5}, 1)
-    local = set(service_environment(cfg, dict.fromkeys(
-        ["postgres", "redis", "insa-ingestor"], "x" * 16)))
-    compose = set(_compose()["services"]["ingestor"]["environment"])
-    assert local - {"INSA_ENV"} <= compose
+@pytest.mark.parametrize("name", sorted(compose_services()))
+def test_every_compose_service_of_the_platform_has_a_healthcheck(name: str) -> None:
+    spec = compose_services()[name]
+    if spec.get("restart") != "no":  # one-shot jobs (migrate, broker-accounts) excepted
+        assert "healthcheck" in spec, f"{name} has no healthcheck"
+    for dep in (spec.get("depends_on") or {}).values():
+        assert dep["condition"] in ("service_healthy", "service_completed_successfully")
 
 
 def test_compose_gives_every_broker_account_its_secret() -> None:
-    env = _compose()["services"]["broker-accounts"]["environment"]
+    env = compose_services()["broker-accounts"]["environment"]
     wanted = {"INSA_MQTT_PASSWORD_" + a.removeprefix("insa-").upper() for a in SERVICE_ACCOUNTS}
     assert set(env) == wanted

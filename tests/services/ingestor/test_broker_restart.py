@@ -16,8 +16,9 @@ import pytest
 
 from devtools.stack.servers import RunningBroker
 from devtools.stack.service_process import ServiceProcess, replica_overrides
-from tests.services.ingestor.test_delivery import count_seqs, readings, stored_seqs
-from tests.utils.devices import LOAD_GENERATOR, Device, publish_at_rate
+from tests.utils.db import count_seqs, stored_seqs
+from tests.utils.devices import LOAD_GENERATOR, connect_device, publish_at_rate
+from tests.utils.readings import readings
 from tests.utils.waiting import wait_until
 
 
@@ -31,8 +32,8 @@ async def test_a_graceful_broker_restart_mid_stream_loses_nothing(
     per_device = rate * seconds
     ingestors = [ingestor_factory(**replica_overrides(broker, n, replicas), **LOAD_GENERATOR)
                  for n in range(replicas)]
-    fleet = [Device(broker, f"esp-restart-{n}") for n in range(devices)]
-    publishers = [publish_at_rate(d, readings(d.device_id, per_device), rate) for d in fleet]
+    fleet = [connect_device(broker, f"esp-restart-{n}") for n in range(devices)]
+    publishers = [publish_at_rate(d, readings(d.client_id, per_device), rate) for d in fleet]
     await wait_until(lambda: count_seqs(db_url), lambda n: n >= devices * rate * 3,
                      what="ingest under way")
     broker.stop()  # SIGTERM: Mosquitto saves its sessions and queues, then exits

@@ -3,63 +3,23 @@
 from __future__ import annotations
 
 import signal
-import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
 import asyncpg
-import orjson
 import pytest
 import redis
 
 from devtools.stack.servers import RunningBroker, RunningPostgres, RunningRedis
 from devtools.stack.service_process import ServiceProcess, replica_overrides
-from tests.utils.devices import Device
+from tests.utils.db import count_seqs, fetchval, stored_seqs
+from tests.utils.devices import connect_device, publish_in_background
+from tests.utils.readings import assert_exactly_once, readings
+from tests.utils.streams import stream_seqs
 from tests.utils.waiting import wait_until
 
-BASE_MS = 1_763_800_000_000
 T = TypeVar("T")
-
-
-def readings(device: str, count: int) -> list[tuple[str, bytes]]:
-    """Distinct event times; `n` carries seq so each (device, seq) is checkable in storage."""
-    return [("telemetry", orjson.dumps({"ts": BASE_MS + seq, "seq": seq,
-                                        "telemetry": {"n": seq, "flow_rate": 2500.0}}))
-            for seq in range(count)]
-
-
-def publish_in_background(device: Device, items: list[tuple[str, bytes]]) -> threading.Thread:
-    thread = threading.Thread(target=device.publish_many, args=(items,), daemon=True)
-    thread.start()
-    return thread
-
-
-async def stored_seqs(dsn: str) -> list[int]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT t.value FROM telemetry t JOIN metrics m "
-                                "ON m.id = t.metric WHERE m.name = 'n'")
-    finally:
-        await conn.close()
-    return [int(r["value"]) for r in rows]
-
-
-async def count_seqs(dsn: str) -> int:
-    try:
-        return len(await stored_seqs(dsn))
-    except (OSError, asyncpg.PostgresError):
-        return -1  # database down for the moment
-
-
-def stream_seqs(redis_url: str) -> set[int]:
-    entries = redis.Redis.from_url(redis_url).xrange("insa:telemetry")
-    return {int(fields[b"seq"]) for _, fields in entries}
-
-
-def assert_exactly_once(seqs: list[int], count: int) -> None:
-    assert len(seqs) == count, f"{len(seqs)} rows for {count} readings"
-    assert sorted(seqs) == list(range(count))
 
 
 async def test_kill_9_mid_stream_loses_and_duplicates_nothing(
@@ -70,7 +30,7 @@ async def test_kill_9_mid_stream_loses_and_duplicates_nothing(
     # and acked and 250 are received but unacked when the process is killed.
     first = ingestor_factory(INSA_INGESTOR_BATCH_MAX_MESSAGES="500",
                              INSA_INGESTOR_BATCH_MAX_AGE_MS="60000")
-    device = Device(broker, "esp-crash")
+    device = connect_device(broker, "esp-crash")
     items = readings("esp-crash", count)
     device.publish_many(items[:first_part])
     await wait_until(lambda: count_seqs(db_url), lambda n: n == 1000, what="two batches")
@@ -100,8 +60,8 @@ async def test_an_outage_mid_stream_holds_acks_and_recovers(
     ingestor = ingestor_factory(INSA_INGESTOR_RECEIVE_MAXIMUM=str(window),
                                 INSA_INGESTOR_BATCH_MAX_MESSAGES="50",
                                 INSA_INGESTOR_RETRY_MAX_DELAY_SECONDS="0.5")
-    device = Device(broker, f"esp-{dependency}-down")
-    items = readings(device.device_id, count)
+    device = connect_device(broker, f"esp-{dependency}-down")
+    items = readings(device.client_id, count)
     device.publish_many(items[:window])
     await wait_until(lambda: count_seqs(db_url), lambda n: n == window)
     server.stop()
@@ -136,7 +96,7 @@ async def test_intake_stays_within_the_receive_window_under_load(
     count = 3000
     ingestor = ingestor_factory(INSA_INGESTOR_RECEIVE_MAXIMUM="100",
                                 INSA_INGESTOR_BATCH_MAX_MESSAGES="20")
-    device = Device(broker, "esp-window")
+    device = connect_device(broker, "esp-window")
     device.publish_many(readings("esp-window", count))
     await wait_until(lambda: count_seqs(db_url), lambda n: n >= count, timeout=60)
     assert_exactly_once(await stored_seqs(db_url), count)
@@ -150,7 +110,7 @@ async def test_a_crash_between_commit_and_stream_does_not_lose_the_stream_entry(
     """Rows committed while Redis is down, then kill -9: the redelivery re-streams them."""
     count = 300
     first = ingestor_factory(INSA_INGESTOR_RETRY_MAX_DELAY_SECONDS="0.5")
-    device = Device(broker, "esp-commit-crash")
+    device = connect_device(broker, "esp-commit-crash")
     redis_server.stop()
     device.publish_many(readings("esp-commit-crash", count))
     await wait_until(lambda: count_seqs(db_url), lambda n: n == count,
@@ -170,8 +130,8 @@ async def test_partitioned_replicas_store_everything_once(
         db_url: str) -> None:
     count = 2000
     replicas = [ingestor_factory(**replica_overrides(broker, n, 2)) for n in (0, 1)]
-    devices = [Device(broker, f"esp-shared-{n}") for n in range(4)]
-    threads = [publish_in_background(d, readings(d.device_id, count // 4)) for d in devices]
+    devices = [connect_device(broker, f"esp-shared-{n}") for n in range(4)]
+    threads = [publish_in_background(d, readings(d.client_id, count // 4)) for d in devices]
     for thread in threads:
         thread.join(60)
     await wait_until(lambda: count_seqs(db_url), lambda n: n >= count, timeout=60)
@@ -192,23 +152,19 @@ async def test_a_transient_database_error_is_retried_not_rejected(
     count = 20
     ingestor = ingestor_factory(INSA_DATABASE_URL=f"{db_url}?lock_timeout=300",
                                 INSA_INGESTOR_RETRY_MAX_DELAY_SECONDS="0.5")
-    device = Device(broker, "esp-locked")
+    device = connect_device(broker, "esp-locked")
     blocker = await asyncpg.connect(db_url)
     try:
         async with blocker.transaction():
             await blocker.execute("LOCK TABLE telemetry_latest IN ACCESS EXCLUSIVE MODE")
-            for topic, payload in readings(device.device_id, count):
+            for topic, payload in readings(device.client_id, count):
                 device.publish(topic, payload)  # one by one: batches of a single message too
             await wait_until(lambda: _async(ingestor.metric, "insa_ingestor_backpressure"),
                              lambda n: n == 1, what="backpressure while locked")
     finally:
         await blocker.close()
     await wait_until(lambda: count_seqs(db_url), lambda n: n == count, timeout=30)
-    conn = await asyncpg.connect(db_url)
-    try:
-        assert await conn.fetchval("SELECT count(*) FROM rejected_messages") == 0
-    finally:
-        await conn.close()
+    assert await fetchval(db_url, "SELECT count(*) FROM rejected_messages") == 0
     assert ingestor.proc is not None and ingestor.proc.poll() is None
     device.close()
 
@@ -219,8 +175,8 @@ async def test_redis_refusing_writes_is_backpressure_not_a_crash(
     ingestor = ingestor_factory(INSA_INGESTOR_RETRY_MAX_DELAY_SECONDS="0.5")
     client = redis.Redis.from_url(redis_server.url)
     client.config_set("maxmemory", 1)  # every write now fails with OOM
-    device = Device(broker, "esp-oom")
-    device.publish_many(readings(device.device_id, 10))
+    device = connect_device(broker, "esp-oom")
+    device.publish_many(readings(device.client_id, 10))
     await wait_until(lambda: _async(ingestor.metric, "insa_ingestor_backpressure"),
                      lambda n: n == 1, what="backpressure on OOM")
     client.config_set("maxmemory", 0)

@@ -6,6 +6,7 @@ or takes the ingestor's client id is refused by the broker, and nothing is lost.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Callable
 
@@ -13,11 +14,12 @@ import orjson
 
 from devtools.stack.servers import RunningBroker
 from devtools.stack.service_process import ServiceProcess
-from tests.mosquitto.mqtt_helpers import MqttTestClient
-from tests.services.ingestor.test_delivery import assert_exactly_once, count_seqs, stored_seqs
-from tests.services.ingestor.test_delivery import readings as make_readings
-from tests.utils.db import fetch, fetchrow
-from tests.utils.devices import Device, publish_at_rate
+from shared.mqtt import METRIC_FILTER, TELEMETRY_FILTER, telemetry_topic
+from tests.utils.db import count_seqs, fetch, fetchrow, stored_seqs
+from tests.utils.devices import connect_device, publish_at_rate
+from tests.utils.mqtt_client import MqttClient
+from tests.utils.readings import BASE_MS, assert_exactly_once
+from tests.utils.readings import readings as make_readings
 from tests.utils.waiting import wait_until
 
 
@@ -25,14 +27,14 @@ async def test_a_device_joining_the_ingestors_subscription_takes_nothing(
         ingestor: ServiceProcess, broker: RunningBroker, db_url: str) -> None:
     count = 1000
     thief_password = broker.add_device("esp-thief")
-    thief = MqttTestClient(broker.port, "esp-thief", thief_password)
+    thief = MqttClient(broker.port, "esp-thief", thief_password)
     assert not thief.connect().is_failure
-    for topic_filter in ("$share/ingestors/insa/devices/+/telemetry",
-                         "$share/ingestors/insa/devices/+/telemetry/+"):
+    for topic_filter in (f"$share/ingestors/{TELEMETRY_FILTER}",
+                         f"$share/ingestors/{METRIC_FILTER}"):
         assert thief.subscribe(topic_filter).value == 0x87  # refused at SUBSCRIBE
-    victim = Device(broker, "esp-victim")
-    victim.publish_many(make_readings(victim.device_id, count))
-    thief.pump(lambda: False, 0.5)  # the thief stays connected and reading
+    victim = connect_device(broker, "esp-victim")
+    victim.publish_many(make_readings(victim.client_id, count))
+    await asyncio.sleep(0.5)  # the thief stays connected and reading
     await wait_until(lambda: count_seqs(db_url), lambda n: n >= count, timeout=30,
                      what="every reading of the victim stored")
     assert_exactly_once(await stored_seqs(db_url), count)
@@ -48,11 +50,11 @@ async def test_a_device_cannot_take_over_the_ingestors_session(
     first = ingestor_factory()
     ingestor_id = first.env.get("INSA_INGESTOR_MQTT_USERNAME", "insa-ingestor")
     first.stop(signal.SIGTERM)  # its persistent session now queues for it
-    victim = Device(broker, "esp-victim")
-    victim.publish_many(make_readings(victim.device_id, count))
+    victim = connect_device(broker, "esp-victim")
+    victim.publish_many(make_readings(victim.client_id, count))
 
     password = broker.add_device("esp-hijacker")
-    hijacker = MqttTestClient(broker.port, "esp-hijacker", password, client_id=ingestor_id)
+    hijacker = MqttClient(broker.port, "esp-hijacker", password, client_id=ingestor_id)
     # Resume the ingestor's queued session, and have it discarded on leaving.
     code = hijacker.connect(clean_start=False, session_expiry=0)
     assert code.value == 0x87, f"the hijacker was let in: {code}"  # refused at CONNECT
@@ -71,12 +73,12 @@ async def test_a_flooding_device_is_suspended_in_the_broker_and_others_keep_flow
     ingestor = ingestor_factory(INSA_INGESTOR_DEVICE_RATE_LIMIT="50",
                                 INSA_INGESTOR_DEVICE_BURST="200",
                                 INSA_INGESTOR_SUSPEND_SECONDS="4")
-    victim = Device(broker, "esp-victim")
-    victims = publish_at_rate(victim, make_readings(victim.device_id, 100), per_second=25)
-    flooder = Device(broker, "esp-flooder")
-    flood = [flooder.client.publish(
-        "insa/devices/esp-flooder/telemetry",
-        orjson.dumps({"ts": 1_763_800_000_000 + n, "telemetry": {"flood": n}}), qos=1)
+    victim = connect_device(broker, "esp-victim")
+    victims = publish_at_rate(victim, make_readings(victim.client_id, 100), per_second=25)
+    flooder = connect_device(broker, "esp-flooder")
+    flood = [flooder.publish_nowait(
+        telemetry_topic("esp-flooder"),
+        orjson.dumps({"ts": BASE_MS + n, "telemetry": {"flood": n}}), qos=1)
         for n in range(5000)]  # as fast as paho can send them
     victims.join(60)
 
@@ -85,8 +87,8 @@ async def test_a_flooding_device_is_suspended_in_the_broker_and_others_keep_flow
                            lambda r: r is not None and r["confirmed_at"] is not None,
                            timeout=15, what="the flooder's suspension confirmed")
     assert row["device_id"] == "esp-flooder" and row["reason"] == "rate_limited"
-    assert not flooder.client.is_connected()
-    probe = MqttTestClient(broker.port, "esp-flooder", broker.credentials["esp-flooder"])
+    assert not flooder.is_connected
+    probe = MqttClient(broker.port, "esp-flooder", broker.credentials["esp-flooder"])
     assert probe.connect().is_failure
     probe.close()
     assert ingestor.metric("insa_ingestor_device_suspensions_total") == 1
@@ -96,7 +98,8 @@ async def test_a_flooding_device_is_suspended_in_the_broker_and_others_keep_flow
     await wait_until(lambda: count_seqs(db_url), lambda n: n >= 100, timeout=30,
                      what="every reading of the victim stored")
     assert_exactly_once(await stored_seqs(db_url), 100)
-    acked = sum(info.mid in flooder.acked for info in flood)
+    acked_mids = flooder.acked
+    acked = sum(mid in acked_mids for mid in flood)
     assert acked > 200
     accounted = await wait_until(
         lambda: fetchrow(db_url, """
@@ -116,7 +119,7 @@ async def test_a_flooding_device_is_suspended_in_the_broker_and_others_keep_flow
     # After the cool-down the account is enabled again, and all of it is audited.
     await wait_until(lambda: fetchrow(db_url, "SELECT * FROM device_suspensions"),
                      lambda r: r is None, timeout=15, what="the suspension ended")
-    probe = MqttTestClient(broker.port, "esp-flooder", broker.credentials["esp-flooder"])
+    probe = MqttClient(broker.port, "esp-flooder", broker.credentials["esp-flooder"])
     assert not probe.connect().is_failure
     probe.close()
     audit = await fetch(db_url, "SELECT actor, action, subject, outcome FROM audit_log "

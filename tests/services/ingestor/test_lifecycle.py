@@ -9,8 +9,9 @@ import httpx
 
 from devtools.stack.servers import RunningBroker, RunningRedis
 from devtools.stack.service_process import ServiceProcess
-from tests.services.ingestor.test_delivery import count_seqs, publish_in_background, readings
-from tests.utils.devices import LOAD_GENERATOR, Device
+from tests.utils.db import count_seqs
+from tests.utils.devices import LOAD_GENERATOR, connect_device, publish_in_background
+from tests.utils.readings import readings
 from tests.utils.waiting import wait_until
 
 
@@ -19,7 +20,7 @@ async def test_sigterm_flushes_and_acks_before_exiting(
         db_url: str) -> None:
     # A batch that would not close for a minute: only the drain can flush it.
     first = ingestor_factory(INSA_INGESTOR_BATCH_MAX_AGE_MS="60000")
-    device = Device(broker, "esp-drain")
+    device = connect_device(broker, "esp-drain")
     items = readings("esp-drain", 501)
     device.publish_many(items[:500])
     await wait_until(lambda: _metric(first, "insa_ingestor_pending_messages"),
@@ -30,7 +31,7 @@ async def test_sigterm_flushes_and_acks_before_exiting(
     assert '"ingestor stopped"' in first.log()
 
     second = ingestor_factory()
-    device.publish("telemetry", items[500][1])
+    device.publish(*items[500])
     await wait_until(lambda: count_seqs(db_url), lambda n: n == 501)
     assert second.metric("insa_ingestor_redeliveries_total") == 0  # everything was acked
     device.close()
@@ -42,8 +43,8 @@ async def test_readiness_names_the_failing_dependency(
     base = f"http://127.0.0.1:{ingestor.http_port}"
     assert (await _get(f"{base}/health/ready")).json() == {"status": "ok"}
     redis_server.stop()
-    device = Device(broker, "esp-ready")
-    device.publish("telemetry", readings("esp-ready", 1)[0][1])
+    device = connect_device(broker, "esp-ready")
+    device.publish(*readings("esp-ready", 1)[0])
     ready = await wait_until(lambda: _get(f"{base}/health/ready"),
                              lambda r: r.status_code == 503, what="readiness to fail")
     assert "redis" in ready.json()["failing"]
@@ -70,7 +71,7 @@ async def test_sigterm_under_load_drains_cleanly_and_leaves_the_backlog(
     ingestor = ingestor_factory(INSA_INGESTOR_DRAIN_SECONDS="60",
                                 INSA_INGESTOR_RECEIVE_MAXIMUM="100",
                                 INSA_INGESTOR_BATCH_MAX_MESSAGES="50", **LOAD_GENERATOR)
-    device = Device(broker, "esp-busy")
+    device = connect_device(broker, "esp-busy")
     publisher = publish_in_background(device, readings("esp-busy", count))
     await wait_until(lambda: count_seqs(db_url), lambda n: n > 0, what="ingest under way")
     assert ingestor.stop(signal.SIGTERM) == 0

@@ -19,14 +19,10 @@ from devtools.stack.servers import (
 )
 from devtools.stack.service_process import ServiceProcess
 from shared.migrate import migrate
-from tests.services.ingestor.test_delivery import (
-    assert_exactly_once,
-    count_seqs,
-    readings,
-    stored_seqs,
-    stream_seqs,
-)
-from tests.utils.devices import LOAD_GENERATOR, Device, publish_at_rate
+from tests.utils.db import count_seqs, stored_seqs
+from tests.utils.devices import LOAD_GENERATOR, connect_device, publish_at_rate
+from tests.utils.readings import assert_exactly_once, readings
+from tests.utils.streams import stream_seqs
 from tests.utils.waiting import wait_until
 
 
@@ -59,7 +55,7 @@ async def test_starting_with_postgres_and_redis_down_waits_instead_of_exiting(
         ingestor_factory: Callable[..., ServiceProcess], broker: RunningBroker,
         postgres_server: RunningPostgres, redis_server: RunningRedis, db_url: str) -> None:
     count = 200
-    device = Device(broker, "esp-cold-start")
+    device = connect_device(broker, "esp-cold-start")
     # A first run made the persistent session and its subscriptions, as in production.
     ingestor_factory().stop(signal.SIGTERM)
     postgres_server.stop()
@@ -67,7 +63,7 @@ async def test_starting_with_postgres_and_redis_down_waits_instead_of_exiting(
     try:
         ingestor = ingestor_factory(wait_ready=False,
                                     INSA_INGESTOR_RETRY_MAX_DELAY_SECONDS="0.5")
-        device.publish_many(readings(device.device_id, count))
+        device.publish_many(readings(device.client_id, count))
         ready = await wait_until(lambda: _ready(ingestor), _status(503),
                                  what="readiness 503 while dependencies are down")
         assert isinstance(ready, httpx.Response)
@@ -111,8 +107,8 @@ async def test_a_database_outage_at_500_per_second_loses_nothing(
     count = int(rate * (before + outage + 6))
     ingestor = ingestor_factory(INSA_DATABASE_URL=db_url,
                                 INSA_INGESTOR_RETRY_MAX_DELAY_SECONDS="2", **LOAD_GENERATOR)
-    device = Device(broker, f"esp-outage-{shutdown.name.lower()}")
-    publisher = publish_at_rate(device, readings(device.device_id, count), rate)
+    device = connect_device(broker, f"esp-outage-{shutdown.name.lower()}")
+    publisher = publish_at_rate(device, readings(device.client_id, count), rate)
     await wait_until(lambda: count_seqs(db_url), lambda n: n >= rate * before / 2,
                      what="ingest under way")
     postgres_server.stop(shutdown)

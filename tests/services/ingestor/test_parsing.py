@@ -12,9 +12,11 @@ import structlog
 
 from services.ingestor import parsing, rejects
 from services.ingestor.batch import Parsed
-from services.ingestor.mqtt_source import Delivery
+from services.ingestor.intake import Delivery
 from services.ingestor.parsing import MessageParser
 from services.ingestor.settings import IngestorSettings
+from shared.mqtt import telemetry_topic
+from tests.utils.topics import device_topic
 
 
 def delivery(topic: str, payload: bytes) -> Delivery:
@@ -32,7 +34,7 @@ def test_an_unexpected_parser_error_becomes_an_internal_error_reject(
         raise KeyError("boom")
 
     monkeypatch.setattr(parsing, "parse_reading_payload", broken)
-    item = parser.parse(delivery("insa/devices/esp-1/telemetry", b'{"flow_rate": 1234567}'))
+    item = parser.parse(delivery(telemetry_topic("esp-1"), b'{"flow_rate": 1234567}'))
     assert item.reject is not None and item.readings == []
     assert (item.reject.reason, item.reject.device_id) == ("internal_error", "esp-1")
     assert item.reject.detail == "KeyError: 'boom'"
@@ -61,7 +63,7 @@ def test_an_unexpected_parser_error_is_logged_once_per_window_not_per_message(
     monkeypatch.setattr(parsing, "parse_reading_payload", broken)
     parser = MessageParser(IngestorSettings(mqtt_password="x" * 16,
                                             reject_log_window_seconds=60))
-    bad = delivery("insa/devices/esp-1/telemetry", b'{"flow_rate": 1}')
+    bad = delivery(telemetry_topic("esp-1"), b'{"flow_rate": 1}')
     with structlog.testing.capture_logs() as logs:
         items = [parser.parse(bad) for _ in range(100)]
         clock[0] += 59.0
@@ -82,10 +84,15 @@ def test_an_unexpected_parser_error_is_logged_once_per_window_not_per_message(
 
 RECEIVED = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 YEAR_1 = "0001-01-01T00:00:00+14:00"  # converting it to UTC overflows
+WITH_TS = {  # a payload whose timestamp is %s, for each kind of device topic
+    "telemetry": b'{"ts": %s, "a": 1}',
+    "telemetry/a": b'{"value": 1, "ts": %s}',
+    "status": b'{"status": "online", "ts": %s}',
+}
 
 
 def parsed(parser: MessageParser, suffix: str, payload: bytes) -> Parsed:
-    return parser.parse(delivery(f"insa/devices/esp-1/{suffix}", payload), received=RECEIVED)
+    return parser.parse(delivery(device_topic("esp-1", suffix), payload), received=RECEIVED)
 
 
 def reason(item: Parsed) -> str | None:
@@ -141,15 +148,13 @@ def test_a_negative_epoch_is_an_invalid_timestamp(parser: MessageParser, suffix:
     assert item.reject is not None and "before 1970" in item.reject.detail
 
 
+@pytest.mark.parametrize("suffix", ["telemetry", "telemetry/a"])
 @pytest.mark.parametrize("ts", [b"true", b"false"])
-def test_a_bool_is_not_a_timestamp(parser: MessageParser, ts: bytes) -> None:
-    assert reason(parsed(parser, "telemetry", b'{"ts": %s, "a": 1}' % ts)) == \
-        "invalid_timestamp"
-    assert reason(parsed(parser, "telemetry/a", b'{"value": 1, "ts": %s}' % ts)) == \
-        "invalid_timestamp"
+def test_a_bool_is_not_a_timestamp(parser: MessageParser, suffix: str, ts: bytes) -> None:
+    assert reason(parsed(parser, suffix, WITH_TS[suffix] % ts)) == "invalid_timestamp"
 
 
-@pytest.mark.parametrize(("ts", "expected"), [
+IN_RANGE = pytest.mark.parametrize(("ts", "expected"), [
     (b"1795343400123", "2026-11-22T10:30:00.123000+00:00"),    # ms
     (b"1795343400123.0", "2026-11-22T10:30:00.123000+00:00"),  # ms as a float
     (b"1795343400", "2026-11-22T10:30:00+00:00"),              # s
@@ -159,25 +164,34 @@ def test_a_bool_is_not_a_timestamp(parser: MessageParser, ts: bytes) -> None:
     (b'"2026-11-22T12:30:00+02:00"', "2026-11-22T10:30:00+00:00"),
     (b'"2016-12-01T00:00:00Z"', "2016-12-01T00:00:00+00:00"),   # 9.98 years old: kept
 ])
-def test_timestamps_in_range_are_accepted(parser: MessageParser, ts: bytes,
+
+
+@IN_RANGE
+@pytest.mark.parametrize("suffix", ["telemetry", "telemetry/a"])
+def test_timestamps_in_range_are_accepted(parser: MessageParser, suffix: str, ts: bytes,
                                           expected: str) -> None:
-    for suffix, payload in [("telemetry", b'{"ts": %s, "a": 1}' % ts),
-                            ("telemetry/a", b'{"value": 1, "ts": %s}' % ts)]:
-        item = parsed(parser, suffix, payload)
-        assert item.reject is None, item.reject
-        assert [r.ts.isoformat() for r in item.readings] == [expected]
-        assert item.readings[0].ts.tzinfo is UTC
-    status = parsed(parser, "status", b'{"status": "online", "ts": %s}' % ts).status
+    item = parsed(parser, suffix, WITH_TS[suffix] % ts)
+    assert item.reject is None, item.reject
+    assert [r.ts.isoformat() for r in item.readings] == [expected]
+    assert item.readings[0].ts.tzinfo is UTC
+
+
+@IN_RANGE
+def test_status_timestamps_in_range_are_accepted(parser: MessageParser, ts: bytes,
+                                                 expected: str) -> None:
+    status = parsed(parser, "status", WITH_TS["status"] % ts).status
     assert status is not None and status.ts.isoformat() == expected
 
 
-def test_the_epoch_unit_boundary_is_2e10(parser: MessageParser) -> None:
-    # At or below 2e10 a number is seconds (2e10 s is in 2603); above, milliseconds.
-    assert reason(parsed(parser, "telemetry", b'{"ts": 20000000000, "a": 1}')) == \
-        "timestamp_in_future"
-    assert reason(parsed(parser, "telemetry", b'{"ts": 1e300, "a": 1}')) == "invalid_timestamp"
-    assert reason(parsed(parser, "telemetry", b'{"ts": "9999-12-31T23:59:59-14:00", "a": 1}')) \
-        == "timestamp_in_future"
+# At or below 2e10 a number is seconds (2e10 s is in 2603); above, milliseconds.
+@pytest.mark.parametrize(("ts", "expected"), [
+    (b"20000000000", "timestamp_in_future"),
+    (b"1e300", "invalid_timestamp"),
+    (b'"9999-12-31T23:59:59-14:00"', "timestamp_in_future"),
+])
+def test_the_epoch_unit_boundary_is_2e10(parser: MessageParser, ts: bytes,
+                                         expected: str) -> None:
+    assert reason(parsed(parser, "telemetry", WITH_TS["telemetry"] % ts)) == expected
 
 
 def test_the_past_bound_is_configurable_and_applies_to_backlogs() -> None:
@@ -197,13 +211,21 @@ def test_the_past_bound_is_configurable_and_applies_to_backlogs() -> None:
                          (now - 31 * day))) == "timestamp_too_old"
 
 
-def test_a_past_bound_beyond_year_1_still_rejects_an_unconvertible_timestamp() -> None:
-    """With the bound out of the way, converting year 1 +14:00 to UTC overflows: that is
-    an invalid timestamp, not an internal error."""
-    parser = MessageParser(IngestorSettings(mqtt_password="x" * 16, max_past_age_days=1e12))
-    for suffix, payload in [("telemetry", b'{"ts": "%s", "a": 1}' % YEAR_1.encode()),
-                            ("telemetry/a", b'{"value": 1, "ts": "%s"}' % YEAR_1.encode()),
-                            ("status", b'{"status": "online", "ts": "%s"}' % YEAR_1.encode())]:
-        assert reason(parsed(parser, suffix, payload)) == "invalid_timestamp"
-    item = parsed(parser, "telemetry", b'{"ts": "1900-01-01T00:00:00Z", "a": 1}')
+@pytest.fixture
+def unbounded_parser() -> MessageParser:
+    """The past bound out of the way."""
+    return MessageParser(IngestorSettings(mqtt_password="x" * 16, max_past_age_days=1e12))
+
+
+@pytest.mark.parametrize("suffix", ["telemetry", "telemetry/a", "status"])
+def test_a_past_bound_beyond_year_1_still_rejects_an_unconvertible_timestamp(
+        unbounded_parser: MessageParser, suffix: str) -> None:
+    """Converting year 1 +14:00 to UTC overflows: that is an invalid timestamp, not an
+    internal error."""
+    payload = WITH_TS[suffix] % (b'"%s"' % YEAR_1.encode())
+    assert reason(parsed(unbounded_parser, suffix, payload)) == "invalid_timestamp"
+
+
+def test_a_past_bound_beyond_year_1_lets_1900_through(unbounded_parser: MessageParser) -> None:
+    item = parsed(unbounded_parser, "telemetry", b'{"ts": "1900-01-01T00:00:00Z", "a": 1}')
     assert item.reject is None and item.readings[0].ts.year == 1900

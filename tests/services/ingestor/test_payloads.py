@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import time
 
-import asyncpg
 import orjson
+import pytest
 import redis
 
 from devtools.stack.servers import RunningBroker, RunningRedis
 from devtools.stack.service_process import ServiceProcess
-from tests.utils.devices import Device
+from shared.mqtt import telemetry_topic
+from tests.utils.db import execute, fetch
+from tests.utils.devices import connect_device
+from tests.utils.topics import device_topic
 from tests.utils.waiting import wait_until
-
-
-async def _rows(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
-
 
 NUMBERS = """
     SELECT d.device_id, m.name, t.time, t.value, t.quality FROM telemetry t
@@ -31,47 +25,51 @@ NUMBERS = """
 async def test_every_payload_form_stores_exactly_the_expected_rows(
         ingestor: ServiceProcess, broker: RunningBroker, redis_server: RunningRedis,
         db_url: str) -> None:
-    dev = Device(broker, "esp-forms")
-    dev.publish("telemetry", orjson.dumps({
+    dev = connect_device(broker, "esp-forms")
+    telemetry = telemetry_topic(dev.client_id)
+    dev.publish(telemetry, orjson.dumps({
         "ts": "2026-11-22T10:30:00.123Z", "seq": 1,
         "telemetry": {"flow_rate": 2500.5, "pip": {"value": 850, "unit": "psi", "quality": 100},
                       "running": True, "mode": "auto"},
         "metadata": {"source": "rtu-3"}}))
-    dev.publish("telemetry", b'{"timestamp": 1763807400, "flow_rate": 2400, "pip": 840}')
-    dev.publish("telemetry", orjson.dumps([
+    dev.publish(telemetry, b'{"timestamp": 1763807400, "flow_rate": 2400, "pip": 840}')
+    dev.publish(telemetry, orjson.dumps([
         {"ts": 1763807401000, "seq": 2, "flow_rate": 1.0},
         {"ts": 1763807402000, "seq": 3, "flow_rate": 2.0},
         {"ts": 1763807403000, "seq": 4, "telemetry": {"flow_rate": 3.0}}]))
-    dev.publish("telemetry/motor_temp", b"221.5")
-    dev.publish("telemetry/vibration",
-                b'{"value": 0.31, "ts": "2026-11-22T10:31:00Z", "unit": "g", "quality": 90}')
-    dev.publish("telemetry/alarm_text", b"high temp")
+    dev.publish(telemetry_topic(dev.client_id, "motor_temp"), b"221.5")
+    dev.publish(telemetry_topic(dev.client_id, "vibration"),
+                b'{"value": 0.31, "ts": "2026-11-22T10:31:00Z", "unit": "in/s", "quality": 90}')
+    dev.publish(telemetry_topic(dev.client_id, "alarm_text"), b"high temp")
 
-    rows = await wait_until(lambda: _rows(db_url, NUMBERS), lambda r: len(r) == 10,
+    rows = await wait_until(lambda: fetch(db_url, NUMBERS), lambda r: len(r) == 10,
                             what="10 numeric rows")
     by_metric: dict[str, list[float]] = {}
     for r in rows:
         by_metric.setdefault(r["name"], []).append(r["value"])
     by_metric = {name: sorted(values) for name, values in by_metric.items()}
     assert by_metric == {"flow_rate": [1.0, 2.0, 3.0, 2400.0, 2500.5], "pip": [840.0, 850.0],
-                         "running": [1.0], "motor_temp": [221.5], "vibration": [0.31]}
+                         "running": [1.0], "motor_temp": [221.5],
+                         "vibration": [pytest.approx(7.874)]}  # 0.31 in/s in mm/s
     pip = next(r for r in rows if r["name"] == "pip" and r["value"] == 850.0)
     assert pip["quality"] == 100 and pip["time"].isoformat() == "2026-11-22T10:30:00.123000+00:00"
     vib = next(r for r in rows if r["name"] == "vibration")
     assert vib["quality"] == 90 and vib["time"].isoformat() == "2026-11-22T10:31:00+00:00"
 
     texts = await wait_until(
-        lambda: _rows(db_url, "SELECT m.name, t.value FROM telemetry_text t "
+        lambda: fetch(db_url, "SELECT m.name, t.value FROM telemetry_text t "
                               "JOIN metrics m ON m.id = t.metric ORDER BY m.name"),
         lambda r: len(r) == 2, what="2 text rows")
     assert [(r["name"], r["value"]) for r in texts] == [("alarm_text", "high temp"),
                                                         ("mode", "auto")]
-    units = await _rows(db_url, "SELECT name, unit FROM metrics WHERE unit IS NOT NULL")
-    assert {(r["name"], r["unit"]) for r in units} == {("pip", "psi"), ("vibration", "g")}
+    units = await fetch(db_url, "SELECT name, unit FROM metrics WHERE unit IS NOT NULL")
+    # Known metrics are catalogued with their canonical unit (DESIGN.md section 9).
+    assert {(r["name"], r["unit"]) for r in units} == {
+        ("flow_rate", "bbl/d"), ("pip", "psi"), ("motor_temp", "degC"), ("vibration", "mm/s")}
 
     # Latest values: newest by event time per metric (flow_rate's newest is the first reading,
     # 2026-11-22; the flat one and the backlog are from 2025).
-    latest = await _rows(db_url, "SELECT m.name, l.value, l.value_text FROM telemetry_latest l "
+    latest = await fetch(db_url, "SELECT m.name, l.value, l.value_text FROM telemetry_latest l "
                                  "JOIN metrics m ON m.id = l.metric")
     latest_by = {r["name"]: r["value"] if r["value"] is not None else r["value_text"]
                  for r in latest}
@@ -86,7 +84,7 @@ async def test_every_payload_form_stores_exactly_the_expected_rows(
     assert first[b"ts"] == b"1795343400123"  # 2026-11-22T10:30:00.123Z
     assert orjson.loads(first[b"metrics"]) == {"flow_rate": 2500.5, "pip": 850.0,
                                                 "running": 1.0, "mode": "auto"}
-    assert not await _rows(db_url, "SELECT * FROM rejected_messages")
+    assert not await fetch(db_url, "SELECT * FROM rejected_messages")
     assert ingestor.metric("insa_ingestor_messages_total") == 6
     dev.close()
 
@@ -112,6 +110,8 @@ BAD_PAYLOADS = [
     ("telemetry", b'[{"flow_rate": 1}, {"flow_rate": 2}]', "missing_timestamp"),
     ("telemetry", b'{"ts": 1763807400, "pip": {"value": 1, "ts": 1763807000}}',
      "schema_violation"),
+    ("telemetry", b'{"flow_rate": 1, "pip": {"value": 1, "unit": "degC"}}', "bad_unit"),
+    ("telemetry/motor_temp", b'{"value": 1, "unit": "furlongs"}', "bad_unit"),
 ]
 
 
@@ -119,13 +119,14 @@ async def test_every_reject_reason_is_recorded_and_counted(
         ingestor_factory, broker: RunningBroker, db_url: str) -> None:
     ingestor = ingestor_factory(INSA_INGESTOR_MAX_PAYLOAD_BYTES="2048",
                                 INSA_INGESTOR_REJECT_KEEP_BYTES="64")
-    dev = Device(broker, "esp-bad")
+    dev = connect_device(broker, "esp-bad")
     for suffix, payload, _ in BAD_PAYLOADS:
-        dev.publish(suffix, payload)
-    dev.publish("telemetry", b'{"flow_rate": 7}')  # a good one among them is still stored
+        dev.publish(device_topic(dev.client_id, suffix), payload)
+    # A good one among them is still stored.
+    dev.publish(telemetry_topic(dev.client_id), b'{"flow_rate": 7}')
 
     rejects = await wait_until(
-        lambda: _rows(db_url, "SELECT topic, device_id, reason, detail, payload, payload_size "
+        lambda: fetch(db_url, "SELECT topic, device_id, reason, detail, payload, payload_size "
                               "FROM rejected_messages ORDER BY id"),
         lambda r: len(r) == len(BAD_PAYLOADS), what="every reject recorded")
     assert [r["reason"] for r in rejects] == [reason for _, _, reason in BAD_PAYLOADS]
@@ -139,7 +140,7 @@ async def test_every_reject_reason_is_recorded_and_counted(
         expected[reason] = expected.get(reason, 0) + 1
     for reason, count in expected.items():
         assert ingestor.metric("insa_ingestor_rejects_total", f'reason="{reason}"') == count
-    stored = await wait_until(lambda: _rows(db_url, "SELECT value FROM telemetry"),
+    stored = await wait_until(lambda: fetch(db_url, "SELECT value FROM telemetry"),
                               lambda r: len(r) == 1, what="the good reading")
     assert stored[0]["value"] == 7.0
     # Rejected messages were acked: nothing waits for redelivery.
@@ -150,18 +151,16 @@ async def test_every_reject_reason_is_recorded_and_counted(
 async def test_unknown_device_is_rejected_when_auto_provisioning_is_off(
         ingestor_factory, broker: RunningBroker, db_url: str) -> None:
     ingestor_factory(INSA_INGESTOR_AUTO_PROVISION="false")
-    conn = await asyncpg.connect(db_url)
-    await conn.execute("INSERT INTO devices (device_id) VALUES ('esp-known')")
-    await conn.close()
-    known, stranger = Device(broker, "esp-known"), Device(broker, "esp-stranger")
-    stranger.publish("telemetry", b'{"flow_rate": 1}')
-    known.publish("telemetry", b'{"flow_rate": 2}')
-    rejects = await wait_until(lambda: _rows(db_url, "SELECT reason, device_id FROM "
+    await execute(db_url, "INSERT INTO devices (device_id) VALUES ('esp-known')")
+    known, stranger = connect_device(broker, "esp-known"), connect_device(broker, "esp-stranger")
+    stranger.publish(telemetry_topic(stranger.client_id), b'{"flow_rate": 1}')
+    known.publish(telemetry_topic(known.client_id), b'{"flow_rate": 2}')
+    rejects = await wait_until(lambda: fetch(db_url, "SELECT reason, device_id FROM "
                                                      "rejected_messages"),
                                lambda r: len(r) == 1, what="unknown device reject")
     assert (rejects[0]["reason"], rejects[0]["device_id"]) == ("unknown_device", "esp-stranger")
-    await wait_until(lambda: _rows(db_url, "SELECT 1 FROM telemetry"), lambda r: len(r) == 1)
-    devices = await _rows(db_url, "SELECT device_id FROM devices")
+    await wait_until(lambda: fetch(db_url, "SELECT 1 FROM telemetry"), lambda r: len(r) == 1)
+    devices = await fetch(db_url, "SELECT device_id FROM devices")
     assert [d["device_id"] for d in devices] == ["esp-known"]
     known.close()
     stranger.close()
@@ -194,18 +193,18 @@ async def test_implausible_timestamps_are_rejected_and_plausible_ones_stored(
                                     {"ts": (now - 28 * day) * 1000, "a": 12}])),
         ("telemetry/a", orjson.dumps({"value": 13, "ts": now - 60})),
     ]
-    dev = Device(broker, "esp-clock")
+    dev = connect_device(broker, "esp-clock")
     for suffix, payload, _ in bad:
-        dev.publish(suffix, payload)
+        dev.publish(device_topic(dev.client_id, suffix), payload)
     for suffix, payload in good:
-        dev.publish(suffix, payload)
+        dev.publish(device_topic(dev.client_id, suffix), payload)
 
     stored = await wait_until(
-        lambda: _rows(db_url, "SELECT value, time FROM telemetry ORDER BY value"),
+        lambda: fetch(db_url, "SELECT value, time FROM telemetry ORDER BY value"),
         lambda r: any(row["value"] == 13.0 for row in r), what="the last plausible reading")
     assert [(r["value"], int(r["time"].timestamp())) for r in stored] == [
         (10.0, now - 3600), (11.0, now - 29 * day), (12.0, now - 28 * day), (13.0, now - 60)]
-    rejects = await _rows(db_url, "SELECT topic, reason, detail FROM rejected_messages "
+    rejects = await fetch(db_url, "SELECT topic, reason, detail FROM rejected_messages "
                                   "ORDER BY id")
     assert [(r["topic"], r["reason"]) for r in rejects] == \
         [(f"insa/devices/esp-clock/{suffix}", reason) for suffix, _, reason in bad]

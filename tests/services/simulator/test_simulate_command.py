@@ -6,12 +6,13 @@ import asyncio
 import sys
 from pathlib import Path
 
-import asyncpg
 import redis
 
 from devtools.stack.servers import RunningBroker, RunningRedis
 from devtools.stack.service_process import ServiceProcess
-from services.simulator.esp_model import UNITS
+from services.simulator.main import Device, SimulatorConfig
+from shared.streams import TELEMETRY
+from tests.utils.db import fetch
 from tests.utils.waiting import wait_until
 
 
@@ -19,7 +20,8 @@ async def test_simulated_fleet_is_ingested(ingestor: ServiceProcess, broker: Run
                                            redis_server: RunningRedis, db_url: str,
                                            tmp_path: Path) -> None:
     secrets = tmp_path / "secrets.env"
-    lines = [f"{d}={broker.add_device(d)}" for d in ("sim-esp-001", "sim-esp-002")]
+    ids = ("sim-esp-001", "sim-esp-002")
+    lines = [f"{d}={broker.add_device(d)}" for d in ids]
     secrets.write_text("\n".join(["postgres=not-a-device", *lines]) + "\n")
     simulator = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.cli", "simulate", "--secrets", str(secrets),
@@ -29,25 +31,22 @@ async def test_simulated_fleet_is_ingested(ingestor: ServiceProcess, broker: Run
     output, _ = await asyncio.wait_for(simulator.communicate(), 60)
     assert simulator.returncode == 0, output.decode()
 
-    async def fleet() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(db_url)
-        try:
-            return await conn.fetch(
-                "SELECT d.device_id, d.status, count(DISTINCT t.time) AS readings, "
-                "count(DISTINCT t.metric) AS metrics, "
-                "(SELECT count(*) FROM metrics WHERE unit IS NOT NULL) AS units "
-                "FROM devices d JOIN telemetry t ON t.device = d.id "
-                "GROUP BY d.device_id, d.status ORDER BY d.device_id")
-        finally:
-            await conn.close()
-
+    fleet_query = ("SELECT d.device_id, d.status, count(DISTINCT t.time) AS readings, "
+                   "count(DISTINCT t.metric) AS metrics, "
+                   "(SELECT count(*) FROM metrics WHERE unit IS NOT NULL) AS units "
+                   "FROM devices d JOIN telemetry t ON t.device = d.id "
+                   "GROUP BY d.device_id, d.status ORDER BY d.device_id")
     # The status "offline" is each device's last message: once both are offline, all is in.
-    rows = await wait_until(fleet, lambda r: len(r) == 2 and
+    rows = await wait_until(lambda: fetch(db_url, fleet_query), lambda r: len(r) == 2 and
                             all(x["status"] == "offline" for x in r), what="fleet offline")
     assert [r["device_id"] for r in rows] == ["sim-esp-001", "sim-esp-002"]
-    for row in rows:
-        assert row["readings"] >= 3 and row["metrics"] == len(UNITS)
-    assert rows[0]["units"] == len(UNITS)  # the first reading carries units
+    # Each device is its own well: the sensors it has, in the units it states.
+    cfg = SimulatorConfig("", 0, {}, 0.3, {"sim-esp-002": "overload"})
+    devices = [Device(cfg, d) for d in ids]
+    for row, device in zip(rows, devices, strict=True):
+        assert row["readings"] >= 3 and row["metrics"] == len(device.spec.sensors)
+    stated = {m for d in devices if d.instruments.states_units for m in d.spec.sensors}
+    assert rows[0]["units"] == len(stated)  # a metric's first reading carries its unit
     seqs = sorted(int(f[b"seq"]) for _, f in redis.Redis.from_url(redis_server.url)
-                  .xrange("insa:telemetry") if f[b"device_id"] == b"sim-esp-001")
+                  .xrange(TELEMETRY) if f[b"device_id"] == b"sim-esp-001")
     assert seqs == list(range(len(seqs)))

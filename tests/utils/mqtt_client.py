@@ -1,19 +1,20 @@
-"""A small synchronous MQTT 5 client for broker tests, over paho-mqtt 2.x.
+"""The MQTT 5 test client (paho-mqtt 2.x) for broker tests and for devices feeding the ingestor.
 
-No background thread: every wait drives paho's network loop in the calling thread
-for a bounded time, so a test reads top to bottom and never outlives its timeouts.
-Messages a client receives are collected in ``client.messages`` in arrival order.
+paho's network loop runs in a background thread (``loop_start``), so a device keeps
+its connection, PUBACKs and reconnects while a test awaits something else, and a load
+generator publishes without driving the loop itself. What the broker answers is kept
+under one lock and waited for with a condition: connect results, PUBACK and SUBACK
+reason codes, and received messages in arrival order. Never call paho while holding
+that lock: paho runs our callbacks under its own mutexes, so the other order deadlocks.
 """
 
 from __future__ import annotations
 
 import itertools
-import select
 import socket
 import ssl
-import time
+import threading
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from devtools.stack.servers import RunningBroker
 
 HOST = "127.0.0.1"
-WAIT = 3.0  # default bound for anything the broker should answer at once
+# Bound for anything the broker should answer at once; generous, because the machine
+# may be busy with another suite.
+WAIT = 10.0
 
 _ids = itertools.count(1)
 
@@ -47,105 +50,129 @@ class Received:
     retain: bool
 
 
-class MqttTestClient:
-    """One MQTT 5 connection (plain, or TLS when ``tls`` is given)."""
+class MqttClient:
+    """One MQTT 5 connection (plain, or TLS when ``tls`` is given).
+
+    ``reconnect``: come back after the connection drops (a broker restart), as field
+    devices do. Off for broker tests, where a dropped connection is the finding.
+    """
 
     def __init__(self, port: int, username: str | None = None, password: str | None = None, *,
                  tls: ssl.SSLContext | None = None, will: Will | None = None,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, reconnect: bool = False) -> None:
         self.port = port
         self.username = username
         # The broker binds every account to its username as client id.
         self.client_id = client_id or username or f"t{next(_ids)}-anon"
-        self.messages: deque[Received] = deque()
-        self.connack: ReasonCode | None = None
+        self._changed = threading.Condition()  # guards every field below
+        self._messages: list[Received] = []
+        self._connack: ReasonCode | None = None
         self._pubacks: dict[int, ReasonCode] = {}
+        self._acked: set[int] = set()
         self._subacks: dict[int, list[ReasonCode]] = {}
+        self._dropped = False  # kill()ed: the socket is gone behind paho's back
 
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=paho.MQTTv5)
+                             protocol=paho.MQTTv5, reconnect_on_failure=reconnect)
         if username is not None:
             client.username_pw_set(username, password)
         if tls is not None:
             client.tls_set_context(tls)
         if will is not None:
             client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        # Load tests keep thousands of QoS 1 messages in flight; none is dropped locally.
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        # Back within a second or two after a broker restart, as field devices are.
+        client.reconnect_delay_set(0.2, 1)
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
 
-    # --- paho callbacks (run inside pump(), i.e. in the test's own thread) ---
+    # --- paho callbacks (paho's thread) ---
 
     def _on_connect(self, _c: paho.Client, _u: object, _f: object, rc: ReasonCode,
                     _p: object) -> None:
-        self.connack = rc
+        with self._changed:
+            self._connack = rc
+            self._changed.notify_all()
 
     def _on_publish(self, _c: paho.Client, _u: object, mid: int, rc: ReasonCode,
                     _p: object) -> None:
-        self._pubacks[mid] = rc
+        with self._changed:
+            self._pubacks[mid] = rc
+            if rc.is_failure:
+                self._acked.discard(mid)
+            else:
+                self._acked.add(mid)
+            self._changed.notify_all()
 
     def _on_subscribe(self, _c: paho.Client, _u: object, mid: int, rcs: list[ReasonCode],
                       _p: object) -> None:
-        self._subacks[mid] = rcs
+        with self._changed:
+            self._subacks[mid] = rcs
+            self._changed.notify_all()
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-        self.messages.append(Received(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain)))
+        with self._changed:
+            self._messages.append(Received(msg.topic, bytes(msg.payload), msg.qos,
+                                           bool(msg.retain)))
+            self._changed.notify_all()
 
-    # --- driving the network loop ---
+    def _wait(self, done: Callable[[], bool], timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(done, timeout)
+
+    # --- connection ---
 
     @property
     def is_connected(self) -> bool:
-        return self._client.is_connected()
-
-    def pump(self, until: Callable[[], bool], timeout: float = WAIT) -> bool:
-        """Run the network loop until ``until()`` holds (True) or the time is up or the
-        connection is gone (False, unless ``until()`` became true on the way)."""
-        deadline = time.monotonic() + timeout
-        while not until():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._step(min(remaining, 0.05)):
-                return until()
-        return True
-
-    def _step(self, timeout: float) -> bool:
-        """One round of paho's "external event loop" API; False once the socket is gone.
-
-        (Not ``Client.loop()``: that creates a socketpair which nothing public closes.)
-        """
-        sock = self._client.socket()
-        if sock is None:
-            return False
-        pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-        wlist = [sock] if self._client.want_write() else []
-        readable, writable, _ = select.select([sock], wlist, [], 0 if pending else timeout)
-        if readable or pending:
-            self._client.loop_read()
-        if writable and self._client.socket() is not None:
-            self._client.loop_write()
-        if self._client.socket() is not None:
-            self._client.loop_misc()
-        return True
+        return not self._dropped and self._client.is_connected()
 
     def connect(self, timeout: float = WAIT, *, clean_start: bool = True,
                 session_expiry: int | None = None) -> ReasonCode:
         """Connect and return the CONNACK reason code (success or the refusal).
 
         TCP and TLS errors (e.g. an untrusted server certificate) raise from here;
-        a refused CONNECT does not.
+        a refused CONNECT does not, and is not retried.
         """
-        self.connack = None
+        with self._changed:
+            self._connack = None
         properties = None
         if session_expiry is not None:
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = session_expiry
         self._client.connect(HOST, self.port, keepalive=30, clean_start=clean_start,
                              properties=properties)
-        if not self.pump(lambda: self.connack is not None, timeout):
+        self._client.loop_start()
+        if not self._wait(lambda: self._connack is not None, timeout):
+            self._client.loop_stop()
             raise TimeoutError(f"{self.client_id}: no CONNACK within {timeout}s")
-        assert self.connack is not None
-        return self.connack
+        assert self._connack is not None
+        if self._connack.is_failure:
+            self._client.loop_stop()
+        return self._connack
+
+    def kill(self) -> None:
+        """Drop the TCP connection without an MQTT DISCONNECT (as a crashed device would),
+        so the broker sends the Last Will."""
+        self._client.loop_stop()  # first, so paho neither reads the EOF nor reconnects
+        sock = self._client.socket()
+        assert isinstance(sock, socket.socket), "not connected"
+        self._dropped = True
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+    def close(self) -> None:
+        """Clean DISCONNECT when still connected; the network thread ends in any case."""
+        if self._dropped:
+            return
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # --- publishing ---
 
     def publish(self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False,
                 timeout: float = WAIT) -> ReasonCode | None:
@@ -155,9 +182,39 @@ class MqttTestClient:
             raise ConnectionError(f"{self.client_id}: publish failed locally: {info.rc!r}")
         if qos == 0:
             return None
-        if not self.pump(lambda: info.mid in self._pubacks, timeout):
+        # paho marks the message published only after our on_publish has recorded the
+        # PUBACK, so the code read below is this message's, not an earlier one's.
+        info.wait_for_publish(timeout)
+        if not info.is_published():
             raise TimeoutError(f"{self.client_id}: no PUBACK for {topic} within {timeout}s")
-        return self._pubacks.pop(info.mid)
+        with self._changed:
+            return self._pubacks[info.mid]
+
+    def publish_nowait(self, topic: str, payload: bytes | str, *, qos: int = 1) -> int:
+        """Hand a message to paho and return its packet id, acknowledged or not; paho sends
+        it once (re)connected. For load and floods: see ``acked``."""
+        return self._client.publish(topic, payload, qos=qos).mid
+
+    def publish_many(self, items: list[tuple[str, bytes]], timeout: float = 30) -> None:
+        """Publish QoS 1 as fast as paho sends, then wait for every PUBACK."""
+        infos = [self._client.publish(topic, payload, qos=1) for topic, payload in items]
+        for info in infos:
+            info.wait_for_publish(timeout)  # raises when the client was not connected
+            assert info.is_published()
+
+    @property
+    def acked(self) -> set[int]:
+        """Packet ids the broker acknowledged with success."""
+        with self._changed:
+            return set(self._acked)
+
+    def wait_acked(self, mids: set[int], timeout: float) -> set[int]:
+        """Wait for the broker to acknowledge ``mids``; return those it did not."""
+        self._wait(lambda: mids <= self._acked, timeout)
+        with self._changed:
+            return mids - self._acked
+
+    # --- subscribing and receiving ---
 
     def subscribe(self, topic_filter: str, *, qos: int = 1,
                   timeout: float = WAIT) -> ReasonCode:
@@ -165,45 +222,31 @@ class MqttTestClient:
         result, mid = self._client.subscribe(topic_filter, qos=qos)
         if result != paho.MQTT_ERR_SUCCESS or mid is None:
             raise ConnectionError(f"{self.client_id}: subscribe failed locally: {result!r}")
-        if not self.pump(lambda: mid in self._subacks, timeout):
+        if not self._wait(lambda: mid in self._subacks, timeout):
             raise TimeoutError(f"{self.client_id}: no SUBACK for {topic_filter}")
-        (code,) = self._subacks.pop(mid)
+        with self._changed:
+            (code,) = self._subacks.pop(mid)
         return code
+
+    @property
+    def messages(self) -> list[Received]:
+        """Everything received so far (kept), in arrival order."""
+        with self._changed:
+            return list(self._messages)
 
     def wait_for_messages(self, count: int, timeout: float = WAIT) -> list[Received]:
         """Wait until at least ``count`` messages have arrived; return them all (kept)."""
-        self.pump(lambda: len(self.messages) >= count, timeout)
-        return list(self.messages)
+        self._wait(lambda: len(self._messages) >= count, timeout)
+        return self.messages
 
     def take_messages(self) -> list[Received]:
         """Everything received so far, clearing the collection."""
-        taken = list(self.messages)
-        self.messages.clear()
+        with self._changed:
+            taken, self._messages = self._messages, []
         return taken
 
-    def kill(self) -> None:
-        """Drop the TCP connection without an MQTT DISCONNECT (as a crashed device would)."""
-        sock = self._client.socket()
-        assert isinstance(sock, socket.socket), "not connected"
-        sock.shutdown(socket.SHUT_RDWR)
-        self.pump(lambda: self._client.socket() is None, 1.0)  # paho reads EOF and closes
 
-    def close(self) -> None:
-        """Clean DISCONNECT when still connected; the socket is closed in any case."""
-        if self._client.is_connected():
-            self._client.disconnect()
-            self.pump(lambda: self._client.socket() is None, 1.0)
-        sock = self._client.socket()
-        if sock is not None:
-            sock.close()
-
-
-def tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """A client TLS context trusting only ``ca_file`` (or only the system store when None)."""
-    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-
-
-def barrier(sender: MqttTestClient, topic: str, observer: MqttTestClient,
+def barrier(sender: MqttClient, topic: str, observer: MqttClient,
             timeout: float = WAIT) -> list[Received]:
     """Return what ``observer`` received before a marker that ``sender`` publishes now.
 
@@ -218,27 +261,20 @@ def barrier(sender: MqttTestClient, topic: str, observer: MqttTestClient,
     assert code is not None and not code.is_failure, f"barrier publish to {topic}: {code}"
 
     def marker_seen() -> bool:
-        return any(m.payload == marker for m in observer.messages)
+        return any(m.payload == marker for m in observer._messages)
 
-    if not observer.pump(marker_seen, timeout):
+    if not observer._wait(marker_seen, timeout):
         raise TimeoutError(f"{observer.client_id}: barrier on {topic} never arrived")
-    received = list(observer.messages)
-    first = next(i for i, m in enumerate(received) if m.payload == marker)
-    observer.messages.clear()
-    observer.messages.extend(m for m in received[first:] if m.payload != marker)
+    with observer._changed:
+        received = observer._messages
+        first = next(i for i, m in enumerate(received) if m.payload == marker)
+        observer._messages = [m for m in received[first:] if m.payload != marker]
     return received[:first]
 
 
-def pump_all(clients: list[MqttTestClient], until: Callable[[], bool],
-             timeout: float = WAIT) -> bool:
-    """Like ``MqttTestClient.pump`` for several connections at once."""
-    deadline = time.monotonic() + timeout
-    while not until():
-        if time.monotonic() >= deadline:
-            return until()
-        for client in clients:
-            client.pump(lambda: False, 0.01)
-    return True
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """A client TLS context trusting only ``ca_file`` (or only the system store when None)."""
+    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
 
 
 def tls_handshake_error(port: int, context: ssl.SSLContext) -> ssl.SSLError | None:
@@ -255,25 +291,24 @@ def tls_handshake_error(port: int, context: ssl.SSLContext) -> ssl.SSLError | No
 
 
 class Clients:
-    """Opens connected clients against one test broker and closes them all at the end."""
+    """Opens clients against one test broker and closes them all at the end."""
 
     def __init__(self, broker: RunningBroker) -> None:
         self.broker = broker
-        self._open: list[MqttTestClient] = []
+        self._open: list[MqttClient] = []
 
     def new(self, username: str | None = None, password: str | None = None, *,
             tls: ssl.SSLContext | None = None, will: Will | None = None,
-            client_id: str | None = None) -> MqttTestClient:
+            client_id: str | None = None) -> MqttClient:
         """An unconnected client (closed at teardown); plain listener unless ``tls``."""
         port = self.broker.spec.tls_port if tls is not None else self.broker.port
-        client = MqttTestClient(port, username, password, tls=tls, will=will,
-                                client_id=client_id)
+        client = MqttClient(port, username, password, tls=tls, will=will, client_id=client_id)
         self._open.append(client)
         return client
 
     def connect(self, username: str, *, tls: ssl.SSLContext | None = None,
                 will: Will | None = None, client_id: str | None = None,
-                timeout: float = WAIT) -> MqttTestClient:
+                timeout: float = WAIT) -> MqttClient:
         """A connected client for an account known to the broker.
 
         One connection per account: a second one with the same (bound) client id takes the
@@ -287,7 +322,7 @@ class Clients:
         return client
 
     def device(self, device_id: str, *, tls: ssl.SSLContext | None = None,
-               will: Will | None = None) -> MqttTestClient:
+               will: Will | None = None) -> MqttClient:
         """Provision ``device_id`` on the broker (once) and return it connected."""
         if device_id not in self.broker.credentials:
             self.broker.add_device(device_id)
@@ -297,3 +332,4 @@ class Clients:
         for client in self._open:
             client.close()
         self._open.clear()
+

@@ -1,0 +1,346 @@
+"""The diagnosis engine: readings in, diagnosis events out. Pure (no I/O), one instance
+per process; the service and `insa diagnose` both drive it.
+
+Per well it keeps a bounded state: the learned baseline, the last few readings, the
+operating phase, and per diagnosis a short history of findings. A diagnosis is raised
+when its condition holds in `confirm_readings` of the last `confirm_window` judged
+readings (one spike raises nothing), changes severity the same way, and clears after
+`clear_readings` judged readings without it. Only raises, changes and clears are events.
+
+Phases: a stopped pump (drive at 0 Hz, or no current) is not judged, so a planned stop
+raises nothing and clears nothing; after a start, inrush and drawdown are normal for
+`startup_readings`/`startup_seconds`; a VSD setpoint step is followed by a settling
+period after which the new operating point becomes the baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.diagnostics.baseline import Baseline
+from services.diagnostics.catalog import SEVERITIES
+from services.diagnostics.events import DiagnosisEvent, Reading
+from services.diagnostics.limits import LimitBook
+from services.diagnostics.sensors import (
+    Key,
+    anomalies,
+    flatlines,
+    impossible_values,
+    sensors_reading_well,
+)
+from services.diagnostics.signatures import (
+    FAULT_CHECKS,
+    HYDRAULIC,
+    bearing_wear,
+    broken_shaft,
+    quiet,
+    vsd_out_of_range,
+)
+from services.diagnostics.view import Finding, View
+
+RECENT_READINGS = 24
+PER_SENSOR = ("sensor_fault", "anomaly")  # codes judged per metric, outside the fault checks
+
+
+@dataclass(slots=True)
+class Active:
+    rank: int
+    confidence: float
+    evidence: dict[str, Any]
+    since: float
+
+
+@dataclass(slots=True)
+class Tracker:
+    """The recent findings of one diagnosis on one well (ranks, newest last)."""
+
+    ranks: deque[int]
+    misses: int = 0
+
+    def confirmed(self, needed: int) -> int:
+        for rank in (3, 2, 1):
+            if sum(r >= rank for r in self.ranks) >= needed:
+                return rank
+        return 0
+
+
+@dataclass
+class WellState:
+    baseline: Baseline = field(default_factory=Baseline)
+    phase: str = "warmup"  # warmup | normal | stopped | starting | settling
+    phase_readings: int = 0
+    phase_since: float = 0.0
+    learned: int = 0
+    last_ts: float = -math.inf
+    recent: deque[dict[str, float]] = field(
+        default_factory=lambda: deque(maxlen=RECENT_READINGS))
+    trackers: dict[Key, Tracker] = field(default_factory=dict)
+    active: dict[Key, Active] = field(default_factory=dict)
+    flat: dict[str, tuple[float, int]] = field(default_factory=dict)
+    since_cause: dict[str, int] = field(default_factory=dict)  # readings since a cause showed
+
+
+class DiagnosisEngine:
+    def __init__(self, limits: LimitBook | None = None, max_devices: int = 100_000) -> None:
+        self.limits = limits or LimitBook()
+        self.max_devices = max_devices
+        self.wells: OrderedDict[str, WellState] = OrderedDict()
+        self.device_types: dict[str, str] = {}
+        self.skipped = 0  # readings older than the device's last (repeats, late data)
+        self._since_eviction = 0
+
+    # --- the loop ------------------------------------------------------------------------
+    def process(self, reading: Reading) -> list[DiagnosisEvent]:
+        state = self.wells.get(reading.device_id)
+        if state is None:
+            state = self.wells[reading.device_id] = WellState(phase_since=reading.ts)
+        else:
+            self.wells.move_to_end(reading.device_id)
+        if reading.ts <= state.last_ts:  # at-least-once stream, or late data: judged already
+            self.skipped += 1
+            return []
+        limits = self.limits.for_device(reading.device_id,
+                                        self.device_types.get(reading.device_id))
+        operation = limits["operation"]
+        elapsed = reading.ts - state.last_ts
+        if elapsed > operation["gap_seconds"]:
+            state.recent.clear()
+            state.flat.clear()
+        state.last_ts = reading.ts
+        findings, values = impossible_values(reading.values, limits)
+        if "discharge_pressure" in values and "pip" in values:
+            values["head"] = values["discharge_pressure"] - values["pip"]
+        phase = self._advance_phase(state, values, reading.ts, limits)
+        if phase == "normal":
+            findings += flatlines(state.flat, state.baseline, values, limits)
+            findings += sensors_reading_well(state.trackers, findings, values)
+        view = View(values, state.baseline, state.recent, limits["rules"], limits["ranges"],
+                    frozenset(code for code, _ in state.active))
+        if phase == "normal":
+            if not quiet(view) or any(code not in PER_SENSOR for code, _ in state.trackers):
+                findings += [f for check in FAULT_CHECKS if (f := check(view)) is not None]
+            findings += anomalies(view, state.trackers, state.active, limits)
+            _one_hydraulic_cause(findings, state)
+            _fold_symptoms_into_causes(findings, state, operation["confirm_window"])
+        elif phase == "settling":
+            findings += [f for check in (broken_shaft, bearing_wear, vsd_out_of_range)
+                         if (f := check(view)) is not None]
+        elif phase == "warmup":
+            finding = vsd_out_of_range(view)
+            if finding is not None and finding.rank < 3:
+                finding.rank = 0  # no learned operating point yet: only the hard limits
+            findings += [finding] if finding is not None else []
+        events = self._judge(reading, state, findings, limits)
+        if phase in ("warmup", "normal", "settling"):
+            if phase != "settling" and not any(a.rank >= 2 for a in state.active.values()):
+                # The baseline's time constant is in hours, whatever the reading interval.
+                alpha = min(1.0, elapsed / (operation["baseline_hours"] * 3600))
+                state.baseline.learn(values, alpha, operation["warmup_readings"])
+                state.learned += 1
+            values["_t"] = reading.ts
+            state.recent.append(values)
+        self._evict(reading.ts, operation["idle_evict_seconds"])
+        return events
+
+    def process_all(self, readings: Iterable[Reading]) -> Iterable[DiagnosisEvent]:
+        for reading in readings:
+            yield from self.process(reading)
+
+    # --- operating phase -----------------------------------------------------------------
+    def _advance_phase(self, state: WellState, values: dict[str, float], ts: float,
+                       limits: dict[str, Any]) -> str:
+        operation = limits["operation"]
+        running = self._running(state, values, operation)
+        if not running:
+            if state.phase != "stopped":
+                self._enter(state, "stopped", ts)
+            return "stopped"
+        if state.phase == "stopped":
+            self._enter(state, "starting", ts)
+            state.recent.clear()  # the inrush is not what the pump normally does
+            state.flat.clear()
+        state.phase_readings += 1
+        if state.phase == "starting":
+            if state.phase_readings < operation["startup_readings"] or \
+                    ts - state.phase_since < operation["startup_seconds"]:
+                return "starting"
+            self._enter(state, "normal" if state.learned >= operation["warmup_readings"]
+                        else "warmup", ts)
+        if state.phase == "warmup" and state.learned >= operation["warmup_readings"]:
+            self._enter(state, "normal", ts)
+        frequency, reference = values.get("vsd_frequency"), state.baseline.reference_hz
+        if state.phase == "normal" and frequency is not None and reference is not None and \
+                abs(frequency - reference) > operation["setpoint_step_hz"]:
+            self._enter(state, "settling", ts)
+        if state.phase == "settling":
+            self._settle(state, values, limits)
+        return state.phase
+
+    def _settle(self, state: WellState, values: dict[str, float],
+                limits: dict[str, Any]) -> None:
+        """Once the frequency has held still after a step, its operating point is normal."""
+        operation = limits["operation"]
+        needed = operation["settle_readings"]
+        recent = [*list(state.recent)[-(needed - 1):], values] if needed > 1 else [values]
+        frequencies = [r["vsd_frequency"] for r in recent if "vsd_frequency" in r]
+        steady = len(frequencies) >= needed and \
+            max(frequencies) - min(frequencies) <= operation["setpoint_step_hz"] / 2
+        if state.phase_readings >= needed and steady:
+            low, high = limits["ranges"]["vsd_frequency"]["critical"]
+            margin = limits["rules"]["vsd_out_of_range"]["margin_hz"]
+            state.baseline.rebase(recent, (None if low is None else low - margin,
+                                           None if high is None else high + margin))
+            self._enter(state, "normal", 0.0)
+
+    @staticmethod
+    def _enter(state: WellState, phase: str, ts: float) -> None:
+        state.phase, state.phase_readings, state.phase_since = phase, 0, ts
+
+    @staticmethod
+    def _running(state: WellState, values: dict[str, float], operation: dict[str, Any]) -> bool:
+        frequency = values.get("vsd_frequency")
+        if frequency is not None:
+            return frequency >= operation["running_min_hz"]
+        current = values.get("motor_current")
+        if current is None:
+            return True  # nothing says it stopped
+        normal = state.baseline.expected("motor_current", None)
+        if normal is None:
+            return current > 0.5
+        return current >= operation["running_min_current_ratio"] * normal
+
+    # --- raising, changing, clearing -------------------------------------------------------
+    def _judge(self, reading: Reading, state: WellState, findings: list[Finding],
+               limits: dict[str, Any]) -> list[DiagnosisEvent]:
+        events = []
+        operation, rules = limits["operation"], limits["rules"]
+        clear = operation["clear_readings"]
+        for finding in findings:
+            key = (finding.code, finding.subject)
+            tracker = state.trackers.get(key)
+            if tracker is None and finding.rank == 0:
+                continue  # nothing to remember about a condition that never showed
+            # A code may confirm over more readings than the default (rules.<code>).
+            rule = rules.get(finding.code, {})
+            confirm = rule.get("confirm_readings", operation["confirm_readings"])
+            if tracker is None:
+                window = rule.get("confirm_window", operation["confirm_window"])
+                tracker = state.trackers[key] = Tracker(deque(maxlen=window))
+            tracker.ranks.append(finding.rank)
+            active = state.active.get(key)
+            if active is None:
+                level = tracker.confirmed(confirm)
+                if level:
+                    active = state.active[key] = Active(
+                        level, finding.confidence, finding.evidence, reading.ts)
+                    events.append(self._event(reading, key, active, cleared=False))
+                elif finding.rank == 0 and not any(tracker.ranks):
+                    del state.trackers[key]
+                continue
+            if finding.rank == 0:
+                tracker.misses += 1
+                if tracker.misses >= clear:
+                    del state.active[key]
+                    del state.trackers[key]
+                    events.append(self._event(reading, key, active, cleared=True))
+                continue
+            tracker.misses = 0
+            level = tracker.confirmed(confirm)
+            last = list(tracker.ranks)[-clear:]
+            if level > active.rank or (len(last) >= clear and 0 < max(last) < active.rank):
+                active.rank = level if level > active.rank else max(last)
+                active.confidence, active.evidence = finding.confidence, finding.evidence
+                events.append(self._event(reading, key, active, cleared=False))
+        return events
+
+    @staticmethod
+    def _event(reading: Reading, key: Key, active: Active, cleared: bool) -> DiagnosisEvent:
+        code, metric = key
+        return DiagnosisEvent(reading.device_id, reading.ts, code, SEVERITIES[active.rank - 1],
+                              cleared, active.confidence, active.evidence, metric)
+
+    # --- memory ----------------------------------------------------------------------------
+    def _evict(self, now: float, idle_seconds: float) -> None:
+        while len(self.wells) > self.max_devices:
+            self.wells.popitem(last=False)
+        self._since_eviction += 1
+        if self._since_eviction < 10_000:
+            return
+        self._since_eviction = 0
+        for device_id in [d for d, s in self.wells.items() if now - s.last_ts > idle_seconds]:
+            del self.wells[device_id]
+
+    def forget(self, device_id: str) -> None:
+        self.wells.pop(device_id, None)
+
+    def reset_diagnoses(self, device_id: str,
+                        open_diagnoses: list[tuple[str, str | None, str, float,
+                                                   dict[str, Any], float]]) -> None:
+        """Make the stored open diagnoses (code, metric, severity, confidence, evidence,
+        since) the device's active ones: after a restart the engine continues from what
+        was emitted, so it neither raises them again nor forgets to clear them."""
+        state = self.wells.get(device_id)
+        if state is None:
+            if not open_diagnoses:
+                return
+            state = self.wells[device_id] = WellState(phase_since=open_diagnoses[0][5])
+        window = self.limits.for_device(device_id, self.device_types.get(device_id))[
+            "operation"]["confirm_window"]
+        state.active.clear()
+        for code, metric, severity, confidence, evidence, since in open_diagnoses:
+            rank = SEVERITIES.index(severity) + 1
+            state.active[(code, metric)] = Active(rank, confidence, evidence, since)
+            tracker = state.trackers.setdefault((code, metric), Tracker(deque(maxlen=window)))
+            tracker.ranks.extend([rank] * (window - len(tracker.ranks)))
+            tracker.misses = 0
+
+
+def _one_hydraulic_cause(findings: list[Finding], state: WellState) -> None:
+    """A pump has one hydraulic failure at a time: where signatures overlap, the more
+    severe wins, then one whose signature shows in full over one only held because it was
+    diagnosed before, then the one already diagnosed, then the surest."""
+    present = [f for f in findings if f.code in HYDRAULIC and f.rank]
+    if len(present) < 2:
+        return
+    best = max(present, key=lambda f: (f.rank, not f.held, (f.code, None) in state.active,
+                                       f.confidence))
+    for finding in present:
+        if finding is not best:
+            finding.rank = 0
+
+
+# Symptom -> what explains it: a hydraulic failure unloads the motor, takes its cooling
+# flow, and gas slugging shakes the pump; an overload heats the motor.
+SYMPTOM_CAUSES = {"underload": HYDRAULIC, "overheating": (*HYDRAULIC, "overload"),
+                  "bearing_wear": ("gas_lock",)}
+CAUSES = frozenset(c for causes in SYMPTOM_CAUSES.values() for c in causes)
+
+
+def _fold_symptoms_into_causes(findings: list[Finding], state: WellState, window: int) -> None:
+    """Symptoms of a cause that shows (or did within the confirmation window, as causes
+    take as long to confirm as their symptoms) are its evidence, not diagnoses of their
+    own. A critical temperature or vibration, or one already diagnosed, still is."""
+    for code in state.since_cause:
+        state.since_cause[code] += 1
+    for finding in findings:
+        if finding.code in CAUSES and finding.rank:
+            state.since_cause[finding.code] = 0
+    for code, _ in state.active:
+        if code in CAUSES:
+            state.since_cause[code] = 0
+    for finding in findings:
+        causes = SYMPTOM_CAUSES.get(finding.code)
+        own = finding.code in ("overheating", "bearing_wear") and (
+            finding.rank >= 3 or (finding.code, None) in state.active)
+        if causes is None or own or \
+                not any(state.since_cause.get(c, window) < window for c in causes):
+            continue
+        if finding.rank:
+            for cause in findings:
+                if cause.code in causes and cause.rank:
+                    cause.evidence.setdefault("symptoms", []).append(finding.code)
+        finding.rank = 0

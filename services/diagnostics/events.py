@@ -1,0 +1,47 @@
+"""What goes into the engine (a reading) and what comes out (a diagnosis event)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from services.diagnostics.catalog import CODES, action_for
+
+
+@dataclass(slots=True)
+class Reading:
+    device_id: str
+    ts: float  # epoch seconds
+    values: dict[str, float]  # canonical units
+
+
+@dataclass(slots=True)
+class DiagnosisEvent:
+    device_id: str
+    ts: float
+    code: str
+    severity: str
+    cleared: bool
+    confidence: float
+    evidence: dict[str, Any]
+    metric: str | None = None
+
+    @property
+    def name(self) -> str:
+        return CODES[self.code].name
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "device_id": self.device_id, "ts": iso(self.ts), "code": self.code,
+            "name": self.name, "severity": self.severity, "cleared": self.cleared,
+            "confidence": self.confidence, "evidence": self.evidence,
+            "action": action_for(self.code, self.severity)}
+        if self.metric is not None:
+            out["metric"] = self.metric
+        return out
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")

@@ -1,0 +1,97 @@
+"""The contract's topic names, and the paho client every service builds from its settings."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+
+from shared.mqtt import (
+    METRIC_FILTER,
+    NAME_RE,
+    STATUS_FILTER,
+    TELEMETRY_FILTER,
+    DeviceTopic,
+    paho_client,
+    parse_device_topic,
+    status_topic,
+    telemetry_topic,
+    tls_context,
+)
+from shared.settings import CommonSettings
+
+FILTERS = (TELEMETRY_FILTER, METRIC_FILTER, STATUS_FILTER)
+
+
+def test_topic_builders_follow_the_contract() -> None:
+    assert telemetry_topic("esp-1") == "insa/devices/esp-1/telemetry"
+    assert telemetry_topic("esp-1", "flow_rate") == "insa/devices/esp-1/telemetry/flow_rate"
+    assert status_topic("esp-1") == "insa/devices/esp-1/status"
+
+
+@pytest.mark.parametrize(("topic", "parsed"), [
+    (telemetry_topic("esp-1"), DeviceTopic("esp-1", "telemetry")),
+    (telemetry_topic("esp-1", "pip"), DeviceTopic("esp-1", "metric", "pip")),
+    (status_topic("esp-1"), DeviceTopic("esp-1", "status")),
+])
+def test_each_built_topic_parses_back_and_matches_exactly_one_subscription(
+        topic: str, parsed: DeviceTopic) -> None:
+    assert parse_device_topic(topic) == parsed
+    # The ingestor subscribes with these filters: each topic reaches it through one.
+    assert [f for f in FILTERS if paho.topic_matches_sub(f, topic)] == \
+        [FILTERS[("telemetry", "metric", "status").index(parsed.kind)]]
+
+
+@pytest.mark.parametrize("topic", [
+    "insa/devices/esp-1/telemetry/a/b",  # one metric level only
+    "insa/devices/esp-1/status/x",
+    "insa/devices/esp-1/command",  # platform → device
+    "insa/devices/esp-1/command/ack",  # for the API, not the ingestor
+    "insa/devices/esp-1",
+    "insa/alerts/critical/esp-1",
+    "other/devices/esp-1/telemetry",
+    "",
+])
+def test_topics_the_ingestor_does_not_take_parse_to_none(topic: str) -> None:
+    assert parse_device_topic(topic) is None
+
+
+@pytest.mark.parametrize(("name", "valid"), [
+    ("esp-001", True), ("pump_7.a:b", True), ("A", True), ("x" * 128, True),
+    ("x" * 129, False), ("-esp", False), ("esp 1", False), ("esp/1", False), ("esp+", False),
+    ("esp#", False), ("", False)])
+def test_names_are_single_topic_levels_without_wildcards(name: str, valid: bool) -> None:
+    assert bool(NAME_RE.fullmatch(name)) is valid
+
+
+def settings(**values: object) -> CommonSettings:
+    return CommonSettings(env="development", database_url="postgresql://db/insa",
+                          redis_url="redis://redis", **values)
+
+
+def test_no_tls_context_unless_tls_is_on() -> None:
+    assert tls_context(settings()) is None
+
+
+def test_the_tls_context_verifies_the_broker_against_the_configured_ca(
+        dev_certs: Path) -> None:
+    context = tls_context(settings(mqtt_tls=True, mqtt_ca_file=dev_certs / "ca.crt"))
+    assert context is not None
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert len(context.get_ca_certs()) == 1  # only the configured CA, not the system store
+
+
+def test_the_paho_client_uses_its_username_as_client_id_over_mqtt5() -> None:
+    client = paho_client(settings(), "insa-ingestor-2", "a-long-enough-secret")
+    assert client._client_id == b"insa-ingestor-2"  # the broker binds each account to it
+    assert client.username == "insa-ingestor-2"
+    assert client.protocol == paho.MQTTv5
+    assert client._ssl_context is None
+
+
+def test_the_paho_client_uses_tls_when_configured(dev_certs: Path) -> None:
+    client = paho_client(settings(mqtt_tls=True, mqtt_ca_file=dev_certs / "ca.crt"),
+                         "insa-ingestor", "a-long-enough-secret")
+    assert isinstance(client._ssl_context, ssl.SSLContext)
