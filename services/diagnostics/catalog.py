@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SEVERITIES = ("info", "warning", "critical")
-RANK = {"info": 1, "warning": 2, "critical": 3}
+from shared.contract import SEVERITIES
+
+__all__ = ["CODES", "SEVERITIES", "action_for"]
 
 
 @dataclass(frozen=True, slots=True)

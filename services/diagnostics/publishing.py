@@ -1,96 +1,42 @@
-"""Committed diagnosis events out to `insa:diagnostics` and `insa/diagnostics/<device_id>`.
-
-An outbox: events are committed first (judging.py) and published from the table, oldest
-first, then marked; what a crash or an outage left unpublished goes out later, so
-publication is at-least-once (the event's `id` lets subscribers drop a repeat).
-"""
+"""Committed diagnosis events out to `insa:diagnostics` and `insa/diagnostics/<device_id>`
+through the `diagnoses` table as an outbox (shared/outbox.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import aiomqtt
 import asyncpg
 import orjson
 import redis.asyncio as redis
-import structlog
 
 from services.diagnostics import repository
 from services.diagnostics.events import iso
 from services.diagnostics.metrics import DiagnosticsMetrics
-from shared import db
-from shared import redis_client as redis_errors
 from shared.health import Health
-from shared.lifecycle import wait_any
 from shared.mqtt import diagnostics_topic
-from shared.retry import Stopped, retry_until_available
+from shared.outbox import Outbox
 from shared.streams import DIAGNOSTICS, encode_diagnosis
 
-log = structlog.get_logger(__name__)
-BATCH = 500
-POLL_SECONDS = 2.0  # also picks up what another replica or a previous life left
 
+class Publisher(Outbox):
+    what = "diagnosis outbox"
 
-def _transient(exc: BaseException) -> bool:
-    return db.is_transient(exc) or redis_errors.is_transient(exc) or \
-        isinstance(exc, aiomqtt.MqttError | OSError)
-
-
-class Publisher:
     def __init__(self, pool: asyncpg.Pool, redis_conn: redis.Redis,
                  mqtt: Callable[[], aiomqtt.Client], metrics: DiagnosticsMetrics,
                  health: Health, retry_max_delay: float) -> None:
-        self.pool = pool
-        self.redis = redis_conn
-        self.new_mqtt_client = mqtt
+        super().__init__(pool, redis_conn, mqtt, health, retry_max_delay)
         self.metrics = metrics
-        self.health = health
-        self.retry_max_delay = retry_max_delay
-        self.wake = asyncio.Event()
-        self._mqtt: aiomqtt.Client | None = None
-        self._broken = False  # a dropped aiomqtt client is replaced, not reused
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Publish until `stop`, then once more so what the last batch emitted goes out."""
-        try:
-            while True:
-                stopping = stop.is_set()
-                await retry_until_available(
-                    self._publish_pending, transient=_transient, what="diagnosis outbox",
-                    max_delay=self.retry_max_delay, stop=None if stopping else stop,
-                    on_failure=self._failing)
-                if stopping:
-                    break
-                await wait_any(self.wake, stop, timeout=POLL_SECONDS)
-                self.wake.clear()
-        except Stopped:
-            pass
-        finally:
-            await self._disconnect()
+    async def unpublished(self, conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+        return await repository.unpublished(conn, limit)
 
-    async def _publish_pending(self) -> None:
-        mqtt = await self._connected()  # also at start: readiness says if the broker is there
-        self.health.ok("mqtt")
-        while True:
-            async with self.pool.acquire() as conn:
-                rows = await repository.unpublished(conn, BATCH)
-            if not rows:
-                return
-            published: list[int] = []
-            try:
-                for row in rows:
-                    await self._publish(mqtt, row)
-                    published.append(row["id"])
-            finally:
-                # What went out before a failure is not sent again on the retry (unless
-                # the database is what failed: then a repeat is the price, and ids tell).
-                if published:
-                    async with self.pool.acquire() as conn:
-                        await repository.mark_published(conn, published)
-                    self.metrics.published.inc(len(published))
+    async def mark_published(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]
+                             ) -> None:
+        await repository.mark_published(conn, [row["id"] for row in rows])
+        self.metrics.published.inc(len(rows))
 
-    async def _publish(self, mqtt: aiomqtt.Client, row: asyncpg.Record) -> None:
+    async def send(self, mqtt: aiomqtt.Client, row: asyncpg.Record) -> None:
         event = {"id": row["id"], "device_id": row["device_id"],
                  "ts": iso(row["ts"].timestamp()), "code": row["code"],
                  "severity": row["severity"], "cleared": row["cleared"],
@@ -101,26 +47,3 @@ class Publisher:
         await self.redis.xadd(DIAGNOSTICS, encode_diagnosis(  # type: ignore[arg-type]
             row["device_id"], int(row["ts"].timestamp() * 1000), event))
         await mqtt.publish(diagnostics_topic(row["device_id"]), orjson.dumps(event), qos=1)
-
-    async def _connected(self) -> aiomqtt.Client:
-        if self._broken:
-            self._broken = False
-            await self._disconnect()
-        if self._mqtt is None:
-            client = self.new_mqtt_client()
-            await client.__aenter__()
-            self._mqtt = client
-        return self._mqtt
-
-    async def _disconnect(self) -> None:
-        client, self._mqtt = self._mqtt, None
-        if client is not None:
-            try:
-                await client.__aexit__(None, None, None)
-            except aiomqtt.MqttError:
-                pass
-
-    def _failing(self, exc: BaseException) -> None:
-        if isinstance(exc, aiomqtt.MqttError | OSError):
-            self.health.failing("mqtt", f"{type(exc).__name__}: {exc}")
-            self._broken = True

@@ -13,7 +13,6 @@ import orjson
 import pytest
 
 from devtools.stack.service_process import ServiceProcess
-from services.diagnostics.catalog import RANK
 from services.simulator.faults import FAULTS
 from services.simulator.scenario_file import (
     FleetConfig,
@@ -23,6 +22,7 @@ from services.simulator.scenario_file import (
     plan_fleet,
     timestamp,
 )
+from shared.contract import SEVERITY_RANK as RANK
 from shared.mqtt import telemetry_topic
 from tests.utils.db import fetch
 from tests.utils.mqtt_client import Clients

@@ -14,9 +14,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from services.diagnostics.catalog import RANK
 from services.simulator.faults import FAULTS
 from services.simulator.scenario_file import FleetConfig, generate
+from shared.contract import SEVERITY_RANK as RANK
 
 # A diagnosis must come within this many readings of its signature having developed.
 WITHIN_READINGS = 30

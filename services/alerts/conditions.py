@@ -1,0 +1,228 @@
+"""What each rule type says about one device's series: fire, clear, or hold.
+
+A condition object lives per (rule, device) and keeps only what its rule needs (a
+window, the active diagnoses). HOLD is neither: inside a range rule's hysteresis band,
+or not enough data yet; it changes nothing. Pure: no I/O, no clock but the readings'.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections import deque
+from collections.abc import Callable
+from enum import Enum
+
+from services.alerts.rules import (
+    CompareRule,
+    DiagnosisRule,
+    NoDataRule,
+    RangeRule,
+    RateOfChangeRule,
+    Rule,
+    ThresholdRule,
+    WindowRule,
+)
+from shared.contract import SEVERITY_RANK
+
+OPS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+    "==": operator.eq, "!=": operator.ne}
+
+
+class Verdict(Enum):
+    FIRE = "fire"
+    CLEAR = "clear"
+    HOLD = "hold"
+
+
+HOLD = (Verdict.HOLD, None)
+Outcome = tuple[Verdict, float | None]  # and the value that decided it
+
+
+def _compared(holds: bool, value: float) -> Outcome:
+    return (Verdict.FIRE if holds else Verdict.CLEAR, value)
+
+
+class Threshold:
+    def __init__(self, rule: ThresholdRule) -> None:
+        self.op, self.limit = OPS[rule.op], rule.value
+
+    def observe(self, ts: float, value: float) -> Outcome:
+        return _compared(self.op(value, self.limit), value)
+
+
+class Range:
+    def __init__(self, rule: RangeRule) -> None:
+        self.low, self.high = rule.low, rule.high
+        self.clear_low, self.clear_high = rule.clear_bounds
+
+    def observe(self, ts: float, value: float) -> Outcome:
+        if value < self.low or value > self.high:
+            return (Verdict.FIRE, value)
+        if self.clear_low <= value <= self.clear_high:
+            return (Verdict.CLEAR, value)
+        return (Verdict.HOLD, value)
+
+
+class Window:
+    """The values of the last `seconds`, with running sums and monotonic deques so each
+    reading costs O(1) amortized whatever the window holds. Judged only once the series
+    has been watched for a whole window (rebuilt from storage after a restart)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.points: deque[tuple[float, float]] = deque()
+        self.mins: deque[tuple[float, float]] = deque()
+        self.maxs: deque[tuple[float, float]] = deque()
+        self.total = self.squares = 0.0
+        self.first_ts: float | None = None
+
+    def push(self, ts: float, value: float) -> None:
+        if self.first_ts is None:
+            self.first_ts = ts
+        self.points.append((ts, value))
+        self.total += value
+        self.squares += value * value
+        while self.mins and self.mins[-1][1] >= value:
+            self.mins.pop()
+        self.mins.append((ts, value))
+        while self.maxs and self.maxs[-1][1] <= value:
+            self.maxs.pop()
+        self.maxs.append((ts, value))
+        horizon = ts - self.seconds
+        while self.points[0][0] < horizon:
+            _, old = self.points.popleft()
+            self.total -= old
+            self.squares -= old * old
+        while self.mins[0][0] < horizon:
+            self.mins.popleft()
+        while self.maxs[0][0] < horizon:
+            self.maxs.popleft()
+
+    def full(self, ts: float) -> bool:
+        return self.first_ts is not None and ts - self.first_ts >= self.seconds
+
+    def stat(self, name: str) -> float:
+        n = len(self.points)
+        if name == "count":
+            return float(n)
+        if name == "min":
+            return self.mins[0][1]
+        if name == "max":
+            return self.maxs[0][1]
+        mean = self.total / n
+        if name == "avg":
+            return mean
+        return math.sqrt(max(0.0, self.squares / n - mean * mean))  # stddev (population)
+
+
+class WindowStat:
+    def __init__(self, rule: WindowRule) -> None:
+        self.window = Window(rule.window_seconds)
+        self.stat, self.op, self.limit = rule.stat, OPS[rule.op], rule.value
+
+    def observe(self, ts: float, value: float) -> Outcome:
+        self.window.push(ts, value)
+        if not self.window.full(ts):
+            return HOLD
+        stat = self.window.stat(self.stat)
+        return _compared(self.op(stat, self.limit), stat)
+
+
+class RateOfChange:
+    def __init__(self, rule: RateOfChangeRule) -> None:
+        self.window = Window(rule.window_seconds)
+        self.per, self.op, self.limit = rule.per_seconds, OPS[rule.op], rule.value
+
+    def observe(self, ts: float, value: float) -> Outcome:
+        self.window.push(ts, value)
+        first_ts, first = self.window.points[0]
+        if not self.window.full(ts) or ts <= first_ts:
+            return HOLD
+        rate = (value - first) / (ts - first_ts) * self.per
+        return _compared(self.op(rate, self.limit), rate)
+
+
+class Compare:
+    """Left (this device's `metric`) against right (`other_metric` here, or a metric of
+    `other_device_id`): the newest of each, judged whenever either moves, and only while
+    both are within `max_age_seconds` of each other."""
+
+    def __init__(self, rule: CompareRule) -> None:
+        self.op, self.offset, self.max_age = OPS[rule.op], rule.offset, rule.max_age_seconds
+        self.left: tuple[float, float] | None = None
+        self.right: tuple[float, float] | None = None
+
+    def observe_side(self, left: bool, ts: float, value: float) -> Outcome:
+        if left:
+            self.left = (ts, value)
+        else:
+            self.right = (ts, value)
+        if self.left is None or self.right is None or \
+                abs(self.left[0] - self.right[0]) > self.max_age:
+            return HOLD
+        return _compared(self.op(self.left[1], self.right[1] + self.offset), self.left[1])
+
+
+class NoData:
+    """Fires on the engine's timer once the series has been silent `after_seconds`."""
+
+    def __init__(self, rule: NoDataRule) -> None:
+        self.after = rule.after_seconds
+        self.last_seen: float | None = None
+
+    def observe(self, ts: float, value: float) -> Outcome:
+        silent = 0.0 if self.last_seen is None else max(0.0, ts - self.last_seen)
+        if self.last_seen is None or ts > self.last_seen:
+            self.last_seen = ts
+        return (Verdict.CLEAR, round(silent, 1))
+
+    def silence(self, now: float) -> Outcome:
+        if self.last_seen is None:
+            return HOLD  # never heard from: nothing to miss yet
+        silent = now - self.last_seen
+        return (Verdict.FIRE, round(silent, 1)) if silent >= self.after else HOLD
+
+
+class DiagnosisMatch:
+    """Active while any matching diagnosis (code, metric) stands at or above the rule's
+    severity; the value is the highest confidence among them."""
+
+    def __init__(self, rule: DiagnosisRule) -> None:
+        self.code, self.min_rank = rule.code, SEVERITY_RANK[rule.min_severity]
+        self.active: dict[tuple[str, str], float] = {}
+
+    def observe_diagnosis(self, code: str, metric: str, severity: str, cleared: bool,
+                          confidence: float) -> Outcome:
+        if self.code != "*" and code != self.code:
+            return HOLD
+        if cleared or SEVERITY_RANK.get(severity, 0) < self.min_rank:
+            self.active.pop((code, metric), None)
+        else:
+            self.active[(code, metric)] = confidence
+        if self.active:
+            return (Verdict.FIRE, max(self.active.values()))
+        return (Verdict.CLEAR, confidence)
+
+
+Condition = Threshold | Range | WindowStat | RateOfChange | Compare | NoData | DiagnosisMatch
+
+
+def condition_for(rule: Rule) -> Condition:
+    match rule:
+        case ThresholdRule():
+            return Threshold(rule)
+        case RangeRule():
+            return Range(rule)
+        case WindowRule():
+            return WindowStat(rule)
+        case RateOfChangeRule():
+            return RateOfChange(rule)
+        case CompareRule():
+            return Compare(rule)
+        case NoDataRule():
+            return NoData(rule)
+        case DiagnosisRule():
+            return DiagnosisMatch(rule)
+    raise TypeError(f"no condition for {type(rule).__name__}")

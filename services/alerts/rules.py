@@ -1,0 +1,311 @@
+"""Alert rules as data: the schema each rule in the `rules` table is validated against.
+
+The API and `insa rules` validate before writing and the engine validates again on
+load, so a bad rule is refused with a message naming its field and never reaches
+evaluation. Thresholds are in the canonical units of DESIGN.md §9.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from shared.contract import DIAGNOSIS_CODES, SEVERITY_RANK
+from shared.errors import ValidationFailed
+from shared.mqtt import NAME_PATTERN
+
+Op = Literal[">", ">=", "<", "<=", "==", "!="]
+Severity = Literal["info", "warning", "critical"]
+Name = Annotated[str, Field(pattern=f"^{NAME_PATTERN}$")]
+Seconds = Annotated[float, Field(ge=0, le=366 * 86400)]
+Window = Annotated[float, Field(gt=0, le=7 * 86400)]
+
+# What a message template may name.
+TEMPLATE_FIELDS = frozenset({"rule", "device_id", "metric", "value", "threshold",
+                             "severity", "state"})
+NOTIFY_TOPIC_PREFIX = "insa/notify/"  # rules' own MQTT topics live here (broker ACL)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Scope(Strict):
+    """One device, devices of a type, devices carrying a tag (`metadata.tags`), or all."""
+
+    device_id: Name | None = None
+    device_type: str | None = Field(default=None, min_length=1, max_length=64)
+    tag: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Scope:
+        if sum(v is not None for v in (self.device_id, self.device_type, self.tag)) > 1:
+            raise ValueError("set at most one of device_id, device_type, tag (none: all)")
+        return self
+
+    def matches(self, device_id: str, device_type: str | None, tags: frozenset[str]) -> bool:
+        if self.device_id is not None:
+            return device_id == self.device_id
+        if self.device_type is not None:
+            return device_type == self.device_type
+        if self.tag is not None:
+            return self.tag in tags
+        return True
+
+
+class Escalation(Strict):
+    after_seconds: Window
+    severity: Severity
+
+
+class WebhookAction(Strict):
+    kind: Literal["webhook"]
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2000)]
+    # The HMAC key is a secret: the rule names the environment variable that holds it.
+    secret_env: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,127}$")] | None = None
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+
+class EmailAction(Strict):
+    kind: Literal["email"]
+    to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]] = \
+        Field(min_length=1, max_length=50)
+
+
+class MqttAction(Strict):
+    kind: Literal["mqtt"]
+    topic: Annotated[str, Field(pattern=r"^insa/notify/[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*$",
+                                max_length=256)]
+    qos: Literal[0, 1] = 1
+
+
+Action = Annotated[WebhookAction | EmailAction | MqttAction, Field(discriminator="kind")]
+
+
+class RuleBase(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    description: str = Field("", max_length=2000)
+    enabled: bool = True
+    severity: Severity = "warning"
+    scope: Scope = Scope()
+    message: str = Field("{rule} on {device_id}: {metric} {value} ({threshold})",
+                         min_length=1, max_length=1000)
+    # The condition must hold this long (event time, or wall time on the engine's timer)
+    # before the alert fires; until then it is pending.
+    for_seconds: Seconds = 0.0
+    renotify_seconds: Window | None = None  # publish again while still firing
+    escalation: Escalation | None = None
+    actions: list[Action] = Field(default_factory=list, max_length=10)
+    labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(default_factory=dict,
+                                                                     max_length=32)
+
+    @model_validator(mode="after")
+    def _template(self) -> RuleBase:
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(self.message)
+                     if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"message is not a valid template: {exc}") from None
+        unknown = {n.split(".")[0].split("[")[0] for n in names} - TEMPLATE_FIELDS
+        if unknown or "" in names:
+            raise ValueError(f"message names unknown fields {sorted(unknown) or ['{}']}; "
+                             f"known: {sorted(TEMPLATE_FIELDS)}")
+        if self.escalation is not None and \
+                SEVERITY_RANK[self.escalation.severity] <= SEVERITY_RANK[self.severity]:
+            raise ValueError("escalation.severity must be above the rule's severity")
+        return self
+
+    def render(self, device_id: str, value: float | None, state: str, severity: str) -> str:
+        fields: Mapping[str, Any] = {
+            "rule": self.name, "device_id": device_id, "metric": self.subject,
+            "value": "n/a" if value is None else f"{value:g}",
+            "threshold": self.threshold, "severity": severity, "state": state}
+        return self.message.format_map(fields)
+
+    @property
+    def subject(self) -> str:
+        """What the rule watches, for messages."""
+        return getattr(self, "metric", None) or "data"
+
+    @property
+    def threshold(self) -> str:
+        """What the value is compared with, as an operator reads it."""
+        raise NotImplementedError
+
+
+class ThresholdRule(RuleBase):
+    type: Literal["threshold"]
+    metric: Name
+    op: Op
+    value: float
+
+    @property
+    def threshold(self) -> str:
+        return f"{self.op} {self.value:g}"
+
+
+class RangeRule(RuleBase):
+    """Fires outside [low, high]; clears only back inside [clear_low, clear_high], a
+    narrower band, so a value hovering at a limit does not flap."""
+
+    type: Literal["range"]
+    metric: Name
+    low: float
+    high: float
+    clear_low: float | None = None
+    clear_high: float | None = None
+
+    @model_validator(mode="after")
+    def _bands(self) -> RangeRule:
+        if self.low >= self.high:
+            raise ValueError("low must be below high")
+        if not self.low <= self.clear_bounds[0] < self.clear_bounds[1] <= self.high:
+            raise ValueError("the clear band must lie inside [low, high]: "
+                             "low <= clear_low < clear_high <= high")
+        return self
+
+    @property
+    def clear_bounds(self) -> tuple[float, float]:
+        return (self.low if self.clear_low is None else self.clear_low,
+                self.high if self.clear_high is None else self.clear_high)
+
+    @property
+    def threshold(self) -> str:
+        lo, hi = self.clear_bounds
+        return f"outside [{self.low:g}, {self.high:g}], clears inside [{lo:g}, {hi:g}]"
+
+
+class RateOfChangeRule(RuleBase):
+    """(newest - oldest value in the window) / elapsed, per `per_seconds`, compared."""
+
+    type: Literal["rate_of_change"]
+    metric: Name
+    window_seconds: Window
+    per_seconds: float = Field(60.0, gt=0)
+    op: Op
+    value: float
+
+    @property
+    def threshold(self) -> str:
+        return f"change per {self.per_seconds:g} s over {self.window_seconds:g} s " \
+               f"{self.op} {self.value:g}"
+
+
+class WindowRule(RuleBase):
+    type: Literal["window"]
+    metric: Name
+    stat: Literal["avg", "min", "max", "stddev", "count"]
+    window_seconds: Window
+    op: Op
+    value: float
+
+    @property
+    def threshold(self) -> str:
+        return f"{self.stat} over {self.window_seconds:g} s {self.op} {self.value:g}"
+
+
+class CompareRule(RuleBase):
+    """`metric` op (the other value + offset): another metric of the same device, or the
+    same (or another) metric of another device (then the scope is one device)."""
+
+    type: Literal["compare"]
+    metric: Name
+    op: Op
+    other_metric: Name | None = None
+    other_device_id: Name | None = None
+    offset: float = 0.0
+    # The other value is only used while this fresh (event time apart).
+    max_age_seconds: Window = 300.0
+
+    @model_validator(mode="after")
+    def _other(self) -> CompareRule:
+        if self.other_metric is None and self.other_device_id is None:
+            raise ValueError("set other_metric, other_device_id, or both")
+        if self.other_device_id is not None and self.scope.device_id is None:
+            raise ValueError("comparing with other_device_id needs scope.device_id")
+        if self.other_device_id is None and self.other_metric == self.metric:
+            raise ValueError("other_metric must differ from metric on the same device")
+        return self
+
+    @property
+    def right_metric(self) -> str:
+        return self.other_metric or self.metric
+
+    @property
+    def threshold(self) -> str:
+        other = f"{self.other_device_id}." if self.other_device_id else ""
+        offset = f" {self.offset:+g}" if self.offset else ""
+        return f"{self.op} {other}{self.right_metric}{offset}"
+
+
+class NoDataRule(RuleBase):
+    """No reading of `metric` (or of any metric: the device is silent or offline) for
+    `after_seconds`. Clears with the next reading."""
+
+    type: Literal["no_data"]
+    metric: Name | None = None
+    after_seconds: Window
+    message: str = Field("{rule} on {device_id}: no {metric} for {value} s",
+                         min_length=1, max_length=1000)
+
+    @property
+    def threshold(self) -> str:
+        return f"silent for {self.after_seconds:g} s"
+
+
+class DiagnosisRule(RuleBase):
+    """A diagnosis on insa:diagnostics with this code (or any: "*") at or above
+    `min_severity`; clears when the diagnosis clears or falls below it."""
+
+    type: Literal["diagnosis"]
+    code: Literal[DIAGNOSIS_CODES + ("*",)]  # type: ignore[valid-type]
+    min_severity: Severity = "warning"
+    message: str = Field("{rule} on {device_id}: {metric} ({threshold})",
+                         min_length=1, max_length=1000)
+
+    @property
+    def subject(self) -> str:
+        return f"diagnosis {self.code}"
+
+    @property
+    def threshold(self) -> str:
+        return f"{self.code} at {self.min_severity} or above"
+
+
+Rule = Annotated[ThresholdRule | RangeRule | RateOfChangeRule | WindowRule | CompareRule |
+                 NoDataRule | DiagnosisRule, Field(discriminator="type")]
+RULE = TypeAdapter(Rule)
+RULE_TYPES = ("threshold", "range", "rate_of_change", "window", "compare", "no_data",
+              "diagnosis")
+
+
+def parse_rule(data: Any) -> Rule:
+    """A validated rule, or ValidationFailed("invalid_rule") naming the first bad field."""
+    try:
+        return RULE.validate_python(data)
+    except PydanticValidationError as exc:
+        raise ValidationFailed("invalid_rule", describe(exc),
+                               errors=exc.errors(include_url=False)) from None
+
+
+def describe(exc: PydanticValidationError) -> str:
+    """`scope.device_id: String should match pattern …` for the first error (the type's
+    name, which pydantic puts first in a union's path, left out)."""
+    first = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in first["loc"]]
+    if loc and loc[0] in RULE_TYPES:
+        loc = loc[1:]
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc = ["type"]
+    where = ".".join(loc) or "rule"
+    return f"{where}: {first['msg'].removeprefix('Value error, ')}"
+
+
+def stored_form(rule: RuleBase) -> dict[str, Any]:
+    """The `rules.definition` column: everything but the name and the enabled flag,
+    which are columns of their own."""
+    return rule.model_dump(mode="json", exclude={"name", "enabled"})

@@ -1,0 +1,56 @@
+"""Alert engine settings (`INSA_ALERTS_*`)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+from shared.streams import DIAGNOSTICS, TELEMETRY
+
+
+class AlertsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="INSA_ALERTS_", extra="ignore")
+
+    mqtt_username: str = "insa-alerts"
+    http_port: int = Field(8003, ge=0, le=65535)
+    telemetry_stream: str = TELEMETRY
+    diagnostics_stream: str = DIAGNOSTICS
+    # Scale-out as diagnostics: replica k of N evaluates the devices hashing to k, in its
+    # own consumer groups, so each device's readings reach one engine, in order.
+    partitions: int = Field(1, ge=1, le=64)
+    partition: int = Field(0, ge=0)
+    consumer: str = "alerts-1"  # stable across restarts of one replica
+    batch: int = Field(500, ge=1, le=10_000)
+    claim_idle_seconds: float = Field(60.0, gt=0)
+    max_deliveries: int = Field(5, ge=1)
+    # Time-based conditions (pending `for`, no data, escalation, re-notify) are checked
+    # this often; an alert fires at most this late after its `for` elapsed.
+    tick_seconds: float = Field(1.0, gt=0, le=60)
+    # Device types and tags (rule scopes) are re-read this often; rules on NOTIFY.
+    catalog_refresh_seconds: float = Field(30.0, gt=0)
+    retry_max_delay_seconds: float = Field(5.0, gt=0)
+    probe_interval_seconds: float = Field(5.0, gt=0)
+
+    # Actions (services/alerts/actions.py).
+    delivery_attempts: int = Field(6, ge=1, le=50)
+    delivery_backoff_seconds: float = Field(2.0, gt=0)      # doubles per try
+    delivery_backoff_max_seconds: float = Field(300.0, gt=0)
+    delivery_concurrency: int = Field(8, ge=1, le=256)
+    smtp_host: str | None = None  # e-mail actions fail (and dead-letter) without it
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_sender: str = "insa-alerts@localhost"
+
+    @property
+    def group(self) -> str:
+        return "alerts" if self.partitions == 1 else f"alerts-{self.partition}of{self.partitions}"
+
+    @model_validator(mode="after")
+    def _partition_in_range(self) -> AlertsSettings:
+        if self.partition >= self.partitions:
+            raise ValueError(f"INSA_ALERTS_PARTITION {self.partition} must be below "
+                             f"INSA_ALERTS_PARTITIONS {self.partitions}")
+        return self

@@ -1,0 +1,251 @@
+"""Database side of the alert engine: rules, the device catalog, open alerts and their
+transitions, evaluation progress, and the manual acknowledge and resolve.
+
+Concurrency: a transition is written only if the row is still in the state the engine
+saw (`WHERE state = before`), and a new alert only if none is open for its (rule,
+device) (the partial unique index). Otherwise another replica or a person got there
+first: the transition is dropped and the engine adopts the stored row instead, so two
+replicas never raise one condition twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import structlog
+
+from services.alerts.evaluation import Device, Key, OpenAlert, Transition
+from services.alerts.rules import Rule, parse_rule
+from shared.errors import Conflict, NotFound, ValidationFailed
+
+log = structlog.get_logger(__name__)
+ENGINE = "engine"
+CHANGED_CHANNEL = "insa_alerts"  # manual changes, so engines re-read the alert
+
+
+def _at(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _ts(at: datetime | None) -> float | None:
+    return None if at is None else at.timestamp()
+
+
+# --- loading -------------------------------------------------------------------------------
+async def load_rules(conn: asyncpg.Connection) -> dict[int, Rule]:
+    """Enabled rules that validate; a stored rule that no longer does is skipped, loudly."""
+    rules: dict[int, Rule] = {}
+    for row in await conn.fetch("SELECT id, name, definition FROM rules WHERE enabled"):
+        try:
+            rules[row["id"]] = parse_rule({**row["definition"], "name": row["name"]})
+        except ValidationFailed as exc:
+            log.error("stored rule does not validate; skipped", rule_id=row["id"],
+                      rule=row["name"], error=exc.message)
+    return rules
+
+
+async def load_devices(conn: asyncpg.Connection, device_ids: list[str] | None = None
+                       ) -> dict[str, Device]:
+    rows = await conn.fetch(
+        """
+        SELECT device_id, device_type, metadata -> 'tags' AS tags FROM devices
+        WHERE $1::text[] IS NULL OR device_id = ANY($1::text[])
+        """, device_ids)
+    return {row["device_id"]: Device(row["device_type"], _tags(row["tags"])) for row in rows}
+
+
+def _tags(raw: Any) -> frozenset[str]:
+    return frozenset(str(t) for t in raw) if isinstance(raw, list) else frozenset()
+
+
+async def latest_values(conn: asyncpg.Connection, device_ids: list[str] | None = None
+                        ) -> list[asyncpg.Record]:
+    """(device_id, metric, ts, value): the newest numeric value of each series."""
+    return await conn.fetch(
+        """
+        SELECT d.device_id, m.name AS metric, l.time, l.value
+        FROM telemetry_latest l JOIN devices d ON d.id = l.device
+        JOIN metrics m ON m.id = l.metric
+        WHERE l.value IS NOT NULL AND ($1::text[] IS NULL OR d.device_id = ANY($1::text[]))
+        """, device_ids)
+
+
+async def history(conn: asyncpg.Connection, device_id: str, metrics: list[str],
+                  since: float, until: float) -> list[asyncpg.Record]:
+    """Stored values of some metrics of one device in [since, until), oldest first."""
+    return await conn.fetch(
+        """
+        SELECT m.name AS metric, t.time, t.value
+        FROM telemetry t JOIN devices d ON d.id = t.device JOIN metrics m ON m.id = t.metric
+        WHERE d.device_id = $1 AND m.name = ANY($2::text[]) AND t.time >= $3 AND t.time < $4
+        ORDER BY t.time
+        """, device_id, metrics, _at(since), _at(until))
+
+
+async def load_progress(conn: asyncpg.Connection) -> dict[tuple[str, str], float]:
+    rows = await conn.fetch("SELECT device_id, source, last_ts FROM alerts_progress")
+    return {(r["device_id"], r["source"]): r["last_ts"].timestamp() for r in rows}
+
+
+async def open_alerts(conn: asyncpg.Connection, keys: Iterable[Key] | None = None
+                      ) -> dict[Key, OpenAlert]:
+    wanted = None if keys is None else list(keys)
+    rows = await conn.fetch(
+        """
+        SELECT * FROM alerts WHERE state <> 'resolved'
+        AND ($1::bigint[] IS NULL OR (rule_id, device_id) IN
+             (SELECT * FROM unnest($1::bigint[], $2::text[])))
+        """, None if wanted is None else [k[0] for k in wanted],
+        None if wanted is None else [k[1] for k in wanted])
+    return {(r["rule_id"], r["device_id"]): _open_alert(r) for r in rows}
+
+
+def _open_alert(row: asyncpg.Record) -> OpenAlert:
+    return OpenAlert(row["rule_id"], row["device_id"], row["state"], row["severity"],
+                     row["active_since"].timestamp(), row["fire_at"].timestamp(),
+                     value=row["value"], fired_at=_ts(row["fired_at"]),
+                     last_notified_at=_ts(row["last_notified_at"]),
+                     escalated=row["escalated_at"] is not None, id=row["id"])
+
+
+# --- the engine's transitions -------------------------------------------------------------
+async def commit(conn: asyncpg.Connection, transitions: list[Transition],
+                 thresholds: dict[int, str], progress: dict[tuple[str, str], float]
+                 ) -> set[Key]:
+    """Write transitions and progress in one transaction; returns the keys whose
+    transition was refused (the engine adopts the stored row for them)."""
+    refused: set[Key] = set()
+    assigned: list[OpenAlert] = []
+    try:
+        async with conn.transaction():
+            for t in transitions:
+                key = (t.alert.rule_id, t.alert.device_id)
+                if key in refused:
+                    continue
+                if t.before is None and t.alert.id is None:
+                    t.alert.id = await _insert(conn, t, thresholds.get(key[0]))
+                    if t.alert.id is None:
+                        refused.add(key)
+                        continue
+                    assigned.append(t.alert)
+                elif not await _update(conn, t):
+                    refused.add(key)
+                    continue
+                if t.kind != "cancelled":
+                    await conn.execute(
+                        """
+                        INSERT INTO alert_events (alert_id, kind, state, severity, at, actor,
+                                                  value, note, published_at)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+                                CASE WHEN $2 = 'pending' THEN now() END)
+                        """, t.alert.id, t.kind, STATE_AFTER[t.kind], t.severity, _at(t.at),
+                        ENGINE, t.value, t.note)
+            if progress:
+                await conn.execute(
+                    """
+                    INSERT INTO alerts_progress (device_id, source, last_ts)
+                    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+                    ON CONFLICT (device_id, source) DO UPDATE
+                    SET last_ts = GREATEST(alerts_progress.last_ts, EXCLUDED.last_ts)
+                    """, [k[0] for k in progress], [k[1] for k in progress],
+                    [_at(ts) for ts in progress.values()])
+    except BaseException:
+        for alert in assigned:  # rolled back: the ids were never stored
+            alert.id = None
+        raise
+    return refused
+
+
+STATE_AFTER = {"pending": "pending", "firing": "firing", "renotify": "firing",
+               "escalated": "firing", "resolved": "resolved"}
+
+
+async def _insert(conn: asyncpg.Connection, t: Transition, threshold: str | None
+                  ) -> int | None:
+    firing = t.kind == "firing"
+    fired = _at(t.at) if firing else None
+    return await conn.fetchval(  # type: ignore[no-any-return]
+        """
+        INSERT INTO alerts (rule_id, device_id, state, severity, value, threshold, message,
+                            active_since, fire_at, fired_at, last_notified_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+        ON CONFLICT (rule_id, device_id) WHERE state <> 'resolved' DO NOTHING
+        RETURNING id
+        """, t.alert.rule_id, t.alert.device_id, "firing" if firing else "pending",
+        t.severity, t.value, threshold, t.message, _at(t.alert.active_since),
+        _at(t.alert.fire_at), fired)
+
+
+async def _update(conn: asyncpg.Connection, t: Transition) -> bool:
+    if t.alert.id is None:
+        return False
+    at = _at(t.at)
+    if t.kind == "cancelled":
+        status = await conn.execute("DELETE FROM alerts WHERE id = $1 AND state = 'pending'",
+                                    t.alert.id)
+    elif t.kind == "firing":
+        status = await conn.execute(
+            """
+            UPDATE alerts SET state = 'firing', fired_at = $2, last_notified_at = $2,
+                   value = $3, message = $4, updated_at = now()
+            WHERE id = $1 AND state = 'pending'
+            """, t.alert.id, at, t.value, t.message)
+    elif t.kind == "resolved":
+        status = await conn.execute(
+            """
+            UPDATE alerts SET state = 'resolved', resolved_at = $2, resolved_by = $3,
+                   value = COALESCE($4, value), updated_at = now()
+            WHERE id = $1 AND state = $5
+            """, t.alert.id, at, ENGINE, t.value, t.before)
+    else:  # renotify, escalated: still firing
+        status = await conn.execute(
+            """
+            UPDATE alerts SET last_notified_at = $2, severity = $3, message = $4,
+                   escalated_at = CASE WHEN $5 THEN $2 ELSE escalated_at END,
+                   updated_at = now()
+            WHERE id = $1 AND state = 'firing'
+            """, t.alert.id, at, t.severity, t.message, t.kind == "escalated")
+    return status.split()[-1] != "0"
+
+
+# --- people --------------------------------------------------------------------------------
+async def acknowledge(conn: asyncpg.Connection, alert_id: int, actor: str,
+                      note: str | None = None) -> asyncpg.Record:
+    return await _manual(conn, alert_id, actor, note, "acknowledged", ("firing",))
+
+
+async def resolve(conn: asyncpg.Connection, alert_id: int, actor: str,
+                  note: str | None = None) -> asyncpg.Record:
+    return await _manual(conn, alert_id, actor, note, "resolved",
+                         ("pending", "firing", "acknowledged"))
+
+
+async def _manual(conn: asyncpg.Connection, alert_id: int, actor: str, note: str | None,
+                  state: str, allowed: tuple[str, ...]) -> asyncpg.Record:
+    async with conn.transaction():
+        row = await conn.fetchrow("SELECT * FROM alerts WHERE id = $1 FOR UPDATE", alert_id)
+        if row is None:
+            raise NotFound(f"alert {alert_id} does not exist", alert_id=alert_id)
+        if row["state"] not in allowed:
+            raise Conflict(f"alert {alert_id} is {row['state']}; cannot make it {state}",
+                           alert_id=alert_id, state=row["state"])
+        who = "acknowledged" if state == "acknowledged" else "resolved"
+        updated = await conn.fetchrow(
+            f"""
+            UPDATE alerts SET state = $2, {who}_at = now(), {who}_by = $3, updated_at = now()
+            WHERE id = $1 RETURNING *
+            """, alert_id, state, actor)
+        await conn.execute(
+            """
+            INSERT INTO alert_events (alert_id, kind, state, severity, at, actor, value, note,
+                                      published_at)
+            VALUES ($1, $2, $2, $3, now(), $4, $5, $6,
+                    CASE WHEN $7 THEN now() END)
+            """, alert_id, state, row["severity"], actor, row["value"], note,
+            row["fired_at"] is None)  # a pending alert was never announced
+        await conn.execute("SELECT pg_notify($1, $2)", CHANGED_CHANNEL, str(alert_id))
+    assert updated is not None
+    return updated

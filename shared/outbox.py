@@ -1,0 +1,122 @@
+"""Publishing committed events from an outbox table to a Redis stream and MQTT.
+
+Events are committed first (in the transaction that caused them) and published from
+the table, oldest first, then marked; what a crash or an outage left unpublished goes
+out later, so publication is at-least-once (each event's `id` lets subscribers drop a
+repeat). A service subclasses `Outbox` with its table's queries and message shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import aiomqtt
+import asyncpg
+import redis.asyncio as redis
+import structlog
+
+from shared import db
+from shared import redis_client as redis_errors
+from shared.health import Health
+from shared.lifecycle import wait_any
+from shared.retry import Stopped, retry_until_available
+
+log = structlog.get_logger(__name__)
+BATCH = 500
+POLL_SECONDS = 2.0  # also picks up what another replica or a previous life left
+
+
+def _transient(exc: BaseException) -> bool:
+    return db.is_transient(exc) or redis_errors.is_transient(exc) or \
+        isinstance(exc, aiomqtt.MqttError | OSError)
+
+
+class Outbox:
+    what = "outbox"
+
+    def __init__(self, pool: asyncpg.Pool, redis_conn: redis.Redis,
+                 mqtt: Callable[[], aiomqtt.Client], health: Health,
+                 retry_max_delay: float) -> None:
+        self.pool = pool
+        self.redis = redis_conn
+        self.new_mqtt_client = mqtt
+        self.health = health
+        self.retry_max_delay = retry_max_delay
+        self.wake = asyncio.Event()
+        self._mqtt: aiomqtt.Client | None = None
+        self._broken = False  # a dropped aiomqtt client is replaced, not reused
+
+    # --- what a subclass provides ------------------------------------------------------
+    async def unpublished(self, conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+        raise NotImplementedError
+
+    async def send(self, mqtt: aiomqtt.Client, row: asyncpg.Record) -> None:
+        """Put one event on its stream and MQTT topic."""
+        raise NotImplementedError
+
+    async def mark_published(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]
+                             ) -> None:
+        raise NotImplementedError
+
+    # --- the loop ----------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until `stop`, then once more so what the last batch emitted goes out."""
+        try:
+            while True:
+                stopping = stop.is_set()
+                await retry_until_available(
+                    self._publish_pending, transient=_transient, what=self.what,
+                    max_delay=self.retry_max_delay, stop=None if stopping else stop,
+                    on_failure=self._failing)
+                if stopping:
+                    break
+                await wait_any(self.wake, stop, timeout=POLL_SECONDS)
+                self.wake.clear()
+        except Stopped:
+            pass
+        finally:
+            await self._disconnect()
+
+    async def _publish_pending(self) -> None:
+        mqtt = await self._connected()  # also at start: readiness says if the broker is there
+        self.health.ok("mqtt")
+        while True:
+            async with self.pool.acquire() as conn:
+                rows = await self.unpublished(conn, BATCH)
+            if not rows:
+                return
+            published: list[asyncpg.Record] = []
+            try:
+                for row in rows:
+                    await self.send(mqtt, row)
+                    published.append(row)
+            finally:
+                # What went out before a failure is not sent again on the retry (unless
+                # the database is what failed: then a repeat is the price, and ids tell).
+                if published:
+                    async with self.pool.acquire() as conn:
+                        await self.mark_published(conn, published)
+
+    async def _connected(self) -> aiomqtt.Client:
+        if self._broken:
+            self._broken = False
+            await self._disconnect()
+        if self._mqtt is None:
+            client = self.new_mqtt_client()
+            await client.__aenter__()
+            self._mqtt = client
+        return self._mqtt
+
+    async def _disconnect(self) -> None:
+        client, self._mqtt = self._mqtt, None
+        if client is not None:
+            try:
+                await client.__aexit__(None, None, None)
+            except aiomqtt.MqttError:
+                pass
+
+    def _failing(self, exc: BaseException) -> None:
+        if isinstance(exc, aiomqtt.MqttError | OSError):
+            self.health.failing("mqtt", f"{type(exc).__name__}: {exc}")
+            self._broken = True
