@@ -33,9 +33,10 @@ class Service:
 
 INGESTOR = Service("ingestor", 58001)
 DIAGNOSTICS = Service("diagnostics", 58002)
+ALERTS = Service("alerts", 58003)
 
 # Started by the local stack in this order, once the migrations are applied.
-SERVICES = (INGESTOR, DIAGNOSTICS)
+SERVICES = (INGESTOR, DIAGNOSTICS, ALERTS)
 
 
 def by_name(name: str) -> Service:

@@ -265,6 +265,32 @@ def diagnose(file: Path, limits_file: Path | None) -> None:
 
 
 @main.group()
+def rules() -> None:
+    """Alert rules in the database."""
+
+
+@rules.command("load-defaults")
+@click.option("--database-url", envvar="INSA_DATABASE_URL", required=True,
+              help="PostgreSQL URL (default: $INSA_DATABASE_URL).")
+@click.option("--replace", is_flag=True,
+              help="Also reset built-in rules that were changed since they were loaded.")
+def rules_load_defaults(database_url: str, replace: bool) -> None:
+    """Add the built-in ESP rule set (DESIGN.md section 9 limits, critical diagnoses)."""
+    from services.alerts.defaults import load_defaults
+    from shared import db
+
+    async def load() -> tuple[int, int]:
+        conn = await db.connect(database_url)
+        try:
+            return await load_defaults(conn, replace)
+        finally:
+            await conn.close()
+
+    written, kept = asyncio.run(load())
+    click.echo(f"built-in rules: {written} written, {kept} already there")
+
+
+@main.group()
 def bench() -> None:
     """Benchmarks (figures printed, and written as JSON)."""
 

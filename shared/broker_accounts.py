@@ -54,13 +54,14 @@ SERVICE_ROLES: dict[str, list[Acl]] = {
     "insa-ingestor": [*_read(*DEVICE_TOPICS, "$SYS/broker/#", CONTROL_RESPONSE_TOPIC),
                       *_write(CONTROL_TOPIC)],
     "insa-diagnostics": _write("insa/diagnostics/#"),
-    "insa-alerts": [*_write("insa/alerts/#"), *_read("insa/diagnostics/#")],
+    # insa/notify/#: the topics rules choose for their own MQTT actions.
+    "insa-alerts": [*_write("insa/alerts/#", "insa/notify/#"), *_read("insa/diagnostics/#")],
     # The API provisions device accounts, so it administers the broker too.
     "insa-api": [*_write("insa/devices/+/command", "insa/devices/+/config"),
                  *_read("insa/devices/+/command/ack", "insa/devices/+/status", "insa/alerts/#",
                         "insa/diagnostics/#"), *BROKER_ADMIN],
     # Operators' dashboards and other systems that follow alerts and diagnoses.
-    "insa-subscriber": _read("insa/alerts/#", "insa/diagnostics/#"),
+    "insa-subscriber": _read("insa/alerts/#", "insa/notify/#", "insa/diagnostics/#"),
     # The broker's container healthcheck: one $SYS topic, nothing else.
     "insa-health": _read("$SYS/broker/uptime"),
     ADMIN_ACCOUNT: BROKER_ADMIN,

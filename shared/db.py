@@ -45,6 +45,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
                                   decoder=orjson.loads)
 
 
+async def connect(dsn: str, application_name: str = "insa") -> asyncpg.Connection:
+    """One connection with the pools' JSON codecs (for tools and tests)."""
+    conn = await asyncpg.connect(dsn, server_settings={"application_name": application_name})
+    await _init_connection(conn)
+    return conn
+
+
 async def create_pool(dsn: str, *, max_size: int = 10,
                       application_name: str = "insa") -> asyncpg.Pool:
     """A pool that connects on first use, so a service starts (and waits, not ready) while

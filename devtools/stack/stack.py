@@ -224,8 +224,21 @@ def up(cfg: StackConfig) -> str:
     _ensure_database(pg)
     applied = asyncio.run(migrate(env["INSA_DATABASE_URL"]))
     storage = asyncio.run(_storage(env["INSA_DATABASE_URL"]))
+    asyncio.run(_load_default_rules(env["INSA_DATABASE_URL"]))
     supervisorctl(cfg, "start", *(s.name for s in SERVICES), "simulator")
     return summary(cfg, applied, storage, already_running=running is not None)
+
+
+async def _load_default_rules(dsn: str) -> None:
+    """The built-in alert rules, so a newcomer sees alerts for the simulator's faults."""
+    from services.alerts.defaults import load_defaults
+    from shared import db
+
+    conn = await db.connect(dsn)
+    try:
+        await load_defaults(conn)
+    finally:
+        await conn.close()
 
 
 async def _storage(dsn: str) -> str:
@@ -283,6 +296,8 @@ def summary(cfg: StackConfig, applied: list[str], storage: str, already_running:
                     if n <= cfg.simulator_devices) + "\n"
         "  diagnoses   SELECT * FROM open_diagnoses, or subscribe to insa/diagnostics/# "
         "(account insa-subscriber)\n"
+        "  alerts      built-in rules loaded (insa rules load-defaults): SELECT * FROM alerts, "
+        "or subscribe to insa/alerts/# (account insa-subscriber)\n"
         f"  storage     {storage}\n"
         f"  migrations  {', '.join(applied) if applied else 'up to date'}\n"
         f"  logs        {cfg.rundir / 'logs'}\n"

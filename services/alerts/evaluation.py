@@ -84,6 +84,7 @@ class Engine:
     conditions: dict[Key, Condition] = field(default_factory=dict)
     progress: dict[tuple[str, str], float] = field(default_factory=dict)
     late: int = 0  # values skipped as at or before the newest evaluated
+    moved: dict[tuple[str, str], float] = field(default_factory=dict)  # progress to store
     _by_metric: dict[str, list[tuple[int, Rule, bool]]] = field(default_factory=dict)
     _other_device: dict[tuple[str, str], list[tuple[int, CompareRule]]] = \
         field(default_factory=dict)
@@ -155,7 +156,7 @@ class Engine:
             if not self._advance(device_id, metric, ts):
                 continue
             for watch in self.watches(device_id, metric):
-                condition = self._condition(watch.rule_id, watch.rule, watch.target)
+                condition = self.condition(watch.rule_id, watch.rule, watch.target)
                 if isinstance(condition, Compare):
                     outcome = condition.observe_side(watch.left, ts, value)
                 else:
@@ -173,7 +174,7 @@ class Engine:
         device = self.devices.get(device_id, Device())
         for rule_id, rule in self._diagnosis_rules:
             if rule.scope.matches(device_id, device.device_type, device.tags):
-                condition = self._condition(rule_id, rule, device_id)
+                condition = self.condition(rule_id, rule, device_id)
                 assert isinstance(condition, DiagnosisMatch)
                 outcome = condition.observe_diagnosis(code, metric, severity, cleared,
                                                       confidence)
@@ -186,7 +187,7 @@ class Engine:
         values, last seen) without judging it: rebuilding state after a restart."""
         points = list(points)
         for watch in self.watches(device_id, metric):
-            condition = self._condition(watch.rule_id, watch.rule, watch.target)
+            condition = self.condition(watch.rule_id, watch.rule, watch.target)
             for ts, value in points:
                 if isinstance(condition, WindowStat | RateOfChange):
                     condition.window.push(ts, value)
@@ -235,10 +236,15 @@ class Engine:
         if last is not None and ts <= last:
             self.late += 1
             return False
-        self.progress[key] = ts
+        self.progress[key] = self.moved[key] = ts
         return True
 
-    def _condition(self, rule_id: int, rule: Rule, device_id: str) -> Condition:
+    def take_progress(self) -> dict[tuple[str, str], float]:
+        """The progress moved since the last call, for the store."""
+        moved, self.moved = self.moved, {}
+        return moved
+
+    def condition(self, rule_id: int, rule: Rule, device_id: str) -> Condition:
         key = (rule_id, device_id)
         condition = self.conditions.get(key)
         if condition is None:

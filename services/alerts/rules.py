@@ -262,7 +262,7 @@ class DiagnosisRule(RuleBase):
     `min_severity`; clears when the diagnosis clears or falls below it."""
 
     type: Literal["diagnosis"]
-    code: Literal[DIAGNOSIS_CODES + ("*",)]  # type: ignore[valid-type]
+    code: Literal[(*DIAGNOSIS_CODES, "*")]  # type: ignore[valid-type]
     min_severity: Severity = "warning"
     message: str = Field("{rule} on {device_id}: {metric} ({threshold})",
                          min_length=1, max_length=1000)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from services.alerts.settings import AlertsSettings
+from services.diagnostics.settings import DiagnosticsSettings
 from services.ingestor.settings import IngestorSettings
 from shared.broker_accounts import SERVICE_ACCOUNTS
 from shared.settings import CommonSettings, ServiceSettings, load
@@ -15,7 +17,8 @@ GOOD = {"INSA_DATABASE_URL": "postgresql://insa:a-real-long-secret@db/insa",
         "INSA_INGESTOR_MQTT_PASSWORD": "mqtt-long-secret-1"}
 # compose service -> the settings class of that service (besides CommonSettings)
 COMPOSE_SERVICES: dict[str, type[ServiceSettings] | None] = {
-    "migrate": None, "ingestor": IngestorSettings}
+    "migrate": None, "ingestor": IngestorSettings, "diagnostics": DiagnosticsSettings,
+    "alerts": AlertsSettings}
 
 
 def set_env(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:

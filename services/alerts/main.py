@@ -1,0 +1,109 @@
+"""Alert engine entry point: wiring only (settings, connections, tasks)."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+
+import structlog
+
+from services.alerts.actions import DeliveryWorker, MqttSender
+from services.alerts.evaluation import Engine
+from services.alerts.metrics import AlertsMetrics
+from services.alerts.notifications import listen
+from services.alerts.publishing import AlertPublisher
+from services.alerts.settings import AlertsSettings
+from services.alerts.store import CHANGED_CHANNEL
+from services.alerts.watching import Watcher
+from shared import db, redis_client
+from shared import settings as shared_settings
+from shared.health import Health, probe_dependencies, serve_health
+from shared.lifecycle import Lifecycle, run_periodically
+from shared.logging import configure_logging
+from shared.mqtt import aiomqtt_client
+from shared.partition import Partition
+from shared.streams import ConsumerSettings, StreamConsumer
+
+log = structlog.get_logger(__name__)
+RULES_CHANNEL = "insa_rules"
+
+
+async def report_lag(consumers: list[StreamConsumer], metrics: AlertsMetrics) -> None:
+    for consumer in consumers:
+        lag, _ = await consumer.lag()
+        metrics.lag.labels(consumer.stream).set(lag)
+
+
+async def run() -> None:
+    common, settings = shared_settings.load(AlertsSettings)
+    configure_logging("alerts", common.log_level, common.log_format)
+    health = Health("postgres", "redis", "mqtt")
+    dsn = common.database_url.get_secret_value()
+    pool = await db.create_pool(dsn, max_size=6, application_name="insa-alerts")
+    redis_conn = redis_client.create_redis(common.redis_url.get_secret_value())
+    metrics = AlertsMetrics()
+    mqtt = partial(aiomqtt_client, common, settings.mqtt_username,
+                   settings.mqtt_password.get_secret_value())
+    sender = MqttSender(mqtt)
+    worker = DeliveryWorker(pool, settings, metrics, sender)
+    publisher = AlertPublisher(pool, redis_conn, mqtt, metrics, health,
+                               settings.retry_max_delay_seconds, on_queued=worker.wake.set)
+    watcher = Watcher(Engine(), pool, Partition(settings.partition, settings.partitions),
+                      metrics, health, retry_max_delay=settings.retry_max_delay_seconds,
+                      on_committed=publisher.wake.set)
+    consumer_settings = ConsumerSettings(batch=settings.batch,
+                                         max_deliveries=settings.max_deliveries,
+                                         claim_idle_ms=int(settings.claim_idle_seconds * 1000))
+    consumers = [StreamConsumer(redis_conn, stream, settings.group, settings.consumer,
+                                consumer_settings, transient=db.is_transient)
+                 for stream in (settings.telemetry_stream, settings.diagnostics_stream)]
+    lifecycle = Lifecycle(settings.drain_seconds, health)
+    evaluated = asyncio.Event()
+
+    async def start(lc: Lifecycle) -> None:
+        await watcher.load()
+
+        async def evaluate_until_stopped() -> None:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(consumers[0].run(watcher.handle_telemetry, lc.stopping))
+                group.create_task(consumers[1].run(watcher.handle_diagnoses, lc.stopping))
+            evaluated.set()
+
+        lc.spawn("evaluate", evaluate_until_stopped())
+        lc.spawn("timer", run_periodically(
+            watcher.tick, every=settings.tick_seconds, stop=lc.stopping, what="alert timer",
+            transient=db.is_database_error))
+        lc.spawn("publish", publisher.run(evaluated))
+        lc.spawn("deliver", worker.run(lc.stopping))
+        lc.spawn("rules", listen(dsn, {RULES_CHANNEL: lambda _: watcher.reload_rules(),
+                                       CHANGED_CHANNEL: watcher.reread_alerts},
+                                 on_reconnect=watcher.reload_rules, stop=lc.stopping))
+        lc.spawn("devices", run_periodically(
+            watcher.refresh_devices, every=settings.catalog_refresh_seconds,
+            stop=lc.stopping, what="device catalog", transient=db.is_database_error))
+        lc.spawn("lag", run_periodically(
+            partial(report_lag, consumers, metrics), every=settings.probe_interval_seconds,
+            stop=lc.stopping, what="lag", transient=redis_client.is_transient))
+        lc.spawn("probe", probe_dependencies(
+            health, {"postgres": lambda: db.ping(pool), "redis": redis_conn.ping},
+            settings.probe_interval_seconds, lc.stopping))
+        lc.spawn("http", serve_health(health, settings.http_host, settings.http_port,
+                                      lc.stopped), drains=False)
+        log.info("alerts started", group=settings.group, consumer=settings.consumer,
+                 http_port=settings.http_port)
+
+    try:
+        await lifecycle.run(start)
+    finally:
+        await sender.close()
+        await redis_conn.aclose()
+        await pool.close()
+        log.info("alerts stopped")
+
+
+def main() -> None:
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

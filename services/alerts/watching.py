@@ -1,0 +1,223 @@
+"""From `insa:telemetry` and `insa:diagnostics` entries, and the clock, to committed
+alert transitions.
+
+Delivery: both streams are at-least-once. A batch is decoded first (a malformed entry
+fails the batch before the engine sees it, so the consumer retries entry by entry and
+dead-letters the poison), evaluated, and its transitions committed with the progress
+of every series it moved, in one transaction; then the consumer acknowledges it. A
+redelivered value is at or before its series' progress and is skipped (the late-data
+policy), so no transition is made twice. One lock serializes the engine between the
+two streams and the timer: each transition is committed before the next is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+from services.alerts import store
+from services.alerts.conditions import RateOfChange, WindowStat
+from services.alerts.evaluation import Engine, Transition
+from services.alerts.metrics import AlertsMetrics
+from shared import db
+from shared.health import Health
+from shared.partition import Partition
+from shared.retry import retry_until_available
+from shared.streams import StreamMessage, TelemetryEntry, decode_diagnosis, decode_telemetry
+
+log = structlog.get_logger(__name__)
+
+
+class Watcher:
+    def __init__(self, engine: Engine, pool: asyncpg.Pool, partition: Partition,
+                 metrics: AlertsMetrics, health: Health, *, retry_max_delay: float,
+                 on_committed: Callable[[], None]) -> None:
+        self.engine = engine
+        self.pool = pool
+        self.partition = partition
+        self.metrics = metrics
+        self.health = health
+        self.retry_max_delay = retry_max_delay
+        self.on_committed = on_committed
+        self.lock = asyncio.Lock()
+
+    # --- start and reloads ---------------------------------------------------------------
+    async def load(self) -> None:
+        """Rules, devices, progress, open alerts and the newest values, at start."""
+        async with self.lock:
+            await self._until_available(self._load)
+
+    async def _load(self) -> None:
+        async with self.pool.acquire() as conn:
+            rules = await store.load_rules(conn)
+            devices = await store.load_devices(conn)
+            self.engine.progress = await store.load_progress(conn)
+            self.engine.open = await store.open_alerts(conn)
+            latest = await store.latest_values(conn)
+        for device_id, device in devices.items():
+            self.engine.set_device(device_id, device)
+        await self._apply(self.engine.set_rules(rules, time.time()))
+        for row in latest:  # silence timers and compared values continue from storage
+            self.engine.prime(row["device_id"], row["metric"], [(row["time"].timestamp(),
+                                                                 row["value"])])
+        log.info("alert engine loaded", rules=len(rules), devices=len(devices),
+                 open_alerts=len(self.engine.open))
+
+    async def reload_rules(self) -> None:
+        async with self.lock:
+            async def reload() -> None:
+                async with self.pool.acquire() as conn:
+                    rules = await store.load_rules(conn)
+                await self._apply(self.engine.set_rules(rules, time.time()))
+                self.metrics.rules.set(len(rules))
+            await self._until_available(reload)
+
+    async def refresh_devices(self) -> None:
+        async with self.pool.acquire() as conn:
+            devices = await store.load_devices(conn)
+        async with self.lock:
+            for device_id, device in devices.items():
+                self.engine.set_device(device_id, device)
+
+    async def reread_alerts(self, alert_ids: list[int]) -> None:
+        """A person acknowledged or resolved alerts: take the stored rows."""
+        async with self.lock, self.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT rule_id, device_id FROM alerts WHERE id = ANY($1)",
+                                    alert_ids)
+            keys = {(r["rule_id"], r["device_id"]) for r in rows}
+            stored = await store.open_alerts(conn, keys)
+        for key in keys:
+            self.engine.adopt(key, stored.get(key))
+
+    # --- the streams and the clock -------------------------------------------------------
+    async def handle_telemetry(self, messages: list[StreamMessage]) -> None:
+        entries = []
+        for message in messages:
+            try:
+                entry = decode_telemetry(message.fields)
+            except (KeyError, ValueError, orjson.JSONDecodeError) as exc:
+                raise ValueError(f"entry {message.id} is not a telemetry entry: {exc}") from exc
+            if self.partition.owns_device(entry.device_id):
+                entries.append(entry)
+        async with self.lock:
+            new = sorted({e.device_id for e in entries} - self.engine.devices.keys())
+            if new:
+                await self._until_available(lambda: self._first_sight(new, entries))
+            transitions: list[Transition] = []
+            values = 0
+            for entry in entries:
+                numbers = {m: float(v) for m, v in entry.metrics.items()
+                           if isinstance(v, int | float) and not isinstance(v, bool)}
+                values += len(numbers)
+                transitions += self._safely(self.engine.observe_reading, entry.device_id,
+                                            entry.ts_ms / 1000, numbers)
+            await self._apply(transitions)
+        self.metrics.values.inc(values)
+        if entries:
+            self.metrics.behind_seconds.set(max(0.0, time.time() - entries[-1].ts_ms / 1000))
+
+    async def handle_diagnoses(self, messages: list[StreamMessage]) -> None:
+        events: list[tuple[str, float, str, str, str, bool, float]] = []
+        for message in messages:
+            try:
+                event = decode_diagnosis(message.fields)
+                ts = datetime.fromisoformat(str(event["ts"])).timestamp()
+                events.append((str(event["device_id"]), ts, str(event["code"]),
+                               str(event.get("metric") or ""), str(event["severity"]),
+                               bool(event["cleared"]), float(event.get("confidence", 1.0))))
+            except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
+                raise ValueError(f"entry {message.id} is not a diagnosis entry: {exc}") from exc
+        events = [e for e in events if self.partition.owns_device(e[0])]
+        async with self.lock:
+            new = sorted({e[0] for e in events} - self.engine.devices.keys())
+            if new:
+                await self._until_available(lambda: self._first_sight(new, []))
+            transitions: list[Transition] = []
+            for diagnosis in events:
+                transitions += self._safely(self.engine.observe_diagnosis, *diagnosis)
+            await self._apply(transitions)
+        self.metrics.diagnoses.inc(len(events))
+
+    async def tick(self) -> None:
+        async with self.lock:
+            await self._apply(self.engine.tick(time.time()))
+        self.metrics.open_alerts.set(len(self.engine.open))
+        self.metrics.late.set(self.engine.late)
+
+    # --- internals -----------------------------------------------------------------------
+    def _safely(self, evaluate: Callable[..., list[Transition]], device_id: str,
+                *args: Any) -> list[Transition]:
+        try:
+            return evaluate(device_id, *args)
+        except Exception:  # an engine bug must not stop the stream
+            self.metrics.errors.inc()
+            log.exception("rule evaluation failed", device=device_id)
+            return []
+
+    async def _first_sight(self, device_ids: list[str], entries: list[TelemetryEntry]
+                          ) -> None:
+        """A device new to this engine: its scope facts, and its windows from storage."""
+        async with self.pool.acquire() as conn:
+            devices = await store.load_devices(conn, device_ids)
+            for device_id in device_ids:
+                self.engine.set_device(device_id, devices.get(device_id) or
+                                       store.Device())
+                first = min((e.ts_ms / 1000 for e in entries if e.device_id == device_id),
+                            default=None)
+                if first is not None:
+                    await self._prime_windows(conn, device_id, first, entries)
+
+    async def _prime_windows(self, conn: asyncpg.Connection, device_id: str, first: float,
+                             entries: list[TelemetryEntry]) -> None:
+        metrics = {m for e in entries if e.device_id == device_id for m in e.metrics}
+        widest: dict[str, float] = {}
+        for metric in metrics:
+            for watch in self.engine.watches(device_id, metric):
+                condition = self.engine.condition(watch.rule_id, watch.rule, watch.target)
+                if isinstance(condition, WindowStat | RateOfChange):
+                    widest[metric] = max(widest.get(metric, 0.0), condition.window.seconds)
+        if not widest:
+            return
+        rows = await store.history(conn, device_id, sorted(widest),
+                                   first - max(widest.values()), first)
+        for metric in widest:
+            self.engine.prime(device_id, metric, [(r["time"].timestamp(), r["value"])
+                                                  for r in rows if r["metric"] == metric])
+
+    async def _apply(self, transitions: list[Transition]) -> None:
+        """Commit transitions with the progress they rest on; adopt what was refused."""
+        progress = self.engine.take_progress()
+        if not transitions and not progress:
+            return
+        thresholds = {rule_id: rule.threshold for rule_id, rule in self.engine.rules.items()}
+        refused: set[tuple[int, str]] = set()
+
+        async def commit() -> None:
+            nonlocal refused
+            async with self.pool.acquire() as conn:
+                refused = await store.commit(conn, transitions, thresholds, progress)
+                if refused:
+                    stored = await store.open_alerts(conn, refused)
+                    for key in refused:
+                        self.engine.adopt(key, stored.get(key))
+
+        await self._until_available(commit)
+        for t in transitions:
+            if (t.alert.rule_id, t.alert.device_id) not in refused:
+                self.metrics.transitions.labels(t.kind, t.severity).inc()
+        self.metrics.refused.inc(len(refused))
+        if transitions:
+            self.on_committed()
+
+    async def _until_available(self, attempt: Callable[[], Awaitable[None]]) -> None:
+        await retry_until_available(
+            attempt, transient=db.is_transient, what="postgres", max_delay=self.retry_max_delay,
+            on_failure=lambda exc: self.health.failing("postgres", f"{type(exc).__name__}: {exc}"))
+        self.health.ok("postgres")

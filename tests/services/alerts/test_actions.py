@@ -1,0 +1,439 @@
+"""Rules' actions delivered by the worker against real receivers: an HTTP server in this
+event loop that fails or hangs on purpose, an aiosmtpd SMTP server, this test's broker,
+and this test's database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import itertools
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from typing import Any
+
+import aiomqtt
+import asyncpg
+import orjson
+import pytest
+import structlog
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from prometheus_client import CollectorRegistry
+
+from devtools.stack.processes import free_port
+from devtools.stack.servers import RunningBroker
+from services.alerts.actions import ACTION, DeliveryWorker, MqttSender, enqueue
+from services.alerts.metrics import AlertsMetrics
+from services.alerts.settings import AlertsSettings
+from shared import db
+from shared.broker_accounts import SERVICE_ROLES
+from tests.utils.mqtt_client import Clients
+from tests.utils.waiting import wait_until
+
+SECRET_ENV = "INSA_TEST_HOOK_SECRET"  # set per test with monkeypatch
+
+
+def settings(**overrides: Any) -> AlertsSettings:
+    """Small backoff so retries happen within a test."""
+    fast: dict[str, Any] = {"mqtt_password": "not-a-placeholder", "delivery_backoff_seconds": 0.1,
+                            "delivery_backoff_max_seconds": 1.0, "retry_max_delay_seconds": 0.2}
+    return AlertsSettings(**(fast | overrides))
+
+
+def alert_event(event_id: int, **changes: Any) -> dict[str, Any]:
+    return {"id": event_id, "alert_id": 17, "rule_id": 3, "rule": "motor temperature high",
+            "device_id": "W-7", "severity": "critical", "state": "firing", "event": "firing",
+            "value": 104.2, "threshold": "> 100",
+            "message": "motor temperature high on W-7: motor_temp 104.2 (> 100)\nsecond line",
+            "active_since": "2026-11-22T10:30:00Z", "started_at": "2026-11-22T10:35:00Z",
+            "acknowledged_at": None, "acknowledged_by": None, "resolved_at": None,
+            "resolved_by": None, "at": "2026-11-22T10:35:00Z", "actor": "engine",
+            "labels": {"site": "north"}} | changes
+
+
+# --- receivers ----------------------------------------------------------------------------
+
+@dataclass
+class Request:
+    path: str
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+    at: float  # time.monotonic()
+
+
+@dataclass
+class Receiver:
+    """A minimal HTTP/1.1 server in this event loop. `/ok` answers 200, `/fail/<n>` 500 to
+    its first n requests then 200, `/down` always 500, `/hang` never answers."""
+
+    url: str = ""
+    delay: float = 0.0  # before each answer
+    requests: list[Request] = field(default_factory=list)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            path = head[0].split(" ")[1]
+            headers = {k.strip().lower(): v.strip()
+                       for k, v in (line.split(":", 1) for line in head[1:] if line)}
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            self.requests.append(Request(path, headers, body, time.monotonic()))
+            if path == "/hang":
+                await self.closing.wait()
+                return
+            await asyncio.sleep(self.delay)
+            tries = sum(r.path == path for r in self.requests)
+            failing = path == "/down" or (path.startswith("/fail/")
+                                          and tries <= int(path.split("/")[2]))
+            status, text = (b"500 Internal Server Error", b"boom") if failing else (b"200 OK", b"")
+            writer.write(b"HTTP/1.1 %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                         % (status, len(text), text))
+            await writer.drain()
+        finally:
+            writer.close()
+
+    def to(self, path: str) -> list[Request]:
+        return [r for r in self.requests if r.path == path]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    receiver = Receiver()
+    server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
+    receiver.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    yield receiver
+    receiver.closing.set()
+    server.close()
+    await server.wait_closed()
+
+
+class Inbox:
+    """aiosmtpd handler keeping every message (aiosmtpd's thread appends, the test reads)."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Envelope] = []
+
+    async def handle_DATA(self, _server: SMTP, _session: Session, envelope: Envelope) -> str:
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    inbox, port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox, port
+    controller.stop()
+
+
+def mqtt_account(broker: RunningBroker, username: str) -> Callable[[], aiomqtt.Client]:
+    def new_client() -> aiomqtt.Client:
+        return aiomqtt.Client("127.0.0.1", broker.port, identifier=username, username=username,
+                              password=broker.credentials[username], timeout=5,
+                              protocol=aiomqtt.ProtocolVersion.V5)
+    return new_client
+
+
+def no_broker() -> aiomqtt.Client:
+    raise AssertionError("this test queues no MQTT action")
+
+
+def grant_notify_topics(broker: RunningBroker) -> None:
+    """Rules' topics (insa/notify/#): written by insa-alerts, read by insa-subscriber; granted
+    here for as long as shared/broker_accounts.py does not grant them itself."""
+    wanted = [("insa-alerts", "publishClientSend"), ("insa-subscriber", "subscribePattern"),
+              ("insa-subscriber", "publishClientReceive")]
+    commands = [{"command": "addRoleACL", "rolename": role, "acltype": acltype,
+                 "topic": "insa/notify/#", "allow": True} for role, acltype in wanted
+                if not any(a["acltype"] == acltype and a["topic"] == "insa/notify/#"
+                           for a in SERVICE_ROLES[role])]
+    if commands:
+        with broker.admin() as admin:
+            admin.execute(*commands)
+
+
+# --- the database and the worker ------------------------------------------------------------
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(db_url, max_size=4)
+    yield pool
+    await pool.close()
+
+
+async def new_events(pool: asyncpg.Pool, count: int = 1) -> list[int]:
+    """`count` published events of one firing alert (what a delivery refers to)."""
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO devices (device_id) VALUES ('W-7') ON CONFLICT DO NOTHING")
+        rule_id = await conn.fetchval(
+            "INSERT INTO rules (name, definition) VALUES ($1, $2) RETURNING id",
+            f"rule-{time.monotonic_ns()}", {"type": "threshold"})
+        alert_id = await conn.fetchval(
+            "INSERT INTO alerts (rule_id, device_id, state, severity, message, active_since,"
+            " fire_at) VALUES ($1, 'W-7', 'firing', 'critical', 'hot', now(), now()) "
+            "RETURNING id", rule_id)
+        rows = await conn.fetch(
+            "INSERT INTO alert_events (alert_id, kind, state, severity, at, actor, "
+            "published_at) SELECT $1, 'firing', 'firing', 'critical', now(), 'engine', now() "
+            "FROM generate_series(1, $2) RETURNING id", alert_id, count)
+    return [r["id"] for r in rows]
+
+
+async def queue(pool: asyncpg.Pool, *actions: dict[str, Any]) -> int:
+    """One event with these actions queued, as the outbox publisher does; its id."""
+    (event_id,) = await new_events(pool)
+    async with pool.acquire() as conn, conn.transaction():
+        await enqueue(conn, event_id, [ACTION.validate_python(a) for a in actions],
+                      alert_event(event_id))
+    return event_id
+
+
+async def deliveries(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return await conn.fetch("SELECT * FROM alert_deliveries ORDER BY id")
+
+
+def counted(metrics: AlertsMetrics, outcome: str, kind: str = "webhook") -> float:
+    return metrics.deliveries.labels(kind, outcome)._value.get()
+
+
+@contextlib.asynccontextmanager
+async def running(pool: asyncpg.Pool, alerts: AlertsSettings, mqtt: MqttSender | None = None,
+                  ) -> AsyncIterator[DeliveryWorker]:
+    worker = DeliveryWorker(pool, alerts, AlertsMetrics(CollectorRegistry()),
+                            mqtt or MqttSender(no_broker), poll_seconds=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        if mqtt is not None:
+            await mqtt.close()
+
+
+async def settled(pool: asyncpg.Pool, count: int = 1, timeout: float = 10) -> list[asyncpg.Record]:
+    """The deliveries once `count` of them are delivered or dead."""
+    return await wait_until(lambda: deliveries(pool),
+                            lambda rows: sum(r["status"] != "pending" for r in rows) >= count,
+                            timeout=timeout, what=f"{count} deliveries settled")
+
+
+# --- the tests ------------------------------------------------------------------------------
+
+async def test_enqueue_writes_one_pending_delivery_per_action(pool: asyncpg.Pool) -> None:
+    actions = [{"kind": "webhook", "url": "http://example.test/hook"},
+               {"kind": "email", "to": ["ops@example.test"]},
+               {"kind": "mqtt", "topic": "insa/notify/ops"}]
+    event_id = await queue(pool, *actions)
+    rows = await deliveries(pool)
+    assert [(r["event_id"], r["kind"], r["status"], r["attempts"]) for r in rows] == \
+        [(event_id, a["kind"], "pending", 0) for a in actions]
+    assert rows[0]["target"] == {"kind": "webhook", "url": "http://example.test/hook",
+                                 "secret_env": None, "timeout_seconds": 5.0}
+    assert rows[2]["payload"] == alert_event(event_id)
+
+
+async def test_a_signed_webhook_verifies_with_the_secret_and_its_timestamp(
+        pool: asyncpg.Pool, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, "a-long-shared-webhook-secret")
+    event_id = await queue(pool, {"kind": "webhook", "url": f"{receiver.url}/ok",
+                                  "secret_env": SECRET_ENV})
+    async with running(pool, settings()):
+        (row,) = await settled(pool)
+    assert row["status"] == "delivered" and row["attempts"] == 1
+    (request,) = receiver.requests
+    assert orjson.loads(request.body) == alert_event(event_id)
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["x-insa-delivery"] == str(row["id"])
+    timestamp = request.headers["x-insa-timestamp"]
+    assert abs(int(timestamp) - time.time()) < 10  # fresh: a receiver refuses old ones
+
+    def sign(ts: str, secret: str = "a-long-shared-webhook-secret") -> str:
+        mac = hmac.new(secret.encode(), f"{ts}.".encode() + request.body, hashlib.sha256)
+        return f"sha256={mac.hexdigest()}"
+
+    assert hmac.compare_digest(request.headers["x-insa-signature"], sign(timestamp))
+    # A replay with a fresh timestamp, or another key, does not verify.
+    assert request.headers["x-insa-signature"] != sign(str(int(timestamp) + 300))
+    assert request.headers["x-insa-signature"] != sign(timestamp, "another-secret")
+
+
+async def test_a_webhook_whose_secret_is_missing_is_never_sent_unsigned(
+        pool: asyncpg.Pool, receiver: Receiver) -> None:
+    await queue(pool, {"kind": "webhook", "url": f"{receiver.url}/ok", "secret_env": SECRET_ENV})
+    async with running(pool, settings(delivery_attempts=1)):
+        (row,) = await settled(pool)
+    assert row["status"] == "dead"
+    assert SECRET_ENV in row["last_error"] and "not sent unsigned" in row["last_error"]
+    assert receiver.requests == []
+
+
+async def test_a_failing_webhook_is_retried_with_growing_backoff_then_delivered(
+        pool: asyncpg.Pool, receiver: Receiver) -> None:
+    await queue(pool, {"kind": "webhook", "url": f"{receiver.url}/fail/3"})
+    async with running(pool, settings(delivery_backoff_seconds=0.2)) as worker:
+        (row,) = await settled(pool)
+    assert (row["status"], row["attempts"]) == ("delivered", 4)
+    assert row["last_error"] == "HTTP 500: boom"  # what the tries before the last one met
+    times = [r.at for r in receiver.to("/fail/3")]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # Each wait is at least half of 0.2 s doubled per try (the jitter takes up to half).
+    assert [round(g, 2) >= 0.1 * 2 ** k for k, g in enumerate(gaps)] == [True] * 3, gaps
+    assert gaps[2] > gaps[0]
+    assert counted(worker.metrics, "retry") == 3 and counted(worker.metrics, "delivered") == 1
+
+
+async def test_after_the_last_try_the_delivery_is_dead_with_its_error(
+        pool: asyncpg.Pool, receiver: Receiver) -> None:
+    await queue(pool, {"kind": "webhook", "url": f"{receiver.url}/down"})
+    with structlog.testing.capture_logs() as logs:
+        async with running(pool, settings(delivery_attempts=3)) as worker:
+            (row,) = await settled(pool)
+    assert (row["status"], row["attempts"], row["last_error"]) == ("dead", 3, "HTTP 500: boom")
+    assert row["finished_at"] is not None
+    assert len(receiver.to("/down")) == 3
+    dead = [e for e in logs if e["log_level"] == "error"]
+    assert [(e["event"], e["delivery_id"], e["error"]) for e in dead] == \
+        [("alert action failed for good; dead-lettered", row["id"], "HTTP 500: boom")]
+    assert counted(worker.metrics, "retry") == 2 and counted(worker.metrics, "dead") == 1
+
+
+async def test_a_hanging_webhook_delays_no_other_delivery(
+        pool: asyncpg.Pool, receiver: Receiver) -> None:
+    await queue(pool, {"kind": "webhook", "url": f"{receiver.url}/hang", "timeout_seconds": 2})
+    await queue(pool, {"kind": "webhook", "url": f"{receiver.url}/ok"})  # claimed after it
+    started = time.monotonic()
+    async with running(pool, settings(delivery_backoff_seconds=30)):
+        hanging, fine = await settled(pool)
+        assert fine["status"] == "delivered" and time.monotonic() - started < 1.5
+        assert hanging["status"] == "pending" and hanging["last_error"] is None  # still waiting
+        hanging, _ = await wait_until(lambda: deliveries(pool),
+                                      lambda rows: rows[0]["last_error"] is not None,
+                                      timeout=5, what="the hanging webhook's timeout")
+    assert hanging["status"] == "pending" and hanging["attempts"] == 1  # retried later
+    assert hanging["last_error"] == "no answer within 2 s"
+
+
+async def test_stopping_lets_deliveries_in_flight_finish(
+        pool: asyncpg.Pool, receiver: Receiver) -> None:
+    receiver.delay = 0.5
+    await queue(pool, {"kind": "webhook", "url": f"{receiver.url}/ok"})
+    async with running(pool, settings()):
+        await wait_until(lambda: asyncio.sleep(0, receiver.requests), bool, timeout=5)
+    (row,) = await deliveries(pool)  # `running` returned once the worker had stopped
+    assert row["status"] == "delivered"
+
+
+async def test_email_arrives_with_its_subject_and_a_readable_body(
+        pool: asyncpg.Pool, smtp: tuple[Inbox, int]) -> None:
+    inbox, port = smtp
+    to = ["ops@example.test", "night-shift@example.test"]
+    event_id = await queue(pool, {"kind": "email", "to": to})
+    alerts = settings(smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False,
+                      smtp_sender="alerts@insa.example.test")
+    async with running(pool, alerts):
+        (row,) = await settled(pool)
+    assert row["status"] == "delivered", row["last_error"]
+    (envelope,) = inbox.envelopes
+    assert envelope.mail_from == "alerts@insa.example.test" and envelope.rcpt_tos == to
+    assert isinstance(envelope.content, bytes)
+    mail = message_from_bytes(envelope.content, policy=policy.default)
+    # (Python's folder may break right after "Subject:"; unfolding leaves a space there.)
+    assert mail["Subject"].strip() == "[CRITICAL] firing: motor temperature high on W-7: " \
+                                      "motor_temp 104.2 (> 100)"
+    body = mail.get_body().get_content().replace("\r\n", "\n")  # type: ignore[union-attr]
+    assert "Device:           W-7\n" in body and "Threshold:        > 100\n" in body
+    assert "Labels:           site=north\n" in body
+    assert orjson.loads(body.split("The event as JSON:\n")[1]) == alert_event(event_id)
+
+
+async def test_email_without_an_smtp_server_configured_fails_saying_so(
+        pool: asyncpg.Pool) -> None:
+    await queue(pool, {"kind": "email", "to": ["ops@example.test"]})
+    async with running(pool, settings(delivery_attempts=1)):
+        (row,) = await settled(pool)
+    assert row["status"] == "dead"
+    assert row["last_error"] == "no SMTP server configured (INSA_ALERTS_SMTP_HOST)"
+
+
+async def test_an_mqtt_action_arrives_on_its_topic_also_after_a_broker_restart(
+        pool: asyncpg.Pool, broker: RunningBroker, clients: Clients) -> None:
+    grant_notify_topics(broker)
+    observer = clients.connect("insa-subscriber")
+    observer.subscribe("insa/notify/#")
+    first = await queue(pool, {"kind": "mqtt", "topic": "insa/notify/maintenance/W-7"})
+    async with running(pool, settings(), MqttSender(mqtt_account(broker, "insa-alerts"))):
+        await settled(pool)
+        (message,) = await asyncio.to_thread(observer.wait_for_messages, 1)
+        assert (message.topic, message.qos) == ("insa/notify/maintenance/W-7", 1)
+        assert orjson.loads(message.payload) == alert_event(first)
+        # The restart breaks the sender's connection: the next delivery's first try fails
+        # on it, and the retry connects anew.
+        broker.stop()
+        broker.start()
+        observer = clients.connect("insa-subscriber")
+        observer.subscribe("insa/notify/#")
+        second = await queue(pool, {"kind": "mqtt", "topic": "insa/notify/ops", "qos": 0})
+        rows = await settled(pool, 2)
+    assert [(r["status"], r["attempts"]) for r in rows] == [("delivered", 1), ("delivered", 2)]
+    assert rows[1]["last_error"].startswith("MQTT: ")
+    (message,) = await asyncio.to_thread(observer.wait_for_messages, 1)
+    assert message.topic == "insa/notify/ops" and orjson.loads(message.payload)["id"] == second
+
+
+async def test_a_publish_the_broker_refuses_is_a_failure_not_a_delivery(
+        pool: asyncpg.Pool, broker: RunningBroker) -> None:
+    await queue(pool, {"kind": "mqtt", "topic": "insa/notify/ops"})
+    # insa-subscriber may write nothing: the broker answers PUBACK 0x87.
+    sender = MqttSender(mqtt_account(broker, "insa-subscriber"))
+    async with running(pool, settings(delivery_attempts=1), sender):
+        (row,) = await settled(pool)
+    assert row["status"] == "dead"
+    assert "refused the publish to insa/notify/ops" in row["last_error"]
+    assert "0x87" in row["last_error"]
+
+
+async def test_two_workers_on_one_table_deliver_each_row_exactly_once(
+        db_url: str, pool: asyncpg.Pool, receiver: Receiver) -> None:
+    receiver.delay = 0.01
+    event_ids = await new_events(pool, 120)
+    async with pool.acquire() as conn, conn.transaction():
+        for event_id in event_ids:
+            await enqueue(conn, event_id, [ACTION.validate_python(
+                {"kind": "webhook", "url": f"{receiver.url}/ok"})], alert_event(event_id))
+    other_pool = await db.create_pool(db_url, max_size=4)
+    try:
+        alerts = settings(delivery_concurrency=4)
+        async with running(pool, alerts) as one, running(other_pool, alerts) as two:
+            rows = await settled(pool, len(event_ids), timeout=20)
+    finally:
+        await other_pool.close()
+    assert {r["status"] for r in rows} == {"delivered"} and {r["attempts"] for r in rows} == {1}
+    sent = Counter(r.headers["x-insa-delivery"] for r in receiver.requests)
+    assert sent == Counter({str(r["id"]): 1 for r in rows})
+    by_worker = [counted(w.metrics, "delivered") for w in (one, two)]
+    assert sum(by_worker) == len(event_ids) and min(by_worker) > 0, by_worker
+
+
+async def test_a_database_outage_is_waited_out_and_stop_still_ends_the_worker(
+        receiver: Receiver) -> None:
+    down = await db.create_pool(f"postgresql://insa@127.0.0.1:{free_port()}/insa")
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with running(down, settings()):
+                await wait_until(lambda: asyncio.sleep(0, logs), lambda got: len(got) > 0,
+                                 timeout=5, what="the outage logged")
+                await asyncio.sleep(0.5)  # several retries; the worker is still running
+    finally:
+        await down.close()
+    assert logs[0]["event"] == "dependency unavailable; retrying"
+    assert logs[0]["dependency"] == "alert deliveries"
