@@ -21,7 +21,7 @@ from pydantic import TypeAdapter
 
 from services.alerts import actions
 from services.alerts.metrics import AlertsMetrics
-from services.alerts.rules import Action
+from services.alerts.rules import Action, MqttAction
 from shared.health import Health
 from shared.mqtt import alerts_topic
 from shared.outbox import Outbox
@@ -45,6 +45,10 @@ def event_message(row: asyncpg.Record) -> dict[str, Any]:
             "acknowledged_by": row["acknowledged_by"],
             "resolved_at": iso(row["resolved_at"]), "resolved_by": row["resolved_by"],
             "labels": row["definition"].get("labels", {})}
+
+
+def _actions(row: asyncpg.Record) -> list[Action]:
+    return ACTIONS.validate_python(row["definition"].get("actions", []))
 
 
 class AlertPublisher(Outbox):
@@ -74,6 +78,12 @@ class AlertPublisher(Outbox):
         body = orjson.dumps(event_message(row))
         await self.redis.xadd(ALERTS, {"alert": body})
         await mqtt.publish(alerts_topic(row["severity"], row["device_id"]), body, qos=1)
+        # A rule's MQTT actions go out on this same connection: the broker binds the
+        # insa-alerts account to one client id, so a second connection would knock
+        # this one off. They are as at-least-once as the event itself.
+        for action in _actions(row):
+            if isinstance(action, MqttAction):
+                await mqtt.publish(action.topic, body, qos=action.qos)
 
     async def mark_published(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]
                              ) -> None:
@@ -82,7 +92,8 @@ class AlertPublisher(Outbox):
             await conn.execute("UPDATE alert_events SET published_at = now() "
                                "WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
             for row in rows:
-                rule_actions = ACTIONS.validate_python(row["definition"].get("actions", []))
+                rule_actions: list[Action] = [a for a in _actions(row)
+                                              if not isinstance(a, MqttAction)]
                 if rule_actions:
                     queued += await actions.enqueue(conn, row["id"], rule_actions,
                                                     event_message(row))

@@ -35,7 +35,8 @@ from shared.broker_accounts import SERVICE_ROLES
 from tests.utils.mqtt_client import Clients
 from tests.utils.waiting import wait_until
 
-SECRET_ENV = "INSA_TEST_HOOK_SECRET"  # set per test with monkeypatch
+# INSA_*: tests/conftest.py clears these, so it is unset unless a test sets it.
+SECRET_ENV = "INSA_TEST_HOOK_SECRET"
 
 
 def settings(**overrides: Any) -> AlertsSettings:
@@ -45,7 +46,7 @@ def settings(**overrides: Any) -> AlertsSettings:
     return AlertsSettings(**(fast | overrides))
 
 
-def alert_event(event_id: int, **changes: Any) -> dict[str, Any]:
+def alert_event(event_id: int) -> dict[str, Any]:
     return {"id": event_id, "alert_id": 17, "rule_id": 3, "rule": "motor temperature high",
             "device_id": "W-7", "severity": "critical", "state": "firing", "event": "firing",
             "value": 104.2, "threshold": "> 100",
@@ -53,7 +54,7 @@ def alert_event(event_id: int, **changes: Any) -> dict[str, Any]:
             "active_since": "2026-11-22T10:30:00Z", "started_at": "2026-11-22T10:35:00Z",
             "acknowledged_at": None, "acknowledged_by": None, "resolved_at": None,
             "resolved_by": None, "at": "2026-11-22T10:35:00Z", "actor": "engine",
-            "labels": {"site": "north"}} | changes
+            "labels": {"site": "north"}}
 
 
 # --- receivers ----------------------------------------------------------------------------
@@ -230,9 +231,9 @@ async def settled(pool: asyncpg.Pool, count: int = 1, timeout: float = 10) -> li
 # --- the tests ------------------------------------------------------------------------------
 
 async def test_enqueue_writes_one_pending_delivery_per_action(pool: asyncpg.Pool) -> None:
-    actions = [{"kind": "webhook", "url": "http://example.test/hook"},
-               {"kind": "email", "to": ["ops@example.test"]},
-               {"kind": "mqtt", "topic": "insa/notify/ops"}]
+    actions: list[dict[str, Any]] = [{"kind": "webhook", "url": "http://example.test/hook"},
+                                     {"kind": "email", "to": ["ops@example.test"]},
+                                     {"kind": "mqtt", "topic": "insa/notify/ops"}]
     event_id = await queue(pool, *actions)
     rows = await deliveries(pool)
     assert [(r["event_id"], r["kind"], r["status"], r["attempts"]) for r in rows] == \

@@ -44,6 +44,7 @@ async def add_rule(db_url: str, **definition: Any) -> int:
 def send(device: MqttClient, device_id: str, **values: float) -> None:
     device.publish(telemetry_topic(device_id), orjson.dumps(
         {"ts": round(time.time() * 1000), "telemetry": values}))
+    time.sleep(0.003)  # a distinct millisecond each: one time per (device, metric) is stored
 
 
 async def events(db_url: str, device_id: str) -> list[tuple[str, str]]:
@@ -72,9 +73,11 @@ async def test_a_subscriber_sees_firing_acknowledged_resolved_in_order(
     alerts_factory(**FAST)
     # Added while the engine runs: picked up by NOTIFY, no restart.
     await add_rule(db_url, type="threshold", name="motor hot", metric="motor_temp", op=">",
-                   value=100, severity="critical")
+                   value=100, severity="critical",
+                   actions=[{"kind": "mqtt", "topic": "insa/notify/control-room"}])
     subscriber = clients.connect("insa-subscriber")
     subscriber.subscribe("insa/alerts/#")
+    subscriber.subscribe("insa/notify/#")
     device = clients.device("well-a1")
     send(device, "well-a1", motor_temp=90.0)
     await wait_until(lambda: alerts(db_url, "well-a1"), lambda rows: rows == [], timeout=5,
@@ -85,16 +88,21 @@ async def test_a_subscriber_sees_firing_acknowledged_resolved_in_order(
         return await alerts(db_url, "well-a1")
 
     await wait_until(rule_loaded, lambda rows: len(rows) == 1, what="the alert raised")
-    [firing] = subscriber.wait_for_messages(1, 15)
+    firing = subscriber.wait_for_messages(2, 15)[0]  # on insa/alerts and insa/notify
     alert_id = orjson.loads(firing.payload)["alert_id"]
     await manual(db_url, "acknowledge", alert_id)
-    subscriber.wait_for_messages(2, 15)
+    subscriber.wait_for_messages(4, 15)
     send(device, "well-a1", motor_temp=95.0)
-    messages = [orjson.loads(m.payload) for m in subscriber.wait_for_messages(3, 15)]
+    received = subscriber.wait_for_messages(6, 15)
+    messages = [orjson.loads(m.payload) for m in received if m.topic.startswith("insa/alerts/")]
     assert [(m["event"], m["state"]) for m in messages] == [
         ("firing", "firing"), ("acknowledged", "acknowledged"), ("resolved", "resolved")]
-    assert {m.topic for m in subscriber.messages} == {"insa/alerts/critical/well-a1"}
+    assert {m.topic for m in received} == {"insa/alerts/critical/well-a1",
+                                           "insa/notify/control-room"}
     assert {m["alert_id"] for m in messages} == {alert_id}
+    # The rule's own MQTT action: the same events on its topic.
+    assert [orjson.loads(m.payload)["event"] for m in received
+            if m.topic == "insa/notify/control-room"] == ["firing", "acknowledged", "resolved"]
     assert messages[1]["acknowledged_by"] == "operator-ana"
     assert messages[2]["resolved_by"] == "engine" and messages[2]["value"] == 95.0
     assert messages[0]["rule"] == "motor hot" and messages[0]["threshold"] == "> 100"
