@@ -92,14 +92,15 @@ CREATE TABLE alerts_progress (
     PRIMARY KEY (device_id, source)
 );
 
--- A rule's actions (webhook, email, mqtt) for each published event: written when the
+-- A rule's webhook and e-mail actions for each published event (its MQTT actions go
+-- out with the event itself, on the same connection): written when the
 -- event is marked published, run by the engine's delivery worker with retries and
 -- backoff; `dead` (the dead-letter record, with the last error) after the last try.
 CREATE TABLE alert_deliveries (
     id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     event_id    bigint      NOT NULL REFERENCES alert_events (id) ON DELETE CASCADE,
     kind        text        NOT NULL
-                CONSTRAINT alert_deliveries_kind_valid CHECK (kind IN ('webhook', 'email', 'mqtt')),
+                CONSTRAINT alert_deliveries_kind_valid CHECK (kind IN ('webhook', 'email')),
     target      jsonb       NOT NULL,  -- the action as the rule defines it
     payload     jsonb       NOT NULL,  -- the alert event, as published
     status      text        NOT NULL DEFAULT 'pending'

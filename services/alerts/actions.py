@@ -1,5 +1,6 @@
-"""Rules' actions (webhook, e-mail, MQTT): queued with each published alert event, then
-delivered with retries, backoff and a dead-letter record.
+"""Rules' webhook and e-mail actions: queued with each published alert event, then
+delivered with retries, backoff and a dead-letter record. (MQTT actions go out with the
+event itself, on the outbox's connection: publishing.py.)
 
 The queue is `alert_deliveries`, written in the transaction that marks the event published
 (`enqueue`), so neither a crash nor a receiver that is down loses an action. Delivery is
@@ -11,39 +12,35 @@ again; receivers drop a repeated `X-Insa-Delivery` (webhook) or event `id`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import os
 import random
 import time
-from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from functools import partial
 from typing import Any
 
-import aiomqtt
 import aiosmtplib
 import asyncpg
 import httpx
 import orjson
 import structlog
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import TypeAdapter, ValidationError
 
 from services.alerts.metrics import AlertsMetrics
-from services.alerts.rules import Action, EmailAction, WebhookAction
+from services.alerts.rules import EmailAction, WebhookAction
 from services.alerts.settings import AlertsSettings
 from shared import db
 from shared.lifecycle import wait_any
 from shared.retry import Stopped, retry_until_available
 
 log = structlog.get_logger(__name__)
-ACTION: TypeAdapter[Action] = TypeAdapter(Action)
+Deliverable = WebhookAction | EmailAction
+DELIVERABLE: TypeAdapter[Deliverable] = TypeAdapter(Deliverable)
 POLL_SECONDS = 1.0  # also finds retries come due and rows whose lease another replica let lapse
-SEND_TIMEOUT_SECONDS = 30.0  # e-mail and MQTT; a webhook has its own timeout_seconds (<= 60)
+SEND_TIMEOUT_SECONDS = 30.0  # e-mail; a webhook has its own timeout_seconds (<= 60)
 LEASE_SECONDS = 120.0  # longer than any try plus recording its outcome
 ERROR_CHARS = 1000
 SUBJECT_CHARS = 150
@@ -73,7 +70,7 @@ class DeliveryFailed(Exception):
         self.permanent = permanent  # retrying cannot help: dead-letter at once
 
 
-async def enqueue(conn: asyncpg.Connection, event_id: int, actions: list[Action],
+async def enqueue(conn: asyncpg.Connection, event_id: int, actions: list[Deliverable],
                   payload: dict[str, Any]) -> int:
     """Queue one delivery per action of the event's rule; `conn` (a `shared.db` pool's, for
     the jsonb codec) is in the transaction that marks the event published."""
@@ -170,70 +167,15 @@ async def send_email(settings: AlertsSettings, action: EmailAction,
         log.warning("e-mail recipients refused", refused=sorted(refused))
 
 
-class MqttSender:
-    """One broker connection for every MQTT action, made on first use, replaced after an
-    error. A publish the broker refuses (an MQTT 5 PUBACK reason code such as 0x87 when the
-    account may not write the topic) fails the delivery: aiomqtt 2.x reports it as sent, so
-    the refusal is read from paho's on_publish, one publish at a time. Share one instance
-    per process: the broker binds an account to one client id."""
-
-    def __init__(self, new_client: Callable[[], aiomqtt.Client]) -> None:
-        self.new_client = new_client
-        self._client: aiomqtt.Client | None = None
-        self._broken = False
-        self._refused: ReasonCode | None = None
-        self._lock = asyncio.Lock()
-
-    async def publish(self, topic: str, payload: bytes, qos: int) -> None:
-        async with self._lock:
-            try:
-                client = await self._connected()
-                self._refused = None
-                await client.publish(topic, payload, qos=qos)
-            except BaseException as exc:  # cancelled (timed out) mid-publish too: start afresh
-                self._broken = True
-                if isinstance(exc, aiomqtt.MqttError | OSError):
-                    raise DeliveryFailed(f"MQTT: {type(exc).__name__}: {exc}") from None
-                raise
-            if self._refused is not None:
-                raise DeliveryFailed(f"the broker refused the publish to {topic}: "
-                                     f"{self._refused} ({self._refused.value:#04x})")
-
-    async def _connected(self) -> aiomqtt.Client:
-        if self._broken:
-            await self.close()
-        if self._client is None:
-            client = self.new_client()
-            await client.__aenter__()
-            acknowledged = client._on_publish
-
-            def on_publish(paho_client: Any, userdata: Any, mid: int, code: ReasonCode,
-                           properties: Properties) -> None:
-                if code.is_failure:
-                    self._refused = code
-                acknowledged(paho_client, userdata, mid, code, properties)
-
-            client._client.on_publish = on_publish
-            self._client = client
-        return self._client
-
-    async def close(self) -> None:
-        client, self._client, self._broken = self._client, None, False
-        if client is not None:
-            with contextlib.suppress(aiomqtt.MqttError):
-                await client.__aexit__(None, None, None)
-
-
 class DeliveryWorker:
     """Delivers due rows of `alert_deliveries`, up to `delivery_concurrency` at a time, each
     bounded by its own timeout; replicas share the table (claims skip locked rows)."""
 
     def __init__(self, pool: asyncpg.Pool, settings: AlertsSettings, metrics: AlertsMetrics,
-                 mqtt: MqttSender, *, poll_seconds: float = POLL_SECONDS) -> None:
+                 *, poll_seconds: float = POLL_SECONDS) -> None:
         self.pool = pool
         self.settings = settings
         self.metrics = metrics
-        self.mqtt = mqtt  # owned by the caller, who may share it and closes it
         self.poll_seconds = poll_seconds
         self.wake = asyncio.Event()  # set once enqueued deliveries are committed
         self._finished = asyncio.Event()  # a delivery ended: a slot is free
@@ -299,7 +241,7 @@ class DeliveryWorker:
 
     async def _send(self, row: asyncpg.Record) -> None:
         try:
-            action = ACTION.validate_python(row["target"])
+            action = DELIVERABLE.validate_python(row["target"])
         except ValidationError as exc:
             raise DeliveryFailed(f"the stored action no longer validates: {exc}",
                                  permanent=True) from None
@@ -309,10 +251,8 @@ class DeliveryWorker:
             async with asyncio.timeout(bound):
                 if isinstance(action, WebhookAction):
                     await send_webhook(self._http, action, body, row["id"])
-                elif isinstance(action, EmailAction):
-                    await send_email(self.settings, action, row["payload"])
                 else:
-                    await self.mqtt.publish(action.topic, body, action.qos)
+                    await send_email(self.settings, action, row["payload"])
         except TimeoutError:
             raise DeliveryFailed(f"no answer within {bound:g} s") from None
 

@@ -7,7 +7,7 @@ from functools import partial
 
 import structlog
 
-from services.alerts.actions import DeliveryWorker, MqttSender
+from services.alerts.actions import DeliveryWorker
 from services.alerts.evaluation import Engine
 from services.alerts.metrics import AlertsMetrics
 from services.alerts.notifications import listen
@@ -44,8 +44,7 @@ async def run() -> None:
     metrics = AlertsMetrics()
     mqtt = partial(aiomqtt_client, common, settings.mqtt_username,
                    settings.mqtt_password.get_secret_value())
-    sender = MqttSender(mqtt)
-    worker = DeliveryWorker(pool, settings, metrics, sender)
+    worker = DeliveryWorker(pool, settings, metrics)
     publisher = AlertPublisher(pool, redis_conn, mqtt, metrics, health,
                                settings.retry_max_delay_seconds, on_queued=worker.wake.set)
     watcher = Watcher(Engine(), pool, Partition(settings.partition, settings.partitions),
@@ -95,7 +94,6 @@ async def run() -> None:
     try:
         await lifecycle.run(start)
     finally:
-        await sender.close()
         await redis_conn.aclose()
         await pool.close()
         log.info("alerts stopped")

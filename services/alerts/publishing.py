@@ -92,8 +92,7 @@ class AlertPublisher(Outbox):
             await conn.execute("UPDATE alert_events SET published_at = now() "
                                "WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
             for row in rows:
-                rule_actions: list[Action] = [a for a in _actions(row)
-                                              if not isinstance(a, MqttAction)]
+                rule_actions = [a for a in _actions(row) if not isinstance(a, MqttAction)]
                 if rule_actions:
                     queued += await actions.enqueue(conn, row["id"], rule_actions,
                                                     event_message(row))
