@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
 import asyncpg
 import orjson
+
+from shared.retry import retry_until_available
+
+if TYPE_CHECKING:
+    from shared.health import Health
+
+T = TypeVar("T")
 
 # Raised when PostgreSQL is down, restarting, overloaded or cut a session mid-query
 # (asyncpg reports a COPY cut short as InternalClientError "cannot switch to state"):
@@ -66,3 +76,14 @@ async def create_pool(dsn: str, *, max_size: int = 10,
 async def ping(pool: asyncpg.Pool) -> None:
     async with pool.acquire(timeout=10) as conn:
         await conn.fetchval("SELECT 1")
+
+
+async def until_available(attempt: Callable[[], Awaitable[T]], health: Health, *,
+                          max_delay: float) -> T:
+    """`attempt()` retried while PostgreSQL is unavailable, readiness failing meanwhile:
+    for work that must not be given up (what it would write lives only in memory)."""
+    result = await retry_until_available(
+        attempt, transient=is_transient, what="postgres", max_delay=max_delay,
+        on_failure=lambda exc: health.failing("postgres", f"{type(exc).__name__}: {exc}"))
+    health.ok("postgres")
+    return result

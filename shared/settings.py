@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.partition import Partition
+
 Environment = Literal["development", "test", "production"]
 
 # Passwords that must never reach production (and anything shorter than 12 characters).
@@ -68,6 +70,29 @@ class ServiceSettings(BaseSettings):
         if env != "development" and is_placeholder(self.mqtt_password.get_secret_value()):
             prefix = self.model_config.get("env_prefix", "")
             raise ValueError(f"{prefix}MQTT_PASSWORD is a placeholder; set a real secret")
+
+
+class PartitionedSettings(ServiceSettings):
+    """Scale-out by device: replica `partition` of `partitions` keeps the devices whose id
+    hashes to it (shared/partition.py), so each device's data reaches one replica, in order."""
+
+    partitions: int = Field(1, ge=1, le=64)
+    partition: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _partition_in_range(self) -> PartitionedSettings:
+        if self.partition >= self.partitions:
+            prefix = self.model_config.get("env_prefix", "")
+            raise ValueError(f"{prefix}PARTITION {self.partition} must be below "
+                             f"{prefix}PARTITIONS {self.partitions}")
+        return self
+
+    def owned(self) -> Partition:
+        return Partition(self.partition, self.partitions)
+
+    def consumer_group(self, name: str) -> str:
+        """Partitioned replicas read a stream in groups of their own, each all entries."""
+        return name if self.partitions == 1 else f"{name}-{self.partition}of{self.partitions}"
 
 
 S = TypeVar("S", bound=ServiceSettings)

@@ -262,14 +262,7 @@ def _ensure_database(pg: PostgresSpec) -> None:
     import asyncpg
 
     async def create() -> None:
-        for _ in range(50):  # PostgreSQL listens a moment before it accepts logins
-            try:
-                conn = await asyncpg.connect(pg.dsn())
-                break
-            except (asyncpg.CannotConnectNowError, OSError):
-                await asyncio.sleep(0.2)
-        else:
-            raise DevstackError("postgres did not accept connections")
+        conn = await asyncpg.connect(pg.dsn())  # after wait_for_postgres: it accepts logins
         try:
             if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'insa'"):
                 await conn.execute("CREATE DATABASE insa")

@@ -21,7 +21,6 @@ from shared.health import Health, probe_dependencies, serve_health
 from shared.lifecycle import Lifecycle, run_periodically
 from shared.logging import configure_logging
 from shared.mqtt import aiomqtt_client
-from shared.partition import Partition
 from shared.streams import ConsumerSettings, StreamConsumer
 
 log = structlog.get_logger(__name__)
@@ -47,7 +46,7 @@ async def run() -> None:
     worker = DeliveryWorker(pool, settings, metrics)
     publisher = AlertPublisher(pool, redis_conn, mqtt, metrics, health,
                                settings.retry_max_delay_seconds, on_queued=worker.wake.set)
-    watcher = Watcher(Engine(), pool, Partition(settings.partition, settings.partitions),
+    watcher = Watcher(Engine(), pool, settings.owned(),
                       metrics, health, retry_max_delay=settings.retry_max_delay_seconds,
                       on_committed=publisher.wake.set)
     consumer_settings = ConsumerSettings(batch=settings.batch,

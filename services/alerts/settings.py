@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import PartitionedSettings
 from shared.streams import DIAGNOSTICS, TELEMETRY
 
 
-class AlertsSettings(ServiceSettings):
+class AlertsSettings(PartitionedSettings):
     model_config = SettingsConfigDict(env_prefix="INSA_ALERTS_", extra="ignore")
 
     mqtt_username: str = "insa-alerts"
     http_port: int = Field(8003, ge=0, le=65535)
     telemetry_stream: str = TELEMETRY
     diagnostics_stream: str = DIAGNOSTICS
-    # Scale-out as diagnostics: replica k of N evaluates the devices hashing to k, in its
-    # own consumer groups, so each device's readings reach one engine, in order.
-    partitions: int = Field(1, ge=1, le=64)
-    partition: int = Field(0, ge=0)
+    # Scale-out (PARTITIONS, PARTITION) as diagnostics: replica k of N evaluates the
+    # devices hashing to k, in its own consumer groups.
     consumer: str = "alerts-1"  # stable across restarts of one replica
     batch: int = Field(500, ge=1, le=10_000)
     claim_idle_seconds: float = Field(60.0, gt=0)
@@ -46,11 +44,4 @@ class AlertsSettings(ServiceSettings):
 
     @property
     def group(self) -> str:
-        return "alerts" if self.partitions == 1 else f"alerts-{self.partition}of{self.partitions}"
-
-    @model_validator(mode="after")
-    def _partition_in_range(self) -> AlertsSettings:
-        if self.partition >= self.partitions:
-            raise ValueError(f"INSA_ALERTS_PARTITION {self.partition} must be below "
-                             f"INSA_ALERTS_PARTITIONS {self.partitions}")
-        return self
+        return self.consumer_group("alerts")

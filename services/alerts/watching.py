@@ -29,7 +29,6 @@ from services.alerts.metrics import AlertsMetrics
 from shared import db
 from shared.health import Health
 from shared.partition import Partition
-from shared.retry import retry_until_available
 from shared.streams import StreamMessage, TelemetryEntry, decode_diagnosis, decode_telemetry
 
 log = structlog.get_logger(__name__)
@@ -217,7 +216,4 @@ class Watcher:
             self.on_committed()
 
     async def _until_available(self, attempt: Callable[[], Awaitable[None]]) -> None:
-        await retry_until_available(
-            attempt, transient=db.is_transient, what="postgres", max_delay=self.retry_max_delay,
-            on_failure=lambda exc: self.health.failing("postgres", f"{type(exc).__name__}: {exc}"))
-        self.health.ok("postgres")
+        await db.until_available(attempt, self.health, max_delay=self.retry_max_delay)

@@ -25,7 +25,6 @@ from services.diagnostics.metrics import DiagnosticsMetrics
 from shared import db
 from shared.health import Health
 from shared.partition import Partition
-from shared.retry import retry_until_available
 from shared.streams import StreamMessage, decode_telemetry
 from shared.units import CANONICAL
 
@@ -123,7 +122,4 @@ class Judge:
             await repository.commit(conn, events, progress)
 
     async def _until_available(self, attempt: Callable[[], Awaitable[None]]) -> None:
-        await retry_until_available(
-            attempt, transient=db.is_transient, what="postgres", max_delay=self.retry_max_delay,
-            on_failure=lambda exc: self.health.failing("postgres", f"{type(exc).__name__}: {exc}"))
-        self.health.ok("postgres")
+        await db.until_available(attempt, self.health, max_delay=self.retry_max_delay)

@@ -20,7 +20,6 @@ from shared.health import Health, probe_dependencies, serve_health
 from shared.lifecycle import Lifecycle, run_periodically
 from shared.logging import configure_logging
 from shared.mqtt import aiomqtt_client
-from shared.partition import Partition
 from shared.streams import ConsumerSettings, StreamConsumer
 
 log = structlog.get_logger(__name__)
@@ -49,7 +48,7 @@ async def run() -> None:
     publisher = Publisher(pool, redis_conn, partial(
         aiomqtt_client, common, settings.mqtt_username, settings.mqtt_password.get_secret_value()),
         metrics, health, settings.retry_max_delay_seconds)
-    judge = Judge(engine, pool, Partition(settings.partition, settings.partitions), metrics,
+    judge = Judge(engine, pool, settings.owned(), metrics,
                   health, replay_readings=settings.replay_readings,
                   retry_max_delay=settings.retry_max_delay_seconds,
                   on_committed=publisher.wake.set)

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import PartitionedSettings
 from shared.streams import TELEMETRY
 
 
-class DiagnosticsSettings(ServiceSettings):
+class DiagnosticsSettings(PartitionedSettings):
     model_config = SettingsConfigDict(env_prefix="INSA_DIAGNOSTICS_", extra="ignore")
 
     mqtt_username: str = "insa-diagnostics"
     http_port: int = Field(8002, ge=0, le=65535)
     stream: str = TELEMETRY
-    # Scale-out as the ingestor: replica k of N judges the devices hashing to k, in its own
-    # consumer group, so each device's readings reach one engine, in order.
-    partitions: int = Field(1, ge=1, le=64)
-    partition: int = Field(0, ge=0)
+    # Scale-out (PARTITIONS, PARTITION) as the ingestor: replica k of N judges the devices
+    # hashing to k, in its own consumer group, so each device's readings reach one engine.
     # The consumer's name within its group: stable across restarts of one replica, so it
     # re-reads its own pending entries at once instead of waiting for the idle claim.
     consumer: str = "diagnostics-1"
@@ -35,12 +33,4 @@ class DiagnosticsSettings(ServiceSettings):
 
     @property
     def group(self) -> str:
-        return "diagnostics" if self.partitions == 1 else \
-            f"diagnostics-{self.partition}of{self.partitions}"
-
-    @model_validator(mode="after")
-    def _partition_in_range(self) -> DiagnosticsSettings:
-        if self.partition >= self.partitions:
-            raise ValueError(f"INSA_DIAGNOSTICS_PARTITION {self.partition} must be below "
-                             f"INSA_DIAGNOSTICS_PARTITIONS {self.partitions}")
-        return self
+        return self.consumer_group("diagnostics")

@@ -25,7 +25,6 @@ from shared.health import Health, probe_dependencies, serve_health
 from shared.lifecycle import Lifecycle, run_periodically
 from shared.logging import configure_logging
 from shared.mqtt import paho_client
-from shared.partition import Partition
 from shared.redis_client import create_redis
 from shared.redis_client import is_transient as redis_transient
 from shared.units import warm_up as warm_up_units
@@ -45,7 +44,7 @@ async def run() -> None:
                              application_name="insa-ingestor")
     redis_client = create_redis(common.redis_url.get_secret_value())
     metrics = IngestorMetrics()
-    partition = Partition(settings.partition, settings.partitions)
+    partition = settings.owned()
     guard = FloodGuard(settings, pool, metrics, partition.owns_device)
     client = paho_client(common, settings.mqtt_username, settings.mqtt_password.get_secret_value())
     client.manual_ack_set(True)

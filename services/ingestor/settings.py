@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import PartitionedSettings
 
 
-class IngestorSettings(ServiceSettings):
+class IngestorSettings(PartitionedSettings):
     model_config = SettingsConfigDict(env_prefix="INSA_INGESTOR_", extra="ignore")
 
     # Also the MQTT client id (the broker binds each account to its own): one account per
     # replica, so each keeps its persistent session (and queue) across restarts.
     mqtt_username: str = "insa-ingestor"
     http_port: int = Field(8001, ge=0, le=65535)
-    # Scale-out: N replicas each take the devices whose id hashes to their partition
-    # (docs/architecture.md, "Subscriptions").
-    partitions: int = Field(1, ge=1, le=64)
-    partition: int = Field(0, ge=0)
+    # Scale-out (partitions, partition): docs/architecture.md, "Subscriptions".
     session_expiry_seconds: int = Field(7 * 24 * 3600, ge=0)
     # Unacked messages the broker may have in flight to us: bounds our memory.
     receive_maximum: int = Field(4000, ge=10, le=65535)
@@ -49,10 +46,3 @@ class IngestorSettings(ServiceSettings):
     suspend_max_seconds: float = Field(86400.0, gt=0)
     # How often PostgreSQL and Redis are probed for readiness, also while idle.
     probe_interval_seconds: float = Field(5.0, gt=0)
-
-    @model_validator(mode="after")
-    def _partition_in_range(self) -> IngestorSettings:
-        if self.partition >= self.partitions:
-            raise ValueError(f"INSA_INGESTOR_PARTITION {self.partition} must be below "
-                             f"INSA_INGESTOR_PARTITIONS {self.partitions}")
-        return self
