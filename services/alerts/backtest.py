@@ -56,7 +56,7 @@ def replay(rule: Rule, devices: dict[str, Device], readings: Iterable[Reading],
            tick_seconds: float = 10.0) -> list[WouldRaise]:
     engine = Engine()
     for device_id, device in devices.items():
-        engine.set_device(device_id, device)
+        engine.set_device(device_id, device, start)
     engine.set_rules({RULE_ID: rule}, start)
     raised: dict[int, WouldRaise] = {}  # by id() of the engine's OpenAlert
     order: list[WouldRaise] = []

@@ -68,22 +68,27 @@ class Range:
 class Window:
     """The values of the last `seconds`, with running sums and monotonic deques so each
     reading costs O(1) amortized whatever the window holds. Judged only once the series
-    has been watched for a whole window (rebuilt from storage after a restart)."""
+    has been watched for a whole window (rebuilt from storage after a restart).
+
+    The sums are of each value less a shift (a value of the window), so a steady series
+    has a standard deviation of exactly 0 and large readings lose no precision; they are
+    recomputed from the window once as many values have left it as it holds, so rounding
+    never accumulates."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.points: deque[tuple[float, float]] = deque()
         self.mins: deque[tuple[float, float]] = deque()
         self.maxs: deque[tuple[float, float]] = deque()
-        self.total = self.squares = 0.0
+        self.shift = self.total = self.squares = 0.0
+        self.removed = 0
         self.first_ts: float | None = None
 
     def push(self, ts: float, value: float) -> None:
         if self.first_ts is None:
-            self.first_ts = ts
+            self.first_ts, self.shift = ts, value
         self.points.append((ts, value))
-        self.total += value
-        self.squares += value * value
+        self._add(value, 1.0)
         while self.mins and self.mins[-1][1] >= value:
             self.mins.pop()
         self.mins.append((ts, value))
@@ -92,13 +97,24 @@ class Window:
         self.maxs.append((ts, value))
         horizon = ts - self.seconds
         while self.points[0][0] < horizon:
-            _, old = self.points.popleft()
-            self.total -= old
-            self.squares -= old * old
+            self._add(self.points.popleft()[1], -1.0)
+            self.removed += 1
         while self.mins[0][0] < horizon:
             self.mins.popleft()
         while self.maxs[0][0] < horizon:
             self.maxs.popleft()
+        if self.removed >= len(self.points):
+            self._recompute()
+
+    def _add(self, value: float, sign: float) -> None:
+        d = value - self.shift
+        self.total += sign * d
+        self.squares += sign * d * d
+
+    def _recompute(self) -> None:
+        self.shift, self.total, self.squares, self.removed = self.points[0][1], 0.0, 0.0, 0
+        for _, value in self.points:
+            self._add(value, 1.0)
 
     def full(self, ts: float) -> bool:
         return self.first_ts is not None and ts - self.first_ts >= self.seconds
@@ -113,7 +129,7 @@ class Window:
             return self.maxs[0][1]
         mean = self.total / n
         if name == "avg":
-            return mean
+            return self.shift + mean
         return math.sqrt(max(0.0, self.squares / n - mean * mean))  # stddev (population)
 
 
@@ -154,11 +170,15 @@ class Compare:
         self.left: tuple[float, float] | None = None
         self.right: tuple[float, float] | None = None
 
-    def observe_side(self, left: bool, ts: float, value: float) -> Outcome:
+    def set_side(self, left: bool, ts: float, value: float) -> None:
         if left:
             self.left = (ts, value)
         else:
             self.right = (ts, value)
+
+    def judge(self) -> Outcome:
+        """On the newest pair: the engine sets every side a reading moves, then judges
+        once, so a reading that moves both is never judged half-updated."""
         if self.left is None or self.right is None or \
                 abs(self.left[0] - self.right[0]) > self.max_age:
             return HOLD
@@ -173,9 +193,10 @@ class NoData:
         self.last_seen: float | None = None
 
     def observe(self, ts: float, value: float) -> Outcome:
-        silent = 0.0 if self.last_seen is None else max(0.0, ts - self.last_seen)
-        if self.last_seen is None or ts > self.last_seen:
-            self.last_seen = ts
+        if self.last_seen is not None and ts <= self.last_seen:
+            return HOLD  # older than what was heard: says nothing about the silence now
+        silent = 0.0 if self.last_seen is None else ts - self.last_seen
+        self.last_seen = ts
         return (Verdict.CLEAR, round(silent, 1))
 
     def silence(self, now: float) -> Outcome:

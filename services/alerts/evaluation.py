@@ -59,6 +59,8 @@ class Transition:
     severity: str
     message: str
     note: str | None = None
+    threshold: str = ""  # the rule's, as an operator reads it
+    notified_before: float | None = None  # renotify: the notice it follows
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,20 +121,39 @@ class Engine:
                     else:
                         self._by_metric.setdefault(rule.right_metric, []).append(
                             (rule_id, rule, RIGHT))
+        return self._end_unwatched(now)
+
+    def set_device(self, device_id: str, device: Device, now: float) -> list[Transition]:
+        """A device's type or tags (what scopes match); its open alerts of rules whose
+        scope it has left end."""
+        if self.devices.get(device_id) == device:
+            return []
+        self.devices[device_id] = device
+        for key in [k for k in self._watches if k[0] == device_id]:
+            del self._watches[key]
+        return self._end_unwatched(now, device_id)
+
+    def _end_unwatched(self, now: float, device_id: str | None = None) -> list[Transition]:
+        """End the open alerts no rule watches any more: the rule is gone or disabled, or
+        the device is out of its scope. A pending one is cancelled, as never announced."""
         out: list[Transition] = []
         for key, alert in list(self.open.items()):
-            if key[0] not in rules:
-                del self.open[key]
-                out.append(Transition("resolved", alert, alert.state, now, alert.value,
-                                      alert.severity, f"rule {key[0]} disabled or deleted",
-                                      note="rule disabled or deleted"))
+            if device_id is not None and key[1] != device_id:
+                continue
+            rule = self.rules.get(key[0])
+            device = self.devices.get(key[1])
+            if rule is None:
+                note = "rule disabled or deleted"
+            elif device is not None and \
+                    not rule.scope.matches(key[1], device.device_type, device.tags):
+                note = "device out of the rule's scope"
+            else:
+                continue
+            del self.open[key]
+            kind = "cancelled" if alert.state == "pending" else "resolved"
+            out.append(Transition(kind, alert, alert.state, now, alert.value, alert.severity,
+                                  f"rule {key[0]} on {key[1]}: {note}", note=note))
         return out
-
-    def set_device(self, device_id: str, device: Device) -> None:
-        if self.devices.get(device_id) != device:
-            self.devices[device_id] = device
-            for key in [k for k in self._watches if k[0] == device_id]:
-                del self._watches[key]
 
     def watches(self, device_id: str, metric: str) -> list[Watch]:
         """The rules a value of `metric` from this device feeds (cached per pair)."""
@@ -152,16 +173,20 @@ class Engine:
     def observe_reading(self, device_id: str, ts: float, metrics: dict[str, float]
                         ) -> list[Transition]:
         out: list[Transition] = []
+        compared: dict[Key, tuple[Rule, Compare]] = {}  # judged once all sides are set
         for metric, value in metrics.items():
             if not self._advance(device_id, metric, ts):
                 continue
             for watch in self.watches(device_id, metric):
                 condition = self.condition(watch.rule_id, watch.rule, watch.target)
                 if isinstance(condition, Compare):
-                    outcome = condition.observe_side(watch.left, ts, value)
+                    condition.set_side(watch.left, ts, value)
+                    compared[(watch.rule_id, watch.target)] = (watch.rule, condition)
                 else:
                     outcome = condition.observe(ts, value)  # type: ignore[union-attr]
-                self._step(watch.rule_id, watch.rule, watch.target, outcome, ts, out)
+                    self._step(watch.rule_id, watch.rule, watch.target, outcome, ts, out)
+        for (rule_id, target), (rule, compare) in compared.items():
+            self._step(rule_id, rule, target, compare.judge(), ts, out)
         return out
 
     def observe_diagnosis(self, device_id: str, ts: float, code: str, metric: str,
@@ -192,7 +217,7 @@ class Engine:
                 if isinstance(condition, WindowStat | RateOfChange):
                     condition.window.push(ts, value)
                 elif isinstance(condition, Compare):
-                    condition.observe_side(watch.left, ts, value)
+                    condition.set_side(watch.left, ts, value)
                 elif isinstance(condition, NoData):
                     condition.observe(ts, value)
 
@@ -204,7 +229,7 @@ class Engine:
                 self._step(rule_id, self.rules[rule_id], device_id, condition.silence(now),
                            now, out)
         for alert in list(self.open.values()):
-            rule = self.rules[alert.rule_id]
+            rule = self.rules[alert.rule_id]  # set_rules and adopt keep only rules run here
             if alert.state == "pending" and now >= alert.fire_at:
                 self._fire(rule, alert, now, out)
             if alert.state != "firing" or alert.fired_at is None:
@@ -217,15 +242,15 @@ class Engine:
                 out.append(self._transition("escalated", rule, alert, "firing", now))
             elif rule.renotify_seconds is not None and \
                     now - (alert.last_notified_at or alert.fired_at) >= rule.renotify_seconds:
-                alert.last_notified_at = now
-                out.append(self._transition("renotify", rule, alert, "firing", now))
+                before, alert.last_notified_at = alert.last_notified_at, now
+                out.append(self._transition("renotify", rule, alert, "firing", now, before))
         return out
 
     def adopt(self, key: Key, alert: OpenAlert | None) -> None:
         """Take the stored truth for a key after the store refused a transition (another
         replica or a person changed the alert first)."""
-        if alert is None:
-            self.open.pop(key, None)
+        if alert is None or alert.rule_id not in self.rules:
+            self.open.pop(key, None)  # (a rule this engine does not run: not its to judge)
         else:
             self.open[key] = alert
 
@@ -285,7 +310,8 @@ class Engine:
 
     @staticmethod
     def _transition(kind: str, rule: Rule, alert: OpenAlert, before: str | None,
-                    at: float) -> Transition:
+                    at: float, notified_before: float | None = None) -> Transition:
         state = "resolved" if kind in ("resolved", "cancelled") else alert.state
         return Transition(kind, alert, before, at, alert.value, alert.severity,
-                          rule.render(alert.device_id, alert.value, state, alert.severity))
+                          rule.render(alert.device_id, alert.value, state, alert.severity),
+                          threshold=rule.threshold, notified_before=notified_before)

@@ -30,6 +30,19 @@ TEMPLATE_FIELDS = frozenset({"rule", "device_id", "metric", "value", "threshold"
 NOTIFY_TOPIC_PREFIX = "insa/notify/"  # rules' own MQTT topics live here (broker ACL)
 
 
+class _Number(float):
+    """A value in a message: shortest form (`{value}`), or as the template formats it
+    (`{value:.1f}`)."""
+
+    def __format__(self, spec: str) -> str:
+        return format(float(self), spec or "g")
+
+
+class _Missing:
+    def __format__(self, spec: str) -> str:
+        return "n/a"
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -110,10 +123,17 @@ class RuleBase(Strict):
                      if name is not None}
         except ValueError as exc:
             raise ValueError(f"message is not a valid template: {exc}") from None
+        if "" in names or any(n.isdigit() for n in names):
+            raise ValueError("message must name its fields ({value}, not {} or {0})")
         unknown = {n.split(".")[0].split("[")[0] for n in names} - TEMPLATE_FIELDS
-        if unknown or "" in names:
-            raise ValueError(f"message names unknown fields {sorted(unknown) or ['{}']}; "
+        if unknown:
+            raise ValueError(f"message names unknown fields {sorted(unknown)}; "
                              f"known: {sorted(TEMPLATE_FIELDS)}")
+        try:  # a format spec, attribute or index that the fields cannot take
+            self.render("W-1", 1.0, "firing", self.severity)
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+            raise ValueError(f"message cannot be rendered: {type(exc).__name__}: {exc}"
+                             ) from None
         if self.escalation is not None and \
                 SEVERITY_RANK[self.escalation.severity] <= SEVERITY_RANK[self.severity]:
             raise ValueError("escalation.severity must be above the rule's severity")
@@ -122,7 +142,7 @@ class RuleBase(Strict):
     def render(self, device_id: str, value: float | None, state: str, severity: str) -> str:
         fields: Mapping[str, Any] = {
             "rule": self.name, "device_id": device_id, "metric": self.subject,
-            "value": "n/a" if value is None else f"{value:g}",
+            "value": _Missing() if value is None else _Number(value),
             "threshold": self.threshold, "severity": severity, "state": state}
         return self.message.format_map(fields)
 
@@ -299,8 +319,8 @@ def describe(exc: PydanticValidationError) -> str:
     loc = [str(p) for p in first["loc"]]
     if loc and loc[0] in RULE_TYPES:
         loc = loc[1:]
-    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        loc = ["type"]
+    if not loc and first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc = ["type"]  # the rule's own discriminator (an action's keeps its path)
     where = ".".join(loc) or "rule"
     return f"{where}: {first['msg'].removeprefix('Value error, ')}"
 

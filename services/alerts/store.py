@@ -113,7 +113,7 @@ def _open_alert(row: asyncpg.Record) -> OpenAlert:
 
 # --- the engine's transitions -------------------------------------------------------------
 async def commit(conn: asyncpg.Connection, transitions: list[Transition],
-                 thresholds: dict[int, str], progress: dict[tuple[str, str], float]
+                 progress: dict[tuple[str, str], float]
                  ) -> set[Key]:
     """Write transitions and progress in one transaction; returns the keys whose
     transition was refused (the engine adopts the stored row for them)."""
@@ -126,7 +126,7 @@ async def commit(conn: asyncpg.Connection, transitions: list[Transition],
                 if key in refused:
                     continue
                 if t.before is None and t.alert.id is None:
-                    t.alert.id = await _insert(conn, t, thresholds.get(key[0]))
+                    t.alert.id = await _insert(conn, t)
                     if t.alert.id is None:
                         refused.add(key)
                         continue
@@ -163,8 +163,7 @@ STATE_AFTER = {"pending": "pending", "firing": "firing", "renotify": "firing",
                "escalated": "firing", "resolved": "resolved"}
 
 
-async def _insert(conn: asyncpg.Connection, t: Transition, threshold: str | None
-                  ) -> int | None:
+async def _insert(conn: asyncpg.Connection, t: Transition) -> int | None:
     firing = t.kind == "firing"
     fired = _at(t.at) if firing else None
     return await conn.fetchval(  # type: ignore[no-any-return]
@@ -175,7 +174,7 @@ async def _insert(conn: asyncpg.Connection, t: Transition, threshold: str | None
         ON CONFLICT (rule_id, device_id) WHERE state <> 'resolved' DO NOTHING
         RETURNING id
         """, t.alert.rule_id, t.alert.device_id, "firing" if firing else "pending",
-        t.severity, t.value, threshold, t.message, _at(t.alert.active_since),
+        t.severity, t.value, t.threshold or None, t.message, _at(t.alert.active_since),
         _at(t.alert.fire_at), fired)
 
 
@@ -200,14 +199,21 @@ async def _update(conn: asyncpg.Connection, t: Transition) -> bool:
                    value = COALESCE($4, value), updated_at = now()
             WHERE id = $1 AND state = $5
             """, t.alert.id, at, ENGINE, t.value, t.before)
-    else:  # renotify, escalated: still firing
+    elif t.kind == "escalated":  # once, whichever replica is first
         status = await conn.execute(
             """
-            UPDATE alerts SET last_notified_at = $2, severity = $3, message = $4,
-                   escalated_at = CASE WHEN $5 THEN $2 ELSE escalated_at END,
-                   updated_at = now()
+            UPDATE alerts SET severity = $3, message = $4, last_notified_at = $2,
+                   escalated_at = $2, updated_at = now()
+            WHERE id = $1 AND state = 'firing' AND escalated_at IS NULL
+            """, t.alert.id, at, t.severity, t.message)
+    else:  # renotify: only if no replica has notified since the notice it follows
+        status = await conn.execute(
+            """
+            UPDATE alerts SET last_notified_at = $2, message = $3, updated_at = now()
             WHERE id = $1 AND state = 'firing'
-            """, t.alert.id, at, t.severity, t.message, t.kind == "escalated")
+              AND last_notified_at < $4::timestamptz + interval '1 millisecond'
+            """, t.alert.id, at, t.message,
+            _at(t.notified_before if t.notified_before is not None else t.at))
     return status.split()[-1] != "0"
 
 

@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -24,7 +24,7 @@ import structlog
 
 from services.alerts import store
 from services.alerts.conditions import RateOfChange, WindowStat
-from services.alerts.evaluation import Engine, Transition
+from services.alerts.evaluation import Device, Engine, Transition
 from services.alerts.metrics import AlertsMetrics
 from shared import db
 from shared.health import Health
@@ -32,6 +32,7 @@ from shared.partition import Partition
 from shared.streams import StreamMessage, TelemetryEntry, decode_diagnosis, decode_telemetry
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 class Watcher:
@@ -58,11 +59,14 @@ class Watcher:
             rules = await store.load_rules(conn)
             devices = await store.load_devices(conn)
             self.engine.progress = await store.load_progress(conn)
-            self.engine.open = await store.open_alerts(conn)
+            stored = await store.open_alerts(conn)
             latest = await store.latest_values(conn)
+        now = time.time()
         for device_id, device in devices.items():
-            self.engine.set_device(device_id, device)
-        await self._apply(self.engine.set_rules(rules, time.time()))
+            self.engine.set_device(device_id, device, now)
+        # Another replica's devices' alerts are its own to time, re-notify and escalate.
+        self.engine.open = {k: a for k, a in stored.items() if self.partition.owns_device(k[1])}
+        await self._apply(self.engine.set_rules(rules, now))
         for row in latest:  # silence timers and compared values continue from storage
             self.engine.prime(row["device_id"], row["metric"], [(row["time"].timestamp(),
                                                                  row["value"])])
@@ -82,15 +86,17 @@ class Watcher:
         async with self.pool.acquire() as conn:
             devices = await store.load_devices(conn)
         async with self.lock:
-            for device_id, device in devices.items():
-                self.engine.set_device(device_id, device)
+            now = time.time()
+            await self._apply([t for device_id, device in devices.items()
+                               for t in self.engine.set_device(device_id, device, now)])
 
     async def reread_alerts(self, alert_ids: list[int]) -> None:
         """A person acknowledged or resolved alerts: take the stored rows."""
         async with self.lock, self.pool.acquire() as conn:
             rows = await conn.fetch("SELECT rule_id, device_id FROM alerts WHERE id = ANY($1)",
                                     alert_ids)
-            keys = {(r["rule_id"], r["device_id"]) for r in rows}
+            keys = {(r["rule_id"], r["device_id"]) for r in rows
+                    if self.partition.owns_device(r["device_id"])}
             stored = await store.open_alerts(conn, keys)
         for key in keys:
             self.engine.adopt(key, stored.get(key))
@@ -107,9 +113,10 @@ class Watcher:
                 entries.append(entry)
         async with self.lock:
             new = sorted({e.device_id for e in entries} - self.engine.devices.keys())
-            if new:
-                await self._until_available(lambda: self._first_sight(new, entries))
             transitions: list[Transition] = []
+            if new:
+                transitions += await self._until_available(
+                    lambda: self._first_sight(new, entries))
             values = 0
             for entry in entries:
                 numbers = {m: float(v) for m, v in entry.metrics.items()
@@ -136,9 +143,9 @@ class Watcher:
         events = [e for e in events if self.partition.owns_device(e[0])]
         async with self.lock:
             new = sorted({e[0] for e in events} - self.engine.devices.keys())
-            if new:
-                await self._until_available(lambda: self._first_sight(new, []))
             transitions: list[Transition] = []
+            if new:
+                transitions += await self._until_available(lambda: self._first_sight(new, []))
             for diagnosis in events:
                 transitions += self._safely(self.engine.observe_diagnosis, *diagnosis)
             await self._apply(transitions)
@@ -161,17 +168,19 @@ class Watcher:
             return []
 
     async def _first_sight(self, device_ids: list[str], entries: list[TelemetryEntry]
-                          ) -> None:
+                          ) -> list[Transition]:
         """A device new to this engine: its scope facts, and its windows from storage."""
+        ended: list[Transition] = []
         async with self.pool.acquire() as conn:
             devices = await store.load_devices(conn, device_ids)
             for device_id in device_ids:
-                self.engine.set_device(device_id, devices.get(device_id) or
-                                       store.Device())
+                ended += self.engine.set_device(device_id, devices.get(device_id) or Device(),
+                                                time.time())
                 first = min((e.ts_ms / 1000 for e in entries if e.device_id == device_id),
                             default=None)
                 if first is not None:
                     await self._prime_windows(conn, device_id, first, entries)
+        return ended
 
     async def _prime_windows(self, conn: asyncpg.Connection, device_id: str, first: float,
                              entries: list[TelemetryEntry]) -> None:
@@ -195,13 +204,12 @@ class Watcher:
         progress = self.engine.take_progress()
         if not transitions and not progress:
             return
-        thresholds = {rule_id: rule.threshold for rule_id, rule in self.engine.rules.items()}
         refused: set[tuple[int, str]] = set()
 
         async def commit() -> None:
             nonlocal refused
             async with self.pool.acquire() as conn:
-                refused = await store.commit(conn, transitions, thresholds, progress)
+                refused = await store.commit(conn, transitions, progress)
                 if refused:
                     stored = await store.open_alerts(conn, refused)
                     for key in refused:
@@ -215,5 +223,5 @@ class Watcher:
         if transitions:
             self.on_committed()
 
-    async def _until_available(self, attempt: Callable[[], Awaitable[None]]) -> None:
-        await db.until_available(attempt, self.health, max_delay=self.retry_max_delay)
+    async def _until_available(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        return await db.until_available(attempt, self.health, max_delay=self.retry_max_delay)

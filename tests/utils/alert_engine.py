@@ -26,7 +26,7 @@ def hot(**fields: Any) -> Rule:
 def engine_with(*rules: Rule, devices: dict[str, Device] | None = None) -> Engine:
     engine = Engine()
     for device_id, device in (devices or {}).items():
-        engine.set_device(device_id, device)
+        engine.set_device(device_id, device, 0.0)
     assert engine.set_rules(dict(enumerate(rules, start=1)), 0.0) == []
     return engine
 

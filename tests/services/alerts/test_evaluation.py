@@ -185,12 +185,24 @@ def test_set_device_changing_type_or_tags_rescopes() -> None:
                          hot(scope={"tag": "north"}, name="north"),
                          devices={"W-1": Device("pcp", frozenset({"south"}))})
     assert engine.observe_reading("W-1", 0, {"motor_temp": 160.0}) == []
-    engine.set_device("W-1", Device("esp", frozenset({"south"})))
+    assert engine.set_device("W-1", Device("esp", frozenset({"south"})), 5) == []
     assert [t.alert.rule_id for t in engine.observe_reading("W-1", 10, {"motor_temp": 161.0})
             ] == [1]
-    engine.set_device("W-1", Device("esp", frozenset({"south", "north"})))
+    assert engine.set_device("W-1", Device("esp", frozenset({"south", "north"})), 15) == []
     assert [t.alert.rule_id for t in engine.observe_reading("W-1", 20, {"motor_temp": 162.0})
             ] == [2]
+
+
+def test_a_device_leaving_a_rule_s_scope_ends_its_open_alerts() -> None:
+    engine = engine_with(hot(scope={"device_type": "esp"}),
+                         hot(scope={"device_type": "esp"}, name="slow", for_seconds=600),
+                         devices=FLEET)
+    assert feed(engine, "motor_temp", [(0, 160.0)]) == [("firing", 0), ("pending", 0)]
+    out = engine.set_device("W-1", Device("pcp"), 30.0)
+    assert [(t.kind, t.before, t.note) for t in out] == [
+        ("resolved", "firing", "device out of the rule's scope"),
+        ("cancelled", "pending", "device out of the rule's scope")]
+    assert engine.open == {}
 
 
 def test_a_diagnosis_rule_respects_scope() -> None:
@@ -213,6 +225,12 @@ def test_removing_a_rule_resolves_its_open_alerts_with_a_note() -> None:
     assert all("disabled or deleted" in t.message for t in out)
     assert engine.open == {}
     assert feed(engine, "motor_temp", [(510, 170.0)]) == []
+
+
+def test_removing_a_rule_cancels_its_pending_alert_never_announced() -> None:
+    engine = engine_with(hot(for_seconds=600))
+    assert feed(engine, "motor_temp", [(0, 160.0)]) == [("pending", 0)]
+    assert [(t.kind, t.before) for t in engine.set_rules({}, 10.0)] == [("cancelled", "pending")]
 
 
 @pytest.mark.parametrize(("changed", "fires_at"), [(False, 70), (True, 130)],
