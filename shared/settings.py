@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.partition import Partition
+from shared.streams import ConsumerSettings
 
 Environment = Literal["development", "test", "production"]
 
@@ -93,6 +94,21 @@ class PartitionedSettings(ServiceSettings):
     def consumer_group(self, name: str) -> str:
         """Partitioned replicas read a stream in groups of their own, each all entries."""
         return name if self.partitions == 1 else f"{name}-{self.partition}of{self.partitions}"
+
+
+class StreamConsumerSettings(PartitionedSettings):
+    """A service reading Redis streams in consumer groups (shared/streams.py)."""
+
+    # The consumer's name within its group: stable across restarts of one replica, so it
+    # re-reads its own pending entries at once instead of waiting for the idle claim.
+    consumer: str
+    batch: int = Field(500, ge=1, le=10_000)
+    claim_idle_seconds: float = Field(60.0, gt=0)
+    max_deliveries: int = Field(5, ge=1)
+
+    def consumer_settings(self) -> ConsumerSettings:
+        return ConsumerSettings(batch=self.batch, max_deliveries=self.max_deliveries,
+                                claim_idle_ms=int(self.claim_idle_seconds * 1000))
 
 
 S = TypeVar("S", bound=ServiceSettings)

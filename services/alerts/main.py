@@ -21,7 +21,7 @@ from shared.health import Health, probe_dependencies, serve_health
 from shared.lifecycle import Lifecycle, run_periodically
 from shared.logging import configure_logging
 from shared.mqtt import aiomqtt_client
-from shared.streams import ConsumerSettings, StreamConsumer
+from shared.streams import StreamConsumer
 
 log = structlog.get_logger(__name__)
 RULES_CHANNEL = "insa_rules"
@@ -49,11 +49,8 @@ async def run() -> None:
     watcher = Watcher(Engine(), pool, settings.owned(),
                       metrics, health, retry_max_delay=settings.retry_max_delay_seconds,
                       on_committed=publisher.wake.set)
-    consumer_settings = ConsumerSettings(batch=settings.batch,
-                                         max_deliveries=settings.max_deliveries,
-                                         claim_idle_ms=int(settings.claim_idle_seconds * 1000))
     consumers = [StreamConsumer(redis_conn, stream, settings.group, settings.consumer,
-                                consumer_settings, transient=db.is_transient)
+                                settings.consumer_settings(), transient=db.is_transient)
                  for stream in (settings.telemetry_stream, settings.diagnostics_stream)]
     lifecycle = Lifecycle(settings.drain_seconds, health)
     evaluated = asyncio.Event()

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import PartitionedSettings
+from shared.settings import StreamConsumerSettings
 from shared.streams import DIAGNOSTICS, TELEMETRY
 
 
-class AlertsSettings(PartitionedSettings):
+class AlertsSettings(StreamConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="INSA_ALERTS_", extra="ignore")
 
     mqtt_username: str = "insa-alerts"
@@ -18,10 +18,7 @@ class AlertsSettings(PartitionedSettings):
     diagnostics_stream: str = DIAGNOSTICS
     # Scale-out (PARTITIONS, PARTITION) as diagnostics: replica k of N evaluates the
     # devices hashing to k, in its own consumer groups.
-    consumer: str = "alerts-1"  # stable across restarts of one replica
-    batch: int = Field(500, ge=1, le=10_000)
-    claim_idle_seconds: float = Field(60.0, gt=0)
-    max_deliveries: int = Field(5, ge=1)
+    consumer: str = "alerts-1"
     # Time-based conditions (pending `for`, no data, escalation, re-notify) are checked
     # this often; an alert fires at most this late after its `for` elapsed.
     tick_seconds: float = Field(1.0, gt=0, le=60)

@@ -20,7 +20,7 @@ from shared.health import Health, probe_dependencies, serve_health
 from shared.lifecycle import Lifecycle, run_periodically
 from shared.logging import configure_logging
 from shared.mqtt import aiomqtt_client
-from shared.streams import ConsumerSettings, StreamConsumer
+from shared.streams import StreamConsumer
 
 log = structlog.get_logger(__name__)
 
@@ -48,15 +48,12 @@ async def run() -> None:
     publisher = Publisher(pool, redis_conn, partial(
         aiomqtt_client, common, settings.mqtt_username, settings.mqtt_password.get_secret_value()),
         metrics, health, settings.retry_max_delay_seconds)
-    judge = Judge(engine, pool, settings.owned(), metrics,
-                  health, replay_readings=settings.replay_readings,
+    judge = Judge(engine, pool, settings.owned(), metrics, health,
+                  replay_readings=settings.replay_readings,
                   retry_max_delay=settings.retry_max_delay_seconds,
                   on_committed=publisher.wake.set)
     consumer = StreamConsumer(redis_conn, settings.stream, settings.group, settings.consumer,
-                              ConsumerSettings(
-                                  batch=settings.batch, max_deliveries=settings.max_deliveries,
-                                  claim_idle_ms=int(settings.claim_idle_seconds * 1000)),
-                              transient=db.is_transient)
+                              settings.consumer_settings(), transient=db.is_transient)
     lifecycle = Lifecycle(settings.drain_seconds, health)
     judged = asyncio.Event()
 

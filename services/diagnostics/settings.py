@@ -5,11 +5,11 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import PartitionedSettings
+from shared.settings import StreamConsumerSettings
 from shared.streams import TELEMETRY
 
 
-class DiagnosticsSettings(PartitionedSettings):
+class DiagnosticsSettings(StreamConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="INSA_DIAGNOSTICS_", extra="ignore")
 
     mqtt_username: str = "insa-diagnostics"
@@ -17,12 +17,7 @@ class DiagnosticsSettings(PartitionedSettings):
     stream: str = TELEMETRY
     # Scale-out (PARTITIONS, PARTITION) as the ingestor: replica k of N judges the devices
     # hashing to k, in its own consumer group, so each device's readings reach one engine.
-    # The consumer's name within its group: stable across restarts of one replica, so it
-    # re-reads its own pending entries at once instead of waiting for the idle claim.
     consumer: str = "diagnostics-1"
-    batch: int = Field(500, ge=1, le=10_000)
-    claim_idle_seconds: float = Field(60.0, gt=0)
-    max_deliveries: int = Field(5, ge=1)
     # At start, and for a device first seen since, stored telemetry up to where it was
     # last judged is replayed silently, so a restart does not blind the engine.
     replay_readings: int = Field(300, ge=0, le=10_000)
