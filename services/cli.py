@@ -11,6 +11,7 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -309,9 +310,6 @@ def bench() -> None:
 def bench_ingest(messages: int, devices: int, batch_max_messages: int, replicas: int,
                  units: bool, output: str | None) -> None:
     """Ingest throughput, latency, loss and duplicates vs the broker's raw pass-through."""
-    import json
-    import time
-
     from devtools.bench.ingest import BenchConfig, report
     from devtools.bench.ingest import run as run_bench
     from shared.logging import configure_logging
@@ -322,11 +320,7 @@ def bench_ingest(messages: int, devices: int, batch_max_messages: int, replicas:
                                    batch_max_messages=batch_max_messages, replicas=replicas,
                                    units=units),
                        progress=lambda line: click.echo(line, err=True))
-    click.echo(report(result))
-    path = Path(output or f"bench-results/ingest-{time.strftime('%Y%m%dT%H%M%S')}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
-    click.echo(f"JSON: {path}")
+    click.echo(report(result) + f"\nJSON: {save_result('ingest', result, output)}")
 
 
 @bench.command("broker-kill")
@@ -364,10 +358,6 @@ def bench_flood(qos: int, seconds: float) -> None:
               help="Seconds between one well's readings.")
 def bench_diagnose(wells: int, hours: float, interval: float) -> None:
     """Readings judged per second: the engine alone, and the service draining the stream."""
-    import time
-
-    import orjson
-
     from devtools.bench.diagnose import BenchConfig, report
     from devtools.bench.diagnose import run as run_bench
     from shared.logging import configure_logging
@@ -375,10 +365,39 @@ def bench_diagnose(wells: int, hours: float, interval: float) -> None:
     configure_logging("bench", level="WARNING", fmt="console")
     result = run_bench(BenchConfig(wells=wells, hours=hours, interval=interval),
                        progress=lambda s: click.echo(s, err=True))
-    path = Path(f"bench-results/diagnose-{time.strftime('%Y%m%dT%H%M%S')}.json")
-    path.parent.mkdir(exist_ok=True)
+    click.echo(report(result) + f"\nJSON: {save_result('diagnose', result)}")
+
+
+@bench.command("alerts")
+@click.option("--wells", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--hours", type=float, default=6.0, show_default=True,
+              help="Simulated history the engine evaluates.")
+@click.option("--latency-devices", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--latency-seconds", type=float, default=30.0, show_default=True)
+def bench_alerts(wells: int, hours: float, latency_devices: int,
+                 latency_seconds: float) -> None:
+    """Values evaluated per second (200 rules) and reading→published-alert latency."""
+    from devtools.bench.alerts import BenchConfig, report
+    from devtools.bench.alerts import run as run_bench
+    from shared.logging import configure_logging
+
+    configure_logging("bench", level="WARNING", fmt="console")
+    result = run_bench(BenchConfig(wells=wells, hours=hours, latency_devices=latency_devices,
+                                   latency_seconds=latency_seconds),
+                       progress=lambda s: click.echo(s, err=True))
+    click.echo(report(result) + f"\nJSON: {save_result('alerts', result)}")
+
+
+def save_result(name: str, result: dict[str, Any], output: str | None = None) -> Path:
+    """A benchmark's figures as JSON (default bench-results/<name>-<time>.json)."""
+    import time
+
+    import orjson
+
+    path = Path(output or f"bench-results/{name}-{time.strftime('%Y%m%dT%H%M%S')}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    click.echo(report(result) + f"\nJSON: {path}")
+    return path
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ async def run() -> None:
                                settings.retry_max_delay_seconds, on_queued=worker.wake.set)
     watcher = Watcher(Engine(), pool, settings.owned(),
                       metrics, health, retry_max_delay=settings.retry_max_delay_seconds,
-                      on_committed=publisher.wake.set)
+                      on_committed=publisher.wake.set, batch=settings.batch)
     consumers = [StreamConsumer(redis_conn, stream, settings.group, settings.consumer,
                                 settings.consumer_settings(), transient=db.is_transient)
                  for stream in (settings.telemetry_stream, settings.diagnostics_stream)]

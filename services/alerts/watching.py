@@ -34,11 +34,19 @@ from shared.streams import StreamMessage, TelemetryEntry, decode_diagnosis, deco
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
+# A full batch, or one whose newest entry was added to the stream longer ago than this,
+# means the engine is working off a backlog (after an outage or a restart, or a burst of
+# old readings). Its timer then runs on the event time it has reached, so silences and
+# `for` are judged by the data, as a backtest would, not by how far behind the engine is:
+# catching up on an hour of readings must not find every device an hour silent. A batch
+# that is neither, or no batch for this long: caught up, wall time again.
+BACKLOG_SECONDS = 5.0
+
 
 class Watcher:
     def __init__(self, engine: Engine, pool: asyncpg.Pool, partition: Partition,
                  metrics: AlertsMetrics, health: Health, *, retry_max_delay: float,
-                 on_committed: Callable[[], None]) -> None:
+                 on_committed: Callable[[], None], batch: int = 500) -> None:
         self.engine = engine
         self.pool = pool
         self.partition = partition
@@ -47,6 +55,9 @@ class Watcher:
         self.retry_max_delay = retry_max_delay
         self.on_committed = on_committed
         self.lock = asyncio.Lock()
+        self.batch = batch  # the consumer's: a batch this long means more is waiting
+        self.backlog_clock: float | None = None  # event time reached; None: caught up
+        self.last_batch = 0.0  # time.monotonic() of the last telemetry batch
 
     # --- start and reloads ---------------------------------------------------------------
     async def load(self) -> None:
@@ -128,6 +139,23 @@ class Watcher:
         self.metrics.values.inc(values)
         if entries:
             self.metrics.behind_seconds.set(max(0.0, time.time() - entries[-1].ts_ms / 1000))
+        self._note_backlog(messages, max((e.ts_ms for e in entries), default=None))
+
+    def _note_backlog(self, messages: list[StreamMessage], newest_ms: int | None) -> None:
+        self.last_batch = time.monotonic()
+        added = int(messages[-1].id.split("-", 1)[0]) / 1000
+        if len(messages) < self.batch and time.time() - added <= BACKLOG_SECONDS:
+            self.backlog_clock = None
+        elif newest_ms is not None:
+            self.backlog_clock = max(self.backlog_clock or 0.0, newest_ms / 1000)
+
+    def clock(self) -> float:
+        """The timer's now: wall time, or while working off a backlog the event time reached."""
+        now = time.time()
+        if self.backlog_clock is None or time.monotonic() - self.last_batch > BACKLOG_SECONDS:
+            self.backlog_clock = None
+            return now
+        return min(now, self.backlog_clock)
 
     async def handle_diagnoses(self, messages: list[StreamMessage]) -> None:
         events: list[tuple[str, float, str, str, str, bool, float]] = []
@@ -153,7 +181,7 @@ class Watcher:
 
     async def tick(self) -> None:
         async with self.lock:
-            await self._apply(self.engine.tick(time.time()))
+            await self._apply(self.engine.tick(self.clock()))
         self.metrics.open_alerts.set(len(self.engine.open))
         self.metrics.late.set(self.engine.late)
 
