@@ -40,3 +40,23 @@ class DependencyUnavailable(InsaError):
     """PostgreSQL, Redis or the broker cannot be reached; the caller should back off."""
 
     code = "unavailable"
+
+
+class Unauthorized(InsaError):
+    """No valid credentials: missing, wrong, expired or revoked."""
+
+    code = "unauthorized"
+
+
+class Forbidden(InsaError):
+    """Valid credentials that may not do this."""
+
+    code = "forbidden"
+
+
+class TooManyRequests(InsaError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after

@@ -74,7 +74,7 @@ def health_app(health: Health, registry: CollectorRegistry | None = None) -> Sta
                              Route("/metrics", metrics)])
 
 
-class _QuietServer(uvicorn.Server):
+class QuietServer(uvicorn.Server):
     """uvicorn inside our own loop: the service, not uvicorn, owns SIGTERM."""
 
     @contextlib.contextmanager
@@ -87,7 +87,7 @@ async def serve_health(health: Health, host: str, port: int, stop: asyncio.Event
     """Serve until `stop` is set (after the service has drained)."""
     config = uvicorn.Config(health_app(health, registry), host=host, port=port,
                             log_level="warning", access_log=False, lifespan="off")
-    server = _QuietServer(config)
+    server = QuietServer(config)
     serving = asyncio.create_task(server.serve(), name="health-http")
     await stop.wait()
     server.should_exit = True

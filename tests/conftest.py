@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.services", "tests.fixtures.mqtt"]
+pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.services", "tests.fixtures.mqtt",
+                  "tests.fixtures.api"]
 
 
 @pytest.fixture(autouse=True)

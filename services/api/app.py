@@ -1,0 +1,158 @@
+"""The FastAPI application: everything under /api/v1; /health/live, /health/ready and
+/metrics at the root, as every service has them."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+from services.api import errors
+from services.api.bootstrap import ensure_first_admin
+from services.api.broker import ApiBroker
+from services.api.deps import Resources
+from services.api.routes import api_keys, audit_log, auth, users
+from services.api.security.ratelimit import FailureLimiter
+from services.api.security.tokens import Tokens
+from services.api.settings import ApiSettings
+from shared import db, redis_client
+from shared.health import Health, probe_dependencies
+from shared.mqtt import tls_context
+from shared.settings import CommonSettings
+
+log = structlog.get_logger(__name__)
+PREFIX = "/api/v1"
+ROUTERS = (auth.router, users.router, api_keys.router, audit_log.router)
+# Long-running jobs of the API (e.g. command answers and timeouts), run for the app's
+# lifetime with its resources until `stop` is set.
+Background = Callable[[Resources, asyncio.Event], Coroutine[Any, Any, None]]
+BACKGROUND: tuple[Background, ...] = ()
+
+
+class HttpMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("insa_api_requests_total", "HTTP requests",
+                                ["method", "route", "status"], registry=registry)
+        self.seconds = Histogram("insa_api_request_seconds", "HTTP request time",
+                                 ["method", "route"], registry=registry)
+
+
+@asynccontextmanager
+async def open_resources(common: CommonSettings, settings: ApiSettings, health: Health
+                         ) -> AsyncIterator[Resources]:
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    if secret is None:
+        log.warning("INSA_API_JWT_SECRET unset (development): tokens end with this process")
+    loop = asyncio.get_running_loop()
+    received: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=10_000)
+    pool = await db.create_pool(common.database_url.get_secret_value(), max_size=10,
+                                application_name="insa-api")
+    redis_url = common.redis_url.get_secret_value()
+    redis_conn = redis_client.create_redis(redis_url)
+    broker = ApiBroker(common.mqtt_host, common.mqtt_port, settings.mqtt_username,
+                       settings.mqtt_password.get_secret_value(),
+                       on_message=lambda topic, payload: loop.call_soon_threadsafe(
+                           keep, received, topic, payload),
+                       tls=tls_context(common))
+    broker.start()
+    try:
+        yield Resources(settings, pool, redis_conn,
+                        Tokens(secret or secrets.token_urlsafe(48),
+                               settings.access_token_seconds, settings.refresh_token_seconds),
+                        FailureLimiter(redis_conn), broker, health, received)
+    finally:
+        broker.close()
+        await redis_conn.aclose()
+        await pool.close()
+
+
+def keep(received: asyncio.Queue[tuple[str, bytes]], topic: str, payload: bytes) -> None:
+    """On the event loop: queue what the broker delivered; when the consumer is this far
+    behind (a device flooding its answers), drop it on record rather than grow."""
+    try:
+        received.put_nowait((topic, payload))
+    except asyncio.QueueFull:
+        log.warning("received message dropped: queue full", topic=topic)
+
+
+def create_app(common: CommonSettings, settings: ApiSettings,
+               registry: CollectorRegistry = REGISTRY) -> FastAPI:
+    health = Health("postgres", "redis", "mqtt")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_resources(common, settings, health) as res:
+            app.state.resources = res
+            await db.until_available(lambda: bootstrap(res), health, max_delay=5.0)
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(probe_dependencies(
+                health, {"postgres": lambda: db.ping(res.pool), "redis": res.redis.ping,
+                         "mqtt": res.broker.check}, 5.0, stop), name="probe"),
+                     *(asyncio.create_task(job(res, stop), name=job.__name__)
+                       for job in BACKGROUND)]
+            try:
+                yield
+            finally:
+                health.stopping = True
+                stop.set()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    app = FastAPI(title="INSA IIoT platform API", version="1", lifespan=lifespan,
+                  openapi_url=f"{PREFIX}/openapi.json", docs_url=f"{PREFIX}/docs",
+                  redoc_url=f"{PREFIX}/redoc",
+                  responses={code: {"description": text, "content": {"application/json": {
+                      "schema": errors.ERROR_SCHEMA}}} for code, text in (
+                      (401, "Not authenticated"), (403, "Not allowed for this role"),
+                      (422, "Invalid input; the message names the field"))})
+    errors.install(app)
+    api = APIRouter(prefix=PREFIX)
+    for router in ROUTERS:
+        api.include_router(router)
+    app.include_router(api)
+    metrics = HttpMetrics(registry)
+
+    @app.middleware("http")
+    async def measure(request: Request,
+                      call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        template = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        metrics.seconds.labels(request.method, template).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/health/live", include_in_schema=False)
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/health/ready", include_in_schema=False)
+    async def ready() -> JSONResponse:
+        if health.failures:
+            return JSONResponse({"status": "unavailable", "failing": health.failures}, 503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def bootstrap(res: Resources) -> None:
+    async with res.pool.acquire() as conn:
+        await ensure_first_admin(conn, res.settings)

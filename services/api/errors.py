@@ -1,0 +1,103 @@
+"""One error format for every 4xx and 5xx:
+
+    {"error": {"code": "not_found", "message": "device W-9 does not exist", "details": ...}}
+
+Domain errors (shared/errors.py) map to statuses here, in one place; request validation
+names each field; anything unexpected is logged and answered 500 without internals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.errors import (
+    Conflict,
+    DependencyUnavailable,
+    Forbidden,
+    InsaError,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    ValidationFailed,
+)
+
+log = structlog.get_logger(__name__)
+
+
+STATUS: dict[type[InsaError], int] = {
+    ValidationFailed: 422, NotFound: 404, Conflict: 409, Unauthorized: 401, Forbidden: 403,
+    TooManyRequests: 429, DependencyUnavailable: 503,
+}
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"}, "details": {}}}}}
+
+
+def body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def status_of(exc: InsaError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+async def _domain(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InsaError)
+    status = status_of(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after)
+    details = {k: v for k, v in exc.data.items() if k in ("field", "retry_after", "failing")}
+    code = getattr(exc, "reason", None) or exc.code
+    return JSONResponse(body(code, exc.message, details or None), status, headers=headers)
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    fields = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+              for e in exc.errors()]
+    message = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+    return JSONResponse(body("validation", message, fields), 422)
+
+
+async def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(body(code, str(exc.detail)), exc.status_code,
+                          headers=getattr(exc, "headers", None))
+
+
+async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("dependency unavailable", error=f"{type(exc).__name__}: {exc}")
+    return JSONResponse(body("unavailable", "a dependency is unavailable; retry later"), 503,
+                          headers={"Retry-After": "5"})
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", path=request.url.path, method=request.method)
+    return JSONResponse(body("internal", "internal error; it has been logged"), 500)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(InsaError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    for exc in (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError,
+                TimeoutError, asyncpg.CannotConnectNowError):
+        app.add_exception_handler(exc, _unavailable)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,100 @@
+"""Login, refresh (rotating), logout and who-am-I."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from services.api import audit
+from services.api.deps import Res, client_of, require
+from services.api.security.passwords import verify_password
+from services.api.security.principal import Principal
+from shared.errors import Forbidden, Unauthorized
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+class Login(BaseModel):
+    username: str = Field(min_length=1, max_length=64, examples=["ana"])
+    password: str = Field(min_length=1, max_length=1024, examples=["correct horse battery"])
+
+
+class Refresh(BaseModel):
+    refresh_token: str = Field(min_length=1, max_length=4096)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(description="Seconds the access token is valid", examples=[900])
+
+
+class Me(BaseModel):
+    kind: str = Field(examples=["user"])
+    id: int
+    name: str = Field(examples=["ana"])
+    role: str = Field(examples=["operator"])
+    device_id: str | None = None
+
+
+@router.post("/login", response_model=TokenOut, summary="Log in with a password",
+             responses={401: {}, 429: {"description": "Too many failed attempts"}})
+async def login(body: Login, request: Request, res: Res) -> TokenOut:
+    client, settings = client_of(request), res.settings
+    await res.limiter.check(settings.login_attempts_per_minute, "login", body.username, client)
+    await res.limiter.check(settings.client_login_attempts_per_minute, "login", client)
+    row = await res.pool.fetchrow("SELECT id, password_hash, role, disabled FROM users "
+                                  "WHERE username = $1", body.username)
+    ok = await verify_password(row["password_hash"] if row else None, body.password)
+    if not ok or row is None or row["disabled"]:
+        await res.limiter.failed(settings.login_attempts_per_minute, "login", body.username,
+                                 client)
+        await res.limiter.failed(settings.client_login_attempts_per_minute, "login", client)
+        reason = "disabled" if ok and row is not None else "bad credentials"
+        await audit.record(res.pool, f"user:{body.username}", "auth.login", body.username,
+                           "failure", client=client, reason=reason)
+        raise Unauthorized("wrong username or password")
+    async with res.pool.acquire() as conn, conn.transaction():
+        pair, _ = await res.tokens.issue(conn, row["id"], body.username, row["role"])
+        await audit.record(conn, f"user:{body.username}", "auth.login", body.username,
+                           client=client)
+    return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token,
+                    expires_in=pair.expires_in)
+
+
+@router.post("/refresh", response_model=TokenOut, summary="Swap a refresh token for a new pair",
+             description="The refresh token is single-use: it is revoked and replaced. "
+                         "Presenting a used one again revokes every token of that login.",
+             responses={401: {}})
+async def refresh(body: Refresh, request: Request, res: Res) -> TokenOut:
+    async with res.pool.acquire() as conn:
+        try:
+            pair, user_id = await res.tokens.rotate(conn, body.refresh_token)
+        except Unauthorized as exc:
+            await audit.record(conn, f"client:{client_of(request)}", "auth.refresh",
+                               str(exc.data.get("user_id") or ""), "failure",
+                               reason=exc.message)
+            raise
+        await audit.record(conn, f"user-id:{user_id}", "auth.refresh", str(user_id))
+    return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token,
+                    expires_in=pair.expires_in)
+
+
+@router.post("/logout", status_code=204, summary="Revoke a refresh token and its login",
+             responses={401: {}})
+async def logout(body: Refresh, res: Res,
+                 who: Annotated[Principal, Depends(require("self"))]) -> None:
+    claims = res.tokens.decode(body.refresh_token, "refresh")
+    if who.kind != "user" or int(claims["sub"]) != who.id:
+        raise Forbidden("that refresh token is not yours")
+    async with res.pool.acquire() as conn:
+        await res.tokens.revoke(conn, claims)
+        await audit.record(conn, who.actor, "auth.logout", who.name)
+
+
+@router.get("/me", response_model=Me, summary="Who is calling")
+async def me(who: Annotated[Principal, Depends(require("self"))]) -> Me:
+    return Me(kind=who.kind, id=who.id, name=who.name, role=who.role, device_id=who.device_id)

@@ -1,0 +1,34 @@
+"""The one permission table: what each role may do. Every route names one permission
+(`Depends(require(...))`), and a test walks every route with every role against it."""
+
+from __future__ import annotations
+
+from services.api.security.principal import ROLES
+
+READERS = frozenset({"admin", "engineer", "operator", "viewer"})
+ENGINEERS = frozenset({"admin", "engineer"})
+OPERATORS = frozenset({"admin", "engineer", "operator"})
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "self": frozenset(ROLES),             # /auth/me, logout
+    "users:manage": frozenset({"admin"}),
+    "keys:manage": frozenset({"admin"}),
+    "audit:read": frozenset({"admin"}),
+    "devices:read": READERS,
+    "devices:write": ENGINEERS,           # create, update, delete, credentials, config
+    "telemetry:read": READERS,
+    "telemetry:write": frozenset({"device"}),  # its own readings only
+    "diagnoses:read": READERS,
+    "diagnoses:analyze": ENGINEERS,
+    "rules:read": READERS,
+    "rules:write": ENGINEERS,
+    "alerts:read": READERS,
+    "alerts:manage": OPERATORS,           # acknowledge, resolve
+    "commands:read": READERS,
+    "commands:send": OPERATORS,
+    "live:read": READERS,
+}
+
+
+def allowed(role: str, permission: str) -> bool:
+    return role in PERMISSIONS[permission]

@@ -1,0 +1,27 @@
+"""Who is calling: a user (JWT) or an API key, with its role and optional device scope."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROLES = ("admin", "engineer", "operator", "viewer", "device")
+USER_ROLES = ROLES[:-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: str  # user or key
+    id: int
+    name: str  # username, or the key's name
+    role: str
+    # Set for device keys (their own device) and for keys scoped to one device: every
+    # device-specific read or write is limited to it.
+    device_id: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """As audit rows and alert events name it."""
+        return f"{self.kind}:{self.name}"
+
+    def sees(self, device_id: str) -> bool:
+        return self.device_id is None or self.device_id == device_id

@@ -1,0 +1,35 @@
+"""Brute-force limits (the `limits` library, moving window, counters in Redis so every
+API replica shares them). Only failures are counted: a user who types the password right
+is never slowed, an attacker trying passwords or keys is, and gets 429 with Retry-After."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import redis.asyncio as redis
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from shared.errors import TooManyRequests
+
+
+class FailureLimiter:
+    def __init__(self, redis_conn: redis.Redis) -> None:
+        # On the API's own connection pool (closed with it); the URI is then only a label.
+        self._storage = RedisStorage("async+redis://", implementation="redispy",
+                                     key_prefix="insa:limits",
+                                     connection_pool=redis_conn.connection_pool)
+        self._limiter = MovingWindowRateLimiter(self._storage)
+
+    async def check(self, per_minute: int, *key: str) -> None:
+        """Refuse (429) while `key` has used up its failures."""
+        item = RateLimitItemPerMinute(per_minute)
+        if not await self._limiter.test(item, *key):
+            stats = await self._limiter.get_window_stats(item, *key)
+            retry = max(1, math.ceil(stats.reset_time - time.time()))
+            raise TooManyRequests("too many failed attempts; try again later", retry)
+
+    async def failed(self, per_minute: int, *key: str) -> None:
+        await self._limiter.hit(RateLimitItemPerMinute(per_minute), *key)

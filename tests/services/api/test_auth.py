@@ -1,0 +1,157 @@
+"""Authentication: passwords, tokens and their rotation, API keys, brute-force limits,
+and the audit rows each leaves."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+import pytest
+
+from services.api.security.tokens import AUDIENCE, ISSUER
+from tests.fixtures.api import ADMIN_PASSWORD, PASSWORD, Api
+from tests.utils.db import fetch
+
+
+async def audit_rows(db_url: str, action: str) -> list[Any]:
+    return await fetch(db_url, "SELECT actor, subject, outcome, detail FROM audit_log "
+                               "WHERE action = $1 ORDER BY id", action)
+
+
+async def test_login_me_and_the_audit_trail(api: Api, db_url: str) -> None:
+    await api.user("operator", "ana")
+    tokens = await api.login("ana")
+    assert tokens["token_type"] == "bearer" and tokens["expires_in"] == 900
+    me = await api.client(tokens["access_token"]).get("/auth/me")
+    assert me.json() == {"kind": "user", "id": me.json()["id"], "name": "ana",
+                         "role": "operator", "device_id": None}
+    for username, password in (("ana", "wrong-password-here"), ("nobody", PASSWORD)):
+        refused = await api.client().post("/auth/login", json={"username": username,
+                                                                "password": password})
+        assert refused.status_code == 401
+        assert refused.json()["error"] == {"code": "unauthorized",
+                                           "message": "wrong username or password"}
+    logins = await audit_rows(db_url, "auth.login")
+    assert [(r["subject"], r["outcome"]) for r in logins] == [
+        ("admin", "success"), ("ana", "success"), ("ana", "success"), ("ana", "failure"),
+        ("nobody", "failure")]
+    assert [r["subject"] for r in await audit_rows(db_url, "user.create")] == ["admin", "ana"]
+
+
+async def test_passwords_and_keys_are_never_stored_in_clear(api: Api, db_url: str) -> None:
+    await api.user("viewer", "vic")
+    key = await api.key("viewer")
+    [row] = await fetch(db_url, "SELECT password_hash FROM users WHERE username = 'vic'")
+    assert row["password_hash"].startswith("$argon2id$") and PASSWORD not in row["password_hash"]
+    [stored] = await fetch(db_url, "SELECT * FROM api_keys")
+    assert key not in str(dict(stored)) and key.split("_")[2] not in str(dict(stored))
+    assert (await api.client(key=key).get("/auth/me")).json()["role"] == "viewer"
+    listed = (await api.admin.get("/api-keys")).json()
+    assert "key" not in listed[0] and listed[0]["prefix"] == key.split("_")[1]
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_family(api: Api, db_url: str) -> None:
+    await api.user("engineer", "eve")
+    first = await api.login("eve")
+    anon = api.client()
+    second = (await anon.post("/auth/refresh", json={"refresh_token": first["refresh_token"]}))
+    assert second.status_code == 200
+    second_tokens = second.json()
+    assert (await api.client(second_tokens["access_token"]).get("/auth/me")).status_code == 200
+    # The first refresh token again: a replay. Refused, and the whole login is revoked.
+    replay = await anon.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert replay.status_code == 401 and "reused" in replay.json()["error"]["message"]
+    after = await anon.post("/auth/refresh", json={"refresh_token": second_tokens["refresh_token"]})
+    assert after.status_code == 401
+    outcomes = [r["outcome"] for r in await audit_rows(db_url, "auth.refresh")]
+    assert outcomes == ["success", "failure", "failure"]
+
+
+async def test_logout_revokes_the_refresh_token(api: Api, db_url: str) -> None:
+    await api.user("viewer", "val")
+    tokens = await api.login("val")
+    client = api.client(tokens["access_token"])
+    other = await api.login("admin", ADMIN_PASSWORD)
+    assert (await client.post("/auth/logout", json={"refresh_token": other["refresh_token"]})
+            ).status_code == 403, "one may not log another out"
+    assert (await client.post("/auth/logout", json={"refresh_token": tokens["refresh_token"]})
+            ).status_code == 204
+    assert (await api.client().post("/auth/refresh", json={
+        "refresh_token": tokens["refresh_token"]})).status_code == 401
+    assert [r["subject"] for r in await audit_rows(db_url, "auth.logout")] == ["val"]
+
+
+def forged(api: Api, key: str | None = None, algorithm: str = "HS256",
+           **claims: Any) -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": "1", "name": "admin", "role": "admin", "typ": "access",
+                       "jti": "x", "iss": ISSUER, "aud": AUDIENCE, "iat": now,
+                       "exp": now + 600, **claims},
+                      key if key is not None else
+                      api.settings.jwt_secret.get_secret_value(),  # type: ignore[union-attr]
+                      algorithm=algorithm)
+
+
+@pytest.mark.parametrize("attack", ["expired", "tampered", "alg_none", "wrong_key", "hs512",
+                                    "refresh_as_access", "garbage"])
+async def test_token_attacks_are_refused(api: Api, attack: str) -> None:
+    valid = forged(api)
+    assert (await api.client(valid).get("/auth/me")).status_code == 200
+    header, _, signature = valid.split(".")
+    token = {
+        "expired": lambda: forged(api, exp=int(time.time()) - 5),
+        "tampered": lambda: ".".join([header, forged(api, role="viewer").split(".")[1],
+                                      signature]),
+        "alg_none": lambda: jwt.encode(jwt.decode(valid, options={"verify_signature": False}),
+                                       None, algorithm="none"),  # type: ignore[arg-type]
+        "wrong_key": lambda: forged(api, key="another-key-of-sufficient-length-" + "0" * 64),
+        "hs512": lambda: forged(api, algorithm="HS512"),
+        "refresh_as_access": lambda: forged(api, typ="refresh"),
+        "garbage": lambda: "not.a.token",
+    }[attack]()
+    refused = await api.client(token).get("/auth/me")
+    assert refused.status_code == 401, attack
+    assert refused.json()["error"]["code"] == "unauthorized"
+    assert refused.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_a_disabled_user_is_out_at_once(api: Api) -> None:
+    client = await api.user("operator", "olga")
+    users = {u["username"]: u["id"] for u in (await api.admin.get("/users")).json()}
+    assert (await api.admin.patch(f"/users/{users['olga']}", json={"disabled": True})
+            ).status_code == 200
+    assert (await client.get("/auth/me")).status_code == 401
+
+
+async def test_login_brute_force_gets_429_with_retry_after(api: Api, db_url: str) -> None:
+    await api.user("viewer", "target")
+    anon = api.client()
+    for _ in range(api.settings.login_attempts_per_minute):
+        assert (await anon.post("/auth/login", json={"username": "target", "password": "guess"})
+                ).status_code == 401
+    blocked = await anon.post("/auth/login", json={"username": "target", "password": PASSWORD})
+    assert blocked.status_code == 429, "even the right password waits out the window"
+    assert 1 <= int(blocked.headers["Retry-After"]) <= 60
+    assert blocked.json()["error"]["code"] == "rate_limited"
+    # Another account from the same client is not locked by this one's failures.
+    assert (await anon.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+            ).status_code == 200
+
+
+async def test_api_keys_revoked_expired_and_brute_force(api: Api, db_url: str) -> None:
+    key = await api.key("viewer")
+    expired = await api.key("viewer", expires_at="2020-01-01T00:00:00Z")
+    assert (await api.client(key=expired).get("/auth/me")).status_code == 401
+    [row] = [k for k in (await api.admin.get("/api-keys")).json() if k["prefix"] in key]
+    assert (await api.admin.delete(f"/api-keys/{row['id']}")).status_code == 204
+    assert (await api.client(key=key).get("/auth/me")).status_code == 401
+    guesses = api.settings.key_failures_per_minute - 2
+    for n in range(guesses):
+        assert (await api.client(key=f"insa_{n:016d}_guess").get("/auth/me")).status_code == 401
+    limited = await api.client(key="insa_0000000000000000_more").get("/auth/me")
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    failures = await audit_rows(db_url, "auth.api_key")
+    assert len(failures) == api.settings.key_failures_per_minute
+    assert {r["outcome"] for r in failures} == {"failure"}
+    assert [r["subject"] for r in await audit_rows(db_url, "api_key.revoke")] == [row["prefix"]]
