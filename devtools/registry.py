@@ -34,9 +34,10 @@ class Service:
 INGESTOR = Service("ingestor", 58001)
 DIAGNOSTICS = Service("diagnostics", 58002)
 ALERTS = Service("alerts", 58003)
+API = Service("api", 58004)  # its HTTP port is the API itself, health and metrics too
 
 # Started by the local stack in this order, once the migrations are applied.
-SERVICES = (INGESTOR, DIAGNOSTICS, ALERTS)
+SERVICES = (INGESTOR, DIAGNOSTICS, ALERTS, API)
 
 
 def by_name(name: str) -> Service:

@@ -56,8 +56,10 @@ SERVICE_ROLES: dict[str, list[Acl]] = {
     "insa-diagnostics": _write("insa/diagnostics/#"),
     # insa/notify/#: the topics rules choose for their own MQTT actions.
     "insa-alerts": [*_write("insa/alerts/#", "insa/notify/#"), *_read("insa/diagnostics/#")],
-    # The API provisions device accounts, so it administers the broker too.
-    "insa-api": [*_write("insa/devices/+/command", "insa/devices/+/config"),
+    # The API provisions device accounts, so it administers the broker too; it publishes
+    # device keys' HTTP-ingested readings on their telemetry topic (one ingest path).
+    "insa-api": [*_write("insa/devices/+/command", "insa/devices/+/config",
+                         "insa/devices/+/telemetry"),
                  *_read("insa/devices/+/command/ack", "insa/devices/+/status", "insa/alerts/#",
                         "insa/diagnostics/#"), *BROKER_ADMIN],
     # Operators' dashboards and other systems that follow alerts and diagnoses.

@@ -34,6 +34,8 @@ from devtools.stack.processes import (
 from shared.broker_accounts import SERVICE_ACCOUNTS
 
 START_RETRIES = 1_000_000
+# Keys of secrets.env: the API's token signing key and its first admin's password.
+API_JWT_SECRET, API_ADMIN_PASSWORD = "api-jwt-secret", "api-admin-password"
 
 # The simulated fleet: device number -> injected fault; the others are healthy wells.
 # Faults begin after five minutes of healthy baseline (the engine learns each well from
@@ -85,9 +87,10 @@ def load_secrets(rundir: Path, device_ids: list[str]) -> dict[str, str]:
         for line in path.read_text().splitlines():
             key, _, value = line.partition("=")
             known[key] = value
-    wanted = ["postgres", "redis", *SERVICE_ACCOUNTS, *device_ids]
+    wanted = ["postgres", "redis", API_JWT_SECRET, API_ADMIN_PASSWORD, *SERVICE_ACCOUNTS,
+              *device_ids]
     for key in wanted:
-        known.setdefault(key, secrets.token_urlsafe(18))
+        known.setdefault(key, secrets.token_urlsafe(48 if key == API_JWT_SECRET else 18))
     path.write_text("".join(f"{k}={v}\n" for k, v in known.items()))
     path.chmod(0o600)
     return known
@@ -115,6 +118,8 @@ def service_environment(cfg: StackConfig, secret: dict[str, str]) -> dict[str, s
         "INSA_REDIS_URL": f"redis://:{secret['redis']}@127.0.0.1:{cfg.redis_port}/0",
         "INSA_MQTT_HOST": "127.0.0.1",
         "INSA_MQTT_PORT": str(cfg.mqtt_port),
+        "INSA_API_JWT_SECRET": secret[API_JWT_SECRET],
+        "INSA_API_ADMIN_PASSWORD": secret[API_ADMIN_PASSWORD],
     }
     for service in SERVICES:
         env[f"{service.env_prefix}MQTT_PASSWORD"] = secret[service.account]
@@ -291,6 +296,11 @@ def summary(cfg: StackConfig, applied: list[str], storage: str, already_running:
         "(account insa-subscriber)\n"
         "  alerts      built-in rules loaded (insa rules load-defaults): SELECT * FROM alerts, "
         "or subscribe to insa/alerts/# (account insa-subscriber)\n"
+        f"  API         http://127.0.0.1:{cfg.http_ports['api']}/api/v1/docs  log in as admin "
+        f"with the {API_ADMIN_PASSWORD} of {cfg.rundir / 'secrets.env'}:\n"
+        f"              curl -s -X POST http://127.0.0.1:{cfg.http_ports['api']}/api/v1/auth/login "
+        "-H 'Content-Type: application/json' -d '{\"username\": \"admin\", \"password\": "
+        f"\"'$(grep ^{API_ADMIN_PASSWORD}= {cfg.rundir / 'secrets.env'} | cut -d= -f2-)'\"}}'\n"
         f"  storage     {storage}\n"
         f"  migrations  {', '.join(applied) if applied else 'up to date'}\n"
         f"  logs        {cfg.rundir / 'logs'}\n"

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,12 +21,29 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import errors
 from services.api.bootstrap import ensure_first_admin
 from services.api.broker import ApiBroker
+from services.api.commands import consume_acks, sweep_timeouts
 from services.api.deps import Resources
-from services.api.routes import api_keys, audit_log, auth, users
+from services.api.routes import (
+    alerts,
+    analytics,
+    api_keys,
+    audit_log,
+    auth,
+    commands,
+    devices,
+    diagnoses,
+    ingest,
+    live,
+    provisioning,
+    rules,
+    telemetry,
+    users,
+)
 from services.api.security.ratelimit import FailureLimiter
 from services.api.security.tokens import Tokens
 from services.api.settings import ApiSettings
@@ -37,19 +54,44 @@ from shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
 PREFIX = "/api/v1"
-ROUTERS = (auth.router, users.router, api_keys.router, audit_log.router)
+ROUTERS = (auth.router, users.router, api_keys.router, audit_log.router,
+           diagnoses.router, rules.router, alerts.router,
+           devices.router, provisioning.router, commands.router,
+           telemetry.router, ingest.router, analytics.router, live.router)
 # Long-running jobs of the API (e.g. command answers and timeouts), run for the app's
 # lifetime with its resources until `stop` is set.
 Background = Callable[[Resources, asyncio.Event], Coroutine[Any, Any, None]]
-BACKGROUND: tuple[Background, ...] = ()
+BACKGROUND: tuple[Background, ...] = (consume_acks, sweep_timeouts, live.live_feed)
 
 
 class HttpMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    """Requests by route template and status, and the time to the response's start (not
+    to its end: a live feed lasts for hours). Plain ASGI, so an exception in a route
+    still reaches the error handlers untouched."""
+
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+        self.app = app
         self.requests = Counter("insa_api_requests_total", "HTTP requests",
                                 ["method", "route", "status"], registry=registry)
-        self.seconds = Histogram("insa_api_request_seconds", "HTTP request time",
-                                 ["method", "route"], registry=registry)
+        self.seconds = Histogram("insa_api_request_seconds",
+                                 "Time from request to response start", ["method", "route"],
+                                 registry=registry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def measured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = getattr(scope.get("route"), "path", "unmatched")
+                self.requests.labels(scope["method"], route, str(message["status"])).inc()
+                self.seconds.labels(scope["method"], route).observe(
+                    time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, measured)
 
 
 @asynccontextmanager
@@ -124,17 +166,7 @@ def create_app(common: CommonSettings, settings: ApiSettings,
     for router in ROUTERS:
         api.include_router(router)
     app.include_router(api)
-    metrics = HttpMetrics(registry)
-
-    @app.middleware("http")
-    async def measure(request: Request,
-                      call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        template = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
-        metrics.seconds.labels(request.method, template).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(HttpMetrics, registry=registry)
 
     @app.get("/health/live", include_in_schema=False)
     async def live() -> dict[str, str]:

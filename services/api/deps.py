@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import asyncpg
 import redis.asyncio as redis
 from fastapi import Depends, Request
+from fastapi.requests import HTTPConnection
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from services.api import audit
 from services.api.broker import ApiBroker
+from services.api.live import LiveHub
 from services.api.security import keys
 from services.api.security.permissions import PERMISSIONS, allowed
 from services.api.security.principal import Principal
@@ -36,10 +38,18 @@ class Resources:
     health: Health
     # What the broker delivered to the API (topic, payload): the devices' command answers.
     received: asyncio.Queue[tuple[str, bytes]]
+    # The live feed's fan-out over the Redis streams (its readers run as a BACKGROUND job).
+    live: LiveHub = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.live = LiveHub(self.redis, queue_size=s.live_queue_size,
+                            max_clients=s.live_max_clients, backlog_max=s.live_backlog_max,
+                            heartbeat_seconds=s.live_heartbeat_seconds)
 
 
-def resources(request: Request) -> Resources:
-    found: Resources = request.app.state.resources
+def resources(conn: HTTPConnection) -> Resources:
+    found: Resources = conn.app.state.resources
     return found
 
 
@@ -50,18 +60,25 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False,
                         description="An API key (machines and devices)")
 
 
-def client_of(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def client_of(conn: HTTPConnection) -> str:
+    return conn.client.host if conn.client else "unknown"
 
 
 async def principal(request: Request, res: Res,
                     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
                     api_key: Annotated[str | None, Depends(_api_key)]) -> Principal:
+    return await authenticate(res, client_of(request),
+                              bearer.credentials if bearer else None, api_key)
+
+
+async def authenticate(res: Resources, client: str, token: str | None,
+                       api_key: str | None) -> Principal:
+    """An API key, else an access token (header or, for the live feed, query string)."""
     if api_key is not None:
-        return await _from_key(res, api_key, client_of(request))
-    if bearer is None:
+        return await _from_key(res, api_key, client)
+    if token is None:
         raise Unauthorized("authentication required: a bearer token or an X-API-Key")
-    claims = res.tokens.decode(bearer.credentials, "access")
+    claims = res.tokens.decode(token, "access")
     row = await res.pool.fetchrow("SELECT username, role, disabled FROM users WHERE id = $1",
                                   int(claims["sub"]))
     if row is None or row["disabled"]:
@@ -91,15 +108,21 @@ def require(permission: str) -> Callable[..., Awaitable[Principal]]:
         raise KeyError(permission)
 
     async def check(request: Request, res: Res, who: Caller) -> Principal:
-        if not allowed(who.role, permission):
-            await audit.record(res.pool, who.actor, "permission.denied", request.url.path,
-                               "failure", permission=permission, method=request.method,
-                               role=who.role)
-            raise Forbidden(f"role {who.role} may not {permission}")
+        await authorize(res, who, permission, request)
         return who
 
     check.permission = permission  # type: ignore[attr-defined]  # read by the RBAC test
     return check
+
+
+async def authorize(res: Resources, who: Principal, permission: str,
+                    conn: HTTPConnection) -> None:
+    """Forbidden, on the audit trail, unless `who`'s role has `permission`."""
+    if not allowed(who.role, permission):
+        await audit.record(res.pool, who.actor, "permission.denied", conn.url.path,
+                           "failure", permission=permission,
+                           method=conn.scope.get("method", "WEBSOCKET"), role=who.role)
+        raise Forbidden(f"role {who.role} may not {permission}")
 
 
 def visible(who: Principal, device_id: str) -> None:

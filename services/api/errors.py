@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import redis.asyncio as redis
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -82,6 +83,12 @@ async def _http(_: Request, exc: Exception) -> JSONResponse:
                           headers=getattr(exc, "headers", None))
 
 
+async def _bad_data(_: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL refused a value the request carried (a NUL byte, a number out of range):
+    the input's fault, not the server's."""
+    return JSONResponse(body("invalid_input", f"invalid input: {exc}"), 422)
+
+
 async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     log.warning("dependency unavailable", error=f"{type(exc).__name__}: {exc}")
     return JSONResponse(body("unavailable", "a dependency is unavailable; retry later"), 503,
@@ -97,7 +104,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(InsaError, _domain)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(asyncpg.DataError, _bad_data)
     for exc in (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError,
-                TimeoutError, asyncpg.CannotConnectNowError):
+                TimeoutError, asyncpg.CannotConnectNowError, redis.RedisError):
         app.add_exception_handler(exc, _unavailable)
     app.add_exception_handler(Exception, _unexpected)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import Environment, ServiceSettings, is_placeholder
@@ -36,6 +36,19 @@ class ApiSettings(ServiceSettings):
     # How long HTTP ingest waits for the broker's PUBACK before answering 503.
     publish_timeout_seconds: float = Field(5.0, gt=0, le=60)
     page_max: int = Field(1000, ge=10, le=100_000)
+    # The live feed (SSE and WebSocket), per API process: clients held; events queued per
+    # client (one this far behind is cut off with a cursor to resume from); devices one
+    # client may follow; entries re-read from Redis for a resume; idle heartbeat interval.
+    live_max_clients: int = Field(2000, ge=1, le=100_000)
+    live_queue_size: int = Field(256, ge=1, le=100_000)
+    live_max_devices: int = Field(100, ge=1, le=10_000)
+    live_backlog_max: int = Field(5000, ge=1, le=1_000_000)
+    live_heartbeat_seconds: float = Field(15.0, gt=0, le=300)
+
+    @field_validator("jwt_secret", "admin_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # compose passes unset variables as ""
 
     def check_secrets(self, env: Environment) -> None:
         super().check_secrets(env)

@@ -20,7 +20,7 @@ class FailureLimiter:
         # On the API's own connection pool (closed with it); the URI is then only a label.
         self._storage = RedisStorage("async+redis://", implementation="redispy",
                                      key_prefix="insa:limits",
-                                     connection_pool=redis_conn.connection_pool)
+                                     connection_pool=redis_conn.connection_pool)  # type: ignore[arg-type]  # passed through
         self._limiter = MovingWindowRateLimiter(self._storage)
 
     async def check(self, per_minute: int, *key: str) -> None:

@@ -11,7 +11,13 @@ import pytest
 from devtools.registry import SERVICES, Service
 from devtools.stack.broker import BrokerSpec
 from devtools.stack.processes import PostgresSpec, RedisSpec
-from devtools.stack.stack import StackConfig, service_environment, write_supervisor_config
+from devtools.stack.stack import (
+    API_ADMIN_PASSWORD,
+    API_JWT_SECRET,
+    StackConfig,
+    service_environment,
+    write_supervisor_config,
+)
 from tests.utils.compose import compose_services
 
 
@@ -36,7 +42,8 @@ def test_local_stack_uses_the_same_variable_names_as_compose(tmp_path: Path,
                                                              service: Service) -> None:
     cfg = StackConfig(tmp_path, 1, 2, 3, 4, {s.name: 5 for s in SERVICES}, 1)
     local = service_environment(cfg, dict.fromkeys(
-        ["postgres", "redis", *(s.account for s in SERVICES)], "x" * 16))
+        ["postgres", "redis", API_JWT_SECRET, API_ADMIN_PASSWORD,
+         *(s.account for s in SERVICES)], "x" * 16))
     others = tuple(s.env_prefix for s in SERVICES if s is not service)
     mine = {k for k in local if not k.startswith(others)} - {"INSA_ENV"}
     assert mine <= set(compose_services()[service.name]["environment"])

@@ -1,0 +1,139 @@
+"""What the device routes share: the device as the API shows it, where its tags and desired
+configuration live, and its broker account.
+
+A device's `metadata` (jsonb) holds the user's own keys beside two the API keeps:
+`tags` (a list of strings, so `metadata->'tags' ? tag` filters) and `desired_config`
+(`{version, config, updated_at, updated_by}`: the last configuration published retained
+on `insa/devices/<id>/config`). Those two are shown as fields of their own and may not
+be set through `metadata`.
+
+Broker accounts live in the broker only (dynamic-security plugin, over `$CONTROL`);
+the API never stores a device's password.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import asyncpg
+import orjson
+from pydantic import BaseModel, Field
+
+from services.api.broker import ApiBroker
+from shared.errors import Conflict, NotFound, ValidationFailed
+
+TAGS, DESIRED = "tags", "desired_config"
+RESERVED_METADATA = frozenset({TAGS, DESIRED})
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$"
+METADATA_MAX_BYTES = 16 * 1024
+CONFIG_MAX_BYTES = 32 * 1024
+COLUMNS = ("device_id, name, device_type, metadata, status, status_changed_at, last_seen, "
+           "created_at, updated_at")
+
+
+class DesiredConfig(BaseModel):
+    version: int = Field(description="Increases by one with each configuration published")
+    config: dict[str, Any] = Field(examples=[{"sample_seconds": 5, "vsd_max_hz": 60}])
+    updated_at: datetime
+    updated_by: str = Field(examples=["user:ana"])
+
+
+class DeviceOut(BaseModel):
+    device_id: str = Field(examples=["W-101"])
+    name: str | None = Field(examples=["Well 101, pad 3"])
+    device_type: str = Field(examples=["esp"])
+    status: Literal["unknown", "online", "offline"]
+    status_changed_at: datetime | None
+    last_seen: datetime | None
+    tags: list[str] = Field(examples=[["field=north", "pad-3"]])
+    metadata: dict[str, Any] = Field(examples=[{"pump_model": "REDA D460N"}])
+    desired_config: DesiredConfig | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Credentials(BaseModel):
+    username: str = Field(description="The MQTT username and client id: the device id",
+                          examples=["W-101"])
+    password: str = Field(description="Shown this once; the API does not keep it")
+
+
+def device_out(row: asyncpg.Record) -> DeviceOut:
+    metadata = dict(row["metadata"] or {})
+    tags = metadata.pop(TAGS, None) or []
+    desired = metadata.pop(DESIRED, None)
+    return DeviceOut(**{**dict(row), "metadata": metadata, "tags": tags,
+                        "desired_config": desired})
+
+
+def check_size(what: str, value: Any, limit: int) -> bytes:
+    """The value's JSON, or 422 when it is larger than `limit` bytes or not storable
+    (an integer beyond 64 bits)."""
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError as exc:
+        raise ValidationFailed("unstorable", f"{what}: {exc}", field=what) from None
+    if len(encoded) > limit:
+        raise ValidationFailed("too_large", f"{what}: {len(encoded)} bytes of JSON, more "
+                               f"than the {limit} allowed", field=what)
+    return encoded
+
+
+def user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    reserved = sorted(RESERVED_METADATA & metadata.keys())
+    if reserved:
+        raise ValidationFailed("reserved_metadata_key", f"metadata: {', '.join(reserved)} "
+                               "may not be set here (tags has its own field; desired_config "
+                               "is set by POST /devices/{id}/config)", field="metadata")
+    check_size("metadata", metadata, METADATA_MAX_BYTES)
+    return metadata
+
+
+def unique(tags: list[str]) -> list[str]:
+    return list(dict.fromkeys(tags))
+
+
+async def locked(conn: asyncpg.Connection, device_id: str) -> asyncpg.Record:
+    """The device's row, locked for this transaction (changes to one device, including
+    its broker account and retained config, happen one at a time)."""
+    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM devices WHERE device_id = $1 "
+                              "FOR UPDATE", device_id)
+    if row is None:
+        raise NotFound(f"device {device_id} does not exist")
+    return row
+
+
+async def provision(broker: ApiBroker, device_id: str) -> tuple[str, str]:
+    """Create the device's account, or give it a new password when it has one; returns
+    (password, "provision" or "rotate").
+
+    Creating first: the plugin makes the role, then the client. When either exists (an
+    account made earlier, or a role left behind), the client exists afterwards either
+    way, so setting its password makes the answer right in every case.
+    """
+    try:
+        password: str = await broker.call(broker.create_device, device_id)
+        return password, "provision"
+    except Conflict:
+        password = await broker.call(broker.rotate_password, device_id)
+        return password, "rotate"
+
+
+async def forget(broker: ApiBroker, device_id: str) -> bool:
+    """Delete the device's account and role (connections are dropped); False when it had
+    none. The plugin runs both commands even when the first finds nothing."""
+    try:
+        await broker.call(broker.delete_device, device_id)
+    except NotFound:
+        return False
+    return True
+
+
+def config_topic(device_id: str) -> str:
+    return f"insa/devices/{device_id}/config"
+
+
+def command_topic(device_id: str) -> str:
+    return f"insa/devices/{device_id}/command"

@@ -1,0 +1,167 @@
+"""Alerts: the list, one alert with its transitions, and the people's side of the
+lifecycle (acknowledge, resolve) through services/alerts/store.py, which records the
+actor and tells the engines; the engines publish the events from alert_events."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from fastapi import APIRouter, Body, Depends, Query
+from pydantic import AwareDatetime, BaseModel, Field
+
+from services.alerts import store
+from services.api import audit
+from services.api.deps import Res, require, visible
+from services.api.pagination import Page
+from services.api.routes._keyset import after, check_window, cursor_of
+from services.api.security.principal import Principal
+from shared.errors import NotFound
+
+router = APIRouter(prefix="/alerts", tags=["alerts"])
+Reader = Annotated[Principal, Depends(require("alerts:read"))]
+Manager = Annotated[Principal, Depends(require("alerts:manage"))]
+State = Literal["pending", "firing", "acknowledged", "resolved"]
+Severity = Literal["info", "warning", "critical"]
+COLUMNS = """a.id, a.rule_id, r.name AS rule, a.device_id, a.state, a.severity, a.value,
+             a.threshold, a.message, a.active_since, a.fire_at, a.fired_at,
+             a.acknowledged_at, a.acknowledged_by, a.resolved_at, a.resolved_by,
+             a.escalated_at, a.last_notified_at, a.updated_at"""
+Manual = Callable[[asyncpg.Connection, int, str, str | None], Awaitable[asyncpg.Record]]
+
+
+class Alert(BaseModel):
+    id: int
+    rule_id: int
+    rule: str = Field(examples=["motor hot"])
+    device_id: str = Field(examples=["W-7"])
+    state: str = Field(examples=["firing"])
+    severity: str = Field(examples=["critical"])
+    value: float | None = Field(description="The last value that held the condition",
+                                examples=[104.2])
+    threshold: str | None = Field(examples=["> 100"])
+    message: str = Field(examples=["W-7: motor 104.2 degC > 100"])
+    active_since: datetime = Field(description="When the condition first held")
+    fire_at: datetime = Field(description="active_since + the rule's for")
+    fired_at: datetime | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None = Field(examples=["user:ana"])
+    resolved_at: datetime | None
+    resolved_by: str | None = Field(examples=["engine"])
+    escalated_at: datetime | None
+    last_notified_at: datetime | None
+    updated_at: datetime
+
+
+class AlertEvent(BaseModel):
+    id: int
+    kind: str = Field(examples=["acknowledged"], description="pending, firing, renotify, "
+                      "escalated, acknowledged or resolved")
+    state: str = Field(description="The alert's state after it")
+    severity: str
+    at: datetime
+    actor: str = Field(examples=["user:ana"], description="engine, or who acted")
+    value: float | None
+    note: str | None
+    published_at: datetime | None = Field(description="When it went out on insa:alerts "
+                                                      "and MQTT")
+
+
+class AlertDetail(Alert):
+    events: list[AlertEvent] = Field(description="Its transitions, in order")
+
+
+class NoteIn(BaseModel):
+    note: str | None = Field(None, max_length=2000, examples=["crew on the way"])
+
+
+async def _alert(conn: asyncpg.Connection | asyncpg.Pool, who: Principal,
+                 alert_id: int) -> asyncpg.Record:
+    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM alerts a JOIN rules r "
+                              f"ON r.id = a.rule_id WHERE a.id = $1", alert_id)
+    if row is None or not who.sees(row["device_id"]):
+        raise NotFound(f"alert {alert_id} does not exist")
+    return row
+
+
+@router.get("", response_model=Page[Alert], summary="List alerts, newest first")
+async def list_alerts(
+        res: Res, who: Reader,
+        state: Annotated[list[State] | None, Query(description="Any of these")] = None,
+        severity: Annotated[list[Severity] | None, Query()] = None,
+        device_id: str | None = None, rule_id: int | None = None,
+        start: Annotated[AwareDatetime | None, Query(description="active_since at or "
+                                                                 "after")] = None,
+        end: Annotated[AwareDatetime | None, Query(description="active_since before")] = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Page[Alert]:
+    """By when the condition began; `state=firing&state=acknowledged` is what is open
+    and announced."""
+    if device_id is not None:
+        visible(who, device_id)
+    device_id = device_id or who.device_id
+    check_window(start, end)
+    at, last_id = after(cursor)
+    rows = await res.pool.fetch(
+        f"""
+        SELECT {COLUMNS} FROM alerts a JOIN rules r ON r.id = a.rule_id
+        WHERE ($1::text[] IS NULL OR a.state = ANY($1))
+          AND ($2::text[] IS NULL OR a.severity = ANY($2))
+          AND ($3::text IS NULL OR a.device_id = $3) AND ($4::bigint IS NULL OR a.rule_id = $4)
+          AND ($5::timestamptz IS NULL OR a.active_since >= $5)
+          AND ($6::timestamptz IS NULL OR a.active_since < $6)
+          AND ($7::timestamptz IS NULL OR (a.active_since, a.id) < ($7, $8::bigint))
+        ORDER BY a.active_since DESC, a.id DESC LIMIT $9
+        """, state, severity, device_id, rule_id, start, end, at, last_id, limit + 1)
+    items = [Alert(**dict(r)) for r in rows[:limit]]
+    return Page(items=items, next_cursor=cursor_of(items[-1].active_since, items[-1].id)
+                if len(rows) > limit else None)
+
+
+@router.get("/{alert_id}", response_model=AlertDetail, summary="An alert and its events",
+            responses={404: {}})
+async def get_alert(alert_id: int, res: Res, who: Reader) -> AlertDetail:
+    async with res.pool.acquire() as conn:
+        row = await _alert(conn, who, alert_id)
+        events = await conn.fetch(
+            "SELECT id, kind, state, severity, at, actor, value, note, published_at "
+            "FROM alert_events WHERE alert_id = $1 ORDER BY id", alert_id)
+    return AlertDetail(**dict(row), events=[AlertEvent(**dict(e)) for e in events])
+
+
+async def _manual(res: Res, who: Principal, alert_id: int, change: Manual, action: str,
+                  body: NoteIn | None) -> Alert:
+    note = body.note if body is not None else None
+    async with res.pool.acquire() as conn:
+        await _alert(conn, who, alert_id)  # 404 for another device's alert
+        async with conn.transaction():
+            # Raises NotFound, or Conflict when the state does not allow it.
+            changed = await change(conn, alert_id, who.actor, note)
+            await audit.record(conn, who.actor, action, str(alert_id),
+                               device_id=changed["device_id"], rule_id=changed["rule_id"],
+                               note=note)
+        return Alert(**dict(await _alert(conn, who, alert_id)))
+
+
+NoteBody = Annotated[NoteIn | None, Body()]
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    404: {}, 409: {"description": "The alert's state does not allow it"}}
+
+
+@router.post("/{alert_id}/acknowledge", response_model=Alert, responses=CONFLICT,
+             summary="Acknowledge a firing alert")
+async def acknowledge_alert(alert_id: int, res: Res, who: Manager,
+                            body: NoteBody = None) -> Alert:
+    """Someone is on it: the alert stays open (and is no longer re-notified) until its
+    condition clears or someone resolves it. Only a firing alert can be acknowledged."""
+    return await _manual(res, who, alert_id, store.acknowledge, "alert.acknowledge", body)
+
+
+@router.post("/{alert_id}/resolve", response_model=Alert, responses=CONFLICT,
+             summary="Resolve an open alert")
+async def resolve_alert(alert_id: int, res: Res, who: Manager, body: NoteBody = None) -> Alert:
+    """Ends the alert now (pending, firing or acknowledged); if its condition still
+    holds, the next reading that holds it starts a new one."""
+    return await _manual(res, who, alert_id, store.resolve, "alert.resolve", body)

@@ -1,0 +1,249 @@
+"""Stored telemetry: raw history by cursor, latest values per device and across the fleet,
+bucketed aggregates (served from the coarsest rollup that answers exactly), and a streamed
+CSV export. Times are UTC; known ESP metrics are in their canonical units (DESIGN.md §9)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime, BaseModel, Field
+
+from services.api import telemetry_queries as q
+from services.api.deps import Res, require
+from services.api.pagination import Page, decode_cursor, encode_cursor
+from services.api.security.principal import Principal
+from shared.errors import ValidationFailed
+
+router = APIRouter(tags=["telemetry"])
+Reader = Annotated[Principal, Depends(require("telemetry:read"))]
+Metrics = Annotated[str | None, Query(description="Comma-separated metric names; all when "
+                                      "omitted. An unknown name is no data, not an error",
+                                      examples=["flow_rate,pip"])]
+Start = Annotated[AwareDatetime | None, Query(description="Inclusive, ISO 8601 with zone")]
+End = Annotated[AwareDatetime | None, Query(description="Exclusive; default now")]
+Value = float | str
+DAY = timedelta(days=1)
+EXPORT_CHUNK = 5000
+
+
+class Point(BaseModel):
+    time: datetime
+    metric: str = Field(examples=["flow_rate"])
+    value: Value = Field(examples=[2500.5])
+    quality: int | None = Field(None, examples=[100])
+
+
+class LatestValue(BaseModel):
+    value: Value | None = Field(examples=[2500.5])
+    time: datetime = Field(description="Event time of the reading")
+    unit: str | None = Field(None, examples=["bbl/d"])
+    quality: int | None = None
+
+
+class DeviceLatest(BaseModel):
+    device_id: str = Field(examples=["W-101"])
+    device_type: str | None = Field(default=None, examples=["esp"])
+    status: str | None = Field(default=None, examples=["online"])
+    last_seen: datetime | None = None
+    metrics: dict[str, LatestValue] = Field(
+        examples=[{"flow_rate": {"value": 2500.5, "time": "2026-11-22T10:30:00Z",
+                                 "unit": "bbl/d", "quality": None}}])
+
+
+class Bucket(BaseModel):
+    bucket: datetime = Field(description="Start of the bucket (UTC)")
+    avg: float | None = None
+    min: float | None = None
+    max: float | None = None
+    sum: float | None = None
+    count: int | None = None
+    first: float | None = None
+    last: float | None = None
+    stddev: float | None = Field(None, description="Sample standard deviation (n-1); null "
+                                 "for a bucket of one value")
+
+
+class Aggregate(BaseModel):
+    device_id: str = Field(examples=["W-101"])
+    start: datetime
+    end: datetime
+    bucket: str = Field(examples=["15m"])
+    bucket_seconds: int = Field(examples=[900])
+    functions: list[str] = Field(examples=[["avg", "max"]])
+    source: q.Source = Field(description="What served it: the hourly or per-minute rollup, "
+                             "or the raw rows", examples=["rollup_1h"])
+    series: dict[str, list[Bucket]] = Field(description="Per metric, its non-empty buckets "
+                                            "in time order, with the requested functions")
+
+
+@router.get("/devices/{device_id}/telemetry", response_model=Page[Point],
+            summary="Raw readings of a device, oldest first", responses={404: {}})
+async def raw(device_id: str, res: Res, who: Reader, metrics: Metrics = None,
+              start: Start = None, end: End = None, cursor: str | None = None,
+              limit: Annotated[int | None, Query(ge=1, description="At most the server's "
+                                                 "page_max")] = None) -> Page[Point]:
+    """Numeric and text values by (time, metric); the cursor continues after the last
+    row, so pages neither overlap nor skip while new readings arrive. Start defaults to
+    a day before end."""
+    begin, until = q.window(start, end, DAY)
+    size = _limit(res, limit)
+    after = q.raw_cursor(cursor)
+    dev = await q.device(res.pool, who, device_id)
+    found = await q.metrics(res.pool, dev, q.names(metrics))
+    items, next_cursor = await q.raw_page(res.pool, dev, found, begin, until, after, size)
+    return Page[Point](items=[Point(**i) for i in items], next_cursor=next_cursor)
+
+
+@router.get("/devices/{device_id}/telemetry/latest", response_model=DeviceLatest,
+            summary="Latest value of each metric of a device", responses={404: {}})
+async def latest(device_id: str, res: Res, who: Reader, metrics: Metrics = None
+                 ) -> DeviceLatest:
+    """From telemetry_latest (newest by event time: a late reading never replaces it)."""
+    dev = await q.device(res.pool, who, device_id)
+    ids = await _ids(res, metrics)
+    rows = await res.pool.fetch(q.LATEST_DEVICE, dev.id, ids)
+    return DeviceLatest(device_id=dev.device_id,
+                        metrics={r["name"]: LatestValue(**q.latest_value(r)) for r in rows})
+
+
+@router.get("/telemetry/latest", response_model=Page[DeviceLatest],
+            summary="Latest values across the fleet, by device id")
+async def fleet_latest(res: Res, who: Reader, metrics: Metrics = None,
+                       device_type: str | None = None,
+                       tag: Annotated[str | None, Query(description="A tag in the device's "
+                                                        "metadata.tags")] = None,
+                       cursor: str | None = None,
+                       limit: Annotated[int | None, Query(ge=1)] = None) -> Page[DeviceLatest]:
+    """One page of devices (all of them, a device_type, or a tag) with their latest values,
+    read from telemetry_latest by its primary key: one index probe per device."""
+    size = _limit(res, limit)
+    key = decode_cursor(cursor, 1)
+    if key is not None and not isinstance(key[0], str):
+        raise ValidationFailed("bad_cursor", "cursor: not a cursor this endpoint returned",
+                               field="cursor")
+    ids = await _ids(res, metrics)
+    rows = await res.pool.fetch(q.LATEST_FLEET, device_type, tag, who.device_id,
+                                key[0] if key else None, size + 1, ids)
+    devices: dict[str, DeviceLatest] = {}
+    for r in rows:
+        entry = devices.get(r["device_id"])
+        if entry is None:
+            entry = devices[r["device_id"]] = DeviceLatest(
+                device_id=r["device_id"], device_type=r["device_type"], status=r["status"],
+                last_seen=r["last_seen"], metrics={})
+        if r["name"] is not None:
+            entry.metrics[r["name"]] = LatestValue(**q.latest_value(r))
+    items = list(devices.values())
+    more = len(items) > size
+    items = items[:size]
+    return Page[DeviceLatest](items=items, next_cursor=encode_cursor(items[-1].device_id)
+                              if more else None)
+
+
+@router.get("/devices/{device_id}/telemetry/aggregate", response_model=Aggregate,
+            response_model_exclude_unset=True, responses={404: {}},
+            summary="Bucketed statistics of a device's metrics")
+async def aggregate(device_id: str, res: Res, who: Reader, metrics: Metrics = None,
+                    start: Start = None, end: End = None,
+                    bucket: Annotated[str, Query(description="Width: a whole number of s, m, "
+                                                 "h or d", examples=["15m"])] = "1h",
+                    functions: Annotated[str | None, Query(
+                        description=f"Comma-separated, of {', '.join(q.FUNCTIONS)}; default "
+                                    f"{','.join(q.DEFAULT_FUNCTIONS)}")] = None) -> Aggregate:
+    """Buckets on the rollups' grid (date_bin from Monday 2000-01-03 UTC). Served from
+    telemetry_1h when the width is a whole number of hours and start and end are on the
+    hour, else from telemetry_1m likewise for minutes, else from the raw rows; first,
+    last and stddev always from the raw rows (the rollups do not hold them). `source`
+    says which. Start defaults to a day before end."""
+    begin, until = q.window(start, end, DAY)
+    width = q.bucket_width(bucket)
+    wanted = q.functions(functions)
+    q.check_buckets(begin, until, width)
+    dev = await q.device(res.pool, who, device_id)
+    found = await q.metrics(res.pool, dev, q.names(metrics))
+    source, table = q.source_for(width, begin, until, wanted)
+    series: dict[str, list[Bucket]] = {m.name: [] for m in found}
+    if found:
+        names_by_id = {m.id: m.name for m in found}
+        rows = await res.pool.fetch(q.aggregate_query(source, table, wanted), dev.id,
+                                    list(names_by_id), begin, until, width, q.ORIGIN)
+        for r in rows:
+            series[names_by_id[r["metric"]]].append(
+                Bucket(bucket=r["b"], **{f: r[f] for f in wanted}))
+    return Aggregate(device_id=dev.device_id, start=begin, end=until, bucket=bucket.strip(),
+                     bucket_seconds=int(width.total_seconds()), functions=wanted,
+                     source=source, series=series)
+
+
+@router.get("/devices/{device_id}/telemetry/export.csv", response_class=StreamingResponse,
+            summary="A device's raw readings as CSV, streamed",
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                             "description": "time,metric,value,unit,quality"}, 404: {}})
+async def export_csv(device_id: str, res: Res, who: Reader, metrics: Metrics = None,
+                     start: Start = None, end: End = None) -> StreamingResponse:
+    """Header `time,metric,value,unit,quality`, ISO 8601 UTC times, rows by (time, metric).
+    Streamed from a server-side cursor in chunks of 5,000 rows, so no range is ever held
+    whole in memory. Start defaults to a day before end."""
+    begin, until = q.window(start, end, DAY)
+    dev = await q.device(res.pool, who, device_id)
+    found = await q.metrics(res.pool, dev, q.names(metrics))
+    filename = f"{dev.device_id}_{begin:%Y%m%dT%H%M%SZ}_{until:%Y%m%dT%H%M%SZ}.csv"
+    return StreamingResponse(_csv_rows(res, dev, found, begin, until), media_type="text/csv",
+                             headers={"Content-Disposition":
+                                      f'attachment; filename="{filename}"'})
+
+
+async def _csv_rows(res: Res, dev: q.Device, found: list[q.Metric], start: datetime,
+                    end: datetime) -> AsyncIterator[bytes]:
+    buffer = io.StringIO()
+    out = csv.writer(buffer, lineterminator="\n")
+    out.writerow(("time", "metric", "value", "unit", "quality"))
+    if found:
+        by_id = {m.id: m for m in found}
+        async with res.pool.acquire() as conn, conn.transaction(readonly=True):
+            rows = 0
+            async for r in conn.cursor(q.export_query(list(by_id)), dev.id, start, end,
+                                       prefetch=EXPORT_CHUNK):
+                metric = by_id[r["metric"]]
+                value = repr(r["value"]) if r["value"] is not None else \
+                    spreadsheet_safe(r["value_text"])
+                out.writerow((r["time"].isoformat().replace("+00:00", "Z"), metric.name,
+                              value, metric.unit or "",
+                              "" if r["quality"] is None else r["quality"]))
+                rows += 1
+                if rows % EXPORT_CHUNK == 0:
+                    yield _drain(buffer)
+    yield _drain(buffer)
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A device's string that a spreadsheet would run as a formula (OWASP CSV injection)
+    gets a leading apostrophe."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _drain(buffer: io.StringIO) -> bytes:
+    data = buffer.getvalue().encode()
+    buffer.seek(0)
+    buffer.truncate()
+    return data
+
+
+def _limit(res: Res, limit: int | None) -> int:
+    page_max: int = res.settings.page_max
+    if limit is not None and limit > page_max:
+        raise ValidationFailed("bad_limit", f"limit: at most {page_max}", field="limit")
+    return limit or min(500, page_max)
+
+
+async def _ids(res: Res, metrics: str | None) -> list[int] | None:
+    wanted = q.names(metrics)
+    if wanted is None:
+        return None
+    return [m.id for m in await q.metrics(res.pool, None, wanted)]

@@ -1,0 +1,305 @@
+"""Stored telemetry as the API reads it: query parameters checked, names resolved to the
+catalog's ids, and the SQL of the raw, latest, aggregate and export routes.
+
+Storage (migrations 0003, 0004): narrow `telemetry(time, device, metric, value, quality)`
+keyed by catalog ids and unique on (device, metric, time); text values in
+`telemetry_text`; `telemetry_latest` (newest value per (device, metric) by event time);
+rollups `telemetry_1m`, `telemetry_1h` with bucket, device, metric, avg, min, max, count
+(continuous aggregates on TimescaleDB, views on plain PostgreSQL). Rollup buckets are
+`date_bin` from Monday 2000-01-03 UTC (`time_bucket`'s default origin), as here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import asyncpg
+
+from services.api.deps import visible
+from services.api.pagination import decode_cursor, encode_cursor
+from services.api.security.principal import Principal
+from shared.errors import NotFound, ValidationFailed
+from shared.mqtt import NAME_RE
+
+ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)  # the rollups' bucket origin
+MAX_METRICS = 50
+MAX_BUCKETS = 5000  # per series
+MAX_BUCKET = timedelta(days=366)
+FUNCTIONS = ("avg", "min", "max", "sum", "count", "first", "last", "stddev")
+DEFAULT_FUNCTIONS = ("avg", "min", "max", "count")
+# Rollups keep avg, min, max, count per bucket: avg and sum combine exactly from avg·count
+# (sum up to float rounding); first, last and stddev need the raw rows.
+ROLLUP_FUNCTIONS = frozenset({"avg", "min", "max", "sum", "count"})
+ROLLUPS = ((timedelta(hours=1), "telemetry_1h", "rollup_1h"),
+           (timedelta(minutes=1), "telemetry_1m", "rollup_1m"))
+Source = Literal["rollup_1h", "rollup_1m", "raw"]
+_BUCKET = re.compile(r"(\d{1,9})(s|m|h|d)")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: int
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    id: int
+    name: str
+    unit: str | None
+
+
+# --- parameters ----------------------------------------------------------------------------
+
+
+def utc(value: datetime, field: str) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValidationFailed("bad_time", f"{field}: out of range", field=field) from None
+
+
+def window(start: datetime | None, end: datetime | None, default: timedelta
+           ) -> tuple[datetime, datetime]:
+    """[start, end) in UTC; end defaults to now, start to `default` before end."""
+    end = utc(end, "end") if end is not None else datetime.now(UTC)
+    try:
+        start = utc(start, "start") if start is not None else end - default
+    except OverflowError:
+        raise ValidationFailed("bad_time", "start: out of range", field="start") from None
+    if start >= end:
+        raise ValidationFailed("bad_range", "end: must be after start", field="end")
+    return start, end
+
+
+def names(raw: str | None, field: str = "metrics") -> list[str] | None:
+    """`a,b,c` → names (None when not given: every metric)."""
+    if raw is None:
+        return None
+    found = list(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    if not found:
+        raise ValidationFailed("bad_metrics", f"{field}: give at least one name", field=field)
+    if len(found) > MAX_METRICS:
+        raise ValidationFailed("bad_metrics", f"{field}: at most {MAX_METRICS} names",
+                               field=field)
+    for name in found:
+        if not NAME_RE.fullmatch(name):
+            raise ValidationFailed("bad_metrics", f"{field}: {name[:64]!r} is not a metric "
+                                   "name ([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})", field=field)
+    return found
+
+
+def bucket_width(raw: str) -> timedelta:
+    """`90s`, `15m`, `1h`, `1d`: any whole number of seconds, minutes, hours or days."""
+    found = _BUCKET.fullmatch(raw.strip())
+    if found is None or int(found[1]) == 0:
+        raise ValidationFailed("bad_bucket", "bucket: a positive whole number and a unit, "
+                               "s, m, h or d (e.g. 90s, 15m, 1h, 1d)", field="bucket")
+    width = timedelta(seconds=int(found[1]) * _UNIT_SECONDS[found[2]])
+    if width > MAX_BUCKET:
+        raise ValidationFailed("bad_bucket", f"bucket: at most {MAX_BUCKET.days}d",
+                               field="bucket")
+    return width
+
+
+def functions(raw: str | None) -> list[str]:
+    if raw is None:
+        return list(DEFAULT_FUNCTIONS)
+    found = list(dict.fromkeys(f.strip() for f in raw.split(",") if f.strip()))
+    unknown = [f for f in found if f not in FUNCTIONS]
+    if unknown or not found:
+        raise ValidationFailed("bad_functions", f"functions: {', '.join(unknown) or 'none'} "
+                               f"not among {', '.join(FUNCTIONS)}", field="functions")
+    return found
+
+
+def check_buckets(start: datetime, end: datetime, width: timedelta) -> None:
+    buckets = math.ceil((end - start) / width) + 1  # +1: the range need not start a bucket
+    if buckets > MAX_BUCKETS:
+        raise ValidationFailed("too_many_buckets", f"bucket: {buckets} buckets per metric over "
+                               f"this range > {MAX_BUCKETS}; widen the bucket or shorten "
+                               "the range", field="bucket")
+
+
+def aligned(moment: datetime, step: timedelta) -> bool:
+    return (moment - ORIGIN) % step == timedelta(0)
+
+
+def source_for(width: timedelta, start: datetime, end: datetime,
+               wanted: list[str]) -> tuple[Source, str]:
+    """The coarsest source that answers exactly: a rollup whose buckets tile each requested
+    bucket and the range (its width a multiple of the rollup's, both ends on its grid),
+    and only for functions the rollups hold; else the raw rows."""
+    if set(wanted) <= ROLLUP_FUNCTIONS:
+        for step, table, name in ROLLUPS:
+            if width % step == timedelta(0) and aligned(start, step) and aligned(end, step):
+                return name, table  # type: ignore[return-value]  # a Source literal
+    return "raw", "telemetry"
+
+
+# --- catalog -------------------------------------------------------------------------------
+
+
+async def device(conn: asyncpg.Pool | asyncpg.Connection, who: Principal,
+                 device_id: str) -> Device:
+    visible(who, device_id)
+    row = await conn.fetchrow("SELECT id, device_id FROM devices WHERE device_id = $1",
+                              device_id)
+    if row is None:
+        raise NotFound(f"device {device_id} does not exist")
+    return Device(row["id"], row["device_id"])
+
+
+async def metrics(conn: asyncpg.Pool | asyncpg.Connection, dev: Device | None,
+                  wanted: list[str] | None) -> list[Metric]:
+    """The catalog entries of `wanted` (unknown names are left out: no data), or, when not
+    given, every metric `dev` has reported (its rows in telemetry_latest)."""
+    if wanted is not None:
+        rows = await conn.fetch("SELECT id, name, unit FROM metrics WHERE name = ANY($1) "
+                                "ORDER BY id", wanted)
+    elif dev is not None:
+        rows = await conn.fetch("SELECT m.id, m.name, m.unit FROM telemetry_latest l "
+                                "JOIN metrics m ON m.id = l.metric WHERE l.device = $1 "
+                                "ORDER BY m.id", dev.id)
+    else:
+        return []
+    return [Metric(r["id"], r["name"], r["unit"]) for r in rows]
+
+
+# --- raw range -----------------------------------------------------------------------------
+
+# Per (metric, kind) a LATERAL index range scan on (device, metric, time) that stops at
+# `limit` rows; the union of those is sorted, so a page costs O(metrics · limit) rows
+# whatever the range. The cursor is the last row's (time, metric, kind); $3 is the later
+# of start and the cursor's time, so each scan starts there.
+_RAW_PART = """
+    SELECT t.time, t.metric, {kind} AS kind, t.value, t.value_text, t.quality
+      FROM unnest($2::smallint[]) AS s(id) CROSS JOIN LATERAL (
+           SELECT time, metric, {columns}, quality FROM {table}
+            WHERE device = $1 AND metric = s.id AND time >= $3 AND time < $4
+              AND ($5::timestamptz IS NULL OR time > $5 OR (metric, {kind}) > ($6, $7))
+            ORDER BY time LIMIT $8) AS t"""
+RAW_QUERY = (
+    "SELECT * FROM ("
+    + _RAW_PART.format(kind=0, columns="value, NULL::text AS value_text", table="telemetry")
+    + " UNION ALL "
+    + _RAW_PART.format(kind=1, columns="NULL::float8 AS value, value AS value_text",
+                       table="telemetry_text")
+    + ") AS r ORDER BY time, metric, kind LIMIT $8")
+
+
+def raw_cursor(cursor: str | None) -> tuple[datetime, int, int] | None:
+    key = decode_cursor(cursor, 3)
+    if key is None:
+        return None
+    at, metric, kind = key
+    try:
+        when = datetime.fromisoformat(at) if isinstance(at, str) else None
+        when = when.astimezone(UTC) if when is not None and when.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        when = None
+    if when is None or type(metric) is not int or type(kind) is not int or kind not in (0, 1) \
+            or not -32768 <= metric <= 32767:
+        raise ValidationFailed("bad_cursor", "cursor: not a cursor this endpoint returned",
+                               field="cursor")
+    return when, metric, kind
+
+
+async def raw_page(pool: asyncpg.Pool, dev: Device, found: list[Metric], start: datetime,
+                   end: datetime, after: tuple[datetime, int, int] | None, limit: int
+                   ) -> tuple[list[dict[str, Any]], str | None]:
+    if not found:
+        return [], None
+    names_by_id = {m.id: m.name for m in found}
+    begin = max(start, after[0]) if after else start
+    rows = await pool.fetch(RAW_QUERY, dev.id,
+                            list(names_by_id), begin, end, *(after or (None, None, None)),
+                            limit + 1)
+    items = [{"time": r["time"], "metric": names_by_id[r["metric"]],
+              "value": r["value"] if r["kind"] == 0 else r["value_text"],
+              "quality": r["quality"]} for r in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    return items, (encode_cursor(last["time"].isoformat(), last["metric"], last["kind"])
+                   if last is not None else None)
+
+
+# --- latest --------------------------------------------------------------------------------
+
+LATEST_DEVICE = """
+    SELECT m.name, m.unit, l.time, l.value, l.value_text, l.quality
+      FROM telemetry_latest l JOIN metrics m ON m.id = l.metric
+     WHERE l.device = $1 AND ($2::smallint[] IS NULL OR l.metric = ANY($2))
+     ORDER BY m.name"""
+
+# One page of devices by device_id (unique index), then their rows of telemetry_latest by
+# its primary key (device, metric): a page costs an index probe per device.
+LATEST_FLEET = """
+    WITH d AS (
+        SELECT id, device_id, device_type, status, last_seen FROM devices
+         WHERE ($1::text IS NULL OR device_type = $1)
+           AND ($2::text IS NULL OR metadata -> 'tags' ? $2)
+           AND ($3::text IS NULL OR device_id = $3)
+           AND ($4::text IS NULL OR device_id > $4)
+         ORDER BY device_id LIMIT $5)
+    SELECT d.device_id, d.device_type, d.status, d.last_seen, m.name, m.unit, l.time,
+           l.value, l.value_text, l.quality
+      FROM d LEFT JOIN telemetry_latest l
+             ON l.device = d.id AND ($6::smallint[] IS NULL OR l.metric = ANY($6))
+             LEFT JOIN metrics m ON m.id = l.metric
+     ORDER BY d.device_id, m.name"""
+
+
+def latest_value(row: asyncpg.Record) -> dict[str, Any]:
+    value = row["value"] if row["value"] is not None else row["value_text"]
+    return {"value": value, "time": row["time"], "unit": row["unit"],
+            "quality": row["quality"]}
+
+
+# --- aggregates ----------------------------------------------------------------------------
+
+
+def aggregate_query(source: Source, table: str, wanted: list[str]) -> str:
+    """$1 device, $2 metric ids, $3 start, $4 end, $5 bucket width, $6 origin."""
+    if source != "raw":
+        return f"""
+            SELECT date_bin($5::interval, bucket, $6) AS b, metric,
+                   sum(avg * count) / sum(count) AS avg, min(min) AS min, max(max) AS max,
+                   sum(avg * count) AS sum, sum(count)::bigint AS count
+              FROM {table}
+             WHERE device = $1 AND metric = ANY($2) AND bucket >= $3 AND bucket < $4
+             GROUP BY 1, 2 ORDER BY 2, 1"""
+    ends = {"first", "last"} & set(wanted)
+    joins = "".join(
+        f" JOIN telemetry {f} ON {f}.device = $1 AND {f}.metric = a.metric "
+        f"AND {f}.time = a.t_{f}" for f in sorted(ends))
+    picks = "".join(f", {f}.value AS {f}" for f in sorted(ends))
+    return f"""
+        WITH a AS (
+            SELECT date_bin($5::interval, time, $6) AS b, metric, avg(value) AS avg,
+                   min(value) AS min, max(value) AS max, sum(value) AS sum,
+                   count(*) AS count, stddev_samp(value) AS stddev,
+                   min(time) AS t_first, max(time) AS t_last
+              FROM telemetry
+             WHERE device = $1 AND metric = ANY($2) AND time >= $3 AND time < $4
+             GROUP BY 1, 2)
+        SELECT a.*{picks} FROM a{joins} ORDER BY a.metric, a.b"""
+
+
+# --- export --------------------------------------------------------------------------------
+
+
+def export_query(metric_ids: list[int]) -> str:
+    """Every row of these metrics in [$2, $3), numeric and text, by (time, metric): one
+    index range scan per series, merged (ids are the catalog's integers, so inlined)."""
+    parts = [f"SELECT time, metric, value, NULL::text AS value_text, quality FROM telemetry "
+             f"WHERE device = $1 AND metric = {int(i)} AND time >= $2 AND time < $3"
+             for i in metric_ids]
+    parts += [f"SELECT time, metric, NULL::float8, value, quality FROM telemetry_text "
+              f"WHERE device = $1 AND metric = {int(i)} AND time >= $2 AND time < $3"
+              for i in metric_ids]
+    return " UNION ALL ".join(parts) + " ORDER BY time, metric"

@@ -1,0 +1,403 @@
+"""The live feed: SSE and WebSocket over the Redis streams, filtered by request and scope,
+resumable without gaps or duplicates, with slow clients cut off rather than buffered."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis.asyncio as redis
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from devtools.stack.servers import RunningRedis
+from services.api.live import LiveHub
+from services.api.live_entries import decode_cursor
+from shared.streams import (
+    ALERTS,
+    DIAGNOSTICS,
+    TELEMETRY,
+    TelemetryWriter,
+    encode_diagnosis,
+    encode_telemetry,
+)
+from tests.fixtures.api import Api
+from tests.utils.db import execute
+from tests.utils.waiting import wait_until
+
+TS_MS = 1795_000_000_123  # 2026-11-18T11:06:40.123Z
+ACCEPT = {"Accept": "text/event-stream"}
+_alert_ids = itertools.count(1)
+
+
+@pytest.fixture
+async def streams(redis_server: RunningRedis) -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+async def xadd(conn: redis.Redis, key: str, fields: dict[Any, Any]) -> str:
+    entry: Any = await conn.xadd(key, fields)
+    return str(entry.decode())
+
+
+async def add_telemetry(conn: redis.Redis, device: str, metrics: dict[str, Any],
+                        seq: int | None = None) -> str:
+    fields = dict(zip((b"device_id", b"ts", b"metrics", b"seq"),
+                      encode_telemetry(device, TS_MS, metrics, seq), strict=True))
+    return await xadd(conn, TELEMETRY, fields)
+
+
+async def add_alert(conn: redis.Redis, device: str) -> tuple[str, dict[str, Any]]:
+    alert = {"id": next(_alert_ids), "alert_id": 17, "rule_id": 3, "rule": "motor hot",
+             "device_id": device, "event": "firing", "state": "firing",
+             "severity": "critical", "value": 104.2, "at": "2026-11-22T10:32:00Z"}
+    return await xadd(conn, ALERTS, {"alert": orjson.dumps(alert)}), alert
+
+
+async def add_diagnosis(conn: redis.Redis, device: str) -> tuple[str, dict[str, Any]]:
+    diagnosis = {"id": 5, "device_id": device, "ts": "2026-11-22T10:31:00Z",
+                 "code": "gas_lock", "severity": "critical", "cleared": False,
+                 "confidence": 0.86, "evidence": {}, "action": "raise the pump speed"}
+    return await xadd(conn, DIAGNOSTICS, encode_diagnosis(device, TS_MS, diagnosis)), diagnosis
+
+
+# --- an SSE client -------------------------------------------------------------------------
+@dataclass
+class Event:
+    event: str
+    id: str | None
+    data: Any
+
+
+class EventStream:
+    def __init__(self, response: httpx.Response) -> None:
+        self._lines = response.aiter_lines()
+
+    async def next(self, timeout: float = 10.0) -> Event:
+        return await asyncio.wait_for(self._read(), timeout)
+
+    async def take(self, n: int) -> list[Event]:
+        return [await self.next() for _ in range(n)]
+
+    async def _read(self) -> Event:
+        name, event_id, data = "message", None, list[str]()
+        async for line in self._lines:
+            if not line:
+                if data:
+                    return Event(name, event_id, orjson.loads("\n".join(data)))
+                continue
+            if line.startswith(":"):
+                continue  # a ping comment
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                name = value
+            elif field == "id":
+                event_id = value
+            elif field == "data":
+                data.append(value)
+        raise EOFError("the stream ended")
+
+
+@contextlib.asynccontextmanager
+async def sse(client: httpx.AsyncClient, headers: dict[str, str] | None = None,
+              **params: str) -> AsyncIterator[EventStream]:
+    async with client.stream("GET", "/live/events", params=params,
+                             headers={**ACCEPT, **(headers or {})}) as response:
+        assert response.status_code == 200, (await response.aread()).decode()
+        stream = EventStream(response)
+        ready = await stream.next()
+        assert ready.event == "ready" and ready.id == ready.data["cursor"]
+        yield stream
+
+
+def position(cursor: str | None, letter: str) -> str:
+    found = re.search(rf"(?:^|;){letter}=(\d+-\d+)", cursor or "")
+    assert found, cursor
+    return found[1]
+
+
+def own(event: str, cursor: str | None) -> str:
+    """The position, in an event's cursor, of the event's own stream (the others move
+    with what the hub has read by then)."""
+    return position(cursor, {"telemetry": "t", "alert": "a", "diagnosis": "d"}[event])
+
+
+def kinds(events: list[Event]) -> dict[str, Event]:
+    """By event name, each at most once."""
+    found = {e.event: e for e in events}
+    assert len(found) == len(events), [(e.event, e.id) for e in events]
+    return found
+
+
+def hub_of(api: Api) -> LiveHub:
+    hub: LiveHub = api.app.state.resources.live
+    return hub
+
+
+# --- SSE -----------------------------------------------------------------------------------
+async def test_sse_sends_the_chosen_devices_telemetry_and_alerts(api: Api,
+                                                                 streams: redis.Redis) -> None:
+    viewer = await api.user("viewer")
+    async with sse(viewer, streams="telemetry,alerts", devices="W-1") as feed:
+        await add_telemetry(streams, "W-2", {"pip": 1.0})
+        entry = await add_telemetry(streams, "W-1", {"pip": 850.5, "mode": "auto"}, seq=7)
+        await add_alert(streams, "W-2")
+        alert_entry, alert = await add_alert(streams, "W-1")
+        got = kinds(await feed.take(2))  # streams are independent: no order between them
+    telemetry, alerted = got["telemetry"], got["alert"]
+    assert telemetry.event == "telemetry" and position(telemetry.id, "t") == entry
+    assert telemetry.data == {"device_id": "W-1", "ts": "2026-11-18T11:06:40.123Z",
+                              "metrics": {"pip": 850.5, "mode": "auto"}, "seq": 7}
+    assert re.fullmatch(r"t=\d+-\d+;a=\d+-\d+", telemetry.id or "")
+    assert alerted.event == "alert" and alerted.data == alert
+    assert position(alerted.id, "a") == alert_entry
+    await wait_until(lambda: asyncio.sleep(0, hub_of(api).clients), lambda n: n == 0,
+                     what="the disconnected client to be unsubscribed")
+
+
+async def test_fleet_wide_diagnoses_and_alerts_by_default(api: Api,
+                                                          streams: redis.Redis) -> None:
+    viewer = await api.user("viewer")
+    async with sse(viewer) as feed:
+        _, diagnosis = await add_diagnosis(streams, "W-3")
+        _, alert = await add_alert(streams, "W-4")
+        await add_telemetry(streams, "W-3", {"pip": 1.0})  # telemetry is never fleet-wide
+        got = kinds(await feed.take(2))
+    assert got["diagnosis"].data == diagnosis and got["alert"].data == alert
+    assert re.fullmatch(r"d=\d+-\d+;a=\d+-\d+", got["alert"].id or "")
+
+
+async def test_resume_with_last_event_id_sends_exactly_what_was_missed(
+        api: Api, streams: redis.Redis) -> None:
+    viewer = await api.user("viewer")
+    async with sse(viewer, devices="W-1") as feed:
+        await add_telemetry(streams, "W-1", {"pip": 1.0})
+        await add_alert(streams, "W-1")
+        seen = await feed.take(2)
+    last = seen[-1].id  # every id covers every stream followed
+    assert last is not None and set(kinds(seen)) == {"telemetry", "alert"}
+    # Missed while disconnected; W-2's reading is not for this client.
+    missed = [await add_telemetry(streams, "W-1", {"pip": 2.0})]
+    await add_telemetry(streams, "W-2", {"pip": 9.0})
+    missed.append((await add_alert(streams, "W-1"))[0])
+    missed.append((await add_diagnosis(streams, "W-1"))[0])
+    async with sse(viewer, {"Last-Event-ID": last}, devices="W-1") as feed:
+        resumed = await feed.take(3)
+        live_entry, _ = await add_alert(streams, "W-1")
+        live = await feed.next()
+    got = kinds(resumed)
+    assert [own(kind, got[kind].id) for kind in ("telemetry", "alert", "diagnosis")] == missed
+    assert got["telemetry"].data["metrics"] == {"pip": 2.0}
+    assert live.event == "alert" and position(live.id, "a") == live_entry  # no repeat first
+    # ?since= does the same when no Last-Event-ID is sent.
+    async with sse(viewer, since=last, devices="W-1") as feed:
+        again = await feed.take(4)
+    assert sorted((own(e.event, e.id), e.event) for e in again) == \
+        sorted((own(e.event, e.id), e.event) for e in [*resumed, live])
+
+
+async def test_a_device_scoped_key_sees_only_its_device(api: Api, streams: redis.Redis,
+                                                        db_url: str) -> None:
+    await execute(db_url, "INSERT INTO devices (device_id) VALUES ($1)", "W-1")
+    scoped = api.client(key=await api.key("viewer", device_id="W-1"))
+    async with sse(scoped, streams="alerts") as feed:
+        await add_alert(streams, "W-2")
+        _, alert = await add_alert(streams, "W-1")
+        event = await feed.next()
+    assert event.data == alert
+    other = await scoped.get("/live/events", params={"devices": "W-2"}, headers=ACCEPT)
+    assert other.status_code == 404
+
+
+async def test_who_may_follow_and_what_they_may_ask(api: Api, streams: redis.Redis,
+                                                    db_url: str) -> None:
+    url = "/live/events"
+    assert (await api.client().get(url, headers=ACCEPT)).status_code == 401
+    await execute(db_url, "INSERT INTO devices (device_id) VALUES ($1)", "W-1")
+    device = api.client(key=await api.key("device", device_id="W-1"))
+    assert (await device.get(url, headers=ACCEPT)).status_code == 403
+    await api.user("viewer", "vera")
+    token = (await api.login("vera"))["access_token"]
+    async with sse(api.client(), access_token=token, streams="alerts") as feed:
+        _, alert = await add_alert(streams, "W-1")
+        assert (await feed.next()).data == alert
+    bad_token = await api.client().get(url, params={"access_token": "nope"}, headers=ACCEPT)
+    assert bad_token.status_code == 401
+    viewer = api.client(token)
+    assert (await viewer.get(url)).status_code == 406  # not an event-stream request
+    for params, field in (({"streams": "telemetry"}, "devices"),
+                          ({"streams": "weather"}, "streams"),
+                          ({"devices": ",".join(f"W-{i}" for i in range(101))}, "devices"),
+                          ({"devices": "W/1"}, "devices"),
+                          ({"since": "x=1-0"}, "since")):
+        refused = await viewer.get(url, params=params, headers=ACCEPT)
+        assert refused.status_code == 422, params
+        assert refused.json()["error"]["details"] == {"field": field}
+
+
+# --- WebSocket -----------------------------------------------------------------------------
+async def test_websocket_gets_the_same_events(api: Api, streams: redis.Redis) -> None:
+    await api.user("viewer", "wendy")
+    token = (await api.login("wendy"))["access_token"]
+    base = api.url.replace("http://", "ws://") + "/api/v1/live/ws"
+    query = f"?streams=alerts,telemetry&devices=W-1&access_token={token}"
+    async with connect(base + query) as ws, sse(api.client(token), streams="alerts,telemetry",
+                                               devices="W-1") as feed:
+        ready = orjson.loads(await ws.recv())
+        assert ready["event"] == "ready" and ready["data"]["devices"] == ["W-1"]
+        await add_alert(streams, "W-2")
+        await add_alert(streams, "W-1")
+        await add_telemetry(streams, "W-1", {"pip": 3.0})
+        messages = [orjson.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(2)]
+        events = await feed.take(2)
+    assert sorted((m["event"], own(m["event"], m["id"]), orjson.dumps(m["data"]))
+                  for m in messages) == \
+        sorted((e.event, own(e.event, e.id), orjson.dumps(e.data)) for e in events)
+    # Resume over the socket from the ready cursor: the same two, then nothing repeated.
+    async with connect(base + query + f"&since={ready['id']}") as ws:
+        resumed = [orjson.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(3)]
+    assert sorted(own(m["event"], m["id"]) for m in resumed[1:]) == \
+        sorted(own(m["event"], m["id"]) for m in messages)
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(base + "?streams=alerts"):
+            pass
+    assert refused.value.response.status_code == 401
+
+
+# --- the hub on its own: slow clients, gaps, heartbeats, concurrent resumes ---------------
+@contextlib.asynccontextmanager
+async def running(hub: LiveHub) -> AsyncIterator[LiveHub]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(hub.run(stop))
+    try:
+        yield hub
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_slow_client_is_cut_off_with_a_resume_cursor(streams: redis.Redis) -> None:
+    async with running(LiveHub(streams, queue_size=4)) as hub, \
+            hub.follow({"alerts"}, None, {}) as slow, hub.follow({"alerts"}, None, {}) as fast, \
+            contextlib.AsyncExitStack() as stack:
+        slow_events = await stack.enter_async_context(contextlib.aclosing(slow.events()))
+        fast_events = await stack.enter_async_context(contextlib.aclosing(fast.events()))
+        start = (await anext(slow_events))[1]
+        await anext(fast_events)
+        entries = []
+        for _ in range(10):  # the fast client keeps up; the slow one reads nothing
+            entries.append((await add_alert(streams, "W-1"))[0])
+            name, cursor, _ = await asyncio.wait_for(anext(fast_events), 10)
+            assert name == "alert" and position(cursor, "a") == entries[-1]
+        assert hub.readers["alerts"].subscribers == 1  # the slow one is already detached
+        name, cursor, data = await anext(slow_events)
+        assert name == "resume" and cursor == start
+        assert "slow consumer" in orjson.loads(data)["reason"]
+    async with running(LiveHub(streams)) as hub, \
+            hub.follow({"alerts"}, None, decode_cursor(cursor)) as again:
+        async with contextlib.aclosing(again.events()) as events:
+            await anext(events)
+            resumed = [await anext(events) for _ in range(10)]
+    assert [position(c, "a") for _, c, _ in resumed] == entries
+
+
+async def test_a_long_absence_resumes_with_a_gap(streams: redis.Redis) -> None:
+    entries = [(await add_alert(streams, "W-1"))[0] for _ in range(5)]
+    async with running(LiveHub(streams, backlog_max=3)) as hub, \
+            hub.follow({"alerts"}, None, {"alerts": (0, 0)}) as feed:
+        async with contextlib.aclosing(feed.events()) as events:
+            await anext(events)
+            name, cursor, data = await anext(events)
+            assert name == "gap" and position(cursor, "a") == entries[1]
+            assert orjson.loads(data)["through"] == entries[1]
+            rest = [position((await anext(events))[1], "a") for _ in range(3)]
+    assert rest == entries[2:]
+
+
+async def test_malformed_entries_are_skipped(streams: redis.Redis) -> None:
+    await xadd(streams, ALERTS, {"alert": b"not json"})
+    _, alert = await add_alert(streams, "W-1")
+    async with running(LiveHub(streams)) as hub, \
+            hub.follow({"alerts"}, None, {"alerts": (0, 0)}) as feed, \
+            contextlib.aclosing(feed.events()) as events:
+        await anext(events)
+        name, _, data = await asyncio.wait_for(anext(events), 5)  # from the backlog
+        assert (name, orjson.loads(data)) == ("alert", alert)
+        await xadd(streams, ALERTS, {"alert": b"[1]"})
+        await xadd(streams, ALERTS, {"other": b"1"})
+        entry, later = await add_alert(streams, "W-2")
+        name, cursor, data = await asyncio.wait_for(anext(events), 5)  # live
+        assert orjson.loads(data) == later and position(cursor, "a") == entry
+
+
+async def test_heartbeats_move_a_quiet_clients_cursor(streams: redis.Redis) -> None:
+    async with running(LiveHub(streams, heartbeat_seconds=0.2)) as hub, \
+            hub.follow({"telemetry"}, frozenset({"W-1"}), {}) as feed:
+        async with contextlib.aclosing(feed.events()) as events:
+            await anext(events)
+            await TelemetryWriter(streams).add(
+                [encode_telemetry("W-2", TS_MS, {"pip": float(i)}, None) for i in range(3)])
+            newest: Any = await streams.xrevrange(TELEMETRY, count=1)
+            name, cursor, _ = await asyncio.wait_for(anext(events), 5)
+            while position(cursor, "t") != newest[0][0].decode():
+                name, cursor, _ = await asyncio.wait_for(anext(events), 5)
+        assert name == "heartbeat"
+
+
+async def test_resumes_during_writes_have_no_gap_and_no_duplicate(
+        streams: redis.Redis) -> None:
+    """A client reconnects over and over while alerts keep coming: together its sessions
+    see every entry exactly once, in order."""
+    total = 300
+    async with running(LiveHub(streams, queue_size=1000)) as hub:
+        async def write() -> list[str]:
+            written = []
+            for _ in range(total):
+                written.append((await add_alert(streams, "W-1"))[0])
+                await asyncio.sleep(0.001)
+            return written
+
+        writer = asyncio.create_task(write())
+        seen: list[str] = []
+        cursor: dict[str, tuple[int, int]] = {"alerts": (0, 0)}
+        while len(seen) < total:
+            async with hub.follow({"alerts"}, None, cursor) as feed, \
+                    contextlib.aclosing(feed.events()) as events:
+                await anext(events)
+                for _ in range(7):  # a few events per session, then reconnect
+                    if len(seen) == total:
+                        break
+                    _, text, _ = await asyncio.wait_for(anext(events), 10)
+                    seen.append(position(text, "a"))
+                    cursor = decode_cursor(text)
+        assert seen == await writer
+
+
+# --- scale ---------------------------------------------------------------------------------
+async def test_two_hundred_sse_clients_on_one_hub(api: Api, streams: redis.Redis) -> None:
+    await api.user("viewer", "many")
+    token = (await api.login("many"))["access_token"]
+    async with httpx.AsyncClient(base_url=f"{api.url}/api/v1", timeout=30,
+                                 headers={"Authorization": f"Bearer {token}"},
+                                 limits=httpx.Limits(max_connections=None)) as client, \
+            contextlib.AsyncExitStack() as stack:
+        feeds = await asyncio.gather(*(stack.enter_async_context(sse(client, streams="alerts"))
+                                       for _ in range(200)))
+        assert hub_of(api).clients == 200
+        _, alert = await add_alert(streams, "W-9")
+        received = await asyncio.gather(*(feed.next(timeout=20) for feed in feeds))
+        assert all(e.event == "alert" and e.data == alert for e in received)
+    await wait_until(lambda: asyncio.sleep(0, hub_of(api).clients), lambda n: n == 0,
+                     what="every client to be unsubscribed")
+    assert hub_of(api).readers["alerts"].subscribers == 0
