@@ -45,6 +45,9 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 class Device:
     id: int
     device_id: str
+    device_type: str | None = None
+    status: str | None = None
+    last_seen: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +151,11 @@ def source_for(width: timedelta, start: datetime, end: datetime,
 async def device(conn: asyncpg.Pool | asyncpg.Connection, who: Principal,
                  device_id: str) -> Device:
     visible(who, device_id)
-    row = await conn.fetchrow("SELECT id, device_id FROM devices WHERE device_id = $1",
-                              device_id)
+    row = await conn.fetchrow("SELECT id, device_id, device_type, status, last_seen "
+                              "FROM devices WHERE device_id = $1", device_id)
     if row is None:
         raise NotFound(f"device {device_id} does not exist")
-    return Device(row["id"], row["device_id"])
+    return Device(*row.values())
 
 
 async def metrics(conn: asyncpg.Pool | asyncpg.Connection, dev: Device | None,

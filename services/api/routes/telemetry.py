@@ -108,7 +108,8 @@ async def latest(device_id: str, res: Res, who: Reader, metrics: Metrics = None
     dev = await q.device(res.pool, who, device_id)
     ids = await _ids(res, metrics)
     rows = await res.pool.fetch(q.LATEST_DEVICE, dev.id, ids)
-    return DeviceLatest(device_id=dev.device_id,
+    return DeviceLatest(device_id=dev.device_id, device_type=dev.device_type,
+                        status=dev.status, last_seen=dev.last_seen,
                         metrics={r["name"]: LatestValue(**q.latest_value(r)) for r in rows})
 
 

@@ -106,7 +106,8 @@ async def test_latest_of_a_device_and_of_the_fleet(api: Api, db_url: str) -> Non
     await seed(db_url, "W-2", [(T0, "flow_rate", 1800.0)], tags=["pad-4"])
     await seed(db_url, "R-1", [(T0, "tank_level", 3.2)], device_type="rtu")
     latest = (await api.admin.get("/devices/W-1/telemetry/latest")).json()
-    assert latest["device_id"] == "W-1"
+    assert (latest["device_id"], latest["device_type"], latest["status"]) == \
+        ("W-1", "esp", "online")
     assert {k: v["value"] for k, v in latest["metrics"].items()} == {
         "flow_rate": 2450.5, "pip": 850.0, "mode": "auto"}
     assert latest["metrics"]["flow_rate"]["time"] == iso(T0 + timedelta(minutes=1))
