@@ -388,6 +388,38 @@ def bench_alerts(wells: int, hours: float, latency_devices: int,
     click.echo(report(result) + f"\nJSON: {save_result('alerts', result)}")
 
 
+@bench.command("api")
+@click.option("--devices", type=click.IntRange(1), default=5000, show_default=True,
+              help="Devices, each with its latest values (and a few minutes of readings).")
+@click.option("--history-devices", type=click.IntRange(1), default=5, show_default=True,
+              help="Of them, how many have --days of readings at 60 s.")
+@click.option("--days", type=click.FloatRange(min=1), default=30.0, show_default=True)
+@click.option("--requests", type=click.IntRange(10), default=200, show_default=True,
+              help="Per endpoint, sequential and again concurrent (within --budget).")
+@click.option("--budget", "budget_seconds", type=float, default=60.0, show_default=True,
+              help="Seconds at most per endpoint and variant (at least 10 requests).")
+@click.option("--concurrency", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--sse-clients", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON result here (default bench-results/api-<time>.json).")
+def bench_api(devices: int, history_devices: int, days: float, requests: int,
+              budget_seconds: float, concurrency: int, sse_clients: int,
+              output: str | None) -> None:
+    """Read latency (fleet latest, 24 h raw, 30 days hourly) and live SSE clients held."""
+    from devtools.bench.api import BenchConfig, report
+    from devtools.bench.api import run as run_bench
+    from shared.logging import configure_logging
+
+    if history_devices > devices:
+        raise click.BadParameter("at most --devices", param_hint="--history-devices")
+    configure_logging("bench", level="WARNING", fmt="console")
+    result = run_bench(BenchConfig(devices=devices, history_devices=history_devices,
+                                   days=days, requests=requests, budget_seconds=budget_seconds,
+                                   concurrency=concurrency, sse_clients=sse_clients),
+                       progress=lambda s: click.echo(s, err=True))
+    click.echo(report(result) + f"\nJSON: {save_result('api', result, output)}")
+
+
 def save_result(name: str, result: dict[str, Any], output: str | None = None) -> Path:
     """A benchmark's figures as JSON (default bench-results/<name>-<time>.json)."""
     import time
