@@ -115,7 +115,8 @@ async def open_resources(common: CommonSettings, settings: ApiSettings, health: 
     try:
         yield Resources(settings, pool, redis_conn,
                         Tokens(secret or secrets.token_urlsafe(48),
-                               settings.access_token_seconds, settings.refresh_token_seconds),
+                               settings.access_token_seconds, settings.refresh_token_seconds,
+                               settings.refresh_reuse_grace_seconds),
                         FailureLimiter(redis_conn), broker, health, received)
     finally:
         broker.close()

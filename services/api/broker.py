@@ -20,7 +20,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from shared.broker_accounts import CONTROL_RESPONSE_TOPIC
 from shared.broker_admin import BrokerAdmin
-from shared.errors import DependencyUnavailable, Forbidden
+from shared.errors import DependencyUnavailable
 
 ACK_TOPIC = "insa/devices/+/command/ack"
 Received = Callable[[str, bytes], object]
@@ -85,8 +85,9 @@ class ApiBroker(BrokerAdmin):
                 raise DependencyUnavailable("the broker did not acknowledge in time")
             with self._refusals_lock:
                 refused = self._refusals.pop(info.mid, None)
-            if refused is not None:
-                raise Forbidden(f"the broker refused the publish on {topic}: {refused}")
+            if refused is not None:  # the platform's ACL, not the caller's fault
+                raise DependencyUnavailable(f"the broker refused the publish on {topic}: "
+                                            f"{refused}")
 
         await asyncio.to_thread(send)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -79,12 +80,30 @@ async def authenticate(res: Resources, client: str, token: str | None,
     if token is None:
         raise Unauthorized("authentication required: a bearer token or an X-API-Key")
     claims = res.tokens.decode(token, "access")
-    row = await res.pool.fetchrow("SELECT username, role, disabled FROM users WHERE id = $1",
-                                  int(claims["sub"]))
+    row = await res.pool.fetchrow("SELECT username, role, disabled, updated_at FROM users "
+                                  "WHERE id = $1", int(claims["sub"]))
     if row is None or row["disabled"]:
         raise Unauthorized("account disabled or deleted")
+    if claims["iat"] < int(row["updated_at"].timestamp()):
+        # Issued before the account last changed (password, role, status): ended with it.
+        raise Unauthorized("token issued before a change to the account; log in again")
     # The stored role, not the token's: a demotion takes effect at once.
-    return Principal("user", int(claims["sub"]), row["username"], row["role"])
+    return Principal("user", int(claims["sub"]), row["username"], row["role"],
+                     expires=float(claims["exp"]))
+
+
+async def still_valid(res: Resources, who: Principal) -> bool:
+    """For connections that outlive a request (the live feed): the credential has not
+    lapsed and the account or key is unchanged, not disabled, revoked or expired."""
+    if who.expires is not None and time.time() >= who.expires:
+        return False
+    if who.kind == "key":
+        return bool(await res.pool.fetchval(
+            "SELECT EXISTS (SELECT FROM api_keys WHERE id = $1 AND revoked_at IS NULL "
+            "AND (expires_at IS NULL OR expires_at > now()))", who.id))
+    return bool(await res.pool.fetchval(
+        "SELECT EXISTS (SELECT FROM users WHERE id = $1 AND NOT disabled AND role = $2)",
+        who.id, who.role))
 
 
 async def _from_key(res: Res, api_key: str, client: str) -> Principal:
@@ -118,11 +137,12 @@ def require(permission: str) -> Callable[..., Awaitable[Principal]]:
 async def authorize(res: Resources, who: Principal, permission: str,
                     conn: HTTPConnection) -> None:
     """Forbidden, on the audit trail, unless `who`'s role has `permission`."""
-    if not allowed(who.role, permission):
+    if not allowed(who.role, permission, who.device_id):
         await audit.record(res.pool, who.actor, "permission.denied", conn.url.path,
                            "failure", permission=permission,
                            method=conn.scope.get("method", "WEBSOCKET"), role=who.role)
-        raise Forbidden(f"role {who.role} may not {permission}")
+        scoped = f" scoped to {who.device_id}" if who.device_id else ""
+        raise Forbidden(f"role {who.role}{scoped} may not {permission}")
 
 
 def visible(who: Principal, device_id: str) -> None:

@@ -21,6 +21,7 @@ import orjson
 from pydantic import BaseModel, Field
 
 from services.api.broker import ApiBroker
+from shared.broker_accounts import device_role_name
 from shared.errors import Conflict, NotFound, ValidationFailed
 
 TAGS, DESIRED = "tags", "desired_config"
@@ -117,13 +118,34 @@ async def provision(broker: ApiBroker, device_id: str) -> tuple[str, str]:
         password: str = await broker.call(broker.create_device, device_id)
         return password, "provision"
     except Conflict:
+        await _own_account(broker, device_id)
         password = await broker.call(broker.rotate_password, device_id)
         return password, "rotate"
+
+
+async def _own_account(broker: ApiBroker, device_id: str) -> bool:
+    """True if the broker has an account of this name that is this device's (its one
+    role is the device's own); Conflict if the name is another account's (a bridge, a
+    service), which a device of that name must never take over; False if none."""
+    try:
+        [answer] = await broker.run({"command": "getClient", "username": device_id})
+    except NotFound:
+        return False
+    roles = [r.get("rolename") for r in answer.get("data", {}).get("client", {}).get("roles", [])]
+    if roles != [device_role_name(device_id)]:
+        raise Conflict(f"broker account {device_id} exists and is not this device's "
+                       f"(roles {roles}); it is left alone")
+    return True
 
 
 async def forget(broker: ApiBroker, device_id: str) -> bool:
     """Delete the device's account and role (connections are dropped); False when it had
     none. The plugin runs both commands even when the first finds nothing."""
+    try:
+        if not await _own_account(broker, device_id):
+            return False
+    except Conflict:  # another account of that name: not the device's to delete
+        return False
     try:
         await broker.call(broker.delete_device, device_id)
     except NotFound:

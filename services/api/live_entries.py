@@ -20,6 +20,7 @@ STREAMS: dict[str, tuple[str, str, str]] = {
 _BY_LETTER = {letter: name for name, (_, letter, _) in STREAMS.items()}
 _ENTRY_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
 
+MAX_ID_PART = 2**64 - 1  # Redis refuses larger entry id parts
 EntryId = tuple[int, int]  # (milliseconds, sequence): compares as Redis orders entries
 # What a feed yields: (event name, cursor after it, the event's JSON).
 Out = tuple[str, str, bytes]
@@ -42,7 +43,8 @@ def decode_cursor(text: str) -> dict[str, EntryId]:
         letter, _, value = part.partition("=")
         name = _BY_LETTER.get(letter.strip())
         match = _ENTRY_ID.fullmatch(value.strip())
-        if name is None or match is None:
+        if name is None or match is None or \
+                max(int(match[1]), int(match[2] or 0)) > MAX_ID_PART:
             raise ValueError(f"bad cursor part {part[:40]!r}: expected t=, d= or a= and an "
                              f"entry id such as 1732500000000-0")
         positions[name] = (int(match[1]), int(match[2] or 0))

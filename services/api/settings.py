@@ -20,6 +20,8 @@ class ApiSettings(ServiceSettings):
     jwt_secret: SecretStr | None = None
     access_token_seconds: int = Field(900, ge=30, le=86_400)
     refresh_token_seconds: int = Field(7 * 86_400, ge=300, le=90 * 86_400)
+    # A used refresh token presented again within this is a race (409), not a replay.
+    refresh_reuse_grace_seconds: float = Field(10.0, ge=0, le=60)
     # The first admin, created when the users table is empty: this password, or else a
     # one-time password printed once in the log (never a fixed default).
     admin_username: str = "admin"

@@ -11,7 +11,7 @@ from services.api import audit
 from services.api.deps import Res, client_of, require
 from services.api.security.passwords import verify_password
 from services.api.security.principal import Principal
-from shared.errors import Forbidden, Unauthorized
+from shared.errors import Conflict, Forbidden, Unauthorized
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -44,19 +44,20 @@ class Me(BaseModel):
              responses={401: {}, 429: {"description": "Too many failed attempts"}})
 async def login(body: Login, request: Request, res: Res) -> TokenOut:
     client, settings = client_of(request), res.settings
-    await res.limiter.check(settings.login_attempts_per_minute, "login", body.username, client)
-    await res.limiter.check(settings.client_login_attempts_per_minute, "login", client)
+    # Counted before the (slow) password check, so guesses sent in parallel cannot all
+    # pass one check; a success clears its own account's count.
+    await res.limiter.attempt(settings.client_login_attempts_per_minute, "login", client)
+    await res.limiter.attempt(settings.login_attempts_per_minute, "login", body.username,
+                              client)
     row = await res.pool.fetchrow("SELECT id, password_hash, role, disabled FROM users "
                                   "WHERE username = $1", body.username)
     ok = await verify_password(row["password_hash"] if row else None, body.password)
     if not ok or row is None or row["disabled"]:
-        await res.limiter.failed(settings.login_attempts_per_minute, "login", body.username,
-                                 client)
-        await res.limiter.failed(settings.client_login_attempts_per_minute, "login", client)
         reason = "disabled" if ok and row is not None else "bad credentials"
         await audit.record(res.pool, f"user:{body.username}", "auth.login", body.username,
                            "failure", client=client, reason=reason)
         raise Unauthorized("wrong username or password")
+    await res.limiter.clear(settings.login_attempts_per_minute, "login", body.username, client)
     async with res.pool.acquire() as conn, conn.transaction():
         pair, _ = await res.tokens.issue(conn, row["id"], body.username, row["role"])
         await audit.record(conn, f"user:{body.username}", "auth.login", body.username,
@@ -67,32 +68,35 @@ async def login(body: Login, request: Request, res: Res) -> TokenOut:
 
 @router.post("/refresh", response_model=TokenOut, summary="Swap a refresh token for a new pair",
              description="The refresh token is single-use: it is revoked and replaced. "
-                         "Presenting a used one again revokes every token of that login.",
-             responses={401: {}})
+                         "Presenting a used one again revokes every token of that login; "
+                         "within a few seconds of its use (two tabs, a retry) it is 409 "
+                         "instead, and the new pair stays valid.",
+             responses={401: {}, 409: {}})
 async def refresh(body: Refresh, request: Request, res: Res) -> TokenOut:
+    client = client_of(request)
     async with res.pool.acquire() as conn:
         try:
-            pair, user_id = await res.tokens.rotate(conn, body.refresh_token)
-        except Unauthorized as exc:
-            await audit.record(conn, f"client:{client_of(request)}", "auth.refresh",
+            pair, _ = await res.tokens.rotate(conn, body.refresh_token, client)
+        except (Unauthorized, Conflict) as exc:
+            await audit.record(conn, f"client:{client}", "auth.refresh",
                                str(exc.data.get("user_id") or ""), "failure",
                                reason=exc.message)
             raise
-        await audit.record(conn, f"user-id:{user_id}", "auth.refresh", str(user_id))
     return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token,
                     expires_in=pair.expires_in)
 
 
 @router.post("/logout", status_code=204, summary="Revoke a refresh token and its login",
              responses={401: {}})
-async def logout(body: Refresh, res: Res,
+async def logout(body: Refresh, request: Request, res: Res,
                  who: Annotated[Principal, Depends(require("self"))]) -> None:
     claims = res.tokens.decode(body.refresh_token, "refresh")
     if who.kind != "user" or int(claims["sub"]) != who.id:
         raise Forbidden("that refresh token is not yours")
-    async with res.pool.acquire() as conn:
+    async with res.pool.acquire() as conn, conn.transaction():
         await res.tokens.revoke(conn, claims)
-        await audit.record(conn, who.actor, "auth.logout", who.name)
+        await audit.record(conn, who.actor, "auth.logout", who.name,
+                           client=client_of(request))
 
 
 @router.get("/me", response_model=Me, summary="Who is calling")

@@ -5,6 +5,7 @@ process's one fan-out hub (services/api/live.py)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -17,8 +18,16 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
 from services.api import errors
-from services.api.deps import Res, Resources, authenticate, authorize, client_of, visible
-from services.api.live_entries import STREAMS, EntryId, decode_cursor
+from services.api.deps import (
+    Res,
+    Resources,
+    authenticate,
+    authorize,
+    client_of,
+    still_valid,
+    visible,
+)
+from services.api.live_entries import STREAMS, EntryId, Out, decode_cursor
 from services.api.security.principal import Principal
 from shared.errors import DependencyUnavailable, InsaError, ValidationFailed
 from shared.mqtt import NAME_RE
@@ -147,8 +156,8 @@ async def live_events(request: Request, res: Res, who: Reader,
     async def stream() -> AsyncIterator[ServerSentEvent]:
         try:
             async with hub.follow(query.streams, query.devices, query.since) as feed:
-                async for name, cursor, data in feed.events():
-                    yield ServerSentEvent(data.decode(), event=name, id=cursor,
+                async for name, cursor, data in checked(res, who, feed.events()):
+                    yield ServerSentEvent(data.decode(), event=name, id=cursor or None,
                                           retry=RESUME_RETRY_MS if name == "resume" else None)
         except DependencyUnavailable as exc:  # no id: the client keeps its last one
             yield ServerSentEvent(orjson.dumps({"reason": exc.message}).decode(),
@@ -182,8 +191,8 @@ async def live_socket(websocket: WebSocket, res: Res, streams: StreamsQuery = No
     async def pump() -> None:
         try:
             async with res.live.follow(query.streams, query.devices, query.since) as feed:
-                async for name, cursor, data in feed.events():
-                    await websocket.send_text(_frame(name, cursor, data))
+                async for name, cursor, data in checked(res, who, feed.events()):
+                    await websocket.send_text(_frame(name, cursor or None, data))
         except DependencyUnavailable as exc:
             await websocket.send_text(_frame("resume", None,
                                              orjson.dumps({"reason": exc.message})))
@@ -207,6 +216,24 @@ async def live_socket(websocket: WebSocket, res: Res, streams: StreamsQuery = No
         if isinstance(result, Exception) and \
                 not isinstance(result, WebSocketDisconnect | OSError | RuntimeError):
             log.warning("live websocket failed", error=f"{type(result).__name__}: {result}")
+
+
+async def checked(res: Resources, who: Principal, events: AsyncIterator[Out],
+                  every: float | None = None) -> AsyncIterator[Out]:
+    """The feed's events while the caller's credential holds, re-checked at the first
+    event after each heartbeat interval (heartbeats come when it is quiet): a revoked key,
+    a disabled or demoted user or a lapsed token ends the feed with `revoked` (no id: the
+    client keeps its position) instead of lasting as long as the connection."""
+    every = res.settings.live_heartbeat_seconds if every is None else every
+    checked_at = time.monotonic()
+    async for event in events:
+        if time.monotonic() - checked_at >= every:
+            checked_at = time.monotonic()
+            if not await still_valid(res, who):
+                yield "revoked", "", orjson.dumps({"reason": "credentials no longer valid; "
+                                                             "authenticate again"})
+                return
+        yield event
 
 
 def _frame(name: str, cursor: str | None, data: bytes) -> str:

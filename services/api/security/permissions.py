@@ -30,5 +30,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 
-def allowed(role: str, permission: str) -> bool:
+# What a principal scoped to one device (a key with a device_id) never has, whatever its
+# role: these act on the whole fleet or on the platform's accounts, not on that device.
+FLEET_ONLY = frozenset({"users:manage", "keys:manage", "audit:read", "rules:write"})
+
+
+def allowed(role: str, permission: str, device_id: str | None = None) -> bool:
+    if device_id is not None and permission in FLEET_ONLY:
+        return False
     return role in PERMISSIONS[permission]

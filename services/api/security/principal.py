@@ -17,6 +17,8 @@ class Principal:
     # Set for device keys (their own device) and for keys scoped to one device: every
     # device-specific read or write is limited to it.
     device_id: str | None = None
+    # Epoch seconds the credential lapses (an access token's exp); None: no fixed end.
+    expires: float | None = None
 
     @property
     def actor(self) -> str:

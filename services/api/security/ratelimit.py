@@ -16,6 +16,10 @@ from shared.errors import TooManyRequests
 
 
 class FailureLimiter:
+    """`check` + `failed` count failures only (API keys: random 256-bit secrets, so this
+    is defence in depth and busy machines are never slowed); `attempt` counts every try
+    before it is judged, so concurrent guesses cannot all pass one check (logins)."""
+
     def __init__(self, redis_conn: redis.Redis) -> None:
         # On the API's own connection pool (closed with it); the URI is then only a label.
         self._storage = RedisStorage("async+redis://", implementation="redispy",
@@ -33,3 +37,14 @@ class FailureLimiter:
 
     async def failed(self, per_minute: int, *key: str) -> None:
         await self._limiter.hit(RateLimitItemPerMinute(per_minute), *key)
+
+    async def attempt(self, per_minute: int, *key: str) -> None:
+        """Count this try now (atomically in Redis); 429 if it is one too many."""
+        item = RateLimitItemPerMinute(per_minute)
+        if not await self._limiter.hit(item, *key):
+            stats = await self._limiter.get_window_stats(item, *key)
+            retry = max(1, math.ceil(stats.reset_time - time.time()))
+            raise TooManyRequests("too many attempts; try again later", retry)
+
+    async def clear(self, per_minute: int, *key: str) -> None:
+        await self._storage.clear(RateLimitItemPerMinute(per_minute).key_for(*key))

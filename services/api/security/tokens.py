@@ -16,7 +16,8 @@ from typing import Any
 import asyncpg
 import jwt
 
-from shared.errors import Unauthorized
+from services.api import audit
+from shared.errors import Conflict, Unauthorized
 
 ALGORITHM = "HS256"
 ISSUER = "insa"
@@ -31,10 +32,14 @@ class TokenPair:
 
 
 class Tokens:
-    def __init__(self, secret: str, access_seconds: int, refresh_seconds: int) -> None:
+    def __init__(self, secret: str, access_seconds: int, refresh_seconds: int,
+                 reuse_grace_seconds: float = 10.0) -> None:
         self._secret = secret
         self.access_seconds = access_seconds
         self.refresh_seconds = refresh_seconds
+        # A rotated refresh token presented again this soon is a race (two tabs, a retry
+        # after a lost answer), answered 409; later, a replay that revokes the family.
+        self.reuse_grace_seconds = reuse_grace_seconds
 
     def _encode(self, claims: dict[str, Any], seconds: int) -> str:
         now = int(time.time())
@@ -72,26 +77,37 @@ class Tokens:
         return TokenPair(self.access(user_id, username, role), refresh,
                          self.access_seconds), jti
 
-    async def rotate(self, conn: asyncpg.Connection, refresh_token: str
+    async def rotate(self, conn: asyncpg.Connection, refresh_token: str, client: str
                      ) -> tuple[TokenPair, int]:
-        """Revoke this refresh token and issue its successor; returns (pair, user id).
-        Reuse of a revoked token revokes its family and is refused."""
+        """Revoke this refresh token and issue its successor, audited in the same
+        transaction; returns (pair, user id). Reuse of a revoked token revokes its family
+        and is refused."""
         claims = self.decode(refresh_token, "refresh")
         jti = uuid.UUID(claims["jti"])
         async with conn.transaction():
             row = await conn.fetchrow(
-                "SELECT r.family, r.revoked_at, r.expires_at < now() AS expired, u.id, "
+                "SELECT r.family, r.revoked_at, r.replaced_by, r.expires_at < now() AS expired, "
+                "now() - r.revoked_at < make_interval(secs => $2) AS just_used, u.id, "
                 "u.username, u.role, u.disabled FROM refresh_tokens r JOIN users u "
-                "ON u.id = r.user_id WHERE r.id = $1 FOR UPDATE OF r", jti)
+                "ON u.id = r.user_id WHERE r.id = $1 FOR UPDATE OF r", jti,
+                self.reuse_grace_seconds)
             if row is None or row["expired"]:
                 raise Unauthorized("refresh token unknown or expired")
             if row["disabled"]:
                 raise Unauthorized("account disabled")
+            if row["revoked_at"] is not None and row["replaced_by"] is None:
+                raise Unauthorized("refresh token revoked (logout, or a change to the account)")
+            if row["revoked_at"] is not None and row["just_used"]:
+                # Two tabs or a retry racing the rotation, not a replay of a stolen token.
+                raise Conflict("refresh token used a moment ago; use the pair it returned",
+                               user_id=row["id"])
             if row["revoked_at"] is None:
                 pair, successor = await self.issue(conn, row["id"], row["username"],
                                                    row["role"], row["family"])
                 await conn.execute("UPDATE refresh_tokens SET revoked_at = now(), "
                                    "replaced_by = $2 WHERE id = $1", jti, successor)
+                await audit.record(conn, f"user:{row['username']}", "auth.refresh",
+                                   row["username"], client=client)
                 return pair, int(row["id"])
         # Outside the transaction, so the revocation stays when the refusal is raised.
         await self.revoke_family(conn, row["family"])

@@ -3,6 +3,7 @@ and the audit rows each leaves."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -10,7 +11,7 @@ import jwt
 import pytest
 
 from services.api.security.tokens import AUDIENCE, ISSUER
-from tests.fixtures.api import ADMIN_PASSWORD, PASSWORD, Api
+from tests.fixtures.api import ADMIN_PASSWORD, PASSWORD, REUSE_GRACE, Api
 from tests.utils.db import fetch
 
 
@@ -59,13 +60,17 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(api: Api, db_url: st
     assert second.status_code == 200
     second_tokens = second.json()
     assert (await api.client(second_tokens["access_token"]).get("/auth/me")).status_code == 200
-    # The first refresh token again: a replay. Refused, and the whole login is revoked.
+    # The first refresh token again at once: a race (two tabs, a retry), not a replay.
+    race = await anon.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert race.status_code == 409
+    # Later: a replay. Refused, and the whole login is revoked.
+    await asyncio.sleep(REUSE_GRACE + 0.2)
     replay = await anon.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert replay.status_code == 401 and "reused" in replay.json()["error"]["message"]
     after = await anon.post("/auth/refresh", json={"refresh_token": second_tokens["refresh_token"]})
     assert after.status_code == 401
     outcomes = [r["outcome"] for r in await audit_rows(db_url, "auth.refresh")]
-    assert outcomes == ["success", "failure", "failure"]
+    assert outcomes == ["success", "failure", "failure", "failure"]
 
 
 async def test_logout_revokes_the_refresh_token(api: Api, db_url: str) -> None:
@@ -155,3 +160,15 @@ async def test_api_keys_revoked_expired_and_brute_force(api: Api, db_url: str) -
     assert len(failures) == api.settings.key_failures_per_minute
     assert {r["outcome"] for r in failures} == {"failure"}
     assert [r["subject"] for r in await audit_rows(db_url, "api_key.revoke")] == [row["prefix"]]
+
+
+async def test_parallel_guesses_cannot_outrun_the_login_limit(api: Api) -> None:
+    """Each try is counted before the slow password check, so guesses sent together do
+    not all pass one check."""
+    await api.user("viewer", "rush")
+    anon = api.client()
+    answers = await asyncio.gather(*(anon.post("/auth/login", json={
+        "username": "rush", "password": f"guess-{n}"}) for n in range(20)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes.count(401) == api.settings.login_attempts_per_minute
+    assert codes.count(429) == 20 - api.settings.login_attempts_per_minute

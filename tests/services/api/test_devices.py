@@ -238,3 +238,16 @@ async def test_deleting_a_device_clears_its_retained_config(api: Api, clients: C
             ).status_code == 202
     [message] = await asyncio.to_thread(device.wait_for_messages, 1)
     assert message.topic == "insa/devices/W-4/command"
+
+
+async def test_a_device_never_takes_over_another_broker_account(
+        api: Api, broker: RunningBroker, clients: Clients) -> None:
+    """A bridge's account named like a device: provisioning and deleting the device leave
+    it alone, and its password still works."""
+    broker.add_service_account("scada-bridge", "insa-subscriber")
+    assert (await api.admin.post("/devices", json={"device_id": "scada-bridge"})
+            ).status_code == 201
+    taken = await api.admin.post("/devices/scada-bridge/credentials")
+    assert taken.status_code == 409 and "not this device's" in taken.json()["error"]["message"]
+    assert (await api.admin.delete("/devices/scada-bridge")).status_code == 204
+    assert clients.connect("scada-bridge").is_connected  # its own password still works

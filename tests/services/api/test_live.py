@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import itertools
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -310,3 +313,36 @@ async def test_two_hundred_sse_clients_on_one_hub(api: Api, streams: redis.Redis
     await wait_until(lambda: asyncio.sleep(0, hub_of(api).clients), lambda n: n == 0,
                      what="every client to be unsubscribed")
     assert hub_of(api).readers["alerts"].subscribers == 0
+
+
+def test_a_cursor_redis_cannot_read_is_refused() -> None:
+    assert decode_cursor("a=1732500000000-0") == {"alerts": (1732500000000, 0)}
+    with pytest.raises(ValueError, match="bad cursor part"):
+        decode_cursor(f"a={2**64}-0")
+
+
+async def test_a_feed_ends_when_its_credential_is_revoked_or_lapses(api: Api) -> None:
+    from services.api.routes.live import checked
+    from services.api.security import keys
+
+    res = api.app.state.resources
+    key = await api.key("viewer")
+    who = await keys.authenticate(res.pool, key)
+    assert who is not None
+
+    async def ticking() -> AsyncIterator[tuple[str, str, bytes]]:
+        for n in itertools.count():
+            await asyncio.sleep(0.05)
+            yield "heartbeat", f"a={n}-0", b"{}"
+
+    seen = []
+    async for name, _, _ in checked(res, who, ticking(), every=0.1):
+        seen.append(name)
+        if len(seen) == 3:
+            [row] = [k for k in (await api.admin.get("/api-keys")).json() if k["prefix"] in key]
+            assert (await api.admin.delete(f"/api-keys/{row['id']}")).status_code == 204
+    assert seen[:3] == ["heartbeat"] * 3 and seen[-1] == "revoked"
+    other = await keys.authenticate(res.pool, await api.key("viewer"))
+    assert other is not None
+    lapsed = dataclasses.replace(other, expires=time.time() - 1)
+    assert [n async for n, _, _ in checked(res, lapsed, ticking(), every=0.0)] == ["revoked"]

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi.routing import APIRoute
 
 from services.api.app import PREFIX, ROUTERS
-from services.api.security.permissions import allowed
+from services.api.security.permissions import FLEET_ONLY, allowed
 from services.api.security.principal import ROLES, USER_ROLES
 from tests.fixtures.api import Api
 from tests.utils.db import execute, fetch
@@ -99,3 +99,20 @@ async def test_no_credentials_is_401_on_every_protected_route(api: Api) -> None:
             response = await anon.request(method, concrete_path(route), json={})
             assert response.status_code == 401, f"{method} {route.path}"
             assert response.json()["error"]["code"] == "unauthorized"
+
+
+async def test_a_key_scoped_to_a_device_never_acts_on_the_fleet(api: Api, db_url: str) -> None:
+    """Whatever its role: no users, keys, audit trail or rule changes; the rest is the
+    role's, limited to its device by the routes themselves."""
+    await execute(db_url, "INSERT INTO devices (device_id) VALUES ($1)", DEVICE)
+    scoped = {role: api.client(key=await api.key(role, device_id=DEVICE))
+              for role in ("admin", "engineer")}
+    for method, route in ((m, r) for r in api_routes(api) for m in sorted(r.methods)):
+        permission = permission_of(route)
+        if permission is None or (method == "DELETE" and route.path == "/devices/{device_id}"):
+            continue
+        for role, client in scoped.items():
+            response = await client.request(method, concrete_path(route), json={})
+            assert response.status_code < 500, f"{role} {method} {route.path}"
+            if permission in FLEET_ONLY:
+                assert response.status_code == 403, f"{role} {method} {route.path}"
