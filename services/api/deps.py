@@ -26,6 +26,8 @@ from services.api.settings import ApiSettings
 from shared.errors import Forbidden, NotFound, Unauthorized
 from shared.health import Health
 
+EXPORTS_AT_ONCE = 3  # of the pool's 10 connections
+
 
 @dataclass
 class Resources:
@@ -42,8 +44,12 @@ class Resources:
     # The live feed's fan-out over the Redis streams (its readers run as a BACKGROUND job).
     live: LiveHub = field(init=False)
 
+    # CSV exports running at once: each holds a pool connection while its client reads.
+    exports: asyncio.Semaphore = field(init=False)
+
     def __post_init__(self) -> None:
         s = self.settings
+        self.exports = asyncio.Semaphore(EXPORTS_AT_ONCE)
         self.live = LiveHub(self.redis, queue_size=s.live_queue_size,
                             max_clients=s.live_max_clients, backlog_max=s.live_backlog_max,
                             heartbeat_seconds=s.live_heartbeat_seconds)

@@ -63,6 +63,8 @@ async def _domain(_: Request, exc: Exception) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
     if isinstance(exc, TooManyRequests):
         headers["Retry-After"] = str(exc.retry_after)
+    elif status == 503:
+        headers["Retry-After"] = "5"
     details = {k: v for k, v in exc.data.items() if k in ("field", "retry_after", "failing")}
     code = getattr(exc, "reason", None) or exc.code
     return JSONResponse(body(code, exc.message, details or None), status, headers=headers)

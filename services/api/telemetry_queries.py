@@ -239,23 +239,6 @@ LATEST_DEVICE = """
      WHERE l.device = $1 AND ($2::smallint[] IS NULL OR l.metric = ANY($2))
      ORDER BY m.name"""
 
-# One page of devices by device_id (unique index), then their rows of telemetry_latest by
-# its primary key (device, metric): a page costs an index probe per device.
-LATEST_FLEET = """
-    WITH d AS (
-        SELECT id, device_id, device_type, status, last_seen FROM devices
-         WHERE ($1::text IS NULL OR device_type = $1)
-           AND ($2::text IS NULL OR metadata -> 'tags' ? $2)
-           AND ($3::text IS NULL OR device_id = $3)
-           AND ($4::text IS NULL OR device_id > $4)
-         ORDER BY device_id LIMIT $5)
-    SELECT d.device_id, d.device_type, d.status, d.last_seen, m.name, m.unit, l.time,
-           l.value, l.value_text, l.quality
-      FROM d LEFT JOIN telemetry_latest l
-             ON l.device = d.id AND ($6::smallint[] IS NULL OR l.metric = ANY($6))
-             LEFT JOIN metrics m ON m.id = l.metric
-     ORDER BY d.device_id, m.name"""
-
 
 def latest_value(row: asyncpg.Record) -> dict[str, Any]:
     value = row["value"] if row["value"] is not None else row["value_text"]

@@ -8,17 +8,18 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
+from services.api import telemetry_json as j
 from services.api import telemetry_queries as q
 from services.api.deps import Res, require
-from services.api.pagination import Page, decode_cursor, encode_cursor
+from services.api.pagination import Page, decode_cursor
 from services.api.security.principal import Principal
-from shared.errors import ValidationFailed
+from shared.errors import DependencyUnavailable, ValidationFailed
 
 router = APIRouter(tags=["telemetry"])
 Reader = Annotated[Principal, Depends(require("telemetry:read"))]
@@ -87,7 +88,7 @@ class Aggregate(BaseModel):
 async def raw(device_id: str, res: Res, who: Reader, metrics: Metrics = None,
               start: Start = None, end: End = None, cursor: str | None = None,
               limit: Annotated[int | None, Query(ge=1, description="At most the server's "
-                                                 "page_max")] = None) -> Page[Point]:
+                                                 "page_max")] = None) -> Response:
     """Numeric and text values by (time, metric); the cursor continues after the last
     row, so pages neither overlap nor skip while new readings arrive. Start defaults to
     a day before end."""
@@ -97,7 +98,7 @@ async def raw(device_id: str, res: Res, who: Reader, metrics: Metrics = None,
     dev = await q.device(res.pool, who, device_id)
     found = await q.metrics(res.pool, dev, q.names(metrics))
     items, next_cursor = await q.raw_page(res.pool, dev, found, begin, until, after, size)
-    return Page[Point](items=[Point(**i) for i in items], next_cursor=next_cursor)
+    return j.response({"items": items, "next_cursor": next_cursor})
 
 
 @router.get("/devices/{device_id}/telemetry/latest", response_model=DeviceLatest,
@@ -120,7 +121,7 @@ async def fleet_latest(res: Res, who: Reader, metrics: Metrics = None,
                        tag: Annotated[str | None, Query(description="A tag in the device's "
                                                         "metadata.tags")] = None,
                        cursor: str | None = None,
-                       limit: Annotated[int | None, Query(ge=1)] = None) -> Page[DeviceLatest]:
+                       limit: Annotated[int | None, Query(ge=1)] = None) -> Response:
     """One page of devices (all of them, a device_type, or a tag) with their latest values,
     read from telemetry_latest by its primary key: one index probe per device."""
     size = _limit(res, limit)
@@ -129,22 +130,9 @@ async def fleet_latest(res: Res, who: Reader, metrics: Metrics = None,
         raise ValidationFailed("bad_cursor", "cursor: not a cursor this endpoint returned",
                                field="cursor")
     ids = await _ids(res, metrics)
-    rows = await res.pool.fetch(q.LATEST_FLEET, device_type, tag, who.device_id,
+    rows = await res.pool.fetch(j.LATEST_FLEET, device_type, tag, who.device_id,
                                 key[0] if key else None, size + 1, ids)
-    devices: dict[str, DeviceLatest] = {}
-    for r in rows:
-        entry = devices.get(r["device_id"])
-        if entry is None:
-            entry = devices[r["device_id"]] = DeviceLatest(
-                device_id=r["device_id"], device_type=r["device_type"], status=r["status"],
-                last_seen=r["last_seen"], metrics={})
-        if r["name"] is not None:
-            entry.metrics[r["name"]] = LatestValue(**q.latest_value(r))
-    items = list(devices.values())
-    more = len(items) > size
-    items = items[:size]
-    return Page[DeviceLatest](items=items, next_cursor=encode_cursor(items[-1].device_id)
-                              if more else None)
+    return j.fleet_page(rows, size)
 
 
 @router.get("/devices/{device_id}/telemetry/aggregate", response_model=Aggregate,
@@ -156,7 +144,7 @@ async def aggregate(device_id: str, res: Res, who: Reader, metrics: Metrics = No
                                                  "h or d", examples=["15m"])] = "1h",
                     functions: Annotated[str | None, Query(
                         description=f"Comma-separated, of {', '.join(q.FUNCTIONS)}; default "
-                                    f"{','.join(q.DEFAULT_FUNCTIONS)}")] = None) -> Aggregate:
+                                    f"{','.join(q.DEFAULT_FUNCTIONS)}")] = None) -> Response:
     """Buckets on the rollups' grid (date_bin from Monday 2000-01-03 UTC). Served from
     telemetry_1h when the width is a whole number of hours and start and end are on the
     hour, else from telemetry_1m likewise for minutes, else from the raw rows; first,
@@ -169,17 +157,18 @@ async def aggregate(device_id: str, res: Res, who: Reader, metrics: Metrics = No
     dev = await q.device(res.pool, who, device_id)
     found = await q.metrics(res.pool, dev, q.names(metrics))
     source, table = q.source_for(width, begin, until, wanted)
-    series: dict[str, list[Bucket]] = {m.name: [] for m in found}
+    series: dict[str, list[dict[str, Any]]] = {m.name: [] for m in found}
     if found:
         names_by_id = {m.id: m.name for m in found}
+        keys = ("bucket", *(f for f in q.FUNCTIONS if f in wanted))  # Bucket's field order
         rows = await res.pool.fetch(q.aggregate_query(source, table, wanted), dev.id,
                                     list(names_by_id), begin, until, width, q.ORIGIN)
         for r in rows:
             series[names_by_id[r["metric"]]].append(
-                Bucket(bucket=r["b"], **{f: r[f] for f in wanted}))
-    return Aggregate(device_id=dev.device_id, start=begin, end=until, bucket=bucket.strip(),
-                     bucket_seconds=int(width.total_seconds()), functions=wanted,
-                     source=source, series=series)
+                dict(zip(keys, (r["b"], *(r[f] for f in keys[1:])), strict=True)))
+    return j.response({"device_id": dev.device_id, "start": begin, "end": until,
+                       "bucket": bucket.strip(), "bucket_seconds": int(width.total_seconds()),
+                       "functions": wanted, "source": source, "series": series})
 
 
 @router.get("/devices/{device_id}/telemetry/export.csv", response_class=StreamingResponse,
@@ -194,6 +183,9 @@ async def export_csv(device_id: str, res: Res, who: Reader, metrics: Metrics = N
     begin, until = q.window(start, end, DAY)
     dev = await q.device(res.pool, who, device_id)
     found = await q.metrics(res.pool, dev, q.names(metrics))
+    if res.exports.locked():
+        raise DependencyUnavailable("as many exports as the API runs at once are running; "
+                                    "retry shortly")
     filename = f"{dev.device_id}_{begin:%Y%m%dT%H%M%SZ}_{until:%Y%m%dT%H%M%SZ}.csv"
     return StreamingResponse(_csv_rows(res, dev, found, begin, until), media_type="text/csv",
                              headers={"Content-Disposition":
@@ -207,7 +199,11 @@ async def _csv_rows(res: Res, dev: q.Device, found: list[q.Metric], start: datet
     out.writerow(("time", "metric", "value", "unit", "quality"))
     if found:
         by_id = {m.id: m for m in found}
-        async with res.pool.acquire() as conn, conn.transaction(readonly=True):
+        # An export holds a connection while its client reads: a few at once, and a client
+        # that stops reading for a minute is cut off, so slow downloads never take the
+        # pool from every other request.
+        async with res.exports, res.pool.acquire() as conn, conn.transaction(readonly=True):
+            await conn.execute("SET LOCAL idle_in_transaction_session_timeout = '60s'")
             rows = 0
             async for r in conn.cursor(q.export_query(list(by_id)), dev.id, start, end,
                                        prefetch=EXPORT_CHUNK):

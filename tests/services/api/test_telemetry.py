@@ -222,3 +222,22 @@ def test_text_a_spreadsheet_would_run_is_defused_in_csv() -> None:
     assert spreadsheet_safe('=HYPERLINK("http://x")') == '\'=HYPERLINK("http://x")'
     assert spreadsheet_safe("@SUM(A1)") == "'@SUM(A1)"
     assert spreadsheet_safe("running") == "running"
+
+
+async def test_exports_beyond_the_limit_wait_their_turn_as_503(api: Api, db_url: str) -> None:
+    """Each export holds a connection while its client reads: the running ones are
+    bounded, so the others are refused with Retry-After rather than draining the pool."""
+    await seed(db_url, "W-1", [(T0, "pip", 850.0)])
+    exports = api.app.state.resources.exports
+    held = 0
+    while not exports.locked():
+        await exports.acquire()
+        held += 1
+    try:
+        busy = await api.admin.get("/devices/W-1/telemetry/export.csv")
+        assert busy.status_code == 503 and busy.headers["Retry-After"]
+        assert (await api.admin.get("/devices")).status_code == 200
+    finally:
+        for _ in range(held):
+            exports.release()
+    assert (await api.admin.get("/devices/W-1/telemetry/export.csv")).status_code == 200
