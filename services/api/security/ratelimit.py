@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import NoReturn
 
 import redis.asyncio as redis
 from limits import RateLimitItemPerMinute
@@ -31,9 +32,7 @@ class FailureLimiter:
         """Refuse (429) while `key` has used up its failures."""
         item = RateLimitItemPerMinute(per_minute)
         if not await self._limiter.test(item, *key):
-            stats = await self._limiter.get_window_stats(item, *key)
-            retry = max(1, math.ceil(stats.reset_time - time.time()))
-            raise TooManyRequests("too many failed attempts; try again later", retry)
+            await self._refuse(item, key, "too many failed attempts")
 
     async def failed(self, per_minute: int, *key: str) -> None:
         await self._limiter.hit(RateLimitItemPerMinute(per_minute), *key)
@@ -42,9 +41,13 @@ class FailureLimiter:
         """Count this try now (atomically in Redis); 429 if it is one too many."""
         item = RateLimitItemPerMinute(per_minute)
         if not await self._limiter.hit(item, *key):
-            stats = await self._limiter.get_window_stats(item, *key)
-            retry = max(1, math.ceil(stats.reset_time - time.time()))
-            raise TooManyRequests("too many attempts; try again later", retry)
+            await self._refuse(item, key, "too many attempts")
+
+    async def _refuse(self, item: RateLimitItemPerMinute, key: tuple[str, ...], what: str
+                      ) -> NoReturn:
+        stats = await self._limiter.get_window_stats(item, *key)
+        retry = max(1, math.ceil(stats.reset_time - time.time()))
+        raise TooManyRequests(f"{what}; try again later", retry)
 
     async def clear(self, per_minute: int, *key: str) -> None:
         await self._storage.clear(RateLimitItemPerMinute(per_minute).key_for(*key))
