@@ -68,8 +68,18 @@ async def run() -> None:
         lc.spawn("timer", run_periodically(
             watcher.tick, every=settings.tick_seconds, stop=lc.stopping, what="alert timer",
             transient=db.is_database_error))
-        lc.spawn("publish", publisher.run(evaluated))
-        lc.spawn("deliver", worker.run(lc.stopping))
+        published = asyncio.Event()
+
+        async def publish_until_evaluated() -> None:
+            try:
+                await publisher.run(evaluated)
+            finally:
+                published.set()
+
+        lc.spawn("publish", publish_until_evaluated())
+        # Until the publisher's last pass: the actions it queues while draining go out now,
+        # not at the next start (within the drain deadline).
+        lc.spawn("deliver", worker.run(published))
         lc.spawn("rules", listen(dsn, {RULES_CHANNEL: lambda _: watcher.reload_rules(),
                                        CHANGED_CHANNEL: watcher.reread_alerts},
                                  on_reconnect=watcher.reload_rules, stop=lc.stopping))
