@@ -1,0 +1,150 @@
+"""`insa bench ...`: the benchmarks (devtools/bench/), figures printed and written as JSON.
+Each command imports its benchmark when run, so `insa --help` stays quick."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks (figures printed, and written as JSON)."""
+
+
+@bench.command("ingest")
+@click.option("--messages", type=int, default=100_000, show_default=True)
+@click.option("--devices", type=int, default=20, show_default=True)
+@click.option("--batch", "batch_max_messages", type=int, default=1000, show_default=True,
+              help="Ingestor batch size (messages).")
+@click.option("--replicas", type=int, default=1, show_default=True,
+              help="Ingestor processes, each taking its partition of the devices.")
+@click.option("--units", is_flag=True,
+              help="Every value as a {value, unit} object, most in a unit to convert.")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON result here (default bench-results/ingest-<time>.json).")
+def bench_ingest(messages: int, devices: int, batch_max_messages: int, replicas: int,
+                 units: bool, output: str | None) -> None:
+    """Ingest throughput, latency, loss and duplicates vs the broker's raw pass-through."""
+    from devtools.bench.ingest import BenchConfig, report
+    from devtools.bench.ingest import run as run_bench
+    from shared.logging import configure_logging
+
+    configure_logging("bench", level="WARNING", fmt="console")
+
+    result = run_bench(BenchConfig(messages=messages, devices=devices,
+                                   batch_max_messages=batch_max_messages, replicas=replicas,
+                                   units=units),
+                       progress=lambda line: click.echo(line, err=True))
+    click.echo(report(result) + f"\nJSON: {save_result('ingest', result, output)}")
+
+
+@bench.command("broker-kill")
+@click.option("--rate", type=float, default=500, show_default=True, help="Readings/s in all.")
+@click.option("--seconds", type=float, default=20, show_default=True,
+              help="Publishing time per scenario; the kill comes half-way.")
+def bench_broker_kill(rate: float, seconds: float) -> None:
+    """What a broker kill -9 loses of the readings it had acknowledged."""
+    from devtools.bench.broker_kill import report
+    from devtools.bench.broker_kill import run as run_bench
+    from shared.logging import configure_logging
+
+    configure_logging("bench", level="WARNING", fmt="console")
+    click.echo(report(run_bench(rate, seconds, progress=lambda s: click.echo(s, err=True))))
+
+
+@bench.command("flood")
+@click.option("--qos", type=click.IntRange(0, 1), default=0, show_default=True)
+@click.option("--seconds", type=float, default=5, show_default=True,
+              help="How long the flooding device publishes.")
+def bench_flood(qos: int, seconds: float) -> None:
+    """Other devices' latency while one device floods, with the flood guard off and on."""
+    from devtools.bench.flood import report
+    from devtools.bench.flood import run as run_bench
+    from shared.logging import configure_logging
+
+    configure_logging("bench", level="WARNING", fmt="console")
+    click.echo(report(run_bench(qos, seconds, progress=lambda s: click.echo(s, err=True))))
+
+
+@bench.command("diagnose")
+@click.option("--wells", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--hours", type=float, default=12.0, show_default=True)
+@click.option("--interval", type=float, default=60.0, show_default=True,
+              help="Seconds between one well's readings.")
+def bench_diagnose(wells: int, hours: float, interval: float) -> None:
+    """Readings judged per second: the engine alone, and the service draining the stream."""
+    from devtools.bench.diagnose import BenchConfig, report
+    from devtools.bench.diagnose import run as run_bench
+    from shared.logging import configure_logging
+
+    configure_logging("bench", level="WARNING", fmt="console")
+    result = run_bench(BenchConfig(wells=wells, hours=hours, interval=interval),
+                       progress=lambda s: click.echo(s, err=True))
+    click.echo(report(result) + f"\nJSON: {save_result('diagnose', result)}")
+
+
+@bench.command("alerts")
+@click.option("--wells", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--hours", type=float, default=6.0, show_default=True,
+              help="Simulated history the engine evaluates.")
+@click.option("--latency-devices", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--latency-seconds", type=float, default=30.0, show_default=True)
+def bench_alerts(wells: int, hours: float, latency_devices: int,
+                 latency_seconds: float) -> None:
+    """Values evaluated per second (200 rules) and reading→published-alert latency."""
+    from devtools.bench.alerts import BenchConfig, report
+    from devtools.bench.alerts import run as run_bench
+    from shared.logging import configure_logging
+
+    configure_logging("bench", level="WARNING", fmt="console")
+    result = run_bench(BenchConfig(wells=wells, hours=hours, latency_devices=latency_devices,
+                                   latency_seconds=latency_seconds),
+                       progress=lambda s: click.echo(s, err=True))
+    click.echo(report(result) + f"\nJSON: {save_result('alerts', result)}")
+
+
+@bench.command("api")
+@click.option("--devices", type=click.IntRange(1), default=5000, show_default=True,
+              help="Devices, each with its latest values (and a few minutes of readings).")
+@click.option("--history-devices", type=click.IntRange(1), default=5, show_default=True,
+              help="Of them, how many have --days of readings at 60 s.")
+@click.option("--days", type=click.FloatRange(min=1), default=30.0, show_default=True)
+@click.option("--requests", type=click.IntRange(10), default=200, show_default=True,
+              help="Per endpoint, sequential and again concurrent (within --budget).")
+@click.option("--budget", "budget_seconds", type=float, default=60.0, show_default=True,
+              help="Seconds at most per endpoint and variant (at least 10 requests).")
+@click.option("--concurrency", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--sse-clients", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON result here (default bench-results/api-<time>.json).")
+def bench_api(devices: int, history_devices: int, days: float, requests: int,
+              budget_seconds: float, concurrency: int, sse_clients: int,
+              output: str | None) -> None:
+    """Read latency (fleet latest, 24 h raw, 30 days hourly) and live SSE clients held."""
+    from devtools.bench.api import BenchConfig, report
+    from devtools.bench.api import run as run_bench
+    from shared.logging import configure_logging
+
+    if history_devices > devices:
+        raise click.BadParameter("at most --devices", param_hint="--history-devices")
+    configure_logging("bench", level="WARNING", fmt="console")
+    result = run_bench(BenchConfig(devices=devices, history_devices=history_devices,
+                                   days=days, requests=requests, budget_seconds=budget_seconds,
+                                   concurrency=concurrency, sse_clients=sse_clients),
+                       progress=lambda s: click.echo(s, err=True))
+    click.echo(report(result) + f"\nJSON: {save_result('api', result, output)}")
+
+
+def save_result(name: str, result: dict[str, Any], output: str | None = None) -> Path:
+    """A benchmark's figures as JSON (default bench-results/<name>-<time>.json)."""
+    import time
+
+    import orjson
+
+    path = Path(output or f"bench-results/{name}-{time.strftime('%Y%m%dT%H%M%S')}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return path
