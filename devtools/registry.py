@@ -31,10 +31,10 @@ class Service:
         return f"insa-{self.name}"
 
 
-INGESTOR = Service("ingestor", 58001)
-DIAGNOSTICS = Service("diagnostics", 58002)
-ALERTS = Service("alerts", 58003)
-API = Service("api", 58004)  # its HTTP port is the API itself, health and metrics too
+INGESTOR = Service("ingestor", 18001)
+DIAGNOSTICS = Service("diagnostics", 18002)
+ALERTS = Service("alerts", 18003)
+API = Service("api", 18004)  # its HTTP port is the API itself, health and metrics too
 
 # Started by the local stack in this order, once the migrations are applied.
 SERVICES = (INGESTOR, DIAGNOSTICS, ALERTS, API)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
@@ -13,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from shared.lifecycle import sleep_or_stop
+from shared.lifecycle import StartupError, sleep_or_stop
 
 
 class Health:
@@ -82,13 +83,40 @@ class QuietServer(uvicorn.Server):
         yield
 
 
-async def serve_health(health: Health, host: str, port: int, stop: asyncio.Event,
+def listen_socket(host: str, port: int) -> socket.socket:
+    """Bind the service's HTTP port before anything else starts: a port in use is a
+    StartupError now, which ends the process (uvicorn would call sys.exit from inside a
+    task instead, and the process would hang half-stopped)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # A restarted service binds over its predecessor's connections in TIME_WAIT.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+async def serve_health(health: Health, sock: socket.socket, stop: asyncio.Event,
                        registry: CollectorRegistry | None = None) -> None:
-    """Serve until `stop` is set (after the service has drained)."""
-    config = uvicorn.Config(health_app(health, registry), host=host, port=port,
-                            log_level="warning", access_log=False, lifespan="off")
+    """Serve on the bound `sock` until `stop` is set (after the service has drained)."""
+    config = uvicorn.Config(health_app(health, registry), log_level="warning",
+                            access_log=False, lifespan="off")
     server = QuietServer(config)
-    serving = asyncio.create_task(server.serve(), name="health-http")
-    await stop.wait()
-    server.should_exit = True
-    await serving
+
+    async def exit_when_stopped() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    stopper = asyncio.create_task(exit_when_stopped(), name="health-http-stop")
+    try:
+        await server.serve(sockets=[sock])
+    except SystemExit as exc:  # uvicorn's way to fail: caught here, before it reaches the loop
+        raise StartupError(f"health and metrics server exited ({exc.code})") from None
+    finally:
+        stopper.cancel()
+    if not stop.is_set():
+        raise StartupError("health and metrics server stopped on its own")

@@ -1,9 +1,12 @@
-"""Run a service: named long-lived tasks in a TaskGroup, SIGTERM drain with a deadline."""
+"""Run a service: named long-lived tasks in a TaskGroup, SIGTERM drain with a deadline,
+and an exit status a supervisor can act on when a part fails."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +16,16 @@ if TYPE_CHECKING:  # health.py waits with the helpers below
     from shared.health import Health
 
 log = structlog.get_logger(__name__)
+
+EXIT_FAILED = 1
+# After a part failed, how long the others get to stop before the process is ended anyway:
+# a task that ignores cancellation must not leave a half-stopped process looking alive.
+HARD_EXIT_GRACE_SECONDS = 5.0
+
+
+class StartupError(RuntimeError):
+    """A part of the service could not start (a port in use, bad settings): the process
+    exits with a non-zero status so its supervisor restarts it."""
 
 
 class Lifecycle:
@@ -25,11 +38,13 @@ class Lifecycle:
         self.stopped = asyncio.Event()   # set once draining is over: auxiliaries may exit
         self._work: list[asyncio.Task[Any]] = []
         self._group: asyncio.TaskGroup | None = None
+        self._hard_exit: threading.Timer | None = None
 
     def spawn(self, name: str, coro: Coroutine[Any, Any, Any], *, drains: bool = True) -> None:
         """Start a named task. Draining tasks must return on their own once `stopping` is set."""
         assert self._group is not None, "spawn() only inside run()"
         task = self._group.create_task(coro, name=name)
+        task.add_done_callback(self._on_task_done)
         if drains:
             self._work.append(task)
 
@@ -40,11 +55,30 @@ class Lifecycle:
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
-                await start(self)
+                try:
+                    await start(self)
+                except BaseException as exc:
+                    self._failed("start", exc)
+                    raise
                 group.create_task(self._enforce_deadline(), name="shutdown")
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    def _on_task_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._failed(task.get_name(), task.exception())
+
+    def _failed(self, part: str, exc: BaseException | None) -> None:
+        """A part failed: the TaskGroup now cancels the others; past a grace period the
+        process ends anyway, so it never lingers without its parts."""
+        if self._hard_exit is not None or isinstance(exc, asyncio.CancelledError):
+            return
+        log.error("service part failed; stopping", part=part, error=describe(exc))
+        self._hard_exit = threading.Timer(self.drain_seconds + HARD_EXIT_GRACE_SECONDS,
+                                          _exit_now, args=(part,))
+        self._hard_exit.daemon = True
+        self._hard_exit.start()
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self.stopping.is_set():
@@ -63,6 +97,23 @@ class Lifecycle:
                 log.warning("drain deadline passed; cancelling", task=task.get_name())
                 task.cancel()
         self.stopped.set()
+
+
+def _exit_now(part: str) -> None:
+    log.error("parts did not stop in time after a failure; exiting", part=part)
+    os._exit(EXIT_FAILED)
+
+
+def leaf(exc: BaseException | None) -> BaseException | None:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def describe(exc: BaseException | None) -> str:
+    """One line for a failure (the first leaf of an exception group)."""
+    found = leaf(exc)
+    return f"{type(found).__name__}: {found}"
 
 
 async def wait_any(*events: asyncio.Event | None, timeout: float | None = None) -> bool:

@@ -127,7 +127,10 @@ async def trim_consumed(client: redis.Redis, key: str, max_len: int) -> Trimmed:
             floor = _stream_id(group["last-delivered-id"])
             if group["pending"]:
                 summary = await client.xpending(key, group["name"])
-                floor = min(floor, _stream_id(summary["min"]))
+                # None when the consumers acked everything since XINFO GROUPS: then
+                # nothing is pending below the last-delivered id.
+                if summary["min"] is not None:
+                    floor = min(floor, _stream_id(summary["min"]))
             floors.append(floor)
         ms, seq = min(floors)
         # Approximate trimming removes whole nodes only: it may keep more, never less.

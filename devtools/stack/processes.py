@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -20,10 +21,31 @@ class DevstackError(RuntimeError):
     """A local server could not be prepared or did not come up."""
 
 
+# Test and benchmark servers listen below Linux's ephemeral range (32768-60999 by
+# default), where an outgoing connection's local port can never take a chosen port
+# before its server binds it; the local stack's fixed ports lie below 20000.
+TEST_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, outside the ephemeral range."""
+    high = min(TEST_PORTS.stop, _ephemeral_low())
+    for _ in range(1000):
+        port = random.randrange(TEST_PORTS.start, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise DevstackError(f"no free port in {TEST_PORTS.start}-{high - 1}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return TEST_PORTS.stop
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -61,10 +61,10 @@ class StackConfig:
         env = os.environ.get
         return cls(
             rundir=Path(env("INSA_STACK_DIR", str(REPO_ROOT / ".run"))).resolve(),
-            pg_port=int(env("INSA_STACK_PG_PORT", "55432")),
-            redis_port=int(env("INSA_STACK_REDIS_PORT", "56379")),
-            mqtt_port=int(env("INSA_STACK_MQTT_PORT", "51883")),
-            mqtts_port=int(env("INSA_STACK_MQTTS_PORT", "58883")),
+            pg_port=int(env("INSA_STACK_PG_PORT", "15432")),
+            redis_port=int(env("INSA_STACK_REDIS_PORT", "16379")),
+            mqtt_port=int(env("INSA_STACK_MQTT_PORT", "11883")),
+            mqtts_port=int(env("INSA_STACK_MQTTS_PORT", "18883")),
             http_ports={s.name: int(env(f"INSA_STACK_{s.name.upper()}_HTTP_PORT",
                                         str(s.stack_http_port))) for s in SERVICES},
             simulator_devices=int(env("INSA_STACK_SIM_DEVICES", "10")),

@@ -16,11 +16,11 @@ from services.alerts.settings import AlertsSettings
 from services.alerts.store import CHANGED_CHANNEL
 from services.alerts.watching import Watcher
 from shared import db, redis_client
-from shared import settings as shared_settings
-from shared.health import Health, probe_dependencies, serve_health
+from shared.health import Health, listen_socket, probe_dependencies, serve_health
 from shared.lifecycle import Lifecycle, run_periodically
-from shared.logging import configure_logging
 from shared.mqtt import aiomqtt_client
+from shared.service import run_service
+from shared.settings import CommonSettings
 from shared.streams import StreamConsumer
 
 log = structlog.get_logger(__name__)
@@ -33,9 +33,9 @@ async def report_lag(consumers: list[StreamConsumer], metrics: AlertsMetrics) ->
         metrics.lag.labels(consumer.stream).set(lag)
 
 
-async def run() -> None:
-    common, settings = shared_settings.load(AlertsSettings)
-    configure_logging("alerts", common.log_level, common.log_format)
+async def run(common: CommonSettings, settings: AlertsSettings) -> None:
+    # The port first: taken, the service exits now and its supervisor restarts it.
+    http = listen_socket(settings.http_host, settings.http_port)
     health = Health("postgres", "redis", "mqtt")
     dsn = common.database_url.get_secret_value()
     pool = await db.create_pool(dsn, max_size=6, application_name="insa-alerts")
@@ -92,8 +92,7 @@ async def run() -> None:
         lc.spawn("probe", probe_dependencies(
             health, {"postgres": lambda: db.ping(pool), "redis": redis_conn.ping},
             settings.probe_interval_seconds, lc.stopping))
-        lc.spawn("http", serve_health(health, settings.http_host, settings.http_port,
-                                      lc.stopped), drains=False)
+        lc.spawn("http", serve_health(health, http, lc.stopped), drains=False)
         log.info("alerts started", group=settings.group, consumer=settings.consumer,
                  http_port=settings.http_port)
 
@@ -106,7 +105,7 @@ async def run() -> None:
 
 
 def main() -> None:
-    asyncio.run(run())
+    run_service("alerts", AlertsSettings, run)
 
 
 if __name__ == "__main__":

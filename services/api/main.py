@@ -7,17 +7,27 @@ import uvicorn
 
 from services.api.app import create_app
 from services.api.settings import ApiSettings
-from shared import settings as shared_settings
-from shared.logging import configure_logging
+from shared.health import listen_socket
+from shared.lifecycle import StartupError
+from shared.service import run_service
+from shared.settings import CommonSettings
+
+
+async def serve(common: CommonSettings, settings: ApiSettings) -> None:
+    # The port first: taken, the API exits now and its supervisor restarts it.
+    sock = listen_socket(settings.http_host, settings.http_port)
+    config = uvicorn.Config(create_app(common, settings), log_level="warning",
+                            access_log=False, proxy_headers=True,
+                            forwarded_allow_ips=settings.forwarded_allow_ips,
+                            timeout_graceful_shutdown=int(settings.drain_seconds))
+    try:
+        await uvicorn.Server(config).serve(sockets=[sock])
+    except SystemExit as exc:  # uvicorn's way to fail (e.g. the app's startup failed)
+        raise StartupError(f"the API server exited ({exc.code})") from None
 
 
 def main() -> None:
-    common, settings = shared_settings.load(ApiSettings)
-    configure_logging("api", common.log_level, common.log_format)
-    uvicorn.run(create_app(common, settings), host=settings.http_host, port=settings.http_port,
-                log_level="warning", access_log=False, proxy_headers=True,
-                forwarded_allow_ips=settings.forwarded_allow_ips,
-                timeout_graceful_shutdown=int(settings.drain_seconds))
+    run_service("api", ApiSettings, serve)
 
 
 if __name__ == "__main__":

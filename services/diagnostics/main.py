@@ -15,11 +15,11 @@ from services.diagnostics.metrics import DiagnosticsMetrics
 from services.diagnostics.publishing import Publisher
 from services.diagnostics.settings import DiagnosticsSettings
 from shared import db, redis_client
-from shared import settings as shared_settings
-from shared.health import Health, probe_dependencies, serve_health
+from shared.health import Health, listen_socket, probe_dependencies, serve_health
 from shared.lifecycle import Lifecycle, run_periodically
-from shared.logging import configure_logging
 from shared.mqtt import aiomqtt_client
+from shared.service import run_service
+from shared.settings import CommonSettings
 from shared.streams import StreamConsumer
 
 log = structlog.get_logger(__name__)
@@ -36,9 +36,9 @@ async def report_lag(consumer: StreamConsumer, metrics: DiagnosticsMetrics) -> N
     metrics.pending.set(pending)
 
 
-async def run() -> None:
-    common, settings = shared_settings.load(DiagnosticsSettings)
-    configure_logging("diagnostics", common.log_level, common.log_format)
+async def run(common: CommonSettings, settings: DiagnosticsSettings) -> None:
+    # The port first: taken, the service exits now and its supervisor restarts it.
+    http = listen_socket(settings.http_host, settings.http_port)
     health = Health("postgres", "redis", "mqtt")
     pool = await db.create_pool(common.database_url.get_secret_value(), max_size=4,
                                 application_name="insa-diagnostics")
@@ -73,8 +73,7 @@ async def run() -> None:
         lc.spawn("probe", probe_dependencies(
             health, {"postgres": lambda: db.ping(pool), "redis": redis_conn.ping},
             settings.probe_interval_seconds, lc.stopping))
-        lc.spawn("http", serve_health(health, settings.http_host, settings.http_port,
-                                      lc.stopped), drains=False)
+        lc.spawn("http", serve_health(health, http, lc.stopped), drains=False)
         await refresh_limits(engine, pool)
         log.info("diagnostics started", group=settings.group, consumer=settings.consumer,
                  http_port=settings.http_port)
@@ -88,7 +87,7 @@ async def run() -> None:
 
 
 def main() -> None:
-    asyncio.run(run())
+    run_service("diagnostics", DiagnosticsSettings, run)
 
 
 if __name__ == "__main__":

@@ -19,22 +19,22 @@ from services.ingestor.parsing import MessageParser
 from services.ingestor.pipeline import Pipeline
 from services.ingestor.settings import IngestorSettings
 from shared import db
-from shared import settings as shared_settings
 from shared.db import create_pool, ping
-from shared.health import Health, probe_dependencies, serve_health
+from shared.health import Health, listen_socket, probe_dependencies, serve_health
 from shared.lifecycle import Lifecycle, run_periodically
-from shared.logging import configure_logging
 from shared.mqtt import paho_client
 from shared.redis_client import create_redis
 from shared.redis_client import is_transient as redis_transient
+from shared.service import run_service
+from shared.settings import CommonSettings
 from shared.units import warm_up as warm_up_units
 
 log = structlog.get_logger(__name__)
 
 
-async def run() -> None:
-    common, settings = shared_settings.load(IngestorSettings)
-    configure_logging("ingestor", common.log_level, common.log_format)
+async def run(common: CommonSettings, settings: IngestorSettings) -> None:
+    # The port first: taken, the service exits now and its supervisor restarts it.
+    http = listen_socket(settings.http_host, settings.http_port)
     # pint's work (~0.3 s) now, not on the event loop when the first reading with a unit
     # arrives; every conversion is then a dict lookup.
     warm_up_units()
@@ -78,8 +78,7 @@ async def run() -> None:
         lc.spawn("probe", probe_dependencies(
             health, {"postgres": lambda: ping(pool), "redis": redis_client.ping},
             settings.probe_interval_seconds, lc.stopping))
-        lc.spawn("http", serve_health(health, settings.http_host, settings.http_port,
-                                      lc.stopped), drains=False)
+        lc.spawn("http", serve_health(health, http, lc.stopped), drains=False)
         log.info("ingestor started", client_id=settings.mqtt_username,
                  partition=f"{settings.partition}/{settings.partitions}",
                  http_port=settings.http_port)
@@ -95,7 +94,7 @@ async def run() -> None:
 
 
 def main() -> None:
-    asyncio.run(run())
+    run_service("ingestor", IngestorSettings, run)
 
 
 if __name__ == "__main__":

@@ -150,9 +150,11 @@ async def write_batch(conn: asyncpg.Connection, numbers: Sequence[NumberRow],
         devices = sorted({*seen, *(s[0] for s in statuses)})
         if devices:
             # Device rows first and in id order, so replicas writing the same devices queue
-            # behind each other instead of deadlocking.
+            # behind each other instead of deadlocking. NO KEY UPDATE is the lock the
+            # UPDATEs below take anyway: it leaves other services' foreign keys to the
+            # device (their key-share locks, taken in their own order) unblocked.
             await conn.execute("SELECT 1 FROM devices WHERE id = any($1::int[]) ORDER BY id "
-                               "FOR UPDATE", devices)
+                               "FOR NO KEY UPDATE", devices)
         if latest:
             await upsert_latest(conn, latest)
         if units:

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from shared.health import Health, health_app, probe_dependencies, serve_health
+from shared.health import Health, health_app, listen_socket, probe_dependencies, serve_health
+from shared.lifecycle import StartupError
 
 
 @pytest.fixture
@@ -111,11 +112,10 @@ async def test_probes_mark_each_dependency_and_follow_its_recovery() -> None:
 
 
 async def test_the_server_answers_until_stopped() -> None:
-    with socket.socket() as probe:  # a free port (the server binds it right after)
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    sock = listen_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
     health, stop = Health("postgres"), asyncio.Event()
-    server = asyncio.create_task(serve_health(health, "127.0.0.1", port, stop))
+    server = asyncio.create_task(serve_health(health, sock, stop))
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
         async with asyncio.timeout(10):
             while True:
@@ -129,3 +129,11 @@ async def test_the_server_answers_until_stopped() -> None:
         await asyncio.wait_for(server, 10)
         with pytest.raises(httpx.ConnectError):
             await client.get("/health/live")
+
+
+def test_a_port_in_use_is_a_startup_error() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        with pytest.raises(StartupError, match=r"cannot listen on 127\.0\.0\.1:.*in use"):
+            listen_socket("127.0.0.1", holder.getsockname()[1])

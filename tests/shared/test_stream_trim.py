@@ -64,3 +64,24 @@ async def test_without_groups_the_cap_is_plain_retention(client: redis.Redis) ->
     await add(client, 1500)
     trimmed = await trim_consumed(client, KEY, max_len=1000)
     assert (trimmed.entries, trimmed.unread) == (500, 0)
+
+
+async def test_entries_acked_between_the_group_summary_and_the_pending_query(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live race: XINFO GROUPS counts pending entries, the consumer acks them all,
+    and XPENDING then has no minimum. Trimming goes on (it crashed the ingestor)."""
+    ids = await add(client, 100)
+    await client.xgroup_create(KEY, "diagnostics", id="0")
+    read = await client.xreadgroup("diagnostics", "c1", {KEY: ">"}, count=60)
+    delivered = [entry_id for entry_id, _ in read[0][1]]
+    pending_summary = client.xpending
+
+    async def acked_just_before(name: str, groupname: str) -> object:
+        await client.xack(KEY, "diagnostics", *delivered)
+        return await pending_summary(name, groupname)
+
+    monkeypatch.setattr(client, "xpending", acked_just_before)
+    trimmed = await trim_consumed(client, KEY, max_len=1000)
+    remaining = [entry_id for entry_id, _ in await client.xrange(KEY)]
+    assert trimmed.unread == 0 and 50 <= trimmed.entries <= 60
+    assert remaining[-40:] == ids[60:]  # the entries nobody read are all still there
