@@ -61,15 +61,22 @@ def broker_accounts(path: str) -> None:
     """Write the broker's platform accounts from INSA_MQTT_PASSWORD_<ROLE> variables.
 
     Every service role (ingestor, diagnostics, alerts, api, subscriber, admin, health)
-    needs its secret; device accounts already in the file are kept.
+    needs its secret; device accounts already in the file are kept. A further replica's
+    or consumer's account comes from INSA_MQTT_PASSWORD_<ROLE>_<N> (N from 2): e.g.
+    INSA_MQTT_PASSWORD_ALERTS_2 makes `insa-alerts-2` with the alerts role.
     """
 
     from shared.broker_accounts import SERVICE_ACCOUNTS, write_config_file
     from shared.settings import MIN_SECRET_LENGTH, is_placeholder
 
+    wanted = {"INSA_MQTT_PASSWORD_" + a.removeprefix("insa-").upper(): a
+              for a in SERVICE_ACCOUNTS}
+    for var in sorted(os.environ):
+        role_var, _, number = var.rpartition("_")
+        if role_var in wanted and number.isdigit() and int(number) >= 2:
+            wanted[var] = f"{wanted[role_var]}-{int(number)}"
     passwords, problems = {}, []
-    for account in SERVICE_ACCOUNTS:
-        var = "INSA_MQTT_PASSWORD_" + account.removeprefix("insa-").upper()
+    for var, account in wanted.items():
         secret = os.environ.get(var, "")
         if is_placeholder(secret) and os.environ.get("INSA_ENV") != "development":
             problems.append(f"{var} is missing or a placeholder (at least "
@@ -78,7 +85,7 @@ def broker_accounts(path: str) -> None:
     if problems:
         raise click.UsageError("; ".join(problems))
     write_config_file(Path(path), passwords)
-    click.echo(f"broker accounts written to {path}: {', '.join(SERVICE_ACCOUNTS)}")
+    click.echo(f"broker accounts written to {path}: {', '.join(wanted.values())}")
 
 
 @main.group()

@@ -3,7 +3,9 @@
 Events are committed first (in the transaction that caused them) and published from
 the table, oldest first, then marked; what a crash or an outage left unpublished goes
 out later, so publication is at-least-once (each event's `id` lets subscribers drop a
-repeat). A service subclasses `Outbox` with its table's queries and message shape.
+repeat). Replicas take turns: a batch is published and marked under a transaction-level
+advisory lock per outbox, so in the normal case each event goes out once, in order.
+A service subclasses `Outbox` with its table's queries and message shape.
 """
 
 from __future__ import annotations
@@ -81,22 +83,35 @@ class Outbox:
     async def _publish_pending(self) -> None:
         mqtt = await self._connected()  # also at start: readiness says if the broker is there
         self.health.ok("mqtt")
-        while True:
-            async with self.pool.acquire() as conn:
-                rows = await self.unpublished(conn, BATCH)
-            if not rows:
-                return
+        while await self._publish_batch(mqtt):
+            pass
+
+    async def _publish_batch(self, mqtt: aiomqtt.Client) -> bool:
+        """Publish the oldest unpublished batch and mark it, holding this outbox's
+        publisher lock: one publisher at a time across replicas, so each event goes out
+        once in the normal case and in the order it was committed. False when there was
+        nothing to do (or another replica is publishing: it takes our rows too)."""
+        failure: Exception | None = None
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))",
+                                       f"insa-outbox:{self.what}"):
+                return False
+            rows = await self.unpublished(conn, BATCH)
             published: list[asyncpg.Record] = []
-            try:
-                for row in rows:
+            for row in rows:
+                try:
                     await self.send(mqtt, row)
-                    published.append(row)
-            finally:
-                # What went out before a failure is not sent again on the retry (unless
-                # the database is what failed: then a repeat is the price, and ids tell).
-                if published:
-                    async with self.pool.acquire() as conn:
-                        await self.mark_published(conn, published)
+                except Exception as exc:
+                    failure = exc
+                    break
+                published.append(row)
+            # What went out before a failure is marked and not sent again on the retry
+            # (unless the database is what failed: then a repeat is the price, ids tell).
+            if published:
+                await self.mark_published(conn, published)
+        if failure is not None:
+            raise failure
+        return bool(rows)
 
     async def _connected(self) -> aiomqtt.Client:
         if self._broken:

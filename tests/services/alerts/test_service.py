@@ -15,8 +15,9 @@ import orjson
 import pytest
 import redis
 
-from devtools.stack.servers import RunningRedis
-from devtools.stack.service_process import ServiceProcess
+from devtools.registry import ALERTS as ALERTS_SERVICE
+from devtools.stack.servers import RunningBroker, RunningRedis
+from devtools.stack.service_process import ServiceProcess, replica_account
 from services.alerts import store
 from services.alerts.backtest import backtest
 from services.alerts.publishing import iso
@@ -162,15 +163,18 @@ async def test_kill_9_while_pending_and_while_firing_neither_loses_nor_repeats(
 @pytest.mark.timeout(120)
 async def test_two_replicas_raise_one_alert_per_condition(
         ingestor: ServiceProcess, alerts_factory: Callable[..., ServiceProcess],
-        clients: Clients, db_url: str) -> None:
+        clients: Clients, db_url: str, broker: RunningBroker) -> None:
     """Both in one consumer group, so each device's readings are split between them and
     both race on every (rule, device): the database's one-open-alert index decides."""
     await add_rule(db_url, type="threshold", name="vibration", metric="vibration", op=">",
                    value=3.0)
     await add_rule(db_url, type="range", name="vibration band", metric="vibration", low=0,
                    high=3.5, clear_high=3.0)
-    alerts_factory(INSA_ALERTS_CONSUMER="alerts-1", **FAST)
-    alerts_factory(INSA_ALERTS_CONSUMER="alerts-2", **FAST)
+    pager = clients.connect("insa-subscriber")
+    pager.subscribe("insa/alerts/#")
+    for n in (0, 1):  # each replica with a broker account of its own, as docs/operations.md
+        alerts_factory(INSA_ALERTS_CONSUMER=f"alerts-{n + 1}",
+                       **replica_account(broker, ALERTS_SERVICE, n), **FAST)
     devices = [f"well-r{n}" for n in range(8)]
     senders = {d: clients.device(d) for d in devices}
     for _ in range(15):
@@ -186,3 +190,7 @@ async def test_two_replicas_raise_one_alert_per_condition(
     assert len(rows) == 2 * len(devices)
     firing = await fetch(db_url, "SELECT alert_id FROM alert_events WHERE kind = 'firing'")
     assert len(firing) == len(rows)
+    # Each event reached subscribers once: one outbox publisher at a time.
+    published = [orjson.loads(m.payload)["id"] for m in pager.messages]
+    assert sorted(published) == sorted(set(published)), "an event was published twice"
+    assert len(published) == len(firing)
