@@ -138,6 +138,37 @@ def bench_api(devices: int, history_devices: int, days: float, requests: int,
     click.echo(report(result) + f"\nJSON: {save_result('api', result, output)}")
 
 
+@bench.command("soak")
+@click.option("--minutes", type=float, default=30, show_default=True)
+@click.option("--wells", type=int, default=100, show_default=True)
+@click.option("--interval", type=float, default=0.4, show_default=True,
+              help="Seconds between one well's readings.")
+@click.option("--faults", type=int, default=10, show_default=True,
+              help="Wells that develop a fault two minutes in.")
+@click.option("--event-every", nargs=2, type=float, default=(30, 90), show_default=True,
+              help="Seconds between reliability events (random in this range).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON result here (default bench-results/soak-<time>.json).")
+def bench_soak(minutes: float, wells: int, interval: float, faults: int,
+               event_every: tuple[float, float], seed: int, output: str | None) -> None:
+    """The whole platform under load with Redis, PostgreSQL and broker restarts and kill -9
+    of each service at random; exits 1 if a guarantee broke."""
+    import sys
+
+    from devtools.bench.soak import SoakConfig, report
+    from devtools.bench.soak import run as run_bench
+    from shared.logging import configure_logging
+
+    configure_logging("bench", level="WARNING", fmt="console")
+    result = run_bench(SoakConfig(minutes=minutes, wells=wells, interval=interval,
+                                  faults=faults, event_every=event_every, seed=seed),
+                       progress=lambda s: click.echo(s, err=True))
+    click.echo(report(result) + f"\nJSON: {save_result('soak', result, output)}")
+    if result["problems"]:
+        sys.exit(1)
+
+
 def save_result(name: str, result: dict[str, Any], output: str | None = None) -> Path:
     """A benchmark's figures as JSON (default bench-results/<name>-<time>.json)."""
     import time

@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 import structlog
 
 from shared.health import Health
-from shared.lifecycle import Lifecycle
+from shared.lifecycle import HARD_EXIT_GRACE_SECONDS, Lifecycle
 
 Start = Callable[[Lifecycle], Awaitable[None]]
 
@@ -161,3 +164,53 @@ async def test_a_second_signal_while_draining_changes_nothing() -> None:
         await run(lifecycle, start)
     assert drained.is_set()  # the drain was not cut short
     assert [e["event"] for e in logs].count("shutdown requested") == 1
+
+
+STUBBORN_SERVICE = """
+import asyncio
+from shared.lifecycle import Lifecycle
+from shared.service import run_service
+from shared.settings import CommonSettings, ServiceSettings
+
+
+async def stubborn() -> None:
+    while True:  # a part that swallows cancellation
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+
+
+async def broken() -> None:
+    await asyncio.sleep(0.2)
+    raise RuntimeError("a part broke")
+
+
+async def main(common: CommonSettings, settings: ServiceSettings) -> None:
+    async def start(lc: Lifecycle) -> None:
+        lc.spawn("stubborn", stubborn())
+        lc.spawn("broken", broken())
+    await Lifecycle(drain_seconds=settings.drain_seconds).run(start)
+
+
+run_service("stubborn", ServiceSettings, main)
+"""
+
+
+def test_a_failed_part_ends_the_process_even_if_another_ignores_cancellation(
+        tmp_path: Path) -> None:
+    """Never alive but broken: past the drain deadline plus a grace the process exits 1."""
+    script = tmp_path / "stubborn.py"
+    script.write_text(STUBBORN_SERVICE)
+    env = {**os.environ, "INSA_ENV": "development", "INSA_DATABASE_URL": "postgresql://x/y",
+           "INSA_REDIS_URL": "redis://x", "MQTT_USERNAME": "u", "MQTT_PASSWORD": "p",
+           "HTTP_PORT": "0", "DRAIN_SECONDS": "0.5", "PYTHONPATH": str(Path.cwd())}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          text=True, timeout=30)
+    took = time.monotonic() - started
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert 0.5 + HARD_EXIT_GRACE_SECONDS <= took < 0.5 + HARD_EXIT_GRACE_SECONDS + 10
+    assert "service part failed; stopping" in done.stdout
+    assert "RuntimeError: a part broke" in done.stdout
+    assert "parts did not stop in time after a failure; exiting" in done.stdout

@@ -1,0 +1,473 @@
+"""`insa bench soak`: the whole platform for a long while under load and chaos.
+
+Private PostgreSQL, Redis and Mosquitto; the ingestor, diagnostics, alerts and the API
+as processes that this harness supervises as supervisord would (started again when they
+exit); a fleet of simulated wells, some developing faults, publishing at QoS 1; the
+built-in rules loaded. At random intervals one reliability event: Redis, PostgreSQL or
+the broker restarted (down for a few seconds), or kill -9 of one service. At the end,
+once the pipeline has caught up, it checks what an operator relies on:
+
+- no service exited on its own (only the kills this harness made);
+- every reading the broker acknowledged is stored, once;
+- every alert raised once (one open alert per rule and device at any time, one firing
+  event per alert), every alert event published, and how many reached the subscriber
+  more than once; no diagnosis event written twice;
+- each service's memory after warm-up (RSS at the end against after two minutes of its
+  longest life).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import asyncpg
+import orjson
+import redis.asyncio as redis
+
+from devtools.bench.api_live import rss_mb
+from devtools.registry import ALERTS, API, DIAGNOSTICS, INGESTOR
+from devtools.stack.servers import (
+    RunningBroker,
+    RunningPostgres,
+    RunningRedis,
+    start_broker,
+    start_postgres,
+    start_redis,
+    stop_and_remove,
+)
+from devtools.stack.service_process import ServiceProcess, service_environment
+from services.alerts.defaults import load_defaults
+from services.alerts.rules import parse_rule, stored_form
+from services.simulator.faults import FAULT_KINDS
+from services.simulator.instruments import NO_GLITCHES
+from services.simulator.main import Device, SimulatorConfig
+from shared import db
+from shared.migrate import migrate
+from shared.mqtt import telemetry_topic
+from shared.streams import DIAGNOSTICS as DIAGNOSTICS_STREAM
+from shared.streams import TELEMETRY
+
+EVENTS = ("redis", "postgres", "broker", "kill ingestor", "kill diagnostics", "kill alerts",
+          "kill api")
+WARM_UP_SECONDS = 120.0
+QUIET = logging.getLogger("insa.soak.mqtt")  # the wells' clients: a broker restart is expected
+QUIET.setLevel(logging.CRITICAL)
+RSS_EVERY_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    minutes: float = 30.0
+    wells: int = 100
+    interval: float = 0.4           # seconds between one well's readings (250 readings/s)
+    faults: int = 10                # wells that develop a fault (onset after 2 min)
+    event_every: tuple[float, float] = (30.0, 90.0)  # seconds between reliability events
+    outage: tuple[float, float] = (3.0, 15.0)        # how long a server stays down
+    events: tuple[str, ...] = EVENTS  # in this order first, then at random
+    settle_seconds: float = 180.0   # how long the pipeline may take to catch up at the end
+    seed: int = 0
+
+
+@dataclass
+class Fleet:
+    """What the wells published: every reading sent, and those the broker acknowledged."""
+
+    sent: set[tuple[str, datetime]] = field(default_factory=set)
+    acked: set[tuple[str, datetime]] = field(default_factory=set)
+    reconnects: Counter[str] = field(default_factory=Counter)  # by error
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class Lifetime:
+    service: str
+    pid: int
+    started: float
+    rss: list[tuple[float, float]] = field(default_factory=list)  # (seconds alive, MB)
+    ended: str | None = None  # "killed" (by the soak), "exited <code>" (on its own)
+
+
+class Supervisor:
+    """Runs each service as supervisord would: started again, after a second, whenever it
+    exits. Exits that the soak did not cause are counted as unexpected."""
+
+    def __init__(self, envs: dict[str, dict[str, str]], logdir: Path) -> None:
+        self.envs, self.logdir = envs, logdir
+        self.procs: dict[str, ServiceProcess] = {}
+        self.lives: list[Lifetime] = []
+        self.unexpected: list[str] = []
+        self._killed: set[int] = set()
+
+    def start(self, name: str) -> None:
+        service = {s.name: s for s in (INGESTOR, DIAGNOSTICS, ALERTS, API)}[name]
+        proc = ServiceProcess(service, self.envs[name], self.logdir / f"{name}.log")
+        proc.start(wait_ready=False)
+        assert proc.proc is not None
+        self.procs[name] = proc
+        self.lives.append(Lifetime(name, proc.proc.pid, time.monotonic()))
+
+    def kill(self, name: str) -> None:
+        proc = self.procs[name].proc
+        assert proc is not None
+        self._killed.add(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        next_rss = 0.0
+        while not stop.is_set():
+            now = time.monotonic()
+            for name, service in list(self.procs.items()):
+                assert service.proc is not None
+                code = service.proc.poll()
+                if code is None:
+                    continue
+                life = next(x for x in reversed(self.lives) if x.pid == service.proc.pid)
+                if service.proc.pid in self._killed:
+                    life.ended = "killed"
+                else:
+                    life.ended = f"exited {code}"
+                    self.unexpected.append(f"{name} exited with {code}:\n{service.log()[-1500:]}")
+                await asyncio.sleep(1.0)
+                self.start(name)
+            if now >= next_rss:
+                next_rss = now + RSS_EVERY_SECONDS
+                for life in self.lives:
+                    if life.ended is None:
+                        try:
+                            life.rss.append((now - life.started, rss_mb(life.pid)))
+                        except OSError:
+                            pass
+            await asyncio.sleep(0.2)
+
+    def stop_all(self) -> None:
+        for service in self.procs.values():
+            service.stop()
+
+    def memory(self) -> dict[str, dict[str, float]]:
+        """Per service, its longest life: RSS after warm-up and at its end."""
+        out: dict[str, dict[str, float]] = {}
+        for name in self.procs:
+            lives = [x for x in self.lives if x.service == name and x.rss]
+            life = max(lives, key=lambda x: x.rss[-1][0], default=None)
+            if life is None or life.rss[-1][0] < 2 * WARM_UP_SECONDS:
+                continue
+            warm = next(mb for alive, mb in life.rss if alive >= WARM_UP_SECONDS)
+            end = life.rss[-1][1]
+            out[name] = {"minutes_alive": round(life.rss[-1][0] / 60, 1),
+                         "rss_after_warm_up_mb": warm, "rss_at_end_mb": end,
+                         "growth_mb": round(end - warm, 1),
+                         "growth_percent": round(100 * (end - warm) / warm, 1)}
+        return out
+
+
+# --- the wells ----------------------------------------------------------------------------
+async def run_well(device: Device, device_id: str, password: str, port: int,
+                   interval: float, fleet: Fleet, stop: asyncio.Event) -> None:
+    """Publish a reading every `interval`; one the broker did not acknowledge (it went
+    away) is sent again, with the same `ts`, on the next connection."""
+    started, seq = time.monotonic(), 0
+    payload: bytes | None = None
+    await asyncio.sleep(random.uniform(0, interval))
+    while not stop.is_set():
+        try:
+            async with aiomqtt.Client("127.0.0.1", port, identifier=device_id,
+                                      username=device_id, password=password, logger=QUIET,
+                                      protocol=aiomqtt.ProtocolVersion.V5,
+                                      keepalive=15, timeout=10) as client:
+                while not stop.is_set():
+                    if payload is None:
+                        payload = device.payload(time.monotonic() - started, seq)
+                        seq += 1
+                    if payload is not None:
+                        reading = (device_id, datetime.fromisoformat(orjson.loads(payload)["ts"]))
+                        fleet.sent.add(reading)
+                        await client.publish(telemetry_topic(device_id), payload, qos=1)
+                        fleet.acked.add(reading)
+                        payload = None
+                    await asyncio.sleep(interval)
+        except aiomqtt.MqttError as exc:
+            fleet.reconnects[str(exc)[:80]] += 1
+            await asyncio.sleep(1.0)
+
+
+async def follow_alerts(port: int, password: str, received: list[int]) -> None:
+    """An alert subscriber with a persistent session (until cancelled): what is published
+    while it is away (the broker restarting) is queued for it."""
+    while True:
+        try:
+            async with aiomqtt.Client("127.0.0.1", port, identifier="insa-subscriber",
+                                      username="insa-subscriber", password=password, logger=QUIET,
+                                      protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
+                                      properties=_session(3600), keepalive=15) as client:
+                await client.subscribe("insa/alerts/#", qos=1)
+                async for message in client.messages:
+                    received.append(orjson.loads(message.payload)["id"])
+        except aiomqtt.MqttError:
+            await asyncio.sleep(1.0)
+
+
+def _session(expiry: int) -> Any:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = expiry
+    return props
+
+
+# --- chaos --------------------------------------------------------------------------------
+async def reliability_event(event: str, servers: dict[str, Any], supervisor: Supervisor,
+                            outage: float) -> None:
+    if event.startswith("kill "):
+        supervisor.kill(event.removeprefix("kill "))
+        return
+    server = servers[event]
+    await asyncio.to_thread(server.stop)
+    await asyncio.sleep(outage)
+    await asyncio.to_thread(server.start)
+
+
+async def chaos(cfg: SoakConfig, servers: dict[str, Any], supervisor: Supervisor,
+                until: float, log: list[dict[str, Any]], progress: Callable[[str], None]
+                ) -> None:
+    rng = random.Random(cfg.seed)
+    planned = list(cfg.events)
+    started = time.monotonic()
+    while True:
+        wait = rng.uniform(*cfg.event_every)
+        if time.monotonic() + wait >= until:
+            return
+        await asyncio.sleep(wait)
+        event = planned.pop(0) if planned else rng.choice(EVENTS)
+        outage = round(rng.uniform(*cfg.outage), 1)
+        progress(f"  {(time.monotonic() - started) / 60:5.1f} min: {event}"
+                 + ("" if event.startswith("kill") else f" (down {outage} s)"))
+        log.append({"at_s": round(time.monotonic() - started), "event": event,
+                    "outage_s": None if event.startswith("kill") else outage})
+        await reliability_event(event, servers, supervisor, outage)
+
+
+# --- the checks at the end ------------------------------------------------------------------
+async def caught_up(dsn: str, redis_url: str, timeout: float) -> float:
+    """Wait until the stored rows stop growing (the broker's queue for the ingestor is
+    drained), every stream group has read and acknowledged everything and both outboxes
+    are empty; returns the seconds it took."""
+    started = time.monotonic()
+    client = redis.Redis.from_url(redis_url)
+    rows = -1
+    try:
+        while time.monotonic() - started < timeout:
+            await asyncio.sleep(2.0)
+            try:
+                busy = 0
+                for stream in (TELEMETRY, DIAGNOSTICS_STREAM):
+                    for group in await client.xinfo_groups(stream):
+                        busy += int(group.get("lag") or 0) + int(group["pending"])
+                conn = await asyncpg.connect(dsn)
+                try:
+                    busy += await conn.fetchval(
+                        "SELECT (SELECT count(*) FROM diagnoses WHERE published_at IS NULL)"
+                        " + (SELECT count(*) FROM alert_events WHERE published_at IS NULL)")
+                    before, rows = rows, await conn.fetchval("SELECT count(*) FROM telemetry")
+                finally:
+                    await conn.close()
+            except (OSError, redis.RedisError, asyncpg.PostgresError):
+                busy = 1
+            if busy == 0 and rows == before:
+                return time.monotonic() - started
+    finally:
+        await client.aclose()
+    raise RuntimeError(f"the pipeline did not catch up within {timeout:.0f} s")
+
+
+async def check_data(dsn: str, fleet: Fleet, received: list[int]) -> dict[str, Any]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        stored_rows = await conn.fetch(
+            "SELECT d.device_id, t.time FROM (SELECT DISTINCT device, time FROM telemetry) t "
+            "JOIN devices d ON d.id = t.device")
+        stored = {(r["device_id"], r["time"]) for r in stored_rows}
+        duplicate_rows = await conn.fetchval(
+            "SELECT count(*) - count(DISTINCT (device, metric, time)) FROM telemetry")
+        overlapping = await conn.fetchval(
+            """
+            SELECT count(*) FROM alerts a JOIN alerts b
+              ON a.rule_id = b.rule_id AND a.device_id = b.device_id AND a.id < b.id
+             WHERE a.resolved_at IS NULL OR a.resolved_at > b.active_since
+            """)
+        fired_twice = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT alert_id FROM alert_events WHERE kind = 'firing' "
+            "GROUP BY alert_id HAVING count(*) > 1) x")
+        announced = [r["id"] for r in await conn.fetch(
+            "SELECT id FROM alert_events WHERE kind <> 'pending'")]
+        alerts = await conn.fetchval("SELECT count(*) FROM alerts")
+        diagnoses_twice = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM diagnoses GROUP BY device_id, code, "
+            "coalesce(metric, ''), ts, cleared, severity HAVING count(*) > 1) x")
+        diagnosed = {(r["device_id"], r["code"]) for r in await conn.fetch(
+            "SELECT DISTINCT device_id, code FROM diagnoses WHERE NOT cleared")}
+    finally:
+        await conn.close()
+    counts = Counter(received)
+    lost = fleet.acked - stored
+    return {
+        "acked_not_stored_by_second": {str(k): v for k, v in sorted(Counter(
+            int(ts.timestamp() - fleet.started) for _, ts in lost).items())},
+        "acked_not_stored_devices": len({d for d, _ in lost}),
+        "readings_sent": len(fleet.sent), "readings_acked": len(fleet.acked),
+        "acked_not_stored": len(fleet.acked - stored),
+        "stored_never_sent": len(stored - fleet.sent),
+        "duplicate_telemetry_rows": duplicate_rows,
+        "device_reconnects": sum(fleet.reconnects.values()),
+        "device_reconnect_errors": dict(fleet.reconnects.most_common(5)),
+        "alerts": alerts, "alert_events_announced": len(announced),
+        "alerts_open_twice": overlapping, "alerts_fired_twice": fired_twice,
+        "alert_events_not_received": len(set(announced) - set(counts)),
+        "alert_events_received_twice": sum(1 for n in counts.values() if n > 1),
+        "diagnosis_events_written_twice": diagnoses_twice,
+        "diagnosed": sorted(diagnosed),
+    }
+
+
+def problems(result: dict[str, Any]) -> list[str]:
+    """What breaks a guarantee (a repeat across a kill -9 is at-least-once, not one)."""
+    data = result["data"]
+    found = [f"{name}: {data[name]}" for name in (
+        "acked_not_stored", "stored_never_sent", "duplicate_telemetry_rows",
+        "alerts_open_twice", "alerts_fired_twice", "alert_events_not_received",
+        "diagnosis_events_written_twice") if data[name]]
+    found += [f"unexpected exit: {x}" for x in result["unexpected_exits"]]
+    return found
+
+
+def _quiet_mqtt_futures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    if not isinstance(context.get("exception"), aiomqtt.MqttError):
+        loop.default_exception_handler(context)
+
+
+# --- the run ---------------------------------------------------------------------------------
+def plan_faults(cfg: SoakConfig, device_ids: list[str]) -> dict[str, str]:
+    rng = random.Random(cfg.seed)
+    kinds = sorted(FAULT_KINDS)
+    chosen = rng.sample(device_ids, min(cfg.faults, len(device_ids)))
+    return {d: kinds[n % len(kinds)] for n, d in enumerate(sorted(chosen))}
+
+
+async def soak(cfg: SoakConfig, pg: RunningPostgres, rd: RunningRedis, broker: RunningBroker,
+               device_ids: list[str], progress: Callable[[str], None]) -> dict[str, Any]:
+    # aiomqtt leaves a dropped connection's PUBACK futures unretrieved: expected here.
+    asyncio.get_running_loop().set_exception_handler(_quiet_mqtt_futures)
+    dsn = pg.spec.dsn()
+    await migrate(dsn)
+    conn = await db.connect(dsn)  # with the JSON codecs the rules need
+    try:
+        await load_defaults(conn)
+        # One alert per running well, whatever the defaults make of the fleet: raised
+        # once, and never again across the restarts and kills.
+        rule = parse_rule({"type": "threshold", "name": "soak: well running",
+                           "metric": "motor_current", "op": ">", "value": 0.0})
+        await conn.execute("INSERT INTO rules (name, definition) VALUES ($1, $2)",
+                           rule.name, stored_form(rule))
+    finally:
+        await conn.close()
+    logdir = pg.spec.datadir.parent
+    envs = {s.name: service_environment(
+        s, dsn, rd.url, broker, INSA_ENV="production", INSA_LOG_LEVEL="WARNING",
+        **({"INSA_API_JWT_SECRET": "soak-" + "k" * 60,
+            "INSA_API_ADMIN_PASSWORD": "soak-admin-password"} if s is API else {}))
+        for s in (INGESTOR, DIAGNOSTICS, ALERTS, API)}
+    supervisor = Supervisor(envs, logdir)
+    for name in envs:
+        supervisor.start(name)
+    for proc in supervisor.procs.values():  # the ingestor's session exists before any reading
+        await asyncio.to_thread(proc.wait_ready, 60)
+    scenarios = plan_faults(cfg, device_ids)
+    sim = SimulatorConfig("127.0.0.1", broker.port, {}, cfg.interval, scenarios, seed=cfg.seed)
+    devices = {d: Device(sim, d) for d in device_ids}
+    for device in devices.values():  # readings stay valid: this soak is about delivery
+        device.instruments.glitches = NO_GLITCHES
+    fleet, received, events = Fleet(), list[int](), list[dict[str, Any]]()
+    stop, done = asyncio.Event(), asyncio.Event()
+    started = time.monotonic()
+    until = started + cfg.minutes * 60
+    progress(f"soak: {cfg.wells} wells every {cfg.interval:g} s "
+             f"({cfg.wells / cfg.interval:.0f} readings/s), {len(scenarios)} faults, "
+             f"{cfg.minutes:g} min")
+    async with asyncio.TaskGroup() as group:
+        group.create_task(supervisor.watch(done))
+        subscriber = group.create_task(follow_alerts(
+            broker.port, broker.credentials["insa-subscriber"], received))
+        wells = [group.create_task(run_well(devices[d], d, broker.credentials[d], broker.port,
+                                            cfg.interval, fleet, stop)) for d in device_ids]
+        await chaos(cfg, {"redis": rd, "postgres": pg, "broker": broker}, supervisor, until,
+                    events, progress)
+        await asyncio.sleep(max(0.0, until - time.monotonic()))
+        stop.set()
+        await asyncio.wait(wells, timeout=30)
+        progress("  publishing stopped; waiting for the pipeline to catch up")
+        settle = await caught_up(dsn, rd.url, cfg.settle_seconds)
+        await asyncio.sleep(3)  # the subscriber's last messages
+        subscriber.cancel()
+        done.set()
+    data = await check_data(dsn, fleet, received)
+    supervisor.stop_all()
+    faulty = {(d, code) for d, code in scenarios.items()}
+    result = {"config": asdict(cfg), "events": events,
+              "unexpected_exits": supervisor.unexpected,
+              "kills": sum(1 for x in supervisor.lives if x.ended == "killed"),
+              "settle_seconds": round(settle, 1), "memory": supervisor.memory(),
+              "faults": sorted(scenarios.items()),
+              "faults_diagnosed": len(faulty & set(map(tuple, data["diagnosed"]))),
+              "data": data}
+    data["diagnosed"] = len(data["diagnosed"])
+    result["problems"] = problems(result)
+    return result
+
+
+def run(cfg: SoakConfig, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    device_ids = [f"soak-{n:03d}" for n in range(cfg.wells)]
+    pg, rd = start_postgres(durable=True), start_redis()
+    broker = start_broker(devices=device_ids)
+    try:
+        return asyncio.run(soak(cfg, pg, rd, broker, device_ids, progress))
+    finally:
+        stop_and_remove(broker, rd, pg)
+
+
+def report(result: dict[str, Any]) -> str:
+    d = result["data"]
+    lines = [
+        f"soak: {result['config']['minutes']:g} min, {len(result['events'])} reliability "
+        f"events ({', '.join(e['event'] for e in result['events'])})",
+        f"  readings: {d['readings_acked']:,} acked by the broker, {d['acked_not_stored']} "
+        f"of them not stored, {d['duplicate_telemetry_rows']} duplicate rows, "
+        f"{d['stored_never_sent']} stored that were never sent; "
+        f"{d['device_reconnects']} device reconnects",
+        f"  alerts: {d['alerts']} raised, {d['alerts_open_twice']} open twice, "
+        f"{d['alerts_fired_twice']} fired twice; {d['alert_events_announced']} events, "
+        f"{d['alert_events_not_received']} not received, {d['alert_events_received_twice']} "
+        f"received twice (at-least-once across kills)",
+        f"  diagnoses: {d['diagnosis_events_written_twice']} written twice; faults diagnosed "
+        f"{result['faults_diagnosed']} of {len(result['faults'])}",
+        f"  services: {result['kills']} killed by the soak, "
+        f"{len(result['unexpected_exits'])} exited on their own; caught up "
+        f"{result['settle_seconds']} s after publishing stopped",
+    ]
+    for name, m in result["memory"].items():
+        lines.append(f"  memory {name}: {m['rss_after_warm_up_mb']} MB after warm-up, "
+                     f"{m['rss_at_end_mb']} MB after {m['minutes_alive']} min "
+                     f"({m['growth_mb']:+} MB, {m['growth_percent']:+}%)")
+    lines.append("  PROBLEMS: " + "; ".join(result["problems"]) if result["problems"]
+                 else "  no guarantee broken")
+    return "\n".join(lines)
