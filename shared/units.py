@@ -29,6 +29,26 @@ CANONICAL: dict[str, str] = {
     "power": "kW",
 }
 
+# What an ESP metric can physically read, in its canonical unit: a value outside is a
+# fault of the transmitter or the bridge (a wrong scaling, 1e9), not a measurement, and
+# the ingestor rejects its message (`implausible_value`) rather than storing it as the
+# latest value and alerting on it. Generous on purpose (the largest ESPs, gauge
+# pressures down to vacuum); `INSA_INGESTOR_PLAUSIBLE_BOUNDS` overrides them.
+PLAUSIBLE: dict[str, tuple[float, float]] = {
+    "flow_rate": (0.0, 100_000.0),
+    "pip": (-15.0, 10_000.0),
+    "discharge_pressure": (-15.0, 15_000.0),
+    "wellhead_pressure": (-15.0, 10_000.0),
+    "motor_current": (0.0, 1_000.0),
+    "motor_voltage": (0.0, 10_000.0),
+    "motor_temp": (-60.0, 400.0),
+    "intake_temp": (-60.0, 350.0),
+    "vibration": (0.0, 1_000.0),
+    "vsd_frequency": (0.0, 200.0),
+    "gor": (0.0, 1_000_000.0),
+    "power": (0.0, 10_000.0),
+}
+
 # How devices spell units (compared case-insensitively, spaces removed) -> pint's name.
 # Oil-field barrels are 42 US gallons: pint's plain "barrel" is a different one.
 _SPELLINGS: dict[str, str] = {

@@ -40,6 +40,7 @@ from services.api.routes import (
     ingest,
     live,
     provisioning,
+    rejects,
     rules,
     telemetry,
     users,
@@ -57,7 +58,7 @@ PREFIX = "/api/v1"
 ROUTERS = (auth.router, users.router, api_keys.router, audit_log.router,
            diagnoses.router, rules.router, alerts.router,
            devices.router, provisioning.router, commands.router,
-           telemetry.router, ingest.router, analytics.router, live.router)
+           telemetry.router, rejects.router, ingest.router, analytics.router, live.router)
 # Long-running jobs of the API (e.g. command answers and timeouts), run for the app's
 # lifetime with its resources until `stop` is set.
 Background = Callable[[Resources, asyncio.Event], Coroutine[Any, Any, None]]

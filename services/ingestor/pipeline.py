@@ -28,9 +28,9 @@ from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.parsing import MessageParser
 from services.ingestor.rejects import RejectLog
 from services.ingestor.rows import (
-    UNKNOWN_DEVICE,
     BatchRows,
     devices_named,
+    first_kinds,
     map_batch,
     metric_units,
 )
@@ -67,6 +67,7 @@ class Pipeline:
         self.intake = intake
         self.flow = FlowControl(settings.receive_maximum, intake, metrics)
         self.catalog = repository.Catalog()
+        self.bounds = settings.plausible()
         self.device_units = repository.DeviceUnits()
         self.reject_log = RejectLog(settings.reject_log_window_seconds)
         self.batch = Batch()
@@ -175,11 +176,13 @@ class Pipeline:
         names = devices_named(items)
         devices = await self.catalog.resolve_devices(conn, names, self.settings.auto_provision)
         units = metric_units(items)
-        metrics = await self.catalog.resolve_metrics(conn, units) if units else {}
+        metrics = await self.catalog.resolve_metrics(conn, units, first_kinds(items)) \
+            if units else {}
         # Each device's units, read once per device (the first batch that holds it).
         known = await self.device_units.load(conn, [devices[n] for n in names if n in devices])
-        return map_batch(items, devices, metrics, lambda item: self.parser.reject(
-            item.delivery, item.device_id, "unknown_device", UNKNOWN_DEVICE), known)
+        return map_batch(items, devices, metrics, lambda item, reason, detail:
+                         self.parser.reject(item.delivery, item.device_id, reason, detail),
+                         known, self.catalog.kinds, self.bounds)
 
     def _count(self, rows: BatchRows, written: repository.Written) -> None:
         self.metrics.rows.labels("telemetry").inc(written.telemetry_rows)

@@ -32,6 +32,7 @@ class Catalog:
     def __init__(self) -> None:
         self.devices: dict[str, int] = {}
         self.metrics: dict[str, int] = {}
+        self.kinds: dict[str, str | None] = {}  # 'number' or 'text' (metrics.kind)
 
     async def resolve_devices(self, conn: asyncpg.Connection, names: Iterable[str],
                               create: bool) -> dict[str, int]:
@@ -46,23 +47,35 @@ class Catalog:
             self.devices.update((r["device_id"], r["id"]) for r in rows)
         return self.devices
 
-    async def resolve_metrics(self, conn: asyncpg.Connection,
-                              units: dict[str, str | None]) -> dict[str, int]:
+    async def resolve_metrics(self, conn: asyncpg.Connection, units: dict[str, str | None],
+                              first_kinds: dict[str, str]) -> dict[str, int]:
         """Ids of the metrics named in `units` (name → first unit given in the batch); a new
-        one is catalogued with its canonical unit if it is a known metric, else that unit."""
-        missing = sorted(n for n in units if n not in self.metrics)
+        one is catalogued with its canonical unit if it is a known metric, else that unit,
+        and with the kind of its first value in `first_kinds` (a known metric: a number).
+        `kinds` then holds what each metric is, as the catalog says."""
+        missing = sorted(n for n in units if n not in self.metrics or self.kinds.get(n) is None)
         if missing:
+            kinds = ["number" if n in CANONICAL else first_kinds[n] for n in missing]
             # NOT EXISTS first: ON CONFLICT alone burns an id of the smallint sequence
             # for every name already there.
             await conn.execute(
-                "INSERT INTO metrics (name, unit) SELECT t.name, t.unit "
-                "FROM unnest($1::text[], $2::text[]) AS t(name, unit) "
+                "INSERT INTO metrics (name, unit, kind) SELECT t.name, t.unit, t.kind "
+                "FROM unnest($1::text[], $2::text[], $3::text[]) AS t(name, unit, kind) "
                 "WHERE NOT EXISTS (SELECT 1 FROM metrics m WHERE m.name = t.name) "
                 "ON CONFLICT (name) DO NOTHING", missing,
-                [CANONICAL.get(n) or units[n] for n in missing])
+                [CANONICAL.get(n) or units[n] for n in missing], kinds)
+            # A metric catalogued before it had a value learns its kind now.
             rows = await conn.fetch(
-                "SELECT name, id FROM metrics WHERE name = any($1::text[])", missing)
-            self.metrics.update((r["name"], r["id"]) for r in rows)
+                "UPDATE metrics AS m SET kind = t.kind "
+                "FROM unnest($1::text[], $2::text[]) AS t(name, kind) "
+                "WHERE m.name = t.name AND m.kind IS NULL RETURNING m.name, m.id, m.kind",
+                missing, kinds)
+            rows += await conn.fetch(
+                "SELECT name, id, kind FROM metrics WHERE name = any($1::text[])",
+                [n for n in missing if n not in {r["name"] for r in rows}])
+            for r in rows:
+                self.metrics[r["name"]] = r["id"]
+                self.kinds[r["name"]] = r["kind"]
         return self.metrics
 
 

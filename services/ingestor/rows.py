@@ -65,6 +65,47 @@ def metric_units(items: list[Parsed]) -> dict[str, str | None]:
     return units
 
 
+def first_kinds(items: list[Parsed]) -> dict[str, str]:
+    """Every metric in the batch with the kind of its first value: 'number' or 'text'."""
+    kinds: dict[str, str] = {}
+    for item in items:
+        for reading in item.readings:
+            for value in reading.values:
+                if value.metric not in kinds:
+                    kinds[value.metric] = "text" if value.number is None else "number"
+    return kinds
+
+
+def bad_value(item: Parsed, kinds: Mapping[str, str | None],
+              bounds: Mapping[str, tuple[float, float]],
+              known: Mapping[str, KnownUnit] | None) -> tuple[str, str] | None:
+    """Why `item` must not be stored: text for a metric the catalog knows as a number
+    (`text_for_number`), or a number outside its metric's plausible range in the canonical
+    unit (`implausible_value`); None when every value is acceptable."""
+    for reading in item.readings:
+        for v in reading.values:
+            number = v.number
+            if number is None:
+                if kinds.get(v.metric) == "number":
+                    assert v.text is not None
+                    return "text_for_number", (f"{v.metric} is a numeric metric; got the "
+                                               f"text {v.text[:40]!r}")
+                continue
+            bound = bounds.get(v.metric)
+            if bound is None:
+                continue
+            if v.unit is not None:
+                number = conversion(v.metric, v.unit)(number)
+            elif known is not None and (got := known.get(v.metric)) is not None:
+                number = got[1](number)
+            if not bound[0] <= number <= bound[1]:
+                unit = CANONICAL.get(v.metric, "")
+                return "implausible_value", (
+                    f"{v.metric} {number:.6g} {unit} is outside its plausible range "
+                    f"[{bound[0]:g}, {bound[1]:g}] {unit}".replace("  ", " "))
+    return None
+
+
 def _learn(rows: BatchRows, units: Mapping[int, Mapping[str, KnownUnit]], device: int,
            name: str, metric: int, unit: str, conv: Conversion) -> dict[str, KnownUnit]:
     """`device` now gives `name` in `unit`: copy-on-write, `units` is never changed."""
@@ -77,17 +118,26 @@ def _learn(rows: BatchRows, units: Mapping[int, Mapping[str, KnownUnit]], device
 
 
 def map_batch(items: list[Parsed], devices: dict[str, int], metrics: dict[str, int],
-              unknown_device: Callable[[Parsed], Reject],
-              units: Mapping[int, Mapping[str, KnownUnit]] | None = None) -> BatchRows:
-    """Rows for `items`; an item whose device has no id becomes `unknown_device(item)`.
+              reject: Callable[[Parsed, str, str], Reject],
+              units: Mapping[int, Mapping[str, KnownUnit]] | None = None,
+              kinds: Mapping[str, str | None] | None = None,
+              bounds: Mapping[str, tuple[float, float]] | None = None) -> BatchRows:
+    """Rows for `items`; an item whose device has no id becomes `reject(item,
+    "unknown_device", ...)`, one with a bad value (`bad_value`) a reject of its reason.
     `units`: device id -> metric name -> the unit the device last gave (committed) and its
-    conversion."""
+    conversion; `kinds`: metric -> 'number' or 'text'; `bounds`: plausible ranges."""
     rows = BatchRows()
-    units = units or {}
+    units, kinds, bounds = units or {}, kinds or {}, bounds or {}
     limited: dict[str | None, list[int]] = {}  # device -> [index in rejects, count]
     for item in items:
         if item.reject is None and item.device_id not in devices:
-            item.reject = unknown_device(item)
+            item.reject = reject(item, "unknown_device", UNKNOWN_DEVICE)
+        if item.reject is None and item.readings:
+            assert item.device_id is not None
+            device = devices[item.device_id]
+            known = rows.units.get(device) or units.get(device)
+            if (bad := bad_value(item, kinds, bounds, known)) is not None:
+                item.reject = reject(item, *bad)
         if item.reject is not None:
             if item.reject.reason == "rate_limited":  # a flood: one record per device
                 merged = limited.setdefault(item.device_id, [len(rows.rejects), 0])

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import PartitionedSettings
+from shared.units import PLAUSIBLE
 
 
 class IngestorSettings(PartitionedSettings):
@@ -28,6 +29,10 @@ class IngestorSettings(PartitionedSettings):
     # Older readings are rejected (timestamp_too_old): a backlog may be old, 1970 is a fault.
     max_past_age_days: float = Field(3650.0, gt=0)
     offline_after_seconds: float = Field(600.0, gt=0)
+    # Plausibility bounds per metric in its canonical unit (docs/payloads.md, "Rejects"),
+    # as JSON: {"pip": [0, 5000]} replaces pip's, {"torque": [0, 100]} adds one, {"pip":
+    # null} turns pip's off. Merged over shared/units.py's PLAUSIBLE.
+    plausible_bounds: dict[str, tuple[float, float] | None] = Field(default_factory=dict)
     stream: str = "insa:telemetry"
     # Entries every consumer group is done with are trimmed each interval; past this
     # length the oldest go even if unread (counted and logged as an error).
@@ -46,3 +51,16 @@ class IngestorSettings(PartitionedSettings):
     suspend_max_seconds: float = Field(86400.0, gt=0)
     # How often PostgreSQL and Redis are probed for readiness, also while idle.
     probe_interval_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("plausible_bounds")
+    @classmethod
+    def _low_below_high(cls, bounds: dict[str, tuple[float, float] | None]
+                        ) -> dict[str, tuple[float, float] | None]:
+        for metric, bound in bounds.items():
+            if bound is not None and not bound[0] < bound[1]:
+                raise ValueError(f"plausible_bounds[{metric!r}]: low must be below high")
+        return bounds
+
+    def plausible(self) -> dict[str, tuple[float, float]]:
+        merged = {**PLAUSIBLE, **self.plausible_bounds}
+        return {metric: bound for metric, bound in merged.items() if bound is not None}

@@ -217,6 +217,34 @@ async def test_device_units_and_canonical_catalog_units(
     assert await conn.fetchval("SELECT count(*) FROM device_units") == 0
 
 
+async def test_metric_kind_backfilled_from_what_is_stored(
+        pg_dsn: str, conn: asyncpg.Connection, migrations_copy: Path) -> None:
+    kind_file = next(m for m in FILES if m.name == "data_quality")
+    later = [m for m in FILES if m.version >= kind_file.version]
+    for m in later:
+        (migrations_copy / m.path.name).unlink()
+    await migrate(pg_dsn, migrations_copy)
+    device = await conn.fetchval("INSERT INTO devices (device_id) VALUES ('esp-1') RETURNING id")
+    ids = {r["name"]: r["id"] for r in await conn.fetch(
+        "INSERT INTO metrics (name) VALUES ('pip'), ('torque'), ('mode'), ('unused') "
+        "RETURNING name, id")}
+    await conn.executemany(
+        "INSERT INTO telemetry_latest (device, metric, time, value, value_text) "
+        "VALUES ($1, $2, now(), $3, $4)",
+        [(device, ids["torque"], 12.5, None), (device, ids["mode"], None, "auto")])
+    for m in later:
+        shutil.copy(m.path, migrations_copy)
+    await migrate(pg_dsn, migrations_copy)
+    kinds = {r["name"]: r["kind"] for r in await conn.fetch("SELECT name, kind FROM metrics")}
+    # An ESP metric is a number before any value; the others say what they hold.
+    assert kinds == {"pip": "number", "torque": "number", "mode": "text", "unused": None}
+    # The migration's list of ESP metrics is shared/units.py's CANONICAL.
+    assert set(re.findall(r"'(\w+)'", kind_file.sql.split("m.name IN")[1].split(")")[0])) \
+        == set(CANONICAL)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await conn.execute("UPDATE metrics SET kind = 'blob' WHERE name = 'unused'")
+
+
 async def test_rerun_is_a_no_op(pg_dsn: str, conn: asyncpg.Connection) -> None:
     assert await migrate(pg_dsn) == ALL_VERSIONS
     before = await conn.fetch("SELECT * FROM schema_migrations ORDER BY version")

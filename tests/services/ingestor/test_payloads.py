@@ -112,6 +112,10 @@ BAD_PAYLOADS = [
      "schema_violation"),
     ("telemetry", b'{"flow_rate": 1, "pip": {"value": 1, "unit": "degC"}}', "bad_unit"),
     ("telemetry/motor_temp", b'{"value": 1, "unit": "furlongs"}', "bad_unit"),
+    ("telemetry", b'{"flow_rate": "2500"}', "text_for_number"),
+    ("telemetry/pip", b'"850"', "text_for_number"),
+    ("telemetry", b'{"pip": 1e9}', "implausible_value"),
+    ("telemetry", b'{"motor_temp": {"value": 2000, "unit": "degF"}}', "implausible_value"),
 ]
 
 
@@ -145,6 +149,25 @@ async def test_every_reject_reason_is_recorded_and_counted(
     assert stored[0]["value"] == 7.0
     # Rejected messages were acked: nothing waits for redelivery.
     assert ingestor.metric("insa_ingestor_pending_messages") == 0
+    dev.close()
+
+
+async def test_a_metric_first_sent_as_a_number_refuses_text(
+        ingestor: ServiceProcess, broker: RunningBroker, db_url: str) -> None:
+    """Beyond the ESP metrics: what the catalog first saw a metric hold is what it holds."""
+    dev = connect_device(broker, "esp-kinds")
+    dev.publish(telemetry_topic(dev.client_id), b'{"torque": 12.5, "mode": "auto"}')
+    dev.publish(telemetry_topic(dev.client_id), b'{"torque": "high"}')
+    dev.publish(telemetry_topic(dev.client_id), b'{"mode": 3}')  # a text metric takes numbers
+    rejects = await wait_until(lambda: fetch(db_url, "SELECT reason, detail FROM "
+                                                     "rejected_messages"),
+                               lambda r: len(r) == 1, what="the text torque rejected")
+    assert (rejects[0]["reason"], rejects[0]["detail"]) == (
+        "text_for_number", "torque is a numeric metric; got the text 'high'")
+    kinds = await fetch(db_url, "SELECT name, kind FROM metrics ORDER BY name")
+    assert [(r["name"], r["kind"]) for r in kinds] == [("mode", "text"), ("torque", "number")]
+    await wait_until(lambda: fetch(db_url, "SELECT 1 FROM telemetry"), lambda r: len(r) == 2,
+                     what="torque 12.5 and mode 3 stored")
     dev.close()
 
 

@@ -30,8 +30,8 @@ def parse(parser: MessageParser, topic: str, payload: object, at: datetime = T0)
     return parser.parse(Delivery(topic, body, 1, 1, False, 1), received=at)
 
 
-def unknown(item: Parsed) -> Reject:
-    return Reject(item.delivery.topic, item.device_id, "unknown_device", "", b"", 0)
+def unknown(item: Parsed, reason: str, detail: str) -> Reject:
+    return Reject(item.delivery.topic, item.device_id, reason, detail, b"", 0)
 
 
 def test_numbers_texts_latest_and_stream_entries(parser: MessageParser) -> None:
@@ -210,3 +210,48 @@ def test_bad_units_of_text_and_unknown_metrics_are_not_refused(parser: MessagePa
     item = parse(parser, "insa/devices/esp-1/telemetry/pip",
                  b'{"value": 1, "unit": "degC"}')
     assert item.reject is not None and item.reject.reason == "bad_unit"
+
+
+KINDS = {"flow_rate": "number", "motor_current": "number", "mode": "text"}
+BOUNDS = IngestorSettings(mqtt_password="x" * 16).plausible()
+
+
+def test_text_for_a_numeric_metric_rejects_the_message(parser: MessageParser) -> None:
+    bad = parse(parser, "insa/devices/esp-1/telemetry", {"flow_rate": "2500", "mode": "auto"})
+    good = parse(parser, "insa/devices/esp-1/telemetry", {"flow_rate": 2500, "mode": "auto"})
+    rows = map_batch([bad, good], DEVICES, METRICS, unknown, kinds=KINDS, bounds=BOUNDS)
+    assert [(r.reason, r.detail) for r in rows.rejects] == [
+        ("text_for_number", "flow_rate is a numeric metric; got the text '2500'")]
+    assert rows.numbers == [(T0, 1, 10, 2500.0, None)] and len(rows.texts) == 1
+    assert len(rows.stream) == 1  # nothing of the rejected message is streamed either
+
+
+def test_implausible_values_are_judged_in_the_canonical_unit(parser: MessageParser) -> None:
+    items = [
+        parse(parser, "insa/devices/esp-1/telemetry", {"pip": 1e9}),
+        # 68,000 kPa is 9,862 psi: plausible; 69,000,000 Pa is 10,008 psi: not.
+        parse(parser, "insa/devices/esp-1/telemetry", {"pip": {"value": 68000, "unit": "kPa"}}),
+        parse(parser, "insa/devices/esp-1/telemetry", {"pip": {"value": 69e6, "unit": "Pa"}}),
+        # Without a unit: in the unit the device gave before (kPa here).
+        parse(parser, "insa/devices/esp-2/telemetry", {"pip": 70000}),
+        parse(parser, "insa/devices/esp-1/telemetry", {"torque": 1e9}),  # no bounds: stored
+    ]
+    rows = map_batch(items, DEVICES, {**UNIT_METRICS, "torque": 30}, unknown,
+                     {2: known(pip="kPa")}, kinds={}, bounds=BOUNDS)
+    assert [(r.reason, r.detail) for r in rows.rejects] == [
+        ("implausible_value", "pip 1e+09 psi is outside its plausible range [-15, 10000] psi"),
+        ("implausible_value", "pip 10007.6 psi is outside its plausible range [-15, 10000] psi"),
+        ("implausible_value", "pip 10152.6 psi is outside its plausible range [-15, 10000] psi"),
+    ]
+    assert [(device, round(value)) for _, device, _, value, _ in rows.numbers] == [
+        (1, 9863), (1, 1_000_000_000)]
+
+
+def test_plausible_bounds_are_settings() -> None:
+    settings = IngestorSettings(mqtt_password="x" * 16,
+                                plausible_bounds={"pip": [0, 5000], "torque": [0, 100],
+                                                  "gor": None})
+    bounds = settings.plausible()
+    assert bounds["pip"] == (0, 5000) and bounds["torque"] == (0, 100) and "gor" not in bounds
+    with pytest.raises(ValueError, match="low must be below high"):
+        IngestorSettings(mqtt_password="x" * 16, plausible_bounds={"pip": [10, 1]})
