@@ -14,7 +14,7 @@ evaluated is skipped, so an old reading neither starts, fires nor clears an aler
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from services.alerts.conditions import (
     Compare,
@@ -190,8 +190,10 @@ class Engine:
         return out
 
     def observe_diagnosis(self, device_id: str, ts: float, code: str, metric: str,
-                          severity: str, cleared: bool, confidence: float
-                          ) -> list[Transition]:
+                          severity: str, cleared: bool, confidence: float,
+                          superseded_by: str | None = None) -> list[Transition]:
+        """`superseded_by`: the diagnosis that replaced a cleared one (diagnostics holds one
+        per developing failure); an alert it resolves says so in its note."""
         out: list[Transition] = []
         if not self._diagnosis_rules or \
                 not self._advance(device_id, f"diagnosis:{code}:{metric}", ts):
@@ -204,6 +206,11 @@ class Engine:
                 outcome = condition.observe_diagnosis(code, metric, severity, cleared,
                                                       confidence)
                 self._step(rule_id, rule, device_id, outcome, ts, out)
+        if superseded_by is not None:
+            note = f"{code.replace('_', ' ')} superseded by diagnosis " \
+                   f"{superseded_by.replace('_', ' ')}"
+            out = [replace(t, note=note) if t.kind in ("resolved", "cancelled") else t
+                   for t in out]
         return out
 
     def prime(self, device_id: str, metric: str, points: Iterable[tuple[float, float]]

@@ -158,14 +158,18 @@ class Watcher:
         return min(now, self.backlog_clock)
 
     async def handle_diagnoses(self, messages: list[StreamMessage]) -> None:
-        events: list[tuple[str, float, str, str, str, bool, float]] = []
+        events: list[tuple[str, float, str, str, str, bool, float, str | None]] = []
         for message in messages:
             try:
                 event = decode_diagnosis(message.fields)
                 ts = datetime.fromisoformat(str(event["ts"])).timestamp()
+                evidence = event.get("evidence") or {}
+                superseded_by = evidence.get("superseded_by") if isinstance(evidence, dict) \
+                    else None
                 events.append((str(event["device_id"]), ts, str(event["code"]),
                                str(event.get("metric") or ""), str(event["severity"]),
-                               bool(event["cleared"]), float(event.get("confidence", 1.0))))
+                               bool(event["cleared"]), float(event.get("confidence", 1.0)),
+                               str(superseded_by) if superseded_by else None))
             except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
                 raise ValueError(f"entry {message.id} is not a diagnosis entry: {exc}") from exc
         events = [e for e in events if self.partition.owns_device(e[0])]

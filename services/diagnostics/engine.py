@@ -82,6 +82,9 @@ class WellState:
     active: dict[Key, Active] = field(default_factory=dict)
     flat: dict[str, tuple[float, int]] = field(default_factory=dict)
     since_cause: dict[str, int] = field(default_factory=dict)  # readings since a cause showed
+    superseded: dict[str, str] = field(default_factory=dict)  # code -> the one that replaced it
+    judged: int = 0  # readings judged (_judge calls)
+    shown: dict[str, int] = field(default_factory=dict)  # code -> `judged` when it last showed
 
 
 class DiagnosisEngine:
@@ -216,9 +219,16 @@ class DiagnosisEngine:
     # --- raising, changing, clearing -------------------------------------------------------
     def _judge(self, reading: Reading, state: WellState, findings: list[Finding],
                limits: dict[str, Any]) -> list[DiagnosisEvent]:
-        events = []
+        events: list[DiagnosisEvent] = []
         operation, rules = limits["operation"], limits["rules"]
         clear = operation["clear_readings"]
+        state.judged += 1
+        for finding in findings:
+            if finding.rank and not finding.held and finding.subject is None:
+                state.shown[finding.code] = state.judged
+        # Causes whose signature showed (not merely held) within the confirmation window.
+        showing = {code for code, at in state.shown.items()
+                   if state.judged - at < operation["confirm_window"]}
         for finding in findings:
             key = (finding.code, finding.subject)
             tracker = state.trackers.get(key)
@@ -234,7 +244,12 @@ class DiagnosisEngine:
             active = state.active.get(key)
             if active is None:
                 level = tracker.confirmed(confirm)
+                if level and finding.subject is None and \
+                        self._explained(state, finding, level, showing, reading.ts):
+                    continue
                 if level:
+                    if finding.subject is None:  # the replaced ones clear first
+                        self._supersede(reading, state, finding.code, events)
                     active = state.active[key] = Active(
                         level, finding.confidence, finding.evidence, reading.ts)
                     events.append(self._event(reading, key, active, cleared=False))
@@ -247,6 +262,8 @@ class DiagnosisEngine:
                     del state.active[key]
                     del state.trackers[key]
                     events.append(self._event(reading, key, active, cleared=True))
+                    state.superseded = {old: by for old, by in state.superseded.items()
+                                        if by != finding.code}
                 continue
             tracker.misses = 0
             level = tracker.confirmed(confirm)
@@ -256,6 +273,49 @@ class DiagnosisEngine:
                 active.confidence, active.evidence = finding.confidence, finding.evidence
                 events.append(self._event(reading, key, active, cleared=False))
         return events
+
+    @staticmethod
+    def _explained(state: WellState, finding: Finding, level: int, showing: set[str],
+                   ts: float) -> bool:
+        """Whether `finding`, confirmed at `level` by the reading at `ts`, is not raised as a
+        diagnosis of its own: it was superseded by a diagnosis still standing, it is a
+        symptom of a cause diagnosed and still showing, or a related diagnosis stands at a
+        higher severity or was raised by this same reading (then it is that one's evidence;
+        the standing one keeps its own severity, so the two never flap)."""
+        by = state.superseded.get(finding.code)
+        if by is not None and (by, None) in state.active:
+            return True
+        for cause in SYMPTOM_CAUSES.get(finding.code, ()):
+            active = state.active.get((cause, None))
+            if active is not None and cause in showing:
+                _note(active, "symptoms", finding.code)
+                return True
+        for (other, metric), active in state.active.items():
+            # Never a downgrade, and never two raised by one reading (the first stands).
+            if metric is None and _related(finding.code, other) and \
+                    (active.rank > level or active.since == ts):
+                _note(active, "also_showing", finding.code)
+                return True
+        return False
+
+    def _supersede(self, reading: Reading, state: WellState, code: str,
+                   events: list[DiagnosisEvent]) -> None:
+        """One developing failure, one diagnosis: a whole-well diagnosis just raised clears
+        the related ones standing (none is more severe: `_explained`), saying so, and they
+        are not raised again while it stands. An operator never sees two live diagnoses of
+        one failure."""
+        for key, active in list(state.active.items()):
+            other, metric = key
+            if metric is not None or not _related(code, other):
+                continue
+            del state.active[key]
+            state.trackers.pop(key, None)
+            # What `other` held back, `code` now holds back: no chain of re-raises.
+            state.superseded = {old: code if by == other else by
+                                for old, by in state.superseded.items()}
+            state.superseded[other] = code
+            active.evidence = {**active.evidence, "superseded_by": code}
+            events.append(self._event(reading, key, active, cleared=True))
 
     @staticmethod
     def _event(reading: Reading, key: Key, active: Active, cleared: bool) -> DiagnosisEvent:
@@ -318,6 +378,19 @@ def _one_hydraulic_cause(findings: list[Finding], state: WellState) -> None:
 SYMPTOM_CAUSES = {"underload": HYDRAULIC, "overheating": (*HYDRAULIC, "overload"),
                   "bearing_wear": ("gas_lock",)}
 CAUSES = frozenset(c for causes in SYMPTOM_CAUSES.values() for c in causes)
+
+
+def _note(active: Active, key: str, code: str) -> None:
+    found = active.evidence.setdefault(key, [])
+    if code not in found:
+        found.append(code)
+
+
+def _related(code: str, other: str) -> bool:
+    """Two whole-well diagnoses taken for one developing failure: a pump has one at a time
+    (two hydraulic failures, a symptom and its cause, or two symptoms of an unseen cause).
+    A VSD out of its range is a setting, related to nothing."""
+    return code != other and "vsd_out_of_range" not in (code, other)
 
 
 def _fold_symptoms_into_causes(findings: list[Finding], state: WellState, window: int) -> None:

@@ -20,12 +20,14 @@ from devtools.stack.servers import RunningBroker, RunningRedis
 from devtools.stack.service_process import ServiceProcess, replica_account
 from services.alerts import store
 from services.alerts.backtest import backtest
+from services.alerts.defaults import load_defaults
 from services.alerts.publishing import iso
 from services.alerts.rules import parse_rule, stored_form
 from shared import db
 from shared.mqtt import telemetry_topic
-from shared.streams import ALERTS
-from tests.utils.db import fetch
+from shared.streams import ALERTS, encode_diagnosis
+from shared.streams import DIAGNOSTICS as DIAGNOSTICS_STREAM
+from tests.utils.db import execute, fetch
 from tests.utils.mqtt_client import Clients, MqttClient
 from tests.utils.waiting import wait_until
 
@@ -194,3 +196,43 @@ async def test_two_replicas_raise_one_alert_per_condition(
     published = [orjson.loads(m.payload)["id"] for m in pager.messages]
     assert sorted(published) == sorted(set(published)), "an event was published twice"
     assert len(published) == len(firing)
+
+
+async def test_a_superseded_diagnosis_resolves_its_alert_saying_why(
+        alerts_factory: Callable[..., ServiceProcess], clients: Clients,
+        redis_server: RunningRedis, db_url: str) -> None:
+    """Diagnostics replaces overload by overheating on one well (one developing failure):
+    the overload alert resolves, its note naming the diagnosis that replaced it, before
+    the overheating one fires. Entries on insa:diagnostics as the diagnostics service
+    writes them; the built-in rules."""
+    await execute(db_url, "INSERT INTO devices (device_id) VALUES ('well-s1')")
+    conn = await db.connect(db_url)
+    try:
+        await load_defaults(conn)
+    finally:
+        await conn.close()
+    alerts_factory(**FAST)
+    subscriber = clients.connect("insa-subscriber")
+    subscriber.subscribe("insa/alerts/#")
+    stream = redis.Redis.from_url(redis_server.url)
+    now = time.time()
+
+    def diagnosis(n: int, code: str, cleared: bool, **evidence: str) -> None:
+        ts = now - 60 + n
+        stream.xadd(DIAGNOSTICS_STREAM, encode_diagnosis("well-s1", int(ts * 1000), {
+            "id": n, "device_id": "well-s1", "ts": iso(datetime.fromtimestamp(ts, UTC)),
+            "code": code, "severity": "critical", "cleared": cleared, "confidence": 0.9,
+            "evidence": evidence, "action": "check"}))
+
+    diagnosis(1, "overload", cleared=False)
+    subscriber.wait_for_messages(1, 15)
+    diagnosis(2, "overload", cleared=True, superseded_by="overheating")
+    diagnosis(3, "overheating", cleared=False)
+    received = [orjson.loads(m.payload) for m in subscriber.wait_for_messages(3, 15)]
+    assert [(m["rule"], m["event"]) for m in received] == [
+        ("ESP diagnosis: overload", "firing"), ("ESP diagnosis: overload", "resolved"),
+        ("ESP diagnosis: overheating", "firing")]
+    assert received[1]["note"] == "overload superseded by diagnosis overheating"
+    open_rows = await fetch(db_url, "SELECT r.name FROM alerts a JOIN rules r "
+                                    "ON r.id = a.rule_id WHERE a.state <> 'resolved'")
+    assert [r["name"] for r in open_rows] == ["ESP diagnosis: overheating"]

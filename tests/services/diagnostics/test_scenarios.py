@@ -96,3 +96,30 @@ def test_a_bad_line_is_named_and_the_rest_is_diagnosed(tmp_path: Path) -> None:
     errors = run.stderr.decode()
     assert f"{path}:4: skipped" in errors and f"{path}:8: skipped" in errors
     assert "furlong" in errors and "2 line(s) skipped" in errors
+
+
+@pytest.mark.parametrize("seed", [2, 5])
+def test_one_standing_diagnosis_per_developing_failure(tmp_path: Path, seed: int) -> None:
+    """Failures whose signatures overlap (gas lock unloads and heats the motor; an
+    overheating motor draws current): a well never has two whole-well diagnoses standing
+    at once (a VSD out of its range is a setting, apart), and one that replaces another
+    clears it saying by what."""
+    wells = {"W-1": "overheating", "W-2": "gas_lock", "W-3": "underload", "W-4": "overload"}
+    fleet = diagnose(tmp_path, FleetConfig(wells=4, hours=6, interval=30, seed=seed,
+                                           scenarios=wells))
+    standing: dict[str, set[str]] = {d: set() for d in wells}
+    superseded = []
+    for event in fleet.events:
+        if event.get("metric") is not None or event["code"] == "vsd_out_of_range":
+            continue
+        codes = standing[str(event["device_id"])]
+        if event["cleared"]:
+            codes.discard(str(event["code"]))
+            evidence = event["evidence"]
+            assert isinstance(evidence, dict)
+            if "superseded_by" in evidence:
+                superseded.append((event["code"], evidence["superseded_by"]))
+        else:
+            codes.add(str(event["code"]))
+        assert len(codes) <= 1, f"{event['device_id']} at {event['ts']}: {sorted(codes)}"
+    assert superseded, "these fleets supersede a diagnosis at least once"
