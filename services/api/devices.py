@@ -1,11 +1,12 @@
 """What the device routes share: the device as the API shows it, where its tags and desired
 configuration live, and its broker account.
 
-A device's `metadata` (jsonb) holds the user's own keys beside two the API keeps:
-`tags` (a list of strings, so `metadata->'tags' ? tag` filters) and `desired_config`
-(`{version, config, updated_at, updated_by}`: the last configuration published retained
-on `insa/devices/<id>/config`). Those two are shown as fields of their own and may not
-be set through `metadata`.
+A device's `metadata` (jsonb) holds the user's own keys beside three the API keeps:
+`tags` (a list of strings, so `metadata->'tags' ? tag` filters), `attributes` (its
+equipment's nameplate and operating data, shared/equipment.py, what rules and diagnosis
+judge it by) and `desired_config` (`{version, config, updated_at, updated_by}`: the
+last configuration published retained on `insa/devices/<id>/config`). Those are shown
+as fields of their own and may not be set through `metadata`.
 
 Broker accounts live in the broker only (dynamic-security plugin, over `$CONTROL`);
 the API never stores a device's password.
@@ -22,10 +23,11 @@ from pydantic import BaseModel, Field
 
 from services.api.broker import ApiBroker
 from shared.broker_accounts import device_role_name
+from shared.equipment import Equipment
 from shared.errors import Conflict, NotFound, ValidationFailed
 
-TAGS, DESIRED = "tags", "desired_config"
-RESERVED_METADATA = frozenset({TAGS, DESIRED})
+TAGS, DESIRED, ATTRIBUTES = "tags", "desired_config", "attributes"
+RESERVED_METADATA = frozenset({TAGS, DESIRED, ATTRIBUTES})
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$"
 METADATA_MAX_BYTES = 16 * 1024
@@ -50,6 +52,7 @@ class DeviceOut(BaseModel):
     last_seen: datetime | None
     tags: list[str] = Field(examples=[["field=north", "pad-3"]])
     metadata: dict[str, Any] = Field(examples=[{"pump_model": "REDA D460N"}])
+    attributes: Equipment = Field(default_factory=Equipment)
     desired_config: DesiredConfig | None = None
     created_at: datetime
     updated_at: datetime
@@ -65,8 +68,9 @@ def device_out(row: asyncpg.Record) -> DeviceOut:
     metadata = dict(row["metadata"] or {})
     tags = metadata.pop(TAGS, None) or []
     desired = metadata.pop(DESIRED, None)
+    attributes = metadata.pop(ATTRIBUTES, None) or {}
     return DeviceOut(**{**dict(row), "metadata": metadata, "tags": tags,
-                        "desired_config": desired})
+                        "attributes": attributes, "desired_config": desired})
 
 
 def check_size(what: str, value: Any, limit: int) -> bytes:
@@ -86,8 +90,9 @@ def user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     reserved = sorted(RESERVED_METADATA & metadata.keys())
     if reserved:
         raise ValidationFailed("reserved_metadata_key", f"metadata: {', '.join(reserved)} "
-                               "may not be set here (tags has its own field; desired_config "
-                               "is set by POST /devices/{id}/config)", field="metadata")
+                               "may not be set here (tags and attributes have fields of their "
+                               "own; desired_config is set by POST /devices/{id}/config)",
+                               field="metadata")
     check_size("metadata", metadata, METADATA_MAX_BYTES)
     return metadata
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from services.api import audit
 from services.api.deps import Res, require, visible
 from services.api.devices import (
+    ATTRIBUTES,
     COLUMNS,
     DESIRED,
     DEVICE_ID_PATTERN,
@@ -32,6 +33,7 @@ from services.api.devices import (
 )
 from services.api.pagination import Page, decode_cursor, encode_cursor
 from services.api.security.principal import Principal
+from shared.equipment import Equipment
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from shared.schemas import check_device_id
 
@@ -52,6 +54,9 @@ class DeviceIn(BaseModel):
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     metadata: dict[str, Any] = Field(default_factory=dict,
                                      examples=[{"pump_model": "REDA D460N"}])
+    attributes: Equipment = Field(default_factory=Equipment, description=(
+        "Nameplate and operating data in canonical units (docs/architecture.md, "
+        "\"Equipment\"); rules and diagnosis judge the well by them"))
     provision: bool = Field(False, description="Also create its MQTT account and return "
                                                "the password (shown once)")
 
@@ -65,8 +70,9 @@ class DevicePatch(BaseModel):
     device_type: str | None = Field(None, pattern=TYPE_PATTERN)
     tags: list[Tag] | None = Field(None, max_length=50, description="Replaces the tags")
     metadata: dict[str, Any] | None = Field(
-        None, description="Replaces the device's own metadata (tags and desired config "
-                          "are kept)")
+        None, description="Replaces the device's own metadata (tags, attributes and "
+                          "desired config are kept)")
+    attributes: Equipment | None = Field(None, description="Replaces the attributes")
 
 
 @router.get("", response_model=Page[DeviceOut], summary="List devices",
@@ -135,7 +141,8 @@ async def create_device(body: DeviceIn, res: Res, who: Writer) -> NewDevice:
     check_device_id(body.device_id)
     if who.device_id is not None:
         raise Forbidden(f"a key scoped to device {who.device_id} may not create devices")
-    metadata = {**user_metadata(body.metadata), TAGS: unique(body.tags)}
+    metadata = {**user_metadata(body.metadata), TAGS: unique(body.tags),
+                ATTRIBUTES: body.attributes.known()}
     credentials = None
     async with res.pool.acquire() as conn, conn.transaction():
         try:
@@ -163,7 +170,7 @@ async def update_device(device_id: str, body: DevicePatch, res: Res, who: Writer
     given = {f for f in body.model_fields_set if f == "name" or getattr(body, f) is not None}
     if not given:
         raise ValidationFailed("empty_patch", "nothing to change: give name, device_type, "
-                               "tags or metadata")
+                               "tags, attributes or metadata")
     replaced = user_metadata(body.metadata) if body.metadata is not None else None
     async with res.pool.acquire() as conn, conn.transaction():
         row = await locked(conn, device_id)
@@ -173,6 +180,8 @@ async def update_device(device_id: str, body: DevicePatch, res: Res, who: Writer
                     **{k: stored[k] for k in RESERVED_METADATA if k in stored}}
         if body.tags is not None:
             metadata[TAGS] = unique(body.tags)
+        if body.attributes is not None:
+            metadata[ATTRIBUTES] = body.attributes.known()
         row = await conn.fetchrow(
             f"UPDATE devices SET name = $2, device_type = $3, metadata = $4, "
             f"updated_at = now() WHERE device_id = $1 RETURNING {COLUMNS}", device_id,

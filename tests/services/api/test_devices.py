@@ -251,3 +251,36 @@ async def test_a_device_never_takes_over_another_broker_account(
     assert taken.status_code == 409 and "not this device's" in taken.json()["error"]["message"]
     assert (await api.admin.delete("/devices/scada-bridge")).status_code == 204
     assert clients.connect("scada-bridge").is_connected  # its own password still works
+
+
+async def test_equipment_attributes_are_set_kept_and_checked(api: Api, db_url: str) -> None:
+    created = await create(api.admin, "W-eq", attributes={
+        "motor_rated_current": 46.0, "motor_max_temp": 150, "vsd_min_hz": 35,
+        "vsd_max_hz": 62})
+    assert created["attributes"]["motor_rated_current"] == 46.0
+    assert created["attributes"]["pump_min_flow"] is None
+    # Stored where the alert engine and diagnosis read it, only what is set.
+    stored = await fetch(db_url, "SELECT metadata FROM devices WHERE device_id = 'W-eq'")
+    assert orjson.loads(stored[0]["metadata"])["attributes"] == {
+        "motor_rated_current": 46.0, "motor_max_temp": 150.0, "vsd_min_hz": 35.0,
+        "vsd_max_hz": 62.0}
+    # A patch of other fields keeps them; a patch of attributes replaces them whole.
+    patched = await api.admin.patch("/devices/W-eq", json={"metadata": {"pad": "3"}})
+    assert patched.json()["attributes"]["motor_rated_current"] == 46.0
+    patched = await api.admin.patch("/devices/W-eq", json={"attributes": {
+        "pump_min_flow": 800, "pump_max_flow": 2600}})
+    assert patched.status_code == 200, patched.text
+    assert {k: v for k, v in patched.json()["attributes"].items() if v is not None} == {
+        "pump_min_flow": 800.0, "pump_max_flow": 2600.0}
+    assert patched.json()["metadata"] == {"pad": "3"}
+    # Wrong types, ranges and unknown names are 422 naming the field.
+    for attributes, field in (({"motor_rated_current": "high"}, "motor_rated_current"),
+                              ({"motor_rated_current": -3}, "motor_rated_current"),
+                              ({"vsd_min_hz": 60, "vsd_max_hz": 40}, "vsd_min_hz"),
+                              ({"motor_rated_amps": 40}, "motor_rated_amps")):
+        refused = await api.admin.patch("/devices/W-eq", json={"attributes": attributes})
+        assert refused.status_code == 422, refused.text
+        assert field in refused.text
+    refused = await api.admin.patch("/devices/W-eq",
+                                    json={"metadata": {"attributes": {"x": 1}}})
+    assert refused.status_code == 422 and "attributes" in refused.text
