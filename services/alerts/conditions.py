@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import Enum
 
 from services.alerts.rules import (
@@ -22,6 +22,9 @@ from services.alerts.rules import (
     Rule,
     ThresholdRule,
     WindowRule,
+    attributes_needed,
+    bands_problem,
+    resolved,
 )
 from shared.contract import SEVERITY_RANK
 
@@ -45,24 +48,39 @@ def _compared(holds: bool, value: float) -> Outcome:
 
 
 class Threshold:
-    def __init__(self, rule: ThresholdRule) -> None:
-        self.op, self.limit = OPS[rule.op], rule.value
+    def __init__(self, rule: ThresholdRule, limit: float) -> None:
+        self.op, self.limit, self.while_running = OPS[rule.op], limit, rule.while_running
 
     def observe(self, ts: float, value: float) -> Outcome:
+        if self.while_running and value == 0:
+            return (Verdict.CLEAR, value)  # a stopped pump
         return _compared(self.op(value, self.limit), value)
 
 
 class Range:
-    def __init__(self, rule: RangeRule) -> None:
-        self.low, self.high = rule.low, rule.high
-        self.clear_low, self.clear_high = rule.clear_bounds
+    def __init__(self, rule: RangeRule, bands: tuple[float, float, float, float]) -> None:
+        self.low, self.high, self.clear_low, self.clear_high = bands
+        self.while_running = rule.while_running
 
     def observe(self, ts: float, value: float) -> Outcome:
+        if self.while_running and value == 0:
+            return (Verdict.CLEAR, value)  # a stopped pump
         if value < self.low or value > self.high:
             return (Verdict.FIRE, value)
         if self.clear_low <= value <= self.clear_high:
             return (Verdict.CLEAR, value)
         return (Verdict.HOLD, value)
+
+
+class Unresolved:
+    """A rule whose limits this device cannot give (it lacks an attribute, or its own
+    give an empty band): nothing is judged, and `reason` says why (the rule's status)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def observe(self, ts: float, value: float) -> Outcome:
+        return HOLD
 
 
 class Window:
@@ -227,15 +245,25 @@ class DiagnosisMatch:
         return (Verdict.CLEAR, confidence)
 
 
-Condition = Threshold | Range | WindowStat | RateOfChange | Compare | NoData | DiagnosisMatch
+Condition = Threshold | Range | WindowStat | RateOfChange | Compare | NoData | \
+    DiagnosisMatch | Unresolved
 
 
-def condition_for(rule: Rule) -> Condition:
+def condition_for(rule: Rule, attributes: Mapping[str, float] | None = None) -> Condition:
+    """The condition of `rule` for one device, its limits from the device's `attributes`."""
+    attributes = attributes or {}
     match rule:
         case ThresholdRule():
-            return Threshold(rule)
+            limit = resolved(rule.value, attributes)
+            if limit is None:
+                return Unresolved(f"no {attributes_needed(rule)[0]} attribute")
+            return Threshold(rule, limit)
         case RangeRule():
-            return Range(rule)
+            bands = rule.resolve(attributes)
+            problem = bands_problem(bands)
+            if problem is not None or isinstance(bands, str):
+                return Unresolved(problem or str(bands))
+            return Range(rule, bands)
         case WindowRule():
             return WindowStat(rule)
         case RateOfChangeRule():

@@ -13,7 +13,7 @@ evaluated is skipped, so an old reading neither starts, fires nor clears an aler
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from services.alerts.conditions import (
@@ -23,11 +23,18 @@ from services.alerts.conditions import (
     NoData,
     Outcome,
     RateOfChange,
+    Unresolved,
     Verdict,
     WindowStat,
     condition_for,
 )
-from services.alerts.rules import CompareRule, DiagnosisRule, NoDataRule, Rule
+from services.alerts.rules import (
+    CompareRule,
+    DiagnosisRule,
+    NoDataRule,
+    Rule,
+    attributes_needed,
+)
 
 Key = tuple[int, str]  # (rule id, device id)
 ANY_METRIC = ""
@@ -67,6 +74,15 @@ class Transition:
 class Device:
     device_type: str | None = None
     tags: frozenset[str] = frozenset()
+    # Its equipment's nameplate and operating data (shared/equipment.py), for rules whose
+    # limits come from them.
+    attributes: Mapping[str, float] = field(default_factory=dict)
+
+    def __hash__(self) -> int:  # attributes is a dict: hash what scopes match
+        return hash((self.device_type, self.tags))
+
+
+NO_DEVICE = Device()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +145,11 @@ class Engine:
         if self.devices.get(device_id) == device:
             return []
         self.devices[device_id] = device
-        for key in [k for k in self._watches if k[0] == device_id]:
-            del self._watches[key]
+        for watched in [k for k in self._watches if k[0] == device_id]:
+            del self._watches[watched]
+        for key in [k for k in self.conditions if k[1] == device_id
+                    and attributes_needed(self.rules.get(k[0]))]:
+            del self.conditions[key]  # its limits come from attributes that may have changed
         return self._end_unwatched(now, device_id)
 
     def _end_unwatched(self, now: float, device_id: str | None = None) -> list[Transition]:
@@ -280,8 +299,14 @@ class Engine:
         key = (rule_id, device_id)
         condition = self.conditions.get(key)
         if condition is None:
-            condition = self.conditions[key] = condition_for(rule)
+            condition = self.conditions[key] = condition_for(
+                rule, self.devices.get(device_id, NO_DEVICE).attributes)
         return condition
+
+    def skipped(self) -> dict[Key, str]:
+        """(rule, device) pairs judged nothing, and why (a missing attribute)."""
+        return {key: c.reason for key, c in self.conditions.items()
+                if isinstance(c, Unresolved)}
 
     def _step(self, rule_id: int, rule: Rule, device_id: str, outcome: Outcome, ts: float,
               out: list[Transition]) -> None:

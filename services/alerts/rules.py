@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from shared.contract import DIAGNOSIS_CODES, SEVERITY_RANK
+from shared.equipment import ATTRIBUTES
 from shared.errors import ValidationFailed
 from shared.mqtt import NAME_PATTERN
 
@@ -157,46 +158,109 @@ class RuleBase(Strict):
         raise NotImplementedError
 
 
+class Attribute(Strict):
+    """A limit from the device's own equipment (shared/equipment.py): the attribute's value
+    times `factor` plus `offset`, in the metric's canonical unit. A device without the
+    attribute is skipped by the rule, which says so in its status."""
+
+    attribute: Literal[tuple(ATTRIBUTES)]  # type: ignore[valid-type]
+    factor: float = Field(1.0, gt=0, le=100)
+    offset: float = Field(0.0, ge=-1e6, le=1e6)
+
+    def of(self, attributes: Mapping[str, float]) -> float | None:
+        found = attributes.get(self.attribute)
+        return None if found is None else found * self.factor + self.offset
+
+    def __str__(self) -> str:
+        factor = "" if self.factor == 1 else f"{self.factor:g} * "
+        offset = f" {self.offset:+g}" if self.offset else ""
+        return f"{factor}{self.attribute}{offset}"
+
+
+Limit = float | Attribute
+
+
+def resolved(limit: Limit, attributes: Mapping[str, float]) -> float | None:
+    """A limit's value for a device with these attributes (None: it lacks the one)."""
+    return limit if isinstance(limit, float) else limit.of(attributes)
+
+
+def _text(limit: Limit) -> str:
+    return format(limit, "g") if isinstance(limit, float) else str(limit)
+
+
+def attributes_needed(rule: Any) -> list[str]:
+    """The equipment attributes a rule's limits come from (none: constants only)."""
+    limits = [getattr(rule, name, None) for name in ("value", "low", "high", "clear_low",
+                                                      "clear_high")]
+    return sorted({x.attribute for x in limits if isinstance(x, Attribute)})
+
+
 class ThresholdRule(RuleBase):
     type: Literal["threshold"]
     metric: Name
     op: Op
-    value: float
+    value: Limit
+    # A reading of 0 is a stopped pump (meters read 0 with the motor off): the condition
+    # is false then, so a planned stop neither fires nor holds an alert.
+    while_running: bool = False
 
     @property
     def threshold(self) -> str:
-        return f"{self.op} {self.value:g}"
+        return f"{self.op} {_text(self.value)}"
 
 
 class RangeRule(RuleBase):
     """Fires outside [low, high]; clears only back inside [clear_low, clear_high], a
-    narrower band, so a value hovering at a limit does not flap."""
+    narrower band, so a value hovering at a limit does not flap. Limits from the
+    device's equipment are checked when the device's are known."""
 
     type: Literal["range"]
     metric: Name
-    low: float
-    high: float
-    clear_low: float | None = None
-    clear_high: float | None = None
+    low: Limit
+    high: Limit
+    clear_low: Limit | None = None
+    clear_high: Limit | None = None
+    while_running: bool = False  # as ThresholdRule's
 
     @model_validator(mode="after")
     def _bands(self) -> RangeRule:
-        if self.low >= self.high:
-            raise ValueError("low must be below high")
-        if not self.low <= self.clear_bounds[0] < self.clear_bounds[1] <= self.high:
-            raise ValueError("the clear band must lie inside [low, high]: "
-                             "low <= clear_low < clear_high <= high")
+        if attributes_needed(self):
+            return self
+        if bands_problem(self.resolve({})):  # constants: checked now
+            raise ValueError(bands_problem(self.resolve({})))
         return self
 
-    @property
-    def clear_bounds(self) -> tuple[float, float]:
-        return (self.low if self.clear_low is None else self.clear_low,
-                self.high if self.clear_high is None else self.clear_high)
+    def resolve(self, attributes: Mapping[str, float]
+                ) -> tuple[float, float, float, float] | str:
+        """(low, high, clear_low, clear_high) for a device, or what it lacks."""
+        found = []
+        for limit in (self.low, self.high, self.low if self.clear_low is None else
+                      self.clear_low, self.high if self.clear_high is None else self.clear_high):
+            value = resolved(limit, attributes)
+            if value is None:
+                assert isinstance(limit, Attribute)
+                return f"no {limit.attribute} attribute"
+            found.append(value)
+        return found[0], found[1], found[2], found[3]
 
     @property
     def threshold(self) -> str:
-        lo, hi = self.clear_bounds
-        return f"outside [{self.low:g}, {self.high:g}], clears inside [{lo:g}, {hi:g}]"
+        lo = _text(self.low if self.clear_low is None else self.clear_low)
+        hi = _text(self.high if self.clear_high is None else self.clear_high)
+        return f"outside [{_text(self.low)}, {_text(self.high)}], clears inside [{lo}, {hi}]"
+
+
+def bands_problem(bands: tuple[float, float, float, float] | str) -> str | None:
+    if isinstance(bands, str):
+        return bands
+    low, high, clear_low, clear_high = bands
+    if low >= high:
+        return "low must be below high"
+    if not low <= clear_low < clear_high <= high:
+        return ("the clear band must lie inside [low, high]: "
+                "low <= clear_low < clear_high <= high")
+    return None
 
 
 class RateOfChangeRule(RuleBase):

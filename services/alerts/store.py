@@ -51,10 +51,20 @@ async def load_devices(conn: asyncpg.Connection, device_ids: list[str] | None = 
                        ) -> dict[str, Device]:
     rows = await conn.fetch(
         """
-        SELECT device_id, device_type, metadata -> 'tags' AS tags FROM devices
+        SELECT device_id, device_type, metadata -> 'tags' AS tags,
+               metadata -> 'attributes' AS attributes FROM devices
         WHERE $1::text[] IS NULL OR device_id = ANY($1::text[])
         """, device_ids)
-    return {row["device_id"]: Device(row["device_type"], _tags(row["tags"])) for row in rows}
+    return {row["device_id"]: Device(row["device_type"], _tags(row["tags"]),
+                                     _attributes(row["attributes"])) for row in rows}
+
+
+def _attributes(raw: Any) -> dict[str, float]:
+    """The numeric attributes (the API validated them; anything else is not used)."""
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): float(v) for k, v in raw.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def _tags(raw: Any) -> frozenset[str]:

@@ -12,7 +12,14 @@ from fastapi import APIRouter, Body, Depends, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
 from services.alerts.backtest import backtest
-from services.alerts.rules import RULE_TYPES, Rule, parse_rule, stored_form
+from services.alerts.rules import (
+    RULE_TYPES,
+    Rule,
+    Scope,
+    attributes_needed,
+    parse_rule,
+    stored_form,
+)
 from services.api import audit
 from services.api.deps import Res, require
 from services.api.pagination import Page, decode_cursor, encode_cursor
@@ -37,6 +44,14 @@ RuleBody = Annotated[dict[str, Any], Body(
                 "units.", examples=[EXAMPLE])]
 
 
+class Skipped(BaseModel):
+    attributes: list[str] = Field(description="What the rule's limits need",
+                                  examples=[["motor_rated_current"]])
+    devices: int = Field(description="Devices in scope lacking one of them")
+    examples: list[str] = Field(description="The first 20 of them, by id",
+                                examples=[["W-101"]])
+
+
 class RuleOut(BaseModel):
     id: int
     name: str = Field(examples=["motor hot"])
@@ -48,6 +63,9 @@ class RuleOut(BaseModel):
                                                   if k != "name"}])
     problem: str | None = Field(None, description="Why this stored rule no longer "
                                                   "validates; the engine skips it")
+    skipped: Skipped | None = Field(None, description="For a rule whose limits come from "
+                                    "devices' attributes: the devices in its scope that "
+                                    "lack one, which it skips")
     created_at: datetime
     updated_at: datetime
 
@@ -83,15 +101,34 @@ class BacktestOut(BaseModel):
                                                  "as the engine evaluates it")
 
 
-def _out(row: Any) -> RuleOut:
+async def _out(conn: asyncpg.Pool | asyncpg.Connection, row: Any) -> RuleOut:
     definition: dict[str, Any] = row["definition"]
+    skipped = None
     try:
-        parse_rule({**definition, "name": row["name"]})
+        rule = parse_rule({**definition, "name": row["name"]})
         problem = None
+        needed = attributes_needed(rule)
+        if needed:
+            skipped = await _skipped(conn, rule.scope, needed)
     except ValidationFailed as exc:
         problem = exc.message
     return RuleOut(**{**dict(row), "type": str(definition.get("type", "")),
-                      "problem": problem})
+                      "problem": problem, "skipped": skipped})
+
+
+async def _skipped(conn: asyncpg.Pool | asyncpg.Connection, scope: Scope,
+                   needed: list[str]) -> Skipped:
+    """The devices in `scope` whose attributes lack one of `needed` (the engine judges
+    them by nothing, and says so here rather than passing them silently)."""
+    row = await conn.fetchrow(
+        """
+        SELECT count(*) AS devices, (array_agg(device_id ORDER BY device_id))[1:20] AS examples
+          FROM devices
+         WHERE ($1::text IS NULL OR device_id = $1) AND ($2::text IS NULL OR device_type = $2)
+           AND ($3::text IS NULL OR metadata -> 'tags' ? $3)
+           AND NOT coalesce(metadata -> 'attributes', '{}') ?& $4::text[]
+        """, scope.device_id, scope.device_type, scope.tag, needed)
+    return Skipped(attributes=needed, devices=row["devices"], examples=row["examples"] or [])
 
 
 def _rule(data: Any, where: str = "") -> Rule:
@@ -140,7 +177,7 @@ async def list_rules(res: Res, who: Reader,
           AND ($5::bigint IS NULL OR id > $5)
         ORDER BY id LIMIT $6
         """, rule_type, enabled, builtin, who.device_id, after[0] if after else None, limit + 1)
-    items = [_out(r) for r in rows[:limit]]
+    items = [await _out(res.pool, r) for r in rows[:limit]]
     return Page(items=items, next_cursor=encode_cursor(items[-1].id)
                 if len(rows) > limit else None)
 
@@ -148,7 +185,7 @@ async def list_rules(res: Res, who: Reader,
 @router.get("/{rule_id}", response_model=RuleOut, summary="Get a rule", responses={404: {}})
 async def get_rule(rule_id: int, res: Res, who: Reader) -> RuleOut:
     async with res.pool.acquire() as conn:
-        return _out(await _row(conn, who, rule_id))
+        return await _out(conn, await _row(conn, who, rule_id))
 
 
 @router.post("", response_model=RuleOut, status_code=201, summary="Create a rule",
@@ -166,7 +203,7 @@ async def create_rule(body: RuleBody, res: Res, who: Writer) -> RuleOut:
             raise Conflict(f"a rule named {rule.name!r} already exists") from None
         await audit.record(conn, who.actor, "rule.create", str(row["id"]), name=rule.name,
                            type=rule.type, enabled=rule.enabled)
-    return _out(row)
+        return await _out(conn, row)
 
 
 @router.put("/{rule_id}", response_model=RuleOut, summary="Replace a rule",
@@ -191,7 +228,7 @@ async def replace_rule(rule_id: int, body: RuleBody, res: Res, who: Writer) -> R
                          {k for k in ("name", "enabled") if row[k] != before[k]})
         await audit.record(conn, who.actor, "rule.update", str(rule_id), name=rule.name,
                            changed=changed)
-    return _out(row)
+        return await _out(conn, row)
 
 
 @router.patch("/{rule_id}", response_model=RuleOut, summary="Enable or disable a rule",
@@ -205,7 +242,7 @@ async def patch_rule(rule_id: int, body: RulePatch, res: Res, who: Writer) -> Ru
                                   f"WHERE id = $1 RETURNING {COLUMNS}", rule_id, body.enabled)
         await audit.record(conn, who.actor, "rule.enable" if body.enabled else "rule.disable",
                            str(rule_id), name=row["name"])
-    return _out(row)
+        return await _out(conn, row)
 
 
 @router.delete("/{rule_id}", status_code=204, summary="Delete a rule", responses={404: {}})

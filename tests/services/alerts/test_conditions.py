@@ -376,3 +376,61 @@ def test_a_diagnosis_is_tracked_per_metric() -> None:
     assert diagnose(engine, 30, "sensor_fault", metric="pip", cleared=True) == []
     assert diagnose(engine, 40, "sensor_fault", metric="motor_temp", cleared=True) == \
         [("resolved", 40)]
+
+
+# --- limits from each device's equipment ------------------------------------------------------
+OVERLOAD = {"type": "threshold", "metric": "motor_current", "op": ">",
+            "value": {"attribute": "motor_rated_current", "factor": 1.15}}
+
+
+def test_a_limit_from_the_devices_own_nameplate() -> None:
+    engine = engine_with(rule(**OVERLOAD), devices={
+        "W-40": Device("esp", attributes={"motor_rated_current": 40.0}),
+        "W-80": Device("esp", attributes={"motor_rated_current": 80.0})})
+    # 50 A overloads a 40 A motor (limit 46 A), not an 80 A one (limit 92 A).
+    assert feed(engine, "motor_current", series(45, 50, 44), device="W-40") == [
+        ("firing", 10.0), ("resolved", 20.0)]
+    assert feed(engine, "motor_current", series(45, 50, 90), device="W-80") == []
+    assert engine.skipped() == {}
+    assert rule(**OVERLOAD).threshold == "> 1.15 * motor_rated_current"
+
+
+def test_a_device_lacking_the_attribute_is_skipped_and_said_so() -> None:
+    engine = engine_with(rule(**OVERLOAD), devices={"W-1": Device("esp")})
+    assert feed(engine, "motor_current", series(500, 900)) == []
+    assert engine.skipped() == {(1, "W-1"): "no motor_rated_current attribute"}
+    # Once it has one (the catalog refresh), it is judged.
+    engine.set_device("W-1", Device("esp", attributes={"motor_rated_current": 40.0}), 20.0)
+    assert feed(engine, "motor_current", series(60, start=30)) == [("firing", 30.0)]
+    assert engine.skipped() == {}
+
+
+def test_a_range_from_the_pumps_operating_range_while_running() -> None:
+    flow = rule(type="range", metric="flow_rate", while_running=True,
+                low={"attribute": "pump_min_flow"}, high={"attribute": "pump_max_flow"},
+                clear_low={"attribute": "pump_min_flow", "factor": 1.05},
+                clear_high={"attribute": "pump_max_flow", "factor": 0.95})
+    engine = engine_with(flow, devices={"W-1": Device("esp", attributes={
+        "pump_min_flow": 1000.0, "pump_max_flow": 3000.0})})
+    # Below the range fires; a stop (0 bbl/d) is not running below it: it clears; inside
+    # the hysteresis band nothing changes; back inside the clear band resolves.
+    assert feed(engine, "flow_rate", series(1500, 900, 0, 800, 1020, 1100)) == [
+        ("firing", 10.0), ("resolved", 20.0), ("firing", 30.0), ("resolved", 50.0)]
+    assert flow.threshold == ("outside [pump_min_flow, pump_max_flow], clears inside "
+                              "[1.05 * pump_min_flow, 0.95 * pump_max_flow]")
+
+
+def test_an_empty_band_from_a_devices_attributes_is_skipped() -> None:
+    band = rule(type="range", metric="motor_temp", low=0,
+                high={"attribute": "motor_max_temp", "offset": -200})
+    engine = engine_with(band, devices={"W-1": Device("esp", attributes={
+        "motor_max_temp": 150.0})})
+    assert feed(engine, "motor_temp", series(300)) == []
+    assert engine.skipped() == {(1, "W-1"): "low must be below high"}
+
+
+@pytest.mark.parametrize("limit", [{"attribute": "motor_rated_amps"},
+                                   {"attribute": "motor_rated_current", "factor": 0}])
+def test_a_bad_attribute_reference_is_refused(limit: dict[str, Any]) -> None:
+    with pytest.raises(Exception, match="value"):
+        rule(type="threshold", metric="motor_current", op=">", value=limit)

@@ -3,16 +3,23 @@ trail, filters and pages, device scoping, and backtests over stored telemetry.""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
 
+from devtools.stack.servers import RunningBroker
+from devtools.stack.service_process import ServiceProcess
 from services.alerts.defaults import DEFAULT_RULES, load_defaults
 from shared import db
+from shared.mqtt import telemetry_topic
 from tests.fixtures.api import Api
 from tests.utils.db import execute, fetch, fetchval
+from tests.utils.devices import connect_device
+from tests.utils.waiting import wait_until
 
 HOT = {"type": "threshold", "name": "motor hot", "metric": "motor_temp", "op": ">",
        "value": 100, "severity": "critical", "for_seconds": 120}
@@ -217,3 +224,37 @@ async def test_backtest_returns_the_alert_with_its_times(api: Api, db_url: str) 
     assert (await erin.post("/rules/99999/test", json=window)).status_code == 404
     viewer = await api.user("viewer")
     assert (await viewer.post(f"/rules/{rule_id}/test", json=window)).status_code == 403
+
+
+async def test_a_rule_from_each_wells_nameplate_through_the_pipeline(
+        api: Api, broker: RunningBroker, ingestor: ServiceProcess,
+        alerts_factory: Callable[..., ServiceProcess], db_url: str) -> None:
+    """Devices with their motors' rated current set through the API, a rule at 115 % of
+    it: the same 50 A overloads one motor and not another, and the device without a
+    nameplate is skipped and listed in the rule's status."""
+    for device_id, rated in (("W-40", 40), ("W-80", 80), ("W-none", None)):
+        attributes = {} if rated is None else {"motor_rated_current": rated}
+        created = await api.admin.post("/devices", json={"device_id": device_id,
+                                                          "attributes": attributes})
+        assert created.status_code == 201, created.text
+    made = await api.admin.post("/rules", json={
+        "type": "threshold", "name": "overload", "metric": "motor_current", "op": ">",
+        "value": {"attribute": "motor_rated_current", "factor": 1.15},
+        "severity": "critical"})
+    assert made.status_code == 201, made.text
+    assert made.json()["skipped"] == {"attributes": ["motor_rated_current"], "devices": 1,
+                                      "examples": ["W-none"]}
+    alerts_factory(INSA_ALERTS_TICK_SECONDS="0.2")
+    for device_id in ("W-40", "W-80", "W-none"):
+        device = connect_device(broker, device_id)
+        device.publish(telemetry_topic(device_id), b'{"motor_current": 50}')
+        device.close()
+    rows = await wait_until(
+        lambda: fetch(db_url, "SELECT device_id, message FROM alerts"), lambda r: len(r) >= 1,
+        what="the overload alert")
+    await asyncio.sleep(1)  # any other alert would have come by now
+    rows = await fetch(db_url, "SELECT device_id, threshold FROM alerts")
+    assert [(r["device_id"], r["threshold"]) for r in rows] == [
+        ("W-40", "> 1.15 * motor_rated_current")]
+    listed = (await api.admin.get("/rules")).json()["items"]
+    assert [r["skipped"]["devices"] for r in listed if r["name"] == "overload"] == [1]
