@@ -213,8 +213,9 @@ def simulate_file(output: str, wells: int, hours: float, interval: float, seed: 
                   scenario: tuple[str, ...], random_faults: int, setpoint_steps: int,
                   stops: int, glitches: bool, fmt: str | None, labels: str | None,
                   start: datetime, prefix: str) -> None:
-    """Write a simulated fleet's readings for `insa diagnose` (JSON lines or CSV) and a
-    ground-truth labels file. Deterministic for a seed."""
+    """Write a simulated fleet's readings for `insa diagnose` (JSON lines or CSV), a
+    ground-truth labels file and the wells' equipment (OUTPUT with .attributes.json).
+    Deterministic for a seed."""
     from datetime import UTC
 
     from services.simulator.scenario_file import FleetConfig, generate
@@ -228,11 +229,13 @@ def simulate_file(output: str, wells: int, hours: float, interval: float, seed: 
                       scenarios=parse_scenarios(scenario), random_faults=random_faults,
                       setpoint_steps=setpoint_steps, stops=stops, glitches=glitches,
                       start=start.replace(tzinfo=UTC), prefix=prefix)
+    attributes = path.with_name(path.stem + ".attributes.json")
     try:
-        n = generate(cfg, path, labels_path, fmt)
+        n = generate(cfg, path, labels_path, fmt, attributes)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario") from None
-    click.echo(f"{n} readings from {wells} wells -> {path} ({fmt}); labels -> {labels_path}")
+    click.echo(f"{n} readings from {wells} wells -> {path} ({fmt}); labels -> {labels_path}; "
+               f"equipment (for insa rules backtest --attributes) -> {attributes}")
 
 
 @main.command()
@@ -304,8 +307,9 @@ def rules_load_defaults(database_url: str, replace: bool) -> None:
               help="A JSON array of rules (as POST /rules takes). Default: the built-in set.")
 @click.option("--attributes", "devices_file", type=click.Path(exists=True, dir_okay=False,
                                                               path_type=Path),
-              help='Per device what rule scopes match: {"W-1": {"device_type": "esp", '
-                   '"tags": ["north"]}}.')
+              help='Per device what scopes match and limits come from: {"W-1": '
+                   '{"device_type": "esp", "tags": ["north"], "attributes": '
+                   '{"motor_rated_current": 46}}} (insa simulate-file writes one).')
 @click.option("--limits", "limits_file", type=click.Path(exists=True, dir_okay=False,
                                                           path_type=Path),
               help="JSON overrides of the diagnosis limits, as for `insa diagnose`.")

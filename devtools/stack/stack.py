@@ -230,6 +230,7 @@ def up(cfg: StackConfig) -> str:
     applied = asyncio.run(migrate(env["INSA_DATABASE_URL"]))
     storage = asyncio.run(_storage(env["INSA_DATABASE_URL"]))
     asyncio.run(_load_default_rules(env["INSA_DATABASE_URL"]))
+    asyncio.run(_register_simulated_wells(env["INSA_DATABASE_URL"], simulator_device_ids(cfg)))
     supervisorctl(cfg, "start", *(s.name for s in SERVICES), "simulator")
     return summary(cfg, applied, storage, already_running=running is not None)
 
@@ -242,6 +243,26 @@ async def _load_default_rules(dsn: str) -> None:
     conn = await db.connect(dsn)
     try:
         await load_defaults(conn)
+    finally:
+        await conn.close()
+
+
+async def _register_simulated_wells(dsn: str, device_ids: list[str]) -> None:
+    """The simulated wells with their equipment, as an integrator enters it through the
+    API (`attributes`), so the built-in protection rules judge each by its own motor and
+    pump (the simulator's wells are drawn from (seed 0, device id): the same every run)."""
+    from services.simulator.well import design_well, well_attributes
+    from shared import db
+
+    conn = await db.connect(dsn)
+    try:
+        await conn.executemany(
+            """
+            INSERT INTO devices (device_id, metadata) VALUES ($1, jsonb_build_object(
+                'attributes', $2::jsonb, 'tags', '["simulated"]'::jsonb))
+            ON CONFLICT (device_id) DO UPDATE
+               SET metadata = devices.metadata || jsonb_build_object('attributes', $2::jsonb)
+            """, [(d, well_attributes(design_well(d))) for d in device_ids])
     finally:
         await conn.close()
 

@@ -1,10 +1,13 @@
-"""The built-in ESP rule set: the critical limits of DESIGN.md §9 and every critical
-diagnosis (`insa rules load-defaults`, and `make run`).
+"""The built-in ESP rule set (`insa rules load-defaults`, and `make run`): equipment
+protection from each well's own nameplate and operating data (shared/equipment.py),
+and every critical diagnosis.
 
-Textbook limits fit the textbook well; a healthy well may sit outside them, which is
-what the diagnostics service's own baselines are for. Range rules clear inside a
-narrower band and wait `for` two minutes, so a reading at a limit does not flap; a
-planned stop (zero current and frequency) is left to diagnostics, not paged here.
+No fleet-wide band: real wells span 20-110 A and 300-1,800 psi, so one textbook range
+pages healthy wells. A protection rule judges a well by its own attributes, and a
+well without them is skipped and listed in the rule's status (`GET /rules`); its
+diagnoses, judged against its own learned normal, still alert. Ranges clear inside a
+narrower band and wait `for`, so a reading at a limit does not flap; a stopped pump
+(a reading of 0) is left to diagnostics, not paged as out of range.
 """
 
 from __future__ import annotations
@@ -16,49 +19,58 @@ import asyncpg
 from services.alerts.rules import parse_rule, stored_form
 from shared.contract import DIAGNOSIS_CODES
 
-FOR = 120.0
+BUILTIN = {"source": "builtin"}
 
 
-def _range(name: str, metric: str, low: float, high: float, clear: tuple[float, float],
-           unit: str) -> dict[str, Any]:
-    return {"type": "range", "name": name, "metric": metric, "low": low, "high": high,
-            "clear_low": clear[0], "clear_high": clear[1], "severity": "critical",
-            "for_seconds": FOR, "renotify_seconds": 3600,
-            "message": f"{{device_id}}: {metric} {{value}} {unit} is {{threshold}}",
-            "labels": {"source": "builtin"}}
-
-
-def _above(name: str, metric: str, value: float, unit: str) -> dict[str, Any]:
-    return {"type": "threshold", "name": name, "metric": metric, "op": ">", "value": value,
-            "severity": "critical", "for_seconds": FOR, "renotify_seconds": 3600,
-            "message": f"{{device_id}}: {metric} {{value}} {unit} {{threshold}}",
-            "labels": {"source": "builtin"}}
+def _attribute(name: str, factor: float = 1.0) -> dict[str, Any]:
+    return {"attribute": name, "factor": factor}
 
 
 DEFAULT_RULES: list[dict[str, Any]] = [
-    _range("ESP flow rate out of range", "flow_rate", 500, 3500, (550, 3400), "bbl/d"),
-    _range("ESP intake pressure out of range", "pip", 600, 1400, (650, 1350), "psi"),
-    _range("ESP motor current out of range", "motor_current", 30, 70, (32, 68), "A"),
-    _range("ESP VSD frequency out of range", "vsd_frequency", 45, 65, (46, 64), "Hz"),
-    _above("ESP motor temperature critical", "motor_temp", 100, "degC"),
-    _above("ESP vibration critical", "vibration", 3.0, "mm/s"),
-    _above("ESP gas-oil ratio critical", "gor", 1000, "scf/bbl"),
+    {"type": "threshold", "name": "ESP motor overload", "metric": "motor_current",
+     "op": ">", "value": _attribute("motor_rated_current", 1.15), "severity": "critical",
+     "for_seconds": 60, "renotify_seconds": 3600, "labels": BUILTIN,
+     "message": "{device_id}: motor current {value} A {threshold}"},
+    {"type": "threshold", "name": "ESP motor over temperature", "metric": "motor_temp",
+     "op": ">", "value": _attribute("motor_max_temp"), "severity": "critical",
+     "for_seconds": 60, "renotify_seconds": 3600, "labels": BUILTIN,
+     "message": "{device_id}: motor temperature {value} degC {threshold}"},
+    {"type": "threshold", "name": "ESP intake pressure below the pump's minimum",
+     "metric": "pip", "op": "<", "value": _attribute("min_intake_pressure"),
+     "severity": "critical", "for_seconds": 120, "renotify_seconds": 3600,
+     "labels": BUILTIN, "message": "{device_id}: intake pressure {value} psi {threshold}"},
+    {"type": "range", "name": "ESP flow outside the pump's operating range",
+     "metric": "flow_rate", "low": _attribute("pump_min_flow"),
+     "high": _attribute("pump_max_flow"), "clear_low": _attribute("pump_min_flow", 1.05),
+     "clear_high": _attribute("pump_max_flow", 0.95), "while_running": True,
+     "severity": "warning", "for_seconds": 300, "renotify_seconds": 3600, "labels": BUILTIN,
+     "message": "{device_id}: flow {value} bbl/d is {threshold}"},
+    {"type": "range", "name": "ESP VSD outside its configured range",
+     "metric": "vsd_frequency", "low": _attribute("vsd_min_hz"),
+     "high": _attribute("vsd_max_hz"), "while_running": True, "severity": "warning",
+     "for_seconds": 120, "renotify_seconds": 3600, "labels": BUILTIN,
+     "message": "{device_id}: drive at {value} Hz is {threshold}"},
     {"type": "no_data", "name": "ESP silent", "after_seconds": 600, "severity": "warning",
-     "message": "{device_id}: no reading for {value} s", "labels": {"source": "builtin"}},
+     "message": "{device_id}: no reading for {value} s", "labels": BUILTIN},
     *({"type": "diagnosis", "name": f"ESP diagnosis: {code}", "code": code,
        "min_severity": "critical", "severity": "critical", "renotify_seconds": 3600,
        "message": f"{{device_id}}: {code.replace('_', ' ')} diagnosed critical "
                   "(confidence {value})",
-       "labels": {"source": "builtin"}}
+       "labels": BUILTIN}
       for code in DIAGNOSIS_CODES if code != "anomaly"),
 ]
 
 
 async def load_defaults(conn: asyncpg.Connection, replace: bool = False) -> tuple[int, int]:
     """Add the built-in rules that are missing (by name); with `replace`, also reset the
-    built-in ones an operator changed. Returns (written, left as they were)."""
+    built-in ones an operator changed. Built-in rules of an earlier set that this one no
+    longer has (the fleet-wide textbook bands) are disabled, their history kept. Returns
+    (written, left as they were)."""
     written = 0
     async with conn.transaction():
+        await conn.execute("UPDATE rules SET enabled = false, updated_at = now() "
+                           "WHERE builtin AND enabled AND name <> ALL($1::text[])",
+                           [r["name"] for r in DEFAULT_RULES])
         for data in DEFAULT_RULES:
             rule = parse_rule(data)
             status = await conn.execute(

@@ -97,21 +97,32 @@ def load_rules(data: bytes | None) -> dict[int, Rule]:
 
 
 def load_devices(data: bytes) -> dict[str, Device]:
-    """What scopes match, per device: {"W-1": {"device_type": "esp", "tags": ["north"]}}."""
+    """What scopes match and limits come from, per device: {"W-1": {"device_type": "esp",
+    "tags": ["north"], "attributes": {"motor_rated_current": 46}}} (`insa simulate-file`
+    writes one for its wells). Raises ValueError naming what is wrong."""
     import orjson
+    from pydantic import ValidationError
+
+    from shared.equipment import Equipment
 
     found = orjson.loads(data)
     if not isinstance(found, dict):
         raise ValueError("a JSON object of devices is expected")
     devices = {}
-    for device_id, attrs in found.items():
-        if not isinstance(attrs, dict):
+    for device_id, given in found.items():
+        if not isinstance(given, dict):
             raise ValueError(f"{device_id}: an object is expected")
-        tags = attrs.get("tags", [])
+        tags = given.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise ValueError(f"{device_id}.tags: a list of strings is expected")
-        device_type = attrs.get("device_type", "esp")
+        device_type = given.get("device_type", "esp")
         if not isinstance(device_type, str):
             raise ValueError(f"{device_id}.device_type: a string is expected")
-        devices[device_id] = Device(device_type, frozenset(tags))
+        try:
+            equipment = Equipment.model_validate(given.get("attributes", {}))
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in error["loc"])
+            raise ValueError(f"{device_id}.attributes.{where}: {error['msg']}") from None
+        devices[device_id] = Device(device_type, frozenset(tags), equipment.known())
     return devices

@@ -25,7 +25,13 @@ from services.simulator.faults import FAULT_KINDS, FAULTS, FaultPlan, canonical_
 from services.simulator.instruments import NO_GLITCHES, GlitchRates, Instruments
 from services.simulator.operations import Operations, Scheduler
 from services.simulator.units import METRICS, to_canonical
-from services.simulator.well import WellSpec, design_well, well_rng, with_sensors
+from services.simulator.well import (
+    WellSpec,
+    design_well,
+    well_attributes,
+    well_rng,
+    with_sensors,
+)
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
 ONSET_SHARE = (0.15, 0.5)       # faults begin in this share of the run
@@ -234,11 +240,17 @@ def label_records(cfg: FleetConfig, plans: list[WellPlan],
     return labels
 
 
-def generate(cfg: FleetConfig, output: Path, labels_path: Path, fmt: str = "jsonl") -> int:
-    """Write the readings and the labels; returns the number of readings."""
+def generate(cfg: FleetConfig, output: Path, labels_path: Path, fmt: str = "jsonl",
+             attributes_path: Path | None = None) -> int:
+    """Write the readings, the labels and (to `attributes_path`) each well's equipment as
+    `insa rules backtest --attributes` takes it; returns the number of readings."""
     plans = plan_fleet(cfg)
     for path in (output, labels_path):
         path.parent.mkdir(parents=True, exist_ok=True)
+    if attributes_path is not None:
+        attributes_path.write_bytes(orjson.dumps(
+            {p.spec.device_id: {"device_type": "esp", "attributes": well_attributes(p.spec)}
+             for p in plans}, option=orjson.OPT_INDENT_2))
     instruments = make_instruments(cfg, plans)
     records = fleet_records(cfg, plans, instruments)
     if fmt == "csv":

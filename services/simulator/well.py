@@ -200,6 +200,28 @@ def design_well(device_id: str, seed: int | str = 0) -> WellSpec:
                 "phase": rng.uniform(0, 2 * math.pi)})
 
 
+def well_attributes(spec: WellSpec) -> dict[str, float]:
+    """The well's equipment as an integrator would enter it (shared/equipment.py): the
+    motor's nameplate, the pump's recommended operating range at the operator's
+    frequency, the drive's configured range, setting depth and the lowest intake
+    pressure the pump may run at."""
+    speed = spec.setpoint_hz / BASE_FREQUENCY
+    hottest_healthy = spec.reservoir.temp_c + spec.motor.rated_rise_c
+    return {
+        "motor_rated_current": spec.motor.rated_current,
+        "motor_rated_voltage": spec.motor.rated_voltage,
+        "motor_rated_power": round(spec.motor.rated_power_kw, 1),
+        # Insulation rated well above the winding's healthy running temperature.
+        "motor_max_temp": round(hottest_healthy + max(40.0, 1.5 * spec.motor.rated_rise_c)),
+        "pump_min_flow": round(0.5 * spec.pump.q_bep * speed),
+        "pump_max_flow": round(1.4 * spec.pump.q_bep * speed),
+        "vsd_min_hz": max(30.0, spec.setpoint_hz - 15.0),
+        "vsd_max_hz": min(70.0, spec.setpoint_hz + 8.0),
+        "setting_depth": round(spec.system.depth),
+        "min_intake_pressure": round(2 * spec.reservoir.pip_floor + 50),
+    }
+
+
 def with_sensors(spec: WellSpec, needed: tuple[str, ...]) -> WellSpec:
     """The same well with these sensors fitted (a fault's signature must be observable)."""
     if all(m in spec.sensors for m in needed):
