@@ -258,3 +258,22 @@ async def test_a_rule_from_each_wells_nameplate_through_the_pipeline(
         ("W-40", "> 1.15 * motor_rated_current")]
     listed = (await api.admin.get("/rules")).json()["items"]
     assert [r["skipped"]["devices"] for r in listed if r["name"] == "overload"] == [1]
+
+
+async def test_loading_the_defaults_disables_built_in_rules_of_an_earlier_set(
+        db_url: str) -> None:
+    await execute(db_url, "INSERT INTO rules (name, definition, builtin) VALUES "
+                          "('ESP motor current out of range', $1, true), "
+                          "('my own band', $1, false)",
+                  '{"type": "range", "metric": "motor_current", "low": 30, "high": 70}')
+    conn = await db.connect(db_url)
+    try:
+        written, kept = await load_defaults(conn)
+        assert (written, kept) == (len(DEFAULT_RULES), 0)
+        assert await load_defaults(conn) == (0, len(DEFAULT_RULES))  # again: nothing new
+    finally:
+        await conn.close()
+    rows = await fetch(db_url, "SELECT name, enabled FROM rules WHERE name IN "
+                               "('ESP motor current out of range', 'my own band')")
+    assert {r["name"]: r["enabled"] for r in rows} == {
+        "ESP motor current out of range": False, "my own band": True}
