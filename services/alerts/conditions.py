@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 
 from services.alerts.rules import (
+    Attribute,
+    Baseline,
     CompareRule,
     DiagnosisRule,
     NoDataRule,
@@ -22,9 +24,7 @@ from services.alerts.rules import (
     Rule,
     ThresholdRule,
     WindowRule,
-    attributes_needed,
     bands_problem,
-    resolved,
 )
 from shared.contract import SEVERITY_RANK
 
@@ -40,6 +40,29 @@ class Verdict(Enum):
 
 
 HOLD = (Verdict.HOLD, None)
+# A well's normal (RelativeThreshold): learned from this many readings, then followed
+# over hours of event time, as the diagnosis baselines are.
+NORMAL_WARMUP_READINGS = 30
+NORMAL_TAU_SECONDS = 6 * 3600.0
+# After a start (a reading of 0, then not), inrush and drawdown are normal this long.
+START_SETTLE_SECONDS = 1800.0
+
+
+class Running:
+    """Whether a `while_running` rule judges a reading: a reading of 0 is a stopped pump
+    (meters read 0 with the motor off), and for `START_SETTLE_SECONDS` after a start the
+    inrush and the annulus drawing down are normal. Neither fires nor holds an alert."""
+
+    def __init__(self) -> None:
+        self.started_at: float | None = None  # None: never seen stopped
+
+    def judged(self, ts: float, value: float) -> bool:
+        if value == 0:
+            self.started_at = math.inf
+            return False
+        if self.started_at == math.inf:
+            self.started_at = ts
+        return self.started_at is None or ts - self.started_at >= START_SETTLE_SECONDS
 Outcome = tuple[Verdict, float | None]  # and the value that decided it
 
 
@@ -49,22 +72,72 @@ def _compared(holds: bool, value: float) -> Outcome:
 
 class Threshold:
     def __init__(self, rule: ThresholdRule, limit: float) -> None:
-        self.op, self.limit, self.while_running = OPS[rule.op], limit, rule.while_running
+        self.op, self.limit = OPS[rule.op], limit
+        self.running = Running() if rule.while_running else None
 
     def observe(self, ts: float, value: float) -> Outcome:
-        if self.while_running and value == 0:
-            return (Verdict.CLEAR, value)  # a stopped pump
+        if self.running is not None and not self.running.judged(ts, value):
+            return (Verdict.CLEAR, value)
         return _compared(self.op(value, self.limit), value)
+
+
+class Normal:
+    """A well's own normal of one metric: the mean of its first `warmup` readings, then an
+    average over `tau_seconds` of event time. The caller does not teach it what breaks
+    the rule (a fault is not normal) nor a stopped pump's zero."""
+
+    def __init__(self, warmup: int = NORMAL_WARMUP_READINGS,
+                 tau_seconds: float = NORMAL_TAU_SECONDS) -> None:
+        self.warmup, self.tau = warmup, tau_seconds
+        self.count, self.mean = 0, 0.0
+        self.last_ts: float | None = None
+
+    @property
+    def value(self) -> float | None:
+        return self.mean if self.count >= self.warmup else None
+
+    def learn(self, ts: float, value: float) -> None:
+        if self.count < self.warmup:
+            self.count += 1
+            self.mean += (value - self.mean) / self.count
+        else:
+            elapsed = 0.0 if self.last_ts is None else max(0.0, ts - self.last_ts)
+            self.mean += (value - self.mean) * min(1.0, elapsed / self.tau)
+        self.last_ts = ts
+
+
+class RelativeThreshold:
+    """A threshold relative to the well's own normal of the metric: nothing is judged until
+    the normal is learned (its first readings), and it keeps learning while the rule
+    does not hold."""
+
+    def __init__(self, rule: ThresholdRule, baseline: Baseline) -> None:
+        self.op = OPS[rule.op]
+        self.running = Running() if rule.while_running else None
+        self.factor, self.offset = baseline.factor, baseline.offset
+        self.normal = Normal()
+
+    def observe(self, ts: float, value: float) -> Outcome:
+        if self.running is not None and not self.running.judged(ts, value):
+            return (Verdict.CLEAR, value)
+        normal = self.normal.value
+        if normal is None:
+            self.normal.learn(ts, value)
+            return HOLD
+        holds = self.op(value, normal * self.factor + self.offset)
+        if not holds:
+            self.normal.learn(ts, value)
+        return _compared(holds, value)
 
 
 class Range:
     def __init__(self, rule: RangeRule, bands: tuple[float, float, float, float]) -> None:
         self.low, self.high, self.clear_low, self.clear_high = bands
-        self.while_running = rule.while_running
+        self.running = Running() if rule.while_running else None
 
     def observe(self, ts: float, value: float) -> Outcome:
-        if self.while_running and value == 0:
-            return (Verdict.CLEAR, value)  # a stopped pump
+        if self.running is not None and not self.running.judged(ts, value):
+            return (Verdict.CLEAR, value)
         if value < self.low or value > self.high:
             return (Verdict.FIRE, value)
         if self.clear_low <= value <= self.clear_high:
@@ -245,8 +318,8 @@ class DiagnosisMatch:
         return (Verdict.CLEAR, confidence)
 
 
-Condition = Threshold | Range | WindowStat | RateOfChange | Compare | NoData | \
-    DiagnosisMatch | Unresolved
+Condition = Threshold | RelativeThreshold | Range | WindowStat | RateOfChange | Compare | \
+    NoData | DiagnosisMatch | Unresolved
 
 
 def condition_for(rule: Rule, attributes: Mapping[str, float] | None = None) -> Condition:
@@ -254,9 +327,15 @@ def condition_for(rule: Rule, attributes: Mapping[str, float] | None = None) -> 
     attributes = attributes or {}
     match rule:
         case ThresholdRule():
-            limit = resolved(rule.value, attributes)
-            if limit is None:
-                return Unresolved(f"no {attributes_needed(rule)[0]} attribute")
+            value = rule.value
+            if isinstance(value, Attribute) and value.attribute not in attributes:
+                if value.otherwise is None:
+                    return Unresolved(f"no {value.attribute} attribute")
+                return RelativeThreshold(rule, value.otherwise)
+            if isinstance(value, Baseline):
+                return RelativeThreshold(rule, value)
+            limit = value if isinstance(value, float) else value.of(attributes)
+            assert limit is not None
             return Threshold(rule, limit)
         case RangeRule():
             bands = rule.resolve(attributes)

@@ -1,11 +1,13 @@
 """The built-in ESP rule set (`insa rules load-defaults`, and `make run`): equipment
 protection from each well's own nameplate and operating data (shared/equipment.py),
-and every critical diagnosis.
+or, where a well has none, relative to its own learned normal; and every critical
+diagnosis.
 
 No fleet-wide band: real wells span 20-110 A and 300-1,800 psi, so one textbook range
-pages healthy wells. A protection rule judges a well by its own attributes, and a
-well without them is skipped and listed in the rule's status (`GET /rules`); its
-diagnoses, judged against its own learned normal, still alert. Ranges clear inside a
+pages healthy wells. A protection rule judges a well by its own attributes; without
+them, current, temperature and intake pressure are judged against the well's own
+normal, and the two ranges (pump flow, drive frequency) skip it and list it in the
+rule's status (`GET /rules`); its diagnoses still alert. Ranges clear inside a
 narrower band and wait `for`, so a reading at a limit does not flap; a stopped pump
 (a reading of 0) is left to diagnostics, not paged as out of range.
 """
@@ -22,21 +24,31 @@ from shared.contract import DIAGNOSIS_CODES
 BUILTIN = {"source": "builtin"}
 
 
-def _attribute(name: str, factor: float = 1.0) -> dict[str, Any]:
-    return {"attribute": name, "factor": factor}
+def _attribute(name: str, factor: float = 1.0,
+               otherwise: dict[str, float] | None = None) -> dict[str, Any]:
+    """An equipment attribute times `factor`; `otherwise` (factor, offset): relative to the
+    well's own normal where the device lacks the attribute."""
+    limit: dict[str, Any] = {"attribute": name, "factor": factor}
+    if otherwise:
+        limit["otherwise"] = {"baseline": True, **otherwise}
+    return limit
 
 
 DEFAULT_RULES: list[dict[str, Any]] = [
     {"type": "threshold", "name": "ESP motor overload", "metric": "motor_current",
-     "op": ">", "value": _attribute("motor_rated_current", 1.15), "severity": "critical",
-     "for_seconds": 60, "renotify_seconds": 3600, "labels": BUILTIN,
+     "op": ">", "value": _attribute("motor_rated_current", 1.15, {"factor": 1.35}),
+     "while_running": True, "severity": "critical",
+     # Three minutes: a start's inrush is not an overload; a motor overheats in minutes.
+     "for_seconds": 180, "renotify_seconds": 3600, "labels": BUILTIN,
      "message": "{device_id}: motor current {value} A {threshold}"},
     {"type": "threshold", "name": "ESP motor over temperature", "metric": "motor_temp",
-     "op": ">", "value": _attribute("motor_max_temp"), "severity": "critical",
+     "op": ">", "value": _attribute("motor_max_temp", otherwise={"offset": 40.0}),
+     "severity": "critical",
      "for_seconds": 60, "renotify_seconds": 3600, "labels": BUILTIN,
      "message": "{device_id}: motor temperature {value} degC {threshold}"},
     {"type": "threshold", "name": "ESP intake pressure below the pump's minimum",
-     "metric": "pip", "op": "<", "value": _attribute("min_intake_pressure"),
+     "metric": "pip", "op": "<",
+     "value": _attribute("min_intake_pressure", otherwise={"factor": 0.4}),
      "severity": "critical", "for_seconds": 120, "renotify_seconds": 3600,
      "labels": BUILTIN, "message": "{device_id}: intake pressure {value} psi {threshold}"},
     {"type": "range", "name": "ESP flow outside the pump's operating range",

@@ -33,7 +33,7 @@ from services.alerts.rules import (
     DiagnosisRule,
     NoDataRule,
     Rule,
-    attributes_needed,
+    uses_attributes,
 )
 
 Key = tuple[int, str]  # (rule id, device id)
@@ -148,7 +148,7 @@ class Engine:
         for watched in [k for k in self._watches if k[0] == device_id]:
             del self._watches[watched]
         for key in [k for k in self.conditions if k[1] == device_id
-                    and attributes_needed(self.rules.get(k[0]))]:
+                    and uses_attributes(self.rules.get(k[0]))]:
             del self.conditions[key]  # its limits come from attributes that may have changed
         return self._end_unwatched(now, device_id)
 

@@ -158,14 +158,30 @@ class RuleBase(Strict):
         raise NotImplementedError
 
 
+class Baseline(Strict):
+    """A limit from the well's own normal of the rule's metric, learned by the engine from
+    its running readings: the normal times `factor` plus `offset` (threshold rules)."""
+
+    baseline: Literal[True]
+    factor: float = Field(1.0, gt=0, le=100)
+    offset: float = Field(0.0, ge=-1e6, le=1e6)
+
+    def __str__(self) -> str:
+        factor = "" if self.factor == 1 else f"{self.factor:g} * "
+        offset = f" {self.offset:+g}" if self.offset else ""
+        return f"{factor}its normal{offset}"
+
+
 class Attribute(Strict):
     """A limit from the device's own equipment (shared/equipment.py): the attribute's value
     times `factor` plus `offset`, in the metric's canonical unit. A device without the
-    attribute is skipped by the rule, which says so in its status."""
+    attribute is judged by `otherwise` (its learned normal) when given; else the rule
+    skips it and says so in its status."""
 
     attribute: Literal[tuple(ATTRIBUTES)]  # type: ignore[valid-type]
     factor: float = Field(1.0, gt=0, le=100)
     offset: float = Field(0.0, ge=-1e6, le=1e6)
+    otherwise: Baseline | None = None
 
     def of(self, attributes: Mapping[str, float]) -> float | None:
         found = attributes.get(self.attribute)
@@ -174,7 +190,8 @@ class Attribute(Strict):
     def __str__(self) -> str:
         factor = "" if self.factor == 1 else f"{self.factor:g} * "
         offset = f" {self.offset:+g}" if self.offset else ""
-        return f"{factor}{self.attribute}{offset}"
+        otherwise = f" (else {self.otherwise})" if self.otherwise else ""
+        return f"{factor}{self.attribute}{offset}{otherwise}"
 
 
 Limit = float | Attribute
@@ -185,24 +202,34 @@ def resolved(limit: Limit, attributes: Mapping[str, float]) -> float | None:
     return limit if isinstance(limit, float) else limit.of(attributes)
 
 
-def _text(limit: Limit) -> str:
+def _text(limit: float | Attribute | Baseline) -> str:
     return format(limit, "g") if isinstance(limit, float) else str(limit)
 
 
+def _limits(rule: Any) -> list[Any]:
+    return [getattr(rule, name, None) for name in ("value", "low", "high", "clear_low",
+                                                   "clear_high")]
+
+
 def attributes_needed(rule: Any) -> list[str]:
-    """The equipment attributes a rule's limits come from (none: constants only)."""
-    limits = [getattr(rule, name, None) for name in ("value", "low", "high", "clear_low",
-                                                      "clear_high")]
-    return sorted({x.attribute for x in limits if isinstance(x, Attribute)})
+    """The equipment attributes a device must have for the rule to judge it (those with
+    no fallback to the device's normal)."""
+    return sorted({x.attribute for x in _limits(rule)
+                   if isinstance(x, Attribute) and x.otherwise is None})
+
+
+def uses_attributes(rule: Any) -> bool:
+    return any(isinstance(x, Attribute) for x in _limits(rule))
 
 
 class ThresholdRule(RuleBase):
     type: Literal["threshold"]
     metric: Name
     op: Op
-    value: Limit
-    # A reading of 0 is a stopped pump (meters read 0 with the motor off): the condition
-    # is false then, so a planned stop neither fires nor holds an alert.
+    value: float | Attribute | Baseline
+    # A reading of 0 is a stopped pump (meters read 0 with the motor off), and the half
+    # hour after a start is its inrush and drawdown: the condition is false then
+    # (conditions.py, Running), so a planned stop or a restart neither fires nor holds.
     while_running: bool = False
 
     @property

@@ -412,10 +412,12 @@ def test_a_range_from_the_pumps_operating_range_while_running() -> None:
                 clear_high={"attribute": "pump_max_flow", "factor": 0.95})
     engine = engine_with(flow, devices={"W-1": Device("esp", attributes={
         "pump_min_flow": 1000.0, "pump_max_flow": 3000.0})})
-    # Below the range fires; a stop (0 bbl/d) is not running below it: it clears; inside
-    # the hysteresis band nothing changes; back inside the clear band resolves.
-    assert feed(engine, "flow_rate", series(1500, 900, 0, 800, 1020, 1100)) == [
-        ("firing", 10.0), ("resolved", 20.0), ("firing", 30.0), ("resolved", 50.0)]
+    # Every 10 minutes. Below the range fires; a stop (0 bbl/d) is not running below it:
+    # it clears; the half hour after the restart is its drawdown, not judged; then below
+    # fires again, inside the hysteresis band nothing changes, the clear band resolves.
+    assert feed(engine, "flow_rate", series(1500, 900, 0, 800, 800, 800, 800, 1020, 1100,
+                                            step=600)) == [
+        ("firing", 600.0), ("resolved", 1200.0), ("firing", 3600.0), ("resolved", 4800.0)]
     assert flow.threshold == ("outside [pump_min_flow, pump_max_flow], clears inside "
                               "[1.05 * pump_min_flow, 0.95 * pump_max_flow]")
 
@@ -434,3 +436,31 @@ def test_an_empty_band_from_a_devices_attributes_is_skipped() -> None:
 def test_a_bad_attribute_reference_is_refused(limit: dict[str, Any]) -> None:
     with pytest.raises(Exception, match="value"):
         rule(type="threshold", metric="motor_current", op=">", value=limit)
+
+
+def test_without_a_nameplate_the_limit_is_relative_to_the_wells_own_normal() -> None:
+    overload = rule(**{**OVERLOAD, "value": {**OVERLOAD["value"],  # type: ignore[dict-item]
+                                             "otherwise": {"baseline": True, "factor": 1.3}}})
+    engine = engine_with(overload, devices={
+        "W-1": Device("esp"), "W-2": Device("esp", attributes={"motor_rated_current": 40.0})})
+    # W-1 has no nameplate: its first 30 readings (about 30 A) are its normal, then 1.3
+    # times it (39 A) is the limit: 38 A is fine, 40 A fires, 30 A resolves.
+    learning = [30.0 + (n % 3 - 1) * 0.5 for n in range(30)]
+    assert feed(engine, "motor_current", series(*learning, 38, 40, 30)) == [
+        ("firing", 310.0), ("resolved", 320.0)]
+    # W-2 has one: 46 A is its limit, whatever its normal.
+    assert feed(engine, "motor_current", series(45, 47), device="W-2") == [("firing", 10.0)]
+    assert engine.skipped() == {}
+    assert overload.threshold == "> 1.15 * motor_rated_current (else 1.3 * its normal)"
+
+
+def test_a_normal_never_learns_the_fault_it_judges() -> None:
+    low = rule(type="threshold", metric="flow_rate", op="<", while_running=True,
+               value={"baseline": True, "factor": 0.8})
+    engine = engine_with(low)
+    steady = [2000.0] * 30
+    # A slow slide that holds the rule for hours is not learned: it stays below 80 % of
+    # 2,000 and the alert stays firing; a stop (0) is false, then a return to 2,000.
+    sliding = [1500.0 - n for n in range(200)]
+    assert feed(engine, "flow_rate", series(*steady, *sliding, 0, 2000, step=600)) == [
+        ("firing", 30 * 600.0), ("resolved", 230 * 600.0)]
