@@ -148,10 +148,13 @@ def bench_api(devices: int, history_devices: int, days: float, requests: int,
 @click.option("--event-every", nargs=2, type=float, default=(30, 90), show_default=True,
               help="Seconds between reliability events (random in this range).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--keep-logs", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Copy the services' and the broker's logs here at the end.")
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON result here (default bench-results/soak-<time>.json).")
 def bench_soak(minutes: float, wells: int, interval: float, faults: int,
-               event_every: tuple[float, float], seed: int, output: str | None) -> None:
+               event_every: tuple[float, float], seed: int, keep_logs: Path | None,
+               output: str | None) -> None:
     """The whole platform under load with Redis, PostgreSQL and broker restarts and kill -9
     of each service at random; exits 1 if a guarantee broke."""
     import sys
@@ -163,7 +166,7 @@ def bench_soak(minutes: float, wells: int, interval: float, faults: int,
     configure_logging("bench", level="WARNING", fmt="console")
     result = run_bench(SoakConfig(minutes=minutes, wells=wells, interval=interval,
                                   faults=faults, event_every=event_every, seed=seed),
-                       progress=lambda s: click.echo(s, err=True))
+                       progress=lambda s: click.echo(s, err=True), keep_logs=keep_logs)
     click.echo(report(result) + f"\nJSON: {save_result('soak', result, output)}")
     if result["problems"]:
         sys.exit(1)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import shutil
 import signal
 import time
 from collections import Counter
@@ -435,13 +436,19 @@ async def soak(cfg: SoakConfig, pg: RunningPostgres, rd: RunningRedis, broker: R
     return result
 
 
-def run(cfg: SoakConfig, progress: Callable[[str], None] = print) -> dict[str, Any]:
+def run(cfg: SoakConfig, progress: Callable[[str], None] = print,
+        keep_logs: Path | None = None) -> dict[str, Any]:
     device_ids = [f"soak-{n:03d}" for n in range(cfg.wells)]
     pg, rd = start_postgres(durable=True), start_redis()
     broker = start_broker(devices=device_ids)
     try:
         return asyncio.run(soak(cfg, pg, rd, broker, device_ids, progress))
     finally:
+        if keep_logs is not None:  # the services' logs, before their directory goes
+            keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in pg.spec.datadir.parent.glob("*.log"):
+                shutil.copy(log, keep_logs / log.name)
+            shutil.copy(broker.spec.rundir / "mosquitto.log", keep_logs / "mosquitto.log")
         stop_and_remove(broker, rd, pg)
 
 
