@@ -13,11 +13,15 @@ from services.cli import main
 from shared.broker_accounts import SERVICE_ACCOUNTS
 
 
-def test_replica_accounts_get_their_service_role(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def every_role_password(monkeypatch: pytest.MonkeyPatch) -> None:
     for account in SERVICE_ACCOUNTS:
         monkeypatch.setenv("INSA_MQTT_PASSWORD_" + account.removeprefix("insa-").upper(),
                            f"{account}-secret-0123456789")
+
+
+def test_replica_accounts_get_their_service_role(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    every_role_password(monkeypatch)
     monkeypatch.setenv("INSA_MQTT_PASSWORD_ALERTS_2", "second-alerts-secret-012345")
     monkeypatch.setenv("INSA_MQTT_PASSWORD_SUBSCRIBER_3", "third-subscriber-secret-0123")
     path = tmp_path / "dynamic-security.json"
@@ -32,9 +36,7 @@ def test_replica_accounts_get_their_service_role(tmp_path: Path,
 
 def test_a_replica_account_needs_a_real_secret(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    for account in SERVICE_ACCOUNTS:
-        monkeypatch.setenv("INSA_MQTT_PASSWORD_" + account.removeprefix("insa-").upper(),
-                           f"{account}-secret-0123456789")
+    every_role_password(monkeypatch)
     monkeypatch.setenv("INSA_MQTT_PASSWORD_INGESTOR_2", "short")
     result = CliRunner().invoke(main, ["broker-accounts", "--file", str(tmp_path / "f.json")])
     assert result.exit_code != 0 and "INSA_MQTT_PASSWORD_INGESTOR_2" in result.output

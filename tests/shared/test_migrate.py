@@ -15,6 +15,7 @@ import pytest
 from shared.migrate import (
     DEFAULT_DIRECTORY,
     ChecksumMismatch,
+    Migration,
     MigrationError,
     MigrationFailed,
     MissingMigration,
@@ -174,14 +175,22 @@ async def test_rollups_aggregate_telemetry(pg_dsn: str, conn: asyncpg.Connection
     ]
 
 
-async def test_device_units_and_canonical_catalog_units(
-        pg_dsn: str, conn: asyncpg.Connection, migrations_copy: Path) -> None:
-    units_file = next(m for m in FILES if m.name == "device_units")
-    later = [m for m in FILES if m.version >= units_file.version]
+async def migrated_before(name: str, dsn: str, migrations_copy: Path
+                          ) -> tuple[Migration, list[Migration]]:
+    """A database migrated up to just before migration `name`: that one and the later ones
+    are taken out of the copy (put them back and migrate again to apply them)."""
+    first = next(m for m in FILES if m.name == name)
+    later = [m for m in FILES if m.version >= first.version]
     for m in later:
         (migrations_copy / m.path.name).unlink()
+    await migrate(dsn, migrations_copy)
+    return first, later
+
+
+async def test_device_units_and_canonical_catalog_units(
+        pg_dsn: str, conn: asyncpg.Connection, migrations_copy: Path) -> None:
+    units_file, later = await migrated_before("device_units", pg_dsn, migrations_copy)
     # A catalog from before: its metrics carry the first unit a reading happened to give.
-    await migrate(pg_dsn, migrations_copy)
     await conn.execute("INSERT INTO metrics (name, unit) VALUES ('pip', 'kPa'), "
                        "('motor_temp', NULL), ('flow_rate', 'bbl/d'), ('torque', 'N*m')")
     device = await conn.fetchval("INSERT INTO devices (device_id) VALUES ('esp-1') RETURNING id")
@@ -220,11 +229,7 @@ async def test_device_units_and_canonical_catalog_units(
 
 async def test_metric_kind_backfilled_from_what_is_stored(
         pg_dsn: str, conn: asyncpg.Connection, migrations_copy: Path) -> None:
-    kind_file = next(m for m in FILES if m.name == "data_quality")
-    later = [m for m in FILES if m.version >= kind_file.version]
-    for m in later:
-        (migrations_copy / m.path.name).unlink()
-    await migrate(pg_dsn, migrations_copy)
+    kind_file, later = await migrated_before("data_quality", pg_dsn, migrations_copy)
     device = await conn.fetchval("INSERT INTO devices (device_id) VALUES ('esp-1') RETURNING id")
     ids = {r["name"]: r["id"] for r in await conn.fetch(
         "INSERT INTO metrics (name) VALUES ('pip'), ('torque'), ('mode'), ('unused') "
