@@ -16,8 +16,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+from pydantic import ValidationError
+
+from services.alerts.defaults import DEFAULT_RULES
 from services.alerts.evaluation import Device, Engine, Transition
-from services.alerts.rules import Rule
+from services.alerts.rules import Rule, parse_rule
+from shared.equipment import Equipment
+from shared.errors import ValidationFailed
 
 STATE_AFTER = {"pending": "pending", "firing": "firing", "renotify": "firing",
                "escalated": "firing", "resolved": "resolved", "cancelled": "cancelled"}
@@ -78,12 +84,6 @@ def _out(transitions: list[Transition], names: dict[int, str]) -> Iterator[dict[
 def load_rules(data: bytes | None) -> dict[int, Rule]:
     """The rules to replay: a JSON array of rule definitions (as `POST /rules` takes), or
     the built-in set when None. Raises ValueError naming the rule that is wrong."""
-    import orjson
-
-    from services.alerts.defaults import DEFAULT_RULES
-    from services.alerts.rules import parse_rule
-    from shared.errors import ValidationFailed
-
     definitions = DEFAULT_RULES if data is None else orjson.loads(data)
     if not isinstance(definitions, list):
         raise ValueError("a JSON array of rules is expected")
@@ -100,11 +100,6 @@ def load_devices(data: bytes) -> dict[str, Device]:
     """What scopes match and limits come from, per device: {"W-1": {"device_type": "esp",
     "tags": ["north"], "attributes": {"motor_rated_current": 46}}} (`insa simulate-file`
     writes one for its wells). Raises ValueError naming what is wrong."""
-    import orjson
-    from pydantic import ValidationError
-
-    from shared.equipment import Equipment
-
     found = orjson.loads(data)
     if not isinstance(found, dict):
         raise ValueError("a JSON object of devices is expected")
