@@ -260,36 +260,43 @@ async def chaos(cfg: SoakConfig, servers: dict[str, Any], supervisor: Supervisor
 
 
 # --- the checks at the end ------------------------------------------------------------------
-async def caught_up(dsn: str, redis_url: str, timeout: float) -> float:
+async def caught_up(dsn: str, redis_url: str, timeout: float) -> dict[str, Any]:
     """Wait until the stored rows stop growing (the broker's queue for the ingestor is
     drained), every stream group has read and acknowledged everything and both outboxes
-    are empty; returns the seconds it took."""
+    are empty. Returns how long it took, or what was still busy at the timeout."""
     started = time.monotonic()
     client = redis.Redis.from_url(redis_url)
-    rows = -1
+    rows, busy = -1, dict[str, object]()
     try:
         while time.monotonic() - started < timeout:
             await asyncio.sleep(2.0)
             try:
-                busy = 0
+                busy = dict[str, object]()
                 for stream in (TELEMETRY, DIAGNOSTICS_STREAM):
                     for group in await client.xinfo_groups(stream):
-                        busy += int(group.get("lag") or 0) + int(group["pending"])
+                        name = f"{stream}/{group['name'].decode()}"
+                        if int(group.get("lag") or 0):
+                            busy[f"{name} lag"] = int(group["lag"])
+                        if int(group["pending"]):
+                            busy[f"{name} pending"] = int(group["pending"])
                 conn = await asyncpg.connect(dsn)
                 try:
-                    busy += await conn.fetchval(
-                        "SELECT (SELECT count(*) FROM diagnoses WHERE published_at IS NULL)"
-                        " + (SELECT count(*) FROM alert_events WHERE published_at IS NULL)")
+                    for table in ("diagnoses", "alert_events"):
+                        if n := await conn.fetchval(
+                                f"SELECT count(*) FROM {table} WHERE published_at IS NULL"):
+                            busy[f"{table} unpublished"] = n
                     before, rows = rows, await conn.fetchval("SELECT count(*) FROM telemetry")
                 finally:
                     await conn.close()
-            except (OSError, redis.RedisError, asyncpg.PostgresError):
-                busy = 1
-            if busy == 0 and rows == before:
-                return time.monotonic() - started
+                if rows != before:
+                    busy["telemetry rows growing"] = rows
+            except (OSError, redis.RedisError, asyncpg.PostgresError) as exc:
+                busy = {"unreachable": str(exc)}
+            if not busy:
+                return {"seconds": round(time.monotonic() - started, 1)}
     finally:
         await client.aclose()
-    raise RuntimeError(f"the pipeline did not catch up within {timeout:.0f} s")
+    return {"seconds": None, "still_busy": busy}
 
 
 async def check_data(dsn: str, fleet: Fleet, received: list[int]) -> dict[str, Any]:
@@ -349,11 +356,17 @@ def problems(result: dict[str, Any]) -> list[str]:
         "alerts_open_twice", "alerts_fired_twice", "alert_events_not_received",
         "diagnosis_events_written_twice") if data[name]]
     found += [f"unexpected exit: {x}" for x in result["unexpected_exits"]]
+    if result["settle"]["seconds"] is None:
+        found.append(f"did not catch up: {result['settle']['still_busy']}")
     return found
 
 
 def _quiet_mqtt_futures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    if not isinstance(context.get("exception"), aiomqtt.MqttError):
+    """The wells' clients when the broker goes: aiomqtt leaves a dropped connection's PUBACK
+    futures unretrieved, and paho's socket callbacks may find their socket closed."""
+    exc = context.get("exception")
+    socket_gone = isinstance(exc, OSError) and "_writer" in repr(context.get("handle"))
+    if not isinstance(exc, aiomqtt.MqttError) and not socket_gone:
         loop.default_exception_handler(context)
 
 
@@ -367,7 +380,6 @@ def plan_faults(cfg: SoakConfig, device_ids: list[str]) -> dict[str, str]:
 
 async def soak(cfg: SoakConfig, pg: RunningPostgres, rd: RunningRedis, broker: RunningBroker,
                device_ids: list[str], progress: Callable[[str], None]) -> dict[str, Any]:
-    # aiomqtt leaves a dropped connection's PUBACK futures unretrieved: expected here.
     asyncio.get_running_loop().set_exception_handler(_quiet_mqtt_futures)
     dsn = pg.spec.dsn()
     await migrate(dsn)
@@ -384,7 +396,7 @@ async def soak(cfg: SoakConfig, pg: RunningPostgres, rd: RunningRedis, broker: R
         await conn.close()
     logdir = pg.spec.datadir.parent
     envs = {s.name: service_environment(
-        s, dsn, rd.url, broker, INSA_ENV="production", INSA_LOG_LEVEL="WARNING",
+        s, dsn, rd.url, broker, INSA_ENV="production", INSA_LOG_LEVEL="INFO",
         **({"INSA_API_JWT_SECRET": "soak-" + "k" * 60,
             "INSA_API_ADMIN_PASSWORD": "soak-admin-password"} if s is API else {}))
         for s in (INGESTOR, DIAGNOSTICS, ALERTS, API)}
@@ -418,6 +430,8 @@ async def soak(cfg: SoakConfig, pg: RunningPostgres, rd: RunningRedis, broker: R
         await asyncio.wait(wells, timeout=30)
         progress("  publishing stopped; waiting for the pipeline to catch up")
         settle = await caught_up(dsn, rd.url, cfg.settle_seconds)
+        if settle["seconds"] is None:
+            progress(f"  not caught up after {cfg.settle_seconds:g} s: {settle['still_busy']}")
         await asyncio.sleep(3)  # the subscriber's last messages
         subscriber.cancel()
         done.set()
@@ -427,7 +441,7 @@ async def soak(cfg: SoakConfig, pg: RunningPostgres, rd: RunningRedis, broker: R
     result = {"config": asdict(cfg), "events": events,
               "unexpected_exits": supervisor.unexpected,
               "kills": sum(1 for x in supervisor.lives if x.ended == "killed"),
-              "settle_seconds": round(settle, 1), "memory": supervisor.memory(),
+              "settle": settle, "memory": supervisor.memory(),
               "faults": sorted(scenarios.items()),
               "faults_diagnosed": len(faulty & set(map(tuple, data["diagnosed"]))),
               "data": data}
@@ -469,7 +483,7 @@ def report(result: dict[str, Any]) -> str:
         f"{result['faults_diagnosed']} of {len(result['faults'])}",
         f"  services: {result['kills']} killed by the soak, "
         f"{len(result['unexpected_exits'])} exited on their own; caught up "
-        f"{result['settle_seconds']} s after publishing stopped",
+        f"{result['settle']['seconds']} s after publishing stopped",
     ]
     for name, m in result["memory"].items():
         lines.append(f"  memory {name}: {m['rss_after_warm_up_mb']} MB after warm-up, "
