@@ -417,26 +417,28 @@ async def soak(cfg: SoakConfig, pg: RunningPostgres, rd: RunningRedis, broker: R
     progress(f"soak: {cfg.wells} wells every {cfg.interval:g} s "
              f"({cfg.wells / cfg.interval:.0f} readings/s), {len(scenarios)} faults, "
              f"{cfg.minutes:g} min")
-    async with asyncio.TaskGroup() as group:
-        group.create_task(supervisor.watch(done))
-        subscriber = group.create_task(follow_alerts(
-            broker.port, broker.credentials["insa-subscriber"], received))
-        wells = [group.create_task(run_well(devices[d], d, broker.credentials[d], broker.port,
-                                            cfg.interval, fleet, stop)) for d in device_ids]
-        await chaos(cfg, {"redis": rd, "postgres": pg, "broker": broker}, supervisor, until,
-                    events, progress)
-        await asyncio.sleep(max(0.0, until - time.monotonic()))
-        stop.set()
-        await asyncio.wait(wells, timeout=30)
-        progress("  publishing stopped; waiting for the pipeline to catch up")
-        settle = await caught_up(dsn, rd.url, cfg.settle_seconds)
-        if settle["seconds"] is None:
-            progress(f"  not caught up after {cfg.settle_seconds:g} s: {settle['still_busy']}")
-        await asyncio.sleep(3)  # the subscriber's last messages
-        subscriber.cancel()
-        done.set()
-    data = await check_data(dsn, fleet, received)
-    supervisor.stop_all()
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(supervisor.watch(done))
+            subscriber = group.create_task(follow_alerts(
+                broker.port, broker.credentials["insa-subscriber"], received))
+            wells = [group.create_task(run_well(devices[d], d, broker.credentials[d], broker.port,
+                                                cfg.interval, fleet, stop)) for d in device_ids]
+            await chaos(cfg, {"redis": rd, "postgres": pg, "broker": broker}, supervisor, until,
+                        events, progress)
+            await asyncio.sleep(max(0.0, until - time.monotonic()))
+            stop.set()
+            await asyncio.wait(wells, timeout=30)
+            progress("  publishing stopped; waiting for the pipeline to catch up")
+            settle = await caught_up(dsn, rd.url, cfg.settle_seconds)
+            if settle["seconds"] is None:
+                progress(f"  not caught up after {cfg.settle_seconds:g} s: {settle['still_busy']}")
+            await asyncio.sleep(3)  # the subscriber's last messages
+            subscriber.cancel()
+            done.set()
+        data = await check_data(dsn, fleet, received)
+    finally:  # whatever happened, no service outlives the soak
+        supervisor.stop_all()
     faulty = {(d, code) for d, code in scenarios.items()}
     result = {"config": asdict(cfg), "events": events,
               "unexpected_exits": supervisor.unexpected,
