@@ -286,8 +286,10 @@ class DiagnosisEngine:
         if by is not None and (by, None) in state.active:
             return True
         for cause in SYMPTOM_CAUSES.get(finding.code, ()):
+            # A hydraulic failure explains its symptoms for sure; an overload is as often a
+            # hot motor taken for one, so overheating replaces it instead.
             active = state.active.get((cause, None))
-            if active is not None and cause in showing:
+            if active is not None and cause in showing and cause in HYDRAULIC:
                 _note(active, "symptoms", finding.code)
                 return True
         for (other, metric), active in state.active.items():
