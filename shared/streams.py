@@ -298,15 +298,27 @@ class StreamConsumer:
 
     async def lag(self) -> tuple[int, int]:
         """(entries the group has not read yet, entries read but not acknowledged)."""
-        for group in await self.client.xinfo_groups(self.stream):
-            if _text(group["name"]) == self.group:
-                return int(group.get("lag") or 0), int(group["pending"])
-        return 0, 0
+        return (await group_backlog(self.client, self.stream)).get(self.group, (0, 0))
 
     async def _retry(self, attempt: Callable[[], Awaitable[object]], stop: asyncio.Event
                      ) -> None:
         await retry_until_available(attempt, transient=self.transient,
                                     what=f"{self.stream}/{self.group}", stop=stop)
+
+
+async def group_backlog(client: redis.Redis, stream: str) -> dict[str, tuple[int, int]]:
+    """Per consumer group of `stream`: (entries not read yet, entries read but not
+    acknowledged). A group whose last delivered id is the stream's newest has read
+    everything, whatever XINFO's `lag` says: Redis derives that from counters that drift
+    after a restart (seen: lag 129,257 on a stream of 8 entries, every one delivered)."""
+    try:
+        newest = _stream_id((await client.xinfo_stream(stream))["last-generated-id"])
+        groups = await client.xinfo_groups(stream)
+    except redis.ResponseError:  # no stream yet
+        return {}
+    return {_text(g["name"]): (0 if _stream_id(g["last-delivered-id"]) >= newest
+                               else int(g.get("lag") or 0), int(g["pending"]))
+            for g in groups}
 
 
 def _text(value: bytes | str) -> str:

@@ -57,7 +57,7 @@ from shared import db
 from shared.migrate import migrate
 from shared.mqtt import telemetry_topic
 from shared.streams import DIAGNOSTICS as DIAGNOSTICS_STREAM
-from shared.streams import TELEMETRY
+from shared.streams import TELEMETRY, group_backlog
 
 EVENTS = ("redis", "postgres", "broker", "kill ingestor", "kill diagnostics", "kill alerts",
           "kill api")
@@ -273,12 +273,9 @@ async def caught_up(dsn: str, redis_url: str, timeout: float) -> dict[str, Any]:
             try:
                 busy = dict[str, object]()
                 for stream in (TELEMETRY, DIAGNOSTICS_STREAM):
-                    for group in await client.xinfo_groups(stream):
-                        name = f"{stream}/{group['name'].decode()}"
-                        if int(group.get("lag") or 0):
-                            busy[f"{name} lag"] = int(group["lag"])
-                        if int(group["pending"]):
-                            busy[f"{name} pending"] = int(group["pending"])
+                    for group, (unread, pending) in (await group_backlog(client, stream)).items():
+                        if unread or pending:
+                            busy[f"{stream}/{group}"] = {"unread": unread, "pending": pending}
                 conn = await asyncpg.connect(dsn)
                 try:
                     for table in ("diagnoses", "alert_events"):
