@@ -425,7 +425,9 @@ async def soak(cfg: SoakConfig, pg: RunningPostgres, rd: RunningRedis, broker: R
                         events, progress)
             await asyncio.sleep(max(0.0, until - time.monotonic()))
             stop.set()
-            await asyncio.wait(wells, timeout=30)
+            _, stuck = await asyncio.wait(wells, timeout=30)
+            for well in stuck:  # a client still waiting on a dead connection
+                well.cancel()
             progress("  publishing stopped; waiting for the pipeline to catch up")
             settle = await caught_up(dsn, rd.url, cfg.settle_seconds)
             if settle["seconds"] is None:
