@@ -20,11 +20,18 @@ UNITS = {"flow_rate": "m3/d", "pip": "kPa", "discharge_pressure": "kPa", "motor_
          "vsd_frequency": "Hz", "gor": "m3/m3", "power": "hp"}
 
 
+# A running ESP's values, plausible in the canonical units and in the --units ones alike
+# (the ingestor rejects what no meter could read).
+TYPICAL = {"flow_rate": 2500.0, "pip": 900.0, "discharge_pressure": 3000.0,
+           "motor_current": 45.0, "motor_temp": 90.0, "intake_temp": 70.0, "vibration": 1.2,
+           "vsd_frequency": 55.0, "gor": 500.0, "power": 60.0}
+
+
 def reading_line(seq: int, ts_us: int, units: bool = False) -> bytes:
     """One 10-metric reading; `ts` is when it is handed to the publisher (µs precision)."""
     ts = datetime.fromtimestamp(ts_us / 1e6, UTC).isoformat()
-    values: dict[str, object] = {m: 1000.0 + (seq % 997) * 0.5 + i
-                                 for i, m in enumerate(METRICS)}
+    values: dict[str, object] = {m: TYPICAL[m] * (1 + (seq % 997) / 10_000)
+                                 for m in METRICS}
     if units:
         values = {m: {"value": v, "unit": UNITS[m]} for m, v in values.items()}
     return orjson.dumps({"ts": ts, "seq": seq, "telemetry": values}) + b"\n"
