@@ -29,10 +29,9 @@ from services.ingestor.parsing import MessageParser
 from services.ingestor.rejects import RejectLog
 from services.ingestor.rows import (
     BatchRows,
+    catalog_firsts,
     devices_named,
-    first_kinds,
     map_batch,
-    metric_units,
 )
 from services.ingestor.settings import IngestorSettings
 from shared import db, redis_client
@@ -175,9 +174,8 @@ class Pipeline:
     async def _map(self, conn: asyncpg.Connection, items: list[Parsed]) -> BatchRows:
         names = devices_named(items)
         devices = await self.catalog.resolve_devices(conn, names, self.settings.auto_provision)
-        units = metric_units(items)
-        metrics = await self.catalog.resolve_metrics(conn, units, first_kinds(items)) \
-            if units else {}
+        units, kinds = catalog_firsts(items)
+        metrics = await self.catalog.resolve_metrics(conn, units, kinds) if units else {}
         # Each device's units, read once per device (the first batch that holds it).
         known = await self.device_units.load(conn, [devices[n] for n in names if n in devices])
         return map_batch(items, devices, metrics, lambda item, reason, detail:

@@ -54,56 +54,29 @@ def devices_named(items: list[Parsed]) -> set[str]:
     return {i.device_id for i in items if i.reject is None and i.device_id}
 
 
-def metric_units(items: list[Parsed]) -> dict[str, str | None]:
-    """Every metric in the batch with the first unit given for it (None if never given)."""
+def catalog_firsts(items: list[Parsed]) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Every metric in the batch with the first unit given for it (None if never given),
+    and the kind of its first value ('number' or 'text'): what a new catalog entry gets."""
     units: dict[str, str | None] = {}
-    for item in items:
-        for reading in item.readings:
-            for value in reading.values:
-                if units.get(value.metric) is None:
-                    units[value.metric] = value.unit
-    return units
-
-
-def first_kinds(items: list[Parsed]) -> dict[str, str]:
-    """Every metric in the batch with the kind of its first value: 'number' or 'text'."""
     kinds: dict[str, str] = {}
     for item in items:
         for reading in item.readings:
             for value in reading.values:
                 if value.metric not in kinds:
                     kinds[value.metric] = "text" if value.number is None else "number"
-    return kinds
+                if units.get(value.metric) is None:
+                    units[value.metric] = value.unit
+    return units, kinds
 
 
-def bad_value(item: Parsed, kinds: Mapping[str, str | None],
-              bounds: Mapping[str, tuple[float, float]],
-              known: Mapping[str, KnownUnit] | None) -> tuple[str, str] | None:
-    """Why `item` must not be stored: text for a metric the catalog knows as a number
-    (`text_for_number`), or a number outside its metric's plausible range in the canonical
-    unit (`implausible_value`); None when every value is acceptable."""
-    for reading in item.readings:
-        for v in reading.values:
-            number = v.number
-            if number is None:
-                if kinds.get(v.metric) == "number":
-                    assert v.text is not None
-                    return "text_for_number", (f"{v.metric} is a numeric metric; got the "
-                                               f"text {v.text[:40]!r}")
-                continue
-            bound = bounds.get(v.metric)
-            if bound is None:
-                continue
-            if v.unit is not None:
-                number = conversion(v.metric, v.unit)(number)
-            elif known is not None and (got := known.get(v.metric)) is not None:
-                number = got[1](number)
-            if not bound[0] <= number <= bound[1]:
-                unit = CANONICAL.get(v.metric, "")
-                return "implausible_value", (
-                    f"{v.metric} {number:.6g} {unit} is outside its plausible range "
-                    f"[{bound[0]:g}, {bound[1]:g}] {unit}".replace("  ", " "))
-    return None
+def _text_for_number(metric: str, text: str) -> tuple[str, str]:
+    return "text_for_number", f"{metric} is a numeric metric; got the text {text[:40]!r}"
+
+
+def _implausible(metric: str, number: float, bound: tuple[float, float]) -> tuple[str, str]:
+    unit = CANONICAL.get(metric, "")
+    return "implausible_value", (f"{metric} {number:.6g} {unit} is outside its plausible "
+                                 f"range [{bound[0]:g}, {bound[1]:g}] {unit}".replace("  ", " "))
 
 
 def _learn(rows: BatchRows, units: Mapping[int, Mapping[str, KnownUnit]], device: int,
@@ -117,13 +90,70 @@ def _learn(rows: BatchRows, units: Mapping[int, Mapping[str, KnownUnit]], device
     return known
 
 
+def _add_readings(rows: BatchRows, item: Parsed, device: int, metrics: dict[str, int],
+                  units: Mapping[int, Mapping[str, KnownUnit]],
+                  kinds: Mapping[str, str | None],
+                  bounds: Mapping[str, tuple[float, float]]) -> tuple[str, str] | None:
+    """Add an item's values to `rows` in one pass, converted to canonical units, or, at
+    the first value that must not be stored (text for a numeric metric, a number past
+    its plausible range), take back what it added and return why (reason, detail)."""
+    assert item.device_id is not None
+    added = (len(rows.numbers), len(rows.texts), len(rows.stream))
+    known = rows.units.get(device) or units.get(device)  # None: never gave a unit
+    learned: dict[str, tuple[int, str, Conversion]] = {}  # applied once the item is kept
+    fresh: list[LatestRow] = []  # likewise
+    add_number, add_text, add_fresh = rows.numbers.append, rows.texts.append, fresh.append
+    for reading in item.readings:
+        ts = reading.ts
+        entry: dict[str, float | str] = {}
+        for v in reading.values:
+            name, number, unit = v.metric, v.number, v.unit
+            metric = metrics[name]
+            if number is None:
+                text = v.text
+                assert text is not None  # a value is a number or a text
+                if kinds.get(name) == "number":
+                    return _take_back(rows, added, _text_for_number(name, text))
+                add_text((ts, device, metric, text, v.quality))
+                entry[name] = text
+            else:
+                got = None if known is None else known.get(name)
+                if unit is not None and (got is None or got[0] != unit) and name in CANONICAL:
+                    got = (unit, conversion(name, unit))  # a unit it had not given before
+                    learned[name] = (metric, unit, got[1])
+                    known = {**(known or {}), name: got}
+                if got is not None and (unit is None or got[0] == unit):
+                    number = number * got[1].scale + got[1].offset
+                bound = bounds.get(name)
+                if bound is not None and not bound[0] <= number <= bound[1]:
+                    return _take_back(rows, added, _implausible(name, number, bound))
+                add_number((ts, device, metric, number, v.quality))
+                entry[name] = number
+            add_fresh((device, metric, ts, number, v.text, v.quality))
+        rows.stream.append(encode_telemetry(
+            item.device_id, int(ts.timestamp() * 1000), entry, reading.seq))
+    for name, (metric, unit, conv) in learned.items():
+        _learn(rows, units, device, name, metric, unit, conv)
+    for row in fresh:
+        current = rows.latest.get((row[0], row[1]))
+        if current is None or current[2] < row[2]:
+            rows.latest[(row[0], row[1])] = row
+    return None
+
+
+def _take_back(rows: BatchRows, added: tuple[int, int, int], why: tuple[str, str]
+               ) -> tuple[str, str]:
+    del rows.numbers[added[0]:], rows.texts[added[1]:], rows.stream[added[2]:]
+    return why
+
+
 def map_batch(items: list[Parsed], devices: dict[str, int], metrics: dict[str, int],
               reject: Callable[[Parsed, str, str], Reject],
               units: Mapping[int, Mapping[str, KnownUnit]] | None = None,
               kinds: Mapping[str, str | None] | None = None,
               bounds: Mapping[str, tuple[float, float]] | None = None) -> BatchRows:
     """Rows for `items`; an item whose device has no id becomes `reject(item,
-    "unknown_device", ...)`, one with a bad value (`bad_value`) a reject of its reason.
+    "unknown_device", ...)`, one with a bad value (`_add_readings`) a reject of its reason.
     `units`: device id -> metric name -> the unit the device last gave (committed) and its
     conversion; `kinds`: metric -> 'number' or 'text'; `bounds`: plausible ranges."""
     rows = BatchRows()
@@ -134,9 +164,9 @@ def map_batch(items: list[Parsed], devices: dict[str, int], metrics: dict[str, i
             item.reject = reject(item, "unknown_device", UNKNOWN_DEVICE)
         if item.reject is None and item.readings:
             assert item.device_id is not None
-            device = devices[item.device_id]
-            known = rows.units.get(device) or units.get(device)
-            if (bad := bad_value(item, kinds, bounds, known)) is not None:
+            bad = _add_readings(rows, item, devices[item.device_id], metrics, units, kinds,
+                                bounds)
+            if bad is not None:
                 item.reject = reject(item, *bad)
         if item.reject is not None:
             if item.reject.reason == "rate_limited":  # a flood: one record per device
@@ -155,36 +185,6 @@ def map_batch(items: list[Parsed], devices: dict[str, int], metrics: dict[str, i
                 rows.seen[device] = (last_seen, False)
             continue
         rows.seen[device] = (max(last_seen, item.received), True)
-        known = rows.units.get(device) or units.get(device)  # None: never gave a unit
-        for reading in item.readings:
-            entry: dict[str, float | str] = {}
-            for v in reading.values:
-                metric = metrics[v.metric]
-                number = v.number
-                if number is not None:
-                    unit = v.unit
-                    if unit is not None:
-                        if known is not None and (got := known.get(v.metric)) is not None \
-                                and got[0] == unit:  # the unit it gave before: the usual case
-                            number = number * got[1].scale + got[1].offset
-                        elif v.metric in CANONICAL:
-                            conv = conversion(v.metric, unit)
-                            number = number * conv.scale + conv.offset
-                            known = _learn(rows, units, device, v.metric, metric, unit, conv)
-                    elif known is not None and (got := known.get(v.metric)) is not None:
-                        number = number * got[1].scale + got[1].offset
-                    rows.numbers.append((reading.ts, device, metric, number, v.quality))
-                    entry[v.metric] = number
-                else:
-                    assert v.text is not None
-                    rows.texts.append((reading.ts, device, metric, v.text, v.quality))
-                    entry[v.metric] = v.text
-                current = rows.latest.get((device, metric))
-                if current is None or current[2] < reading.ts:
-                    rows.latest[(device, metric)] = (device, metric, reading.ts,
-                                                     number, v.text, v.quality)
-            rows.stream.append(encode_telemetry(
-                item.device_id, int(reading.ts.timestamp() * 1000), entry, reading.seq))
     for at, count in limited.values():
         if count > 1:  # a copy: a retried batch is mapped again from the same items
             rows.rejects[at] = dataclasses.replace(rows.rejects[at], count=count)

@@ -11,7 +11,7 @@ from services.ingestor.batch import Parsed, Reject
 from services.ingestor.intake import Delivery
 from services.ingestor.parsing import MessageParser
 from services.ingestor.repository import KnownUnit
-from services.ingestor.rows import devices_named, map_batch, metric_units
+from services.ingestor.rows import catalog_firsts, devices_named, map_batch
 from services.ingestor.settings import IngestorSettings
 from shared.units import conversion
 
@@ -89,7 +89,7 @@ def test_units_and_devices_to_resolve(parser: MessageParser) -> None:
              parse(parser, "insa/devices/esp-2/telemetry",
                    {"flow_rate": {"value": 2, "unit": "bbl/d"}}),
              parse(parser, "insa/devices/bad id/telemetry", {"flow_rate": 3})]
-    assert metric_units(items) == {"flow_rate": "bbl/d"}
+    assert catalog_firsts(items)[0] == {"flow_rate": "bbl/d"}
     assert devices_named(items) == {"esp-1", "esp-2"}
 
 
@@ -200,7 +200,7 @@ def test_a_unit_that_cannot_express_a_known_metric_rejects_the_whole_message(
     rows = map_batch([item, good], DEVICES, METRICS, unknown)
     assert [r.reason for r in rows.rejects] == ["bad_unit"]
     assert [r[3] for r in rows.numbers] == [2.0] and len(rows.stream) == 1
-    assert metric_units([item, good]) == {"flow_rate": None}  # nothing catalogued for it
+    assert catalog_firsts([item, good])[0] == {"flow_rate": None}  # nothing catalogued for it
 
 
 def test_bad_units_of_text_and_unknown_metrics_are_not_refused(parser: MessageParser) -> None:
