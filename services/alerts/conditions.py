@@ -13,9 +13,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from enum import Enum
 
+from services.alerts.limits import Attribute, Baseline, bands_problem
 from services.alerts.rules import (
-    Attribute,
-    Baseline,
     CompareRule,
     DiagnosisRule,
     NoDataRule,
@@ -24,7 +23,6 @@ from services.alerts.rules import (
     Rule,
     ThresholdRule,
     WindowRule,
-    bands_problem,
 )
 from shared.contract import SEVERITY_RANK
 

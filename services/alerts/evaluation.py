@@ -28,12 +28,12 @@ from services.alerts.conditions import (
     WindowStat,
     condition_for,
 )
+from services.alerts.limits import uses_attributes
 from services.alerts.rules import (
     CompareRule,
     DiagnosisRule,
     NoDataRule,
     Rule,
-    uses_attributes,
 )
 
 Key = tuple[int, str]  # (rule id, device id)

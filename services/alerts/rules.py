@@ -14,8 +14,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from services.alerts.limits import (
+    Attribute,
+    Baseline,
+    Limit,
+    attributes_needed,
+    bands_problem,
+    limit_text,
+    resolved,
+)
 from shared.contract import DIAGNOSIS_CODES, SEVERITY_RANK
-from shared.equipment import ATTRIBUTES
 from shared.errors import ValidationFailed
 from shared.mqtt import NAME_PATTERN
 
@@ -158,70 +166,6 @@ class RuleBase(Strict):
         raise NotImplementedError
 
 
-class Baseline(Strict):
-    """A limit from the well's own normal of the rule's metric, learned by the engine from
-    its running readings: the normal times `factor` plus `offset` (threshold rules)."""
-
-    baseline: Literal[True]
-    factor: float = Field(1.0, gt=0, le=100)
-    offset: float = Field(0.0, ge=-1e6, le=1e6)
-
-    def __str__(self) -> str:
-        factor = "" if self.factor == 1 else f"{self.factor:g} * "
-        offset = f" {self.offset:+g}" if self.offset else ""
-        return f"{factor}its normal{offset}"
-
-
-class Attribute(Strict):
-    """A limit from the device's own equipment (shared/equipment.py): the attribute's value
-    times `factor` plus `offset`, in the metric's canonical unit. A device without the
-    attribute is judged by `otherwise` (its learned normal) when given; else the rule
-    skips it and says so in its status."""
-
-    attribute: Literal[tuple(ATTRIBUTES)]  # type: ignore[valid-type]
-    factor: float = Field(1.0, gt=0, le=100)
-    offset: float = Field(0.0, ge=-1e6, le=1e6)
-    otherwise: Baseline | None = None
-
-    def of(self, attributes: Mapping[str, float]) -> float | None:
-        found = attributes.get(self.attribute)
-        return None if found is None else found * self.factor + self.offset
-
-    def __str__(self) -> str:
-        factor = "" if self.factor == 1 else f"{self.factor:g} * "
-        offset = f" {self.offset:+g}" if self.offset else ""
-        otherwise = f" (else {self.otherwise})" if self.otherwise else ""
-        return f"{factor}{self.attribute}{offset}{otherwise}"
-
-
-Limit = float | Attribute
-
-
-def resolved(limit: Limit, attributes: Mapping[str, float]) -> float | None:
-    """A limit's value for a device with these attributes (None: it lacks the one)."""
-    return limit if isinstance(limit, float) else limit.of(attributes)
-
-
-def _text(limit: float | Attribute | Baseline) -> str:
-    return format(limit, "g") if isinstance(limit, float) else str(limit)
-
-
-def _limits(rule: Any) -> list[Any]:
-    return [getattr(rule, name, None) for name in ("value", "low", "high", "clear_low",
-                                                   "clear_high")]
-
-
-def attributes_needed(rule: Any) -> list[str]:
-    """The equipment attributes a device must have for the rule to judge it (those with
-    no fallback to the device's normal)."""
-    return sorted({x.attribute for x in _limits(rule)
-                   if isinstance(x, Attribute) and x.otherwise is None})
-
-
-def uses_attributes(rule: Any) -> bool:
-    return any(isinstance(x, Attribute) for x in _limits(rule))
-
-
 class ThresholdRule(RuleBase):
     type: Literal["threshold"]
     metric: Name
@@ -234,7 +178,7 @@ class ThresholdRule(RuleBase):
 
     @property
     def threshold(self) -> str:
-        return f"{self.op} {_text(self.value)}"
+        return f"{self.op} {limit_text(self.value)}"
 
 
 class RangeRule(RuleBase):
@@ -273,21 +217,10 @@ class RangeRule(RuleBase):
 
     @property
     def threshold(self) -> str:
-        lo = _text(self.low if self.clear_low is None else self.clear_low)
-        hi = _text(self.high if self.clear_high is None else self.clear_high)
-        return f"outside [{_text(self.low)}, {_text(self.high)}], clears inside [{lo}, {hi}]"
-
-
-def bands_problem(bands: tuple[float, float, float, float] | str) -> str | None:
-    if isinstance(bands, str):
-        return bands
-    low, high, clear_low, clear_high = bands
-    if low >= high:
-        return "low must be below high"
-    if not low <= clear_low < clear_high <= high:
-        return ("the clear band must lie inside [low, high]: "
-                "low <= clear_low < clear_high <= high")
-    return None
+        lo = limit_text(self.low if self.clear_low is None else self.clear_low)
+        hi = limit_text(self.high if self.clear_high is None else self.clear_high)
+        return (f"outside [{limit_text(self.low)}, {limit_text(self.high)}], "
+                f"clears inside [{lo}, {hi}]")
 
 
 class RateOfChangeRule(RuleBase):

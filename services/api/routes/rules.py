@@ -12,11 +12,11 @@ from fastapi import APIRouter, Body, Depends, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
 from services.alerts.backtest import backtest
+from services.alerts.limits import attributes_needed
 from services.alerts.rules import (
     RULE_TYPES,
     Rule,
     Scope,
-    attributes_needed,
     parse_rule,
     stored_form,
 )
