@@ -15,14 +15,17 @@ period after which the new operating point becomes the baseline.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from services.diagnostics.baseline import Baseline
 from services.diagnostics.catalog import SEVERITIES
+from services.diagnostics.causes import (
+    explained,
+    fold_symptoms_into_causes,
+    one_hydraulic_cause,
+    supersede,
+)
 from services.diagnostics.events import DiagnosisEvent, Reading
 from services.diagnostics.limits import LimitBook
 from services.diagnostics.sensors import (
@@ -34,57 +37,15 @@ from services.diagnostics.sensors import (
 )
 from services.diagnostics.signatures import (
     FAULT_CHECKS,
-    HYDRAULIC,
     bearing_wear,
     broken_shaft,
     quiet,
     vsd_out_of_range,
 )
+from services.diagnostics.state import Active, Tracker, WellState
 from services.diagnostics.view import Finding, View
 
-RECENT_READINGS = 24
 PER_SENSOR = ("sensor_fault", "anomaly")  # codes judged per metric, outside the fault checks
-
-
-@dataclass(slots=True)
-class Active:
-    rank: int
-    confidence: float
-    evidence: dict[str, Any]
-    since: float
-
-
-@dataclass(slots=True)
-class Tracker:
-    """The recent findings of one diagnosis on one well (ranks, newest last)."""
-
-    ranks: deque[int]
-    misses: int = 0
-
-    def confirmed(self, needed: int) -> int:
-        for rank in (3, 2, 1):
-            if sum(r >= rank for r in self.ranks) >= needed:
-                return rank
-        return 0
-
-
-@dataclass
-class WellState:
-    baseline: Baseline = field(default_factory=Baseline)
-    phase: str = "warmup"  # warmup | normal | stopped | starting | settling
-    phase_readings: int = 0
-    phase_since: float = 0.0
-    learned: int = 0
-    last_ts: float = -math.inf
-    recent: deque[dict[str, float]] = field(
-        default_factory=lambda: deque(maxlen=RECENT_READINGS))
-    trackers: dict[Key, Tracker] = field(default_factory=dict)
-    active: dict[Key, Active] = field(default_factory=dict)
-    flat: dict[str, tuple[float, int]] = field(default_factory=dict)
-    since_cause: dict[str, int] = field(default_factory=dict)  # readings since a cause showed
-    superseded: dict[str, str] = field(default_factory=dict)  # code -> the one that replaced it
-    judged: int = 0  # readings judged (_judge calls)
-    shown: dict[str, int] = field(default_factory=dict)  # code -> `judged` when it last showed
 
 
 class DiagnosisEngine:
@@ -127,8 +88,8 @@ class DiagnosisEngine:
             if not quiet(view) or any(code not in PER_SENSOR for code, _ in state.trackers):
                 findings += [f for check in FAULT_CHECKS if (f := check(view)) is not None]
             findings += anomalies(view, state.trackers, state.active, limits)
-            _one_hydraulic_cause(findings, state)
-            _fold_symptoms_into_causes(findings, state, operation["confirm_window"])
+            one_hydraulic_cause(findings, state)
+            fold_symptoms_into_causes(findings, state, operation["confirm_window"])
         elif phase == "settling":
             findings += [f for check in (broken_shaft, bearing_wear, vsd_out_of_range)
                          if (f := check(view)) is not None]
@@ -245,11 +206,12 @@ class DiagnosisEngine:
             if active is None:
                 level = tracker.confirmed(confirm)
                 if level and finding.subject is None and \
-                        self._explained(state, finding, level, showing, reading.ts):
+                        explained(state, finding, level, showing, reading.ts):
                     continue
                 if level:
                     if finding.subject is None:  # the replaced ones clear first
-                        self._supersede(reading, state, finding.code, events)
+                        events += [self._event(reading, key, replaced, cleared=True)
+                                   for key, replaced in supersede(state, finding.code)]
                     active = state.active[key] = Active(
                         level, finding.confidence, finding.evidence, reading.ts)
                     events.append(self._event(reading, key, active, cleared=False))
@@ -273,51 +235,6 @@ class DiagnosisEngine:
                 active.confidence, active.evidence = finding.confidence, finding.evidence
                 events.append(self._event(reading, key, active, cleared=False))
         return events
-
-    @staticmethod
-    def _explained(state: WellState, finding: Finding, level: int, showing: set[str],
-                   ts: float) -> bool:
-        """Whether `finding`, confirmed at `level` by the reading at `ts`, is not raised as a
-        diagnosis of its own: it was superseded by a diagnosis still standing, it is a
-        symptom of a cause diagnosed and still showing, or a related diagnosis stands at a
-        higher severity or was raised by this same reading (then it is that one's evidence;
-        the standing one keeps its own severity, so the two never flap)."""
-        by = state.superseded.get(finding.code)
-        if by is not None and (by, None) in state.active:
-            return True
-        for cause in SYMPTOM_CAUSES.get(finding.code, ()):
-            # A hydraulic failure explains its symptoms for sure; an overload is as often a
-            # hot motor taken for one, so overheating replaces it instead.
-            active = state.active.get((cause, None))
-            if active is not None and cause in showing and cause in HYDRAULIC:
-                _note(active, "symptoms", finding.code)
-                return True
-        for (other, metric), active in state.active.items():
-            # Never a downgrade, and never two raised by one reading (the first stands).
-            if metric is None and _related(finding.code, other) and \
-                    (active.rank > level or active.since == ts):
-                _note(active, "also_showing", finding.code)
-                return True
-        return False
-
-    def _supersede(self, reading: Reading, state: WellState, code: str,
-                   events: list[DiagnosisEvent]) -> None:
-        """One developing failure, one diagnosis: a whole-well diagnosis just raised clears
-        the related ones standing (none is more severe: `_explained`), saying so, and they
-        are not raised again while it stands. An operator never sees two live diagnoses of
-        one failure."""
-        for key, active in list(state.active.items()):
-            other, metric = key
-            if metric is not None or not _related(code, other):
-                continue
-            del state.active[key]
-            state.trackers.pop(key, None)
-            # What `other` held back, `code` now holds back: no chain of re-raises.
-            state.superseded = {old: code if by == other else by
-                                for old, by in state.superseded.items()}
-            state.superseded[other] = code
-            active.evidence = {**active.evidence, "superseded_by": code}
-            events.append(self._event(reading, key, active, cleared=True))
 
     @staticmethod
     def _event(reading: Reading, key: Key, active: Active, cleared: bool) -> DiagnosisEvent:
@@ -359,63 +276,3 @@ class DiagnosisEngine:
             tracker = state.trackers.setdefault((code, metric), Tracker(deque(maxlen=window)))
             tracker.ranks.extend([rank] * (window - len(tracker.ranks)))
             tracker.misses = 0
-
-
-def _one_hydraulic_cause(findings: list[Finding], state: WellState) -> None:
-    """A pump has one hydraulic failure at a time: where signatures overlap, the more
-    severe wins, then one whose signature shows in full over one only held because it was
-    diagnosed before, then the one already diagnosed, then the surest."""
-    present = [f for f in findings if f.code in HYDRAULIC and f.rank]
-    if len(present) < 2:
-        return
-    best = max(present, key=lambda f: (f.rank, not f.held, (f.code, None) in state.active,
-                                       f.confidence))
-    for finding in present:
-        if finding is not best:
-            finding.rank = 0
-
-
-# Symptom -> what explains it: a hydraulic failure unloads the motor, takes its cooling
-# flow, and gas slugging shakes the pump; an overload heats the motor.
-SYMPTOM_CAUSES = {"underload": HYDRAULIC, "overheating": (*HYDRAULIC, "overload"),
-                  "bearing_wear": ("gas_lock",)}
-CAUSES = frozenset(c for causes in SYMPTOM_CAUSES.values() for c in causes)
-
-
-def _note(active: Active, key: str, code: str) -> None:
-    found = active.evidence.setdefault(key, [])
-    if code not in found:
-        found.append(code)
-
-
-def _related(code: str, other: str) -> bool:
-    """Two whole-well diagnoses taken for one developing failure: a pump has one at a time
-    (two hydraulic failures, a symptom and its cause, or two symptoms of an unseen cause).
-    A VSD out of its range is a setting, related to nothing."""
-    return code != other and "vsd_out_of_range" not in (code, other)
-
-
-def _fold_symptoms_into_causes(findings: list[Finding], state: WellState, window: int) -> None:
-    """Symptoms of a cause that shows (or did within the confirmation window, as causes
-    take as long to confirm as their symptoms) are its evidence, not diagnoses of their
-    own. A critical temperature or vibration, or one already diagnosed, still is."""
-    for code in state.since_cause:
-        state.since_cause[code] += 1
-    for finding in findings:
-        if finding.code in CAUSES and finding.rank:
-            state.since_cause[finding.code] = 0
-    for code, _ in state.active:
-        if code in CAUSES:
-            state.since_cause[code] = 0
-    for finding in findings:
-        causes = SYMPTOM_CAUSES.get(finding.code)
-        own = finding.code in ("overheating", "bearing_wear") and (
-            finding.rank >= 3 or (finding.code, None) in state.active)
-        if causes is None or own or \
-                not any(state.since_cause.get(c, window) < window for c in causes):
-            continue
-        if finding.rank:
-            for cause in findings:
-                if cause.code in causes and cause.rank:
-                    cause.evidence.setdefault("symptoms", []).append(finding.code)
-        finding.rank = 0
