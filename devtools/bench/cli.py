@@ -178,8 +178,9 @@ def bench_soak(minutes: float, wells: int, interval: float, faults: int,
     of each service at random; exits 1 if a guarantee broke."""
     import sys
 
-    from devtools.bench.soak import SoakConfig, report
+    from devtools.bench.soak import SoakConfig
     from devtools.bench.soak import run as run_bench
+    from devtools.bench.soak_checks import report
     from shared.logging import configure_logging
 
     configure_logging("bench", level="WARNING", fmt="console")

@@ -19,24 +19,18 @@ once the pipeline has caught up, it checks what an operator relies on:
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import shutil
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-import asyncpg
-import orjson
-import redis.asyncio as redis
-
 from devtools.bench.api_live import rss_mb
+from devtools.bench.soak_checks import caught_up, check_data, problems
+from devtools.bench.soak_wells import Fleet, follow_alerts, quiet_mqtt_futures, run_well
 from devtools.registry import ALERTS, API, DIAGNOSTICS, INGESTOR
 from devtools.stack.servers import (
     RunningBroker,
@@ -55,15 +49,10 @@ from services.simulator.instruments import NO_GLITCHES
 from services.simulator.main import Device, SimulatorConfig
 from shared import db
 from shared.migrate import migrate
-from shared.mqtt import telemetry_topic
-from shared.streams import DIAGNOSTICS as DIAGNOSTICS_STREAM
-from shared.streams import TELEMETRY, group_backlog
 
 EVENTS = ("redis", "postgres", "broker", "kill ingestor", "kill diagnostics", "kill alerts",
           "kill api")
 WARM_UP_SECONDS = 120.0
-QUIET = logging.getLogger("insa.soak.mqtt")  # the wells' clients: a broker restart is expected
-QUIET.setLevel(logging.CRITICAL)
 RSS_EVERY_SECONDS = 10.0
 
 
@@ -78,16 +67,6 @@ class SoakConfig:
     events: tuple[str, ...] = EVENTS  # in this order first, then at random
     settle_seconds: float = 180.0   # how long the pipeline may take to catch up at the end
     seed: int = 0
-
-
-@dataclass
-class Fleet:
-    """What the wells published: every reading sent, and those the broker acknowledged."""
-
-    sent: set[tuple[str, datetime]] = field(default_factory=set)
-    acked: set[tuple[str, datetime]] = field(default_factory=set)
-    reconnects: Counter[str] = field(default_factory=Counter)  # by error
-    started: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -172,61 +151,6 @@ class Supervisor:
         return out
 
 
-# --- the wells ----------------------------------------------------------------------------
-async def run_well(device: Device, device_id: str, password: str, port: int,
-                   interval: float, fleet: Fleet, stop: asyncio.Event) -> None:
-    """Publish a reading every `interval`; one the broker did not acknowledge (it went
-    away) is sent again, with the same `ts`, on the next connection."""
-    started, seq = time.monotonic(), 0
-    payload: bytes | None = None
-    await asyncio.sleep(random.uniform(0, interval))
-    while not stop.is_set():
-        try:
-            async with aiomqtt.Client("127.0.0.1", port, identifier=device_id,
-                                      username=device_id, password=password, logger=QUIET,
-                                      protocol=aiomqtt.ProtocolVersion.V5,
-                                      keepalive=15, timeout=10) as client:
-                while not stop.is_set():
-                    if payload is None:
-                        payload = device.payload(time.monotonic() - started, seq)
-                        seq += 1
-                    if payload is not None:
-                        reading = (device_id, datetime.fromisoformat(orjson.loads(payload)["ts"]))
-                        fleet.sent.add(reading)
-                        await client.publish(telemetry_topic(device_id), payload, qos=1)
-                        fleet.acked.add(reading)
-                        payload = None
-                    await asyncio.sleep(interval)
-        except aiomqtt.MqttError as exc:
-            fleet.reconnects[str(exc)[:80]] += 1
-            await asyncio.sleep(1.0)
-
-
-async def follow_alerts(port: int, password: str, received: list[int]) -> None:
-    """An alert subscriber with a persistent session (until cancelled): what is published
-    while it is away (the broker restarting) is queued for it."""
-    while True:
-        try:
-            async with aiomqtt.Client("127.0.0.1", port, identifier="insa-subscriber",
-                                      username="insa-subscriber", password=password, logger=QUIET,
-                                      protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
-                                      properties=_session(3600), keepalive=15) as client:
-                await client.subscribe("insa/alerts/#", qos=1)
-                async for message in client.messages:
-                    received.append(orjson.loads(message.payload)["id"])
-        except aiomqtt.MqttError:
-            await asyncio.sleep(1.0)
-
-
-def _session(expiry: int) -> Any:
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = expiry
-    return props
-
-
 # --- chaos --------------------------------------------------------------------------------
 async def reliability_event(event: str, servers: dict[str, Any], supervisor: Supervisor,
                             outage: float) -> None:
@@ -259,114 +183,6 @@ async def chaos(cfg: SoakConfig, servers: dict[str, Any], supervisor: Supervisor
         await reliability_event(event, servers, supervisor, outage)
 
 
-# --- the checks at the end ------------------------------------------------------------------
-async def caught_up(dsn: str, redis_url: str, timeout: float) -> dict[str, Any]:
-    """Wait until the stored rows stop growing (the broker's queue for the ingestor is
-    drained), every stream group has read and acknowledged everything and both outboxes
-    are empty. Returns how long it took, or what was still busy at the timeout."""
-    started = time.monotonic()
-    client = redis.Redis.from_url(redis_url)
-    rows, busy = -1, dict[str, object]()
-    try:
-        while time.monotonic() - started < timeout:
-            await asyncio.sleep(2.0)
-            try:
-                busy = dict[str, object]()
-                for stream in (TELEMETRY, DIAGNOSTICS_STREAM):
-                    for group, (unread, pending) in (await group_backlog(client, stream)).items():
-                        if unread or pending:
-                            busy[f"{stream}/{group}"] = {"unread": unread, "pending": pending}
-                conn = await asyncpg.connect(dsn)
-                try:
-                    for table in ("diagnoses", "alert_events"):
-                        if n := await conn.fetchval(
-                                f"SELECT count(*) FROM {table} WHERE published_at IS NULL"):
-                            busy[f"{table} unpublished"] = n
-                    before, rows = rows, await conn.fetchval("SELECT count(*) FROM telemetry")
-                finally:
-                    await conn.close()
-                if rows != before:
-                    busy["telemetry rows growing"] = rows
-            except (OSError, redis.RedisError, asyncpg.PostgresError) as exc:
-                busy = {"unreachable": str(exc)}
-            if not busy:
-                return {"seconds": round(time.monotonic() - started, 1)}
-    finally:
-        await client.aclose()
-    return {"seconds": None, "still_busy": busy}
-
-
-async def check_data(dsn: str, fleet: Fleet, received: list[int]) -> dict[str, Any]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        stored_rows = await conn.fetch(
-            "SELECT d.device_id, t.time FROM (SELECT DISTINCT device, time FROM telemetry) t "
-            "JOIN devices d ON d.id = t.device")
-        stored = {(r["device_id"], r["time"]) for r in stored_rows}
-        duplicate_rows = await conn.fetchval(
-            "SELECT count(*) - count(DISTINCT (device, metric, time)) FROM telemetry")
-        overlapping = await conn.fetchval(
-            """
-            SELECT count(*) FROM alerts a JOIN alerts b
-              ON a.rule_id = b.rule_id AND a.device_id = b.device_id AND a.id < b.id
-             WHERE a.resolved_at IS NULL OR a.resolved_at > b.active_since
-            """)
-        fired_twice = await conn.fetchval(
-            "SELECT count(*) FROM (SELECT alert_id FROM alert_events WHERE kind = 'firing' "
-            "GROUP BY alert_id HAVING count(*) > 1) x")
-        announced = [r["id"] for r in await conn.fetch(
-            "SELECT id FROM alert_events WHERE kind <> 'pending'")]
-        alerts = await conn.fetchval("SELECT count(*) FROM alerts")
-        diagnoses_twice = await conn.fetchval(
-            "SELECT count(*) FROM (SELECT 1 FROM diagnoses GROUP BY device_id, code, "
-            "coalesce(metric, ''), ts, cleared, severity HAVING count(*) > 1) x")
-        diagnosed = {(r["device_id"], r["code"]) for r in await conn.fetch(
-            "SELECT DISTINCT device_id, code FROM diagnoses WHERE NOT cleared")}
-    finally:
-        await conn.close()
-    counts = Counter(received)
-    lost = fleet.acked - stored
-    return {
-        "acked_not_stored_by_second": {str(k): v for k, v in sorted(Counter(
-            int(ts.timestamp() - fleet.started) for _, ts in lost).items())},
-        "acked_not_stored_devices": len({d for d, _ in lost}),
-        "readings_sent": len(fleet.sent), "readings_acked": len(fleet.acked),
-        "acked_not_stored": len(fleet.acked - stored),
-        "stored_never_sent": len(stored - fleet.sent),
-        "duplicate_telemetry_rows": duplicate_rows,
-        "device_reconnects": sum(fleet.reconnects.values()),
-        "device_reconnect_errors": dict(fleet.reconnects.most_common(5)),
-        "alerts": alerts, "alert_events_announced": len(announced),
-        "alerts_open_twice": overlapping, "alerts_fired_twice": fired_twice,
-        "alert_events_not_received": len(set(announced) - set(counts)),
-        "alert_events_received_twice": sum(1 for n in counts.values() if n > 1),
-        "diagnosis_events_written_twice": diagnoses_twice,
-        "diagnosed": sorted(diagnosed),
-    }
-
-
-def problems(result: dict[str, Any]) -> list[str]:
-    """What breaks a guarantee (a repeat across a kill -9 is at-least-once, not one)."""
-    data = result["data"]
-    found = [f"{name}: {data[name]}" for name in (
-        "acked_not_stored", "stored_never_sent", "duplicate_telemetry_rows",
-        "alerts_open_twice", "alerts_fired_twice", "alert_events_not_received",
-        "diagnosis_events_written_twice") if data[name]]
-    found += [f"unexpected exit: {x}" for x in result["unexpected_exits"]]
-    if result["settle"]["seconds"] is None:
-        found.append(f"did not catch up: {result['settle']['still_busy']}")
-    return found
-
-
-def _quiet_mqtt_futures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """The wells' clients when the broker goes: aiomqtt leaves a dropped connection's PUBACK
-    futures unretrieved, and paho's socket callbacks may find their socket closed."""
-    exc = context.get("exception")
-    socket_gone = isinstance(exc, OSError) and "_writer" in repr(context.get("handle"))
-    if not isinstance(exc, aiomqtt.MqttError) and not socket_gone:
-        loop.default_exception_handler(context)
-
-
 # --- the run ---------------------------------------------------------------------------------
 def plan_faults(cfg: SoakConfig, device_ids: list[str]) -> dict[str, str]:
     rng = random.Random(cfg.seed)
@@ -377,7 +193,7 @@ def plan_faults(cfg: SoakConfig, device_ids: list[str]) -> dict[str, str]:
 
 async def soak(cfg: SoakConfig, pg: RunningPostgres, rd: RunningRedis, broker: RunningBroker,
                device_ids: list[str], progress: Callable[[str], None]) -> dict[str, Any]:
-    asyncio.get_running_loop().set_exception_handler(_quiet_mqtt_futures)
+    asyncio.get_running_loop().set_exception_handler(quiet_mqtt_futures)
     dsn = pg.spec.dsn()
     await migrate(dsn)
     conn = await db.connect(dsn)  # with the JSON codecs the rules need
@@ -465,31 +281,3 @@ def run(cfg: SoakConfig, progress: Callable[[str], None] = print,
                 shutil.copy(log, keep_logs / log.name)
             shutil.copy(broker.spec.rundir / "mosquitto.log", keep_logs / "mosquitto.log")
         stop_and_remove(broker, rd, pg)
-
-
-def report(result: dict[str, Any]) -> str:
-    d = result["data"]
-    lines = [
-        f"soak: {result['config']['minutes']:g} min, {len(result['events'])} reliability "
-        f"events ({', '.join(e['event'] for e in result['events'])})",
-        f"  readings: {d['readings_acked']:,} acked by the broker, {d['acked_not_stored']} "
-        f"of them not stored, {d['duplicate_telemetry_rows']} duplicate rows, "
-        f"{d['stored_never_sent']} stored that were never sent; "
-        f"{d['device_reconnects']} device reconnects",
-        f"  alerts: {d['alerts']} raised, {d['alerts_open_twice']} open twice, "
-        f"{d['alerts_fired_twice']} fired twice; {d['alert_events_announced']} events, "
-        f"{d['alert_events_not_received']} not received, {d['alert_events_received_twice']} "
-        f"received twice (at-least-once across kills)",
-        f"  diagnoses: {d['diagnosis_events_written_twice']} written twice; faults diagnosed "
-        f"{result['faults_diagnosed']} of {len(result['faults'])}",
-        f"  services: {result['kills']} killed by the soak, "
-        f"{len(result['unexpected_exits'])} exited on their own; caught up "
-        f"{result['settle']['seconds']} s after publishing stopped",
-    ]
-    for name, m in result["memory"].items():
-        lines.append(f"  memory {name}: {m['rss_after_warm_up_mb']} MB after warm-up, "
-                     f"{m['rss_at_end_mb']} MB after {m['minutes_alive']} min "
-                     f"({m['growth_mb']:+} MB, {m['growth_percent']:+}%)")
-    lines.append("  PROBLEMS: " + "; ".join(result["problems"]) if result["problems"]
-                 else "  no guarantee broken")
-    return "\n".join(lines)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.bench.soak import SoakConfig, report, run
+from devtools.bench.soak import SoakConfig, run
+from devtools.bench.soak_checks import report
 
 
 @pytest.mark.timeout(420)
