@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -18,45 +19,44 @@ DEVICES = 40
 SECONDS = 4.0
 
 
-async def ingest_loop(dsn: str, ids: list[int], until: float, errors: list[str]) -> int:
-    """What every ingestor batch does to the device rows: mark all of them seen."""
-    conn = await asyncpg.connect(dsn)
-    batches = 0
-    try:
-        while time.monotonic() < until:
-            now = datetime.now(UTC)
-            try:
-                await write_batch(conn, [], [], [], {i: (now, True) for i in ids}, [], [])
-            except asyncpg.DeadlockDetectedError as exc:
-                errors.append(f"ingestor: {exc}")
-            batches += 1
-    finally:
-        await conn.close()
-    return batches
-
-
-async def alert_loop(dsn: str, rule_id: int, device_ids: list[str], until: float,
-                     errors: list[str]) -> int:
-    """What the engine does: open alerts for many devices in one transaction (in its own
-    order, not the ingestor's), then cancel them."""
+async def repeat(dsn: str, who: str, step: Callable[[asyncpg.Connection], Awaitable[None]],
+                 until: float, errors: list[str]) -> int:
+    """Run `step` on one connection until `until`, noting every deadlock; returns rounds."""
     conn = await asyncpg.connect(dsn)
     rounds = 0
     try:
         while time.monotonic() < until:
-            now = time.time()
-            alerts = [OpenAlert(rule_id, d, "pending", "warning", now, now + 60)
-                      for d in reversed(device_ids)]
             try:
-                await store.commit(conn, [Transition("pending", a, None, now, 1.0, "warning",
-                                                     "m") for a in alerts], {})
-                await store.commit(conn, [Transition("cancelled", a, "pending", now, 1.0,
-                                                     "warning", "m") for a in alerts], {})
+                await step(conn)
             except asyncpg.DeadlockDetectedError as exc:
-                errors.append(f"alerts: {exc}")
+                errors.append(f"{who}: {exc}")
             rounds += 1
     finally:
         await conn.close()
     return rounds
+
+
+def ingest(ids: list[int]) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+    """What every ingestor batch does to the device rows: mark all of them seen."""
+    async def step(conn: asyncpg.Connection) -> None:
+        now = datetime.now(UTC)
+        await write_batch(conn, [], [], [], {i: (now, True) for i in ids}, [], [])
+    return step
+
+
+def raise_alerts(rule_id: int, device_ids: list[str]
+                 ) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+    """What the engine does: open alerts for many devices in one transaction (in its own
+    order, not the ingestor's), then cancel them."""
+    async def step(conn: asyncpg.Connection) -> None:
+        now = time.time()
+        alerts = [OpenAlert(rule_id, d, "pending", "warning", now, now + 60)
+                  for d in reversed(device_ids)]
+        await store.commit(conn, [Transition("pending", a, None, now, 1.0, "warning", "m")
+                                  for a in alerts], {})
+        await store.commit(conn, [Transition("cancelled", a, "pending", now, 1.0, "warning",
+                                             "m") for a in alerts], {})
+    return step
 
 
 async def test_ingestor_and_alert_engine_never_deadlock_on_device_rows(db_url: str) -> None:
@@ -76,9 +76,10 @@ async def test_ingestor_and_alert_engine_never_deadlock_on_device_rows(db_url: s
     errors: list[str] = []
     until = time.monotonic() + SECONDS
     counts = await asyncio.gather(
-        ingest_loop(db_url, ids, until, errors), ingest_loop(db_url, ids[::-1], until, errors),
-        alert_loop(db_url, rule_id, device_ids, until, errors),
-        alert_loop(db_url, rule_id, device_ids[::2], until, errors))
+        repeat(db_url, "ingestor", ingest(ids), until, errors),
+        repeat(db_url, "ingestor", ingest(ids[::-1]), until, errors),
+        repeat(db_url, "alerts", raise_alerts(rule_id, device_ids), until, errors),
+        repeat(db_url, "alerts", raise_alerts(rule_id, device_ids[::2]), until, errors))
     assert errors == []
     assert min(counts) > 10, counts  # both sides really ran, many times over
     # The backends that would have detected one report it when they end.
