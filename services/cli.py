@@ -285,7 +285,7 @@ def rules() -> None:
 @click.option("--replace", is_flag=True,
               help="Also reset built-in rules that were changed since they were loaded.")
 def rules_load_defaults(database_url: str, replace: bool) -> None:
-    """Add the built-in ESP rule set (DESIGN.md section 9 limits, critical diagnoses)."""
+    """Add the built-in ESP rule set (protection from each well's equipment, critical diagnoses)."""
     from services.alerts.defaults import load_defaults
     from shared import db
 

@@ -1,4 +1,4 @@
-"""Vocabulary of the diagnosis and alert contracts (DESIGN.md §3, §9) that several
+"""Vocabulary of the diagnosis and alert contracts (docs/payloads.md, docs/diagnosis.md) that several
 services speak: severities, in rising order, and the diagnosis codes."""
 
 from __future__ import annotations

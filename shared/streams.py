@@ -1,4 +1,5 @@
-"""Redis Streams between services (DESIGN.md §4, §5): the `insa:telemetry` entry format,
+"""Redis Streams between services (docs/architecture.md, "Redis streams"): the
+`insa:telemetry` entry format,
 a batch writer, trimming of what every group has consumed, and the consumer-group
 reader that every stream consumer runs on.
 

@@ -1,4 +1,4 @@
-"""Canonical units of the ESP metrics (DESIGN.md section 9) and conversion into them.
+"""Canonical units of the ESP metrics (docs/payloads.md, "Units") and conversion into them.
 
 Conversions are worked out once, for every known metric in every known spelling, with
 pint and then applied as `value * scale + offset` (every unit here is linear in its

@@ -14,7 +14,7 @@ import orjson
 METRICS = ("flow_rate", "pip", "discharge_pressure", "motor_current", "motor_temp",
            "intake_temp", "vibration", "vsd_frequency", "gor", "power")
 # `--units`: every value as a {value, unit} object, in a unit the ingestor converts where
-# the metric has another (DESIGN.md section 9), as a SCADA bridge in metric units sends.
+# the metric has another (docs/payloads.md), as a SCADA bridge in metric units sends.
 UNITS = {"flow_rate": "m3/d", "pip": "kPa", "discharge_pressure": "kPa", "motor_current": "A",
          "motor_temp": "degF", "intake_temp": "degF", "vibration": "in/s",
          "vsd_frequency": "Hz", "gor": "m3/m3", "power": "hp"}

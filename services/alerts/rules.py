@@ -2,7 +2,7 @@
 
 The API and `insa rules` validate before writing and the engine validates again on
 load, so a bad rule is refused with a message naming its field and never reaches
-evaluation. Thresholds are in the canonical units of DESIGN.md §9.
+evaluation. Thresholds are in the canonical units of docs/payloads.md.
 """
 
 from __future__ import annotations

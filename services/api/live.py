@@ -1,5 +1,5 @@
 """The live feed's fan-out hub: one reader per Redis stream serves every live client of
-the process (DESIGN.md §5, §7 api).
+the process (docs/architecture.md, "API").
 
 Each reader reads its stream with XREAD BLOCK from the last id it dispatched and offers
 every entry to the subscribed clients' bounded queues, indexed by device, so an entry

@@ -1,6 +1,6 @@
 """Diagnosis thresholds as data: defaults, overridden per device type and per device.
 
-Absolute ranges are the industry's textbook ones (DESIGN.md section 9). The engine
+Absolute ranges are the industry's textbook ones (docs/diagnosis.md). The engine
 judges a well against its own baseline first; an absolute limit counts only where the
 well normally sits inside it (a hot deep well running at 104 °C every day is not
 overheating). Ratios are against the well's baseline after the affinity laws have

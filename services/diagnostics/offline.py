@@ -1,4 +1,4 @@
-"""Readings from a file for `insa diagnose` (DESIGN.md section 9): JSON lines in the MQTT
+"""Readings from a file for `insa diagnose` (docs/diagnosis.md, "Files"): JSON lines in the MQTT
 telemetry payload's forms plus `device_id`, or CSV with `device_id`, `ts` and one column
 per metric in canonical units. A bad line is reported with its number and skipped."""
 

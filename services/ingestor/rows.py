@@ -3,7 +3,7 @@
 Pure: ids and each device's known units come in resolved, nothing is read or written
 here, so it is unit-tested alone.
 
-Units (DESIGN.md section 9): a number of a known metric is stored and streamed in the
+Units (docs/payloads.md): a number of a known metric is stored and streamed in the
 metric's canonical unit. One that carries a unit is converted from it (the parser has
 already rejected a unit that cannot express the metric, `bad_unit`), and that unit
 becomes its device's unit for the metric; one without a unit is in the unit its device

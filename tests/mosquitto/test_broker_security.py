@@ -1,5 +1,5 @@
 """The broker's security as shipped: mosquitto/mosquitto.conf and mosquitto/acl on a real
-Mosquitto, against the MQTT contract of DESIGN.md §3.
+Mosquitto, against the MQTT contract (docs/architecture.md, docs/payloads.md).
 
 Authorisation is judged by delivery, not only by reason codes: every denied publish or
 subscription is followed by a barrier message (see ``barrier`` in tests/utils/mqtt_client.py)

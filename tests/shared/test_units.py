@@ -1,4 +1,4 @@
-"""Canonical units (DESIGN.md section 9) and conversion into them (shared/units.py)."""
+"""Canonical units (docs/payloads.md) and conversion into them (shared/units.py)."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ _METRIC = {"oneOf": [
         "unit": {"type": "string", "maxLength": 32}, "quality": {"type": "integer"}}}]}
 READING_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": _METRIC,
-    "description": "A reading (DESIGN.md §3): metric values under `telemetry`, or flat "
+    "description": "A reading (docs/payloads.md): metric values under `telemetry`, or flat "
                    "beside `ts`. Without ts, the API's receive time is used.",
     "properties": {
         "ts": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],

@@ -1,6 +1,6 @@
 """Stored telemetry: raw history by cursor, latest values per device and across the fleet,
 bucketed aggregates (served from the coarsest rollup that answers exactly), and a streamed
-CSV export. Times are UTC; known ESP metrics are in their canonical units (DESIGN.md §9)."""
+CSV export. Times are UTC; known ESP metrics are in their canonical units (docs/payloads.md)."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ async def test_every_payload_form_stores_exactly_the_expected_rows(
     assert [(r["name"], r["value"]) for r in texts] == [("alarm_text", "high temp"),
                                                         ("mode", "auto")]
     units = await fetch(db_url, "SELECT name, unit FROM metrics WHERE unit IS NOT NULL")
-    # Known metrics are catalogued with their canonical unit (DESIGN.md section 9).
+    # Known metrics are catalogued with their canonical unit (docs/payloads.md).
     assert {(r["name"], r["unit"]) for r in units} == {
         ("flow_rate", "bbl/d"), ("pip", "psi"), ("motor_temp", "degC"), ("vibration", "mm/s")}
 

@@ -93,7 +93,7 @@ def test_units_and_devices_to_resolve(parser: MessageParser) -> None:
     assert devices_named(items) == {"esp-1", "esp-2"}
 
 
-# --- units (DESIGN.md section 9) ---------------------------------------------------------
+# --- units (docs/payloads.md) ------------------------------------------------------------------
 
 UNIT_METRICS = {"pip": 20, "motor_temp": 21, "torque": 22, "mode": 12}
 TELEMETRY_1, TELEMETRY_2 = "insa/devices/esp-1/telemetry", "insa/devices/esp-2/telemetry"

@@ -1,4 +1,4 @@
-"""Units at ingest (DESIGN.md section 9), through the real pipeline: values of known metrics
+"""Units at ingest (docs/payloads.md), through the real pipeline: values of known metrics
 are stored and streamed in canonical units, each device's unit is kept per metric and
 applies to its readings without one (also after a restart), and a unit that cannot
 express a known metric rejects the message as `bad_unit`."""
