@@ -1,5 +1,5 @@
-"""Vocabulary of the diagnosis and alert contracts (docs/payloads.md, docs/diagnosis.md) that several
-services speak: severities, in rising order, and the diagnosis codes."""
+"""Vocabulary of the diagnosis and alert contracts (docs/payloads.md, docs/diagnosis.md)
+that several services speak: severities, in rising order, and the diagnosis codes."""
 
 from __future__ import annotations
 
