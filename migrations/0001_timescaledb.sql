@@ -1,7 +1,7 @@
 -- Decide, once per database, whether this is TimescaleDB or plain PostgreSQL.
 --
 -- Production runs TimescaleDB; development and CI machines have plain PostgreSQL 15
--- (DESIGN.md §6). Every later migration branches on whether the extension is installed
+-- (docs/architecture.md, "Database"). Every later migration branches on whether the extension is installed
 -- in this database (pg_extension), so the decision made here is followed consistently.
 --
 -- TimescaleDB is used when it is already installed here (e.g. a managed service), or

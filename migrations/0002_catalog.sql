@@ -1,7 +1,7 @@
 -- Catalogs mapping names to small integer ids. Telemetry rows carry the ids, which
--- keeps them narrow and fast to write and compress (DESIGN.md §6).
+-- keeps them narrow and fast to write and compress (docs/architecture.md, "Database").
 
--- Device ids and metric names follow the MQTT contract (DESIGN.md §3): they appear in
+-- Device ids and metric names follow the MQTT contract (docs/payloads.md): they appear in
 -- topics, so never '+', '#' or '/'.
 CREATE TABLE devices (
     id                integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -4,7 +4,7 @@
 -- tables, and the ingestor only writes ids it has just resolved from the catalogs.
 --
 -- Unique on (device, metric, time): a redelivered message inserts nothing new
--- (at-least-once delivery, exactly-once storage; DESIGN.md §4). The key includes the
+-- (at-least-once delivery, exactly-once storage; docs/architecture.md). The key includes the
 -- time column, as TimescaleDB requires, and also serves per-device/metric range queries.
 -- There is no separate time-only index: on TimescaleDB chunks already prune by time,
 -- and every extra index slows the COPY fast path.

@@ -1,4 +1,4 @@
--- Messages that were not stored: recorded, never dropped (DESIGN.md §3). Bounded in
+-- Messages that were not stored: recorded, never dropped (docs/payloads.md, "Rejects"). Bounded in
 -- size by the writer (payload truncated) and in time by retention on TimescaleDB.
 CREATE TABLE rejected_messages (
     id           bigint GENERATED ALWAYS AS IDENTITY,

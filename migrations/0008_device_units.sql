@@ -1,4 +1,4 @@
--- Units (DESIGN.md §9): the ingestor stores every value of a known ESP metric in that
+-- Units (docs/payloads.md): the ingestor stores every value of a known ESP metric in that
 -- metric's canonical unit, converting at ingest. Fleets mix units (one bridge sends kPa
 -- and degF, another psi and degC), so the unit is kept per (device, metric): the one
 -- the device last gave, which is also the unit of its later readings that carry none.

@@ -14,6 +14,7 @@ import pytest
 
 from shared.migrate import (
     DEFAULT_DIRECTORY,
+    PREVIOUS_CHECKSUMS,
     ChecksumMismatch,
     Migration,
     MigrationError,
@@ -274,6 +275,20 @@ async def test_changed_checksum_is_refused(pg_dsn: str, conn: asyncpg.Connection
         await migrate(pg_dsn, migrations_copy)
     assert isinstance(info.value, MigrationError)
     assert await applied_versions(conn) == ALL_VERSIONS
+
+
+async def test_a_digest_from_before_a_comment_only_edit_is_accepted_and_renewed(
+        pg_dsn: str, conn: asyncpg.Connection) -> None:
+    """A database that applied a migration before its comments were edited (its recorded
+    digest is the file's earlier one) migrates on, and then records the current one."""
+    await migrate(pg_dsn)
+    version, [before] = next(iter(PREVIOUS_CHECKSUMS.items()))
+    await conn.execute("UPDATE schema_migrations SET checksum = $2 WHERE version = $1",
+                       version, before)
+    assert await migrate(pg_dsn) == []
+    current = next(m.checksum for m in FILES if m.version == version)
+    assert await conn.fetchval("SELECT checksum FROM schema_migrations WHERE version = $1",
+                               version) == current
 
 
 async def test_recorded_version_without_file_is_refused(pg_dsn: str,
