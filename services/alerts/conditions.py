@@ -42,6 +42,13 @@ HOLD = (Verdict.HOLD, None)
 # over hours of event time, as the diagnosis baselines are.
 NORMAL_WARMUP_READINGS = 30
 NORMAL_TAU_SECONDS = 6 * 3600.0
+Outcome = tuple[Verdict, float | None]  # and the value that decided it
+
+
+def _compared(holds: bool, value: float) -> Outcome:
+    return (Verdict.FIRE if holds else Verdict.CLEAR, value)
+
+
 # After a start (a reading of 0, then not), inrush and drawdown are normal this long.
 START_SETTLE_SECONDS = 1800.0
 
@@ -61,11 +68,6 @@ class Running:
         if self.started_at == math.inf:
             self.started_at = ts
         return self.started_at is None or ts - self.started_at >= START_SETTLE_SECONDS
-Outcome = tuple[Verdict, float | None]  # and the value that decided it
-
-
-def _compared(holds: bool, value: float) -> Outcome:
-    return (Verdict.FIRE if holds else Verdict.CLEAR, value)
 
 
 class Threshold:

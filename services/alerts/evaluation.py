@@ -78,9 +78,6 @@ class Device:
     # limits come from them.
     attributes: Mapping[str, float] = field(default_factory=dict)
 
-    def __hash__(self) -> int:  # attributes is a dict: hash what scopes match
-        return hash((self.device_type, self.tags))
-
 
 NO_DEVICE = Device()
 

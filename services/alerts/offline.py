@@ -19,14 +19,15 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from services.alerts import store
 from services.alerts.defaults import DEFAULT_RULES
 from services.alerts.evaluation import Device, Engine, Transition
 from services.alerts.rules import Rule, parse_rule
 from shared.equipment import Equipment
 from shared.errors import ValidationFailed
 
-STATE_AFTER = {"pending": "pending", "firing": "firing", "renotify": "firing",
-               "escalated": "firing", "resolved": "resolved", "cancelled": "cancelled"}
+# The alert's state after each transition, as stored; a cancelled one was never an alert.
+STATE_AFTER = {**store.STATE_AFTER, "cancelled": "cancelled"}
 
 
 @dataclass(frozen=True, slots=True)
