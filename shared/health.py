@@ -100,6 +100,15 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+async def serve_on(server: uvicorn.Server, sock: socket.socket, what: str) -> None:
+    """Serve on a bound socket. uvicorn fails with sys.exit; that is caught here, in the
+    task, before SystemExit reaches the event loop (which would then hang half-stopped)."""
+    try:
+        await server.serve(sockets=[sock])
+    except SystemExit as exc:
+        raise StartupError(f"{what} exited ({exc.code})") from None
+
+
 async def serve_health(health: Health, sock: socket.socket, stop: asyncio.Event,
                        registry: CollectorRegistry | None = None) -> None:
     """Serve on the bound `sock` until `stop` is set (after the service has drained)."""
@@ -113,9 +122,7 @@ async def serve_health(health: Health, sock: socket.socket, stop: asyncio.Event,
 
     stopper = asyncio.create_task(exit_when_stopped(), name="health-http-stop")
     try:
-        await server.serve(sockets=[sock])
-    except SystemExit as exc:  # uvicorn's way to fail: caught here, before it reaches the loop
-        raise StartupError(f"health and metrics server exited ({exc.code})") from None
+        await serve_on(server, sock, "health and metrics server")
     finally:
         stopper.cancel()
     if not stop.is_set():

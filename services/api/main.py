@@ -7,8 +7,7 @@ import uvicorn
 
 from services.api.app import create_app
 from services.api.settings import ApiSettings
-from shared.health import listen_socket
-from shared.lifecycle import StartupError
+from shared.health import listen_socket, serve_on
 from shared.service import run_service
 from shared.settings import CommonSettings
 
@@ -20,10 +19,7 @@ async def serve(common: CommonSettings, settings: ApiSettings) -> None:
                             access_log=False, proxy_headers=True,
                             forwarded_allow_ips=settings.forwarded_allow_ips,
                             timeout_graceful_shutdown=int(settings.drain_seconds))
-    try:
-        await uvicorn.Server(config).serve(sockets=[sock])
-    except SystemExit as exc:  # uvicorn's way to fail (e.g. the app's startup failed)
-        raise StartupError(f"the API server exited ({exc.code})") from None
+    await serve_on(uvicorn.Server(config), sock, "the API server")
 
 
 def main() -> None:
