@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from services.api.pagination import decode_cursor, encode_cursor
+from services.api.pagination import NOT_OURS, decode_cursor, encode_cursor
 from shared.errors import ValidationFailed
-
-NOT_OURS = "cursor: not a cursor this endpoint returned"
 
 
 def after(cursor: str | None) -> tuple[datetime | None, int | None]:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from services.api.deps import Res, require
-from services.api.pagination import Page, decode_cursor, encode_cursor
+from services.api.pagination import Page, after_id, encode_cursor
 from services.api.security.principal import Principal
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -32,14 +32,14 @@ async def audit_entries(
         outcome: str | None = None, since: datetime | None = None,
         until: datetime | None = None, cursor: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Page[AuditEntry]:
-    after = decode_cursor(cursor, 1)
+    after = after_id(cursor)
     rows = await res.pool.fetch(
         "SELECT * FROM audit_log WHERE ($1::text IS NULL OR actor = $1) "
         "AND ($2::text IS NULL OR action = $2) AND ($3::text IS NULL OR subject = $3) "
         "AND ($4::text IS NULL OR outcome = $4) AND ($5::timestamptz IS NULL OR at >= $5) "
         "AND ($6::timestamptz IS NULL OR at < $6) AND ($7::bigint IS NULL OR id < $7) "
         "ORDER BY id DESC LIMIT $8", actor, action, subject, outcome, since, until,
-        after[0] if after else None, limit + 1)
+        after, limit + 1)
     items = [AuditEntry(**dict(r)) for r in rows[:limit]]
     return Page(items=items, next_cursor=encode_cursor(items[-1].id)
                 if len(rows) > limit else None)

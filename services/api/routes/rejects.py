@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
 from services.api.deps import Res, require, visible
-from services.api.pagination import Page, decode_cursor, encode_cursor
+from services.api.pagination import Page, after_id, encode_cursor
 from services.api.security.principal import Principal
 
 router = APIRouter(tags=["rejects"])
@@ -62,13 +62,13 @@ async def device_rejects(device_id: str, res: Res, who: Reader, since: Since = N
     """Also for a device id that is not registered (its messages are rejected as
     `unknown_device` when auto-provisioning is off)."""
     visible(who, device_id)
-    after = decode_cursor(cursor, 1)
+    after = after_id(cursor)
     rows = await res.pool.fetch(
         "SELECT id, received_at, topic, reason, detail, payload, payload_size, message_count "
         "FROM rejected_messages WHERE device_id = $1 AND received_at >= $2 "
         "AND ($3::text IS NULL OR reason = $3) AND ($4::bigint IS NULL OR id < $4) "
         "ORDER BY id DESC LIMIT $5", device_id, _since(since), reason,
-        after[0] if after else None, limit + 1)
+        after, limit + 1)
     items = [Rejected(**{**dict(r), "payload": bytes(r["payload"] or b"")[:EXAMPLE_BYTES]
                          .decode(errors="replace")}) for r in rows[:limit]]
     return Page(items=items, next_cursor=encode_cursor(items[-1].id)

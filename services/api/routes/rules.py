@@ -22,7 +22,7 @@ from services.alerts.rules import (
 )
 from services.api import audit
 from services.api.deps import Res, require
-from services.api.pagination import Page, decode_cursor, encode_cursor
+from services.api.pagination import Page, after_id, encode_cursor
 from services.api.security.principal import Principal
 from shared.errors import Conflict, NotFound, ValidationFailed
 
@@ -163,10 +163,7 @@ async def list_rules(res: Res, who: Reader,
                      enabled: bool | None = None, builtin: bool | None = None,
                      cursor: str | None = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Page[RuleOut]:
-    after = decode_cursor(cursor, 1)
-    if after is not None and type(after[0]) is not int:
-        raise ValidationFailed("bad_cursor", "cursor: not a cursor this endpoint returned",
-                               field="cursor")
+    after = after_id(cursor)
     rows = await res.pool.fetch(
         f"""
         SELECT {COLUMNS} FROM rules
@@ -176,7 +173,7 @@ async def list_rules(res: Res, who: Reader,
                OR definition -> 'scope' ->> 'device_id' = $4)
           AND ($5::bigint IS NULL OR id > $5)
         ORDER BY id LIMIT $6
-        """, rule_type, enabled, builtin, who.device_id, after[0] if after else None, limit + 1)
+        """, rule_type, enabled, builtin, who.device_id, after, limit + 1)
     items = [await _out(res.pool, r) for r in rows[:limit]]
     return Page(items=items, next_cursor=encode_cursor(items[-1].id)
                 if len(rows) > limit else None)

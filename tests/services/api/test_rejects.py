@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from devtools.stack.servers import RunningBroker
 from devtools.stack.service_process import ServiceProcess
+from services.api.pagination import encode_cursor
 from shared.mqtt import telemetry_topic
 from tests.fixtures.api import Api
 from tests.utils.db import fetch
@@ -37,6 +38,10 @@ async def test_a_devices_rejects_and_the_fleet_summary(
     rest = (await viewer.get("/devices/W-1/rejects",
                              params={"limit": 1, "cursor": first["next_cursor"]})).json()
     assert [r["id"] for r in first["items"] + rest["items"]] == [r["id"] for r in page["items"]]
+    foreign = encode_cursor("not an id")  # a well-formed cursor of another endpoint
+    refused = await viewer.get("/devices/W-1/rejects", params={"cursor": foreign})
+    assert refused.status_code == 422 and refused.json()["error"]["details"]["field"] == \
+        "cursor"
     only = (await viewer.get("/devices/W-1/rejects",
                              params={"reason": "text_for_number"})).json()["items"]
     assert [r["reason"] for r in only] == ["text_for_number"]
