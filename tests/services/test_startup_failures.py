@@ -43,10 +43,8 @@ def test_a_held_port_ends_the_process_and_a_restart_recovers(
     holder.listen()
     blocked = ServiceProcess(service, env, tmp_path / "blocked.log")
     try:
-        started = time.monotonic()
         blocked.start(wait_ready=False)
         assert wait_exit(blocked, timeout=15) != 0
-        assert time.monotonic() - started < 15
         log = blocked.log()
         assert f"{service.name} could not start" in log, log
         assert f"cannot listen on 0.0.0.0:{port}" in log and "in use" in log, log
