@@ -237,11 +237,16 @@ def simulate_file(output: str, wells: int, hours: float, interval: float, seed: 
 @click.option("--limits", "limits_file", type=click.Path(exists=True, dir_okay=False,
                                                           path_type=Path),
               help="JSON overrides of the diagnosis limits: {defaults, device_types, devices}.")
-def diagnose(file: Path, limits_file: Path | None) -> None:
+@click.option("--attributes", "devices_file", type=click.Path(exists=True, dir_okay=False,
+                                                               path_type=Path),
+              help="Devices' equipment, as for `insa rules backtest --attributes` (the VSD's "
+                   "configured range is judged from it).")
+def diagnose(file: Path, limits_file: Path | None, devices_file: Path | None) -> None:
     """Diagnose the readings in FILE (JSON lines or .csv); diagnosis events go to stdout as
     JSON lines, in file order. Bad lines are reported on stderr and skipped."""
     import orjson
 
+    from services.alerts.offline import load_devices
     from services.diagnostics.engine import DiagnosisEngine
     from services.diagnostics.limits import LimitBook
     from services.diagnostics.offline import read_file
@@ -250,7 +255,12 @@ def diagnose(file: Path, limits_file: Path | None) -> None:
         limits = LimitBook.from_json(limits_file.read_bytes()) if limits_file else LimitBook()
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--limits") from exc
+    try:
+        devices = load_devices(devices_file.read_bytes()) if devices_file else {}
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--attributes") from exc
     engine = DiagnosisEngine(limits)
+    engine.equipment = {d: dict(device.attributes) for d, device in devices.items()}
     out = sys.stdout.buffer
     bad = 0
 
@@ -335,6 +345,7 @@ def rules_backtest(file: Path, rules_file: Path | None, devices_file: Path | Non
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--limits") from exc
     engine = DiagnosisEngine(limits)
+    engine.equipment = {d: dict(device.attributes) for d, device in devices.items()}
 
     def diagnose(device_id: str, ts: float, values: dict[str, float]) -> list[Diagnosis]:
         return [Diagnosis(e.code, e.metric or "", e.severity, e.cleared, e.confidence,

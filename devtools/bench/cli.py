@@ -141,18 +141,21 @@ def bench_api(devices: int, history_devices: int, days: float, requests: int,
 @bench.command("diagnose-eval")
 @click.option("--seeds", default="101,102,103", show_default=True,
               help="Comma-separated: one fleet per seed and interval.")
+@click.option("--fleet", type=click.Choice(["random", "simulator"]), default="random",
+              show_default=True, help="Randomized wells of a model of their own (200 a "
+              "seed), or the project's simulator (one fleet per seed and interval).")
 @click.option("--intervals", default="5,15,30,60", show_default=True,
-              help="Comma-separated seconds between one well's readings.")
+              help="Simulator fleets: comma-separated seconds between one well's readings.")
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON result here (default bench-results/diagnose-eval-<time>.json).")
-def bench_diagnose_eval(seeds: str, intervals: str, output: str | None) -> None:
+def bench_diagnose_eval(seeds: str, fleet: str, intervals: str, output: str | None) -> None:
     """Per fault detected within 30 readings of developing, and healthy wells falsely
     diagnosed, on simulated fleets (tune on some seeds, report on others)."""
     from devtools.bench.diagnosis_eval import EvalConfig, report
     from devtools.bench.diagnosis_eval import run as run_bench
 
     cfg = EvalConfig(seeds=tuple(int(s) for s in seeds.split(",")),
-                     intervals=tuple(float(i) for i in intervals.split(",")))
+                     intervals=tuple(float(i) for i in intervals.split(",")), fleet=fleet)
     result = run_bench(cfg, progress=lambda s: click.echo(s, err=True))
     click.echo(report(result) + f"\nJSON: {save_result('diagnose-eval', result, output)}")
 

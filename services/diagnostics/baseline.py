@@ -24,6 +24,7 @@ NOISE_FLOOR = {"flow_rate": 5.0, "pip": 2.0, "discharge_pressure": 3.0,
                "motor_voltage": 2.0, "motor_temp": 0.3, "intake_temp": 0.3,
                "vibration": 0.02, "vsd_frequency": 0.05, "gor": 5.0, "power": 0.5}
 RELATIVE_NOISE_FLOOR = 0.004
+TYPICAL_RISE_DEGC = 25.0  # a winding's rise over the intake, where the intake is not read
 CLIP_SIGMAS = 3.0
 NOISE_ALPHA = 0.02  # per reading: the noise estimate follows the transmitter, not time
 # |x[i] - x[i-1]| of white noise averages 2·sigma/sqrt(pi).
@@ -57,13 +58,14 @@ class Level:
 
     def repeats_for_flatline(self, at_least: int) -> int | None:
         """Identical readings in a row that this transmitter would show by chance about
-        once in a million; None when it repeats too often to tell a stuck one."""
+        once in a billion (a fleet makes millions of readings a day); None when it
+        repeats too often to tell a stuck one."""
         rate = self.repeats / self.count
-        if self.count < 10 or rate > 0.5:
+        if self.count < 10 or rate > 0.4:
             return None
         if rate < 1e-3:
             return at_least
-        return max(at_least, math.ceil(math.log(1e-6) / math.log(rate)))
+        return max(at_least, math.ceil(math.log(1e-9) / math.log(rate)))
 
 
 class Baseline:
@@ -72,9 +74,14 @@ class Baseline:
     def __init__(self) -> None:
         self.levels: dict[str, Level] = {}
         self.reference_hz: float | None = None  # the frequency levels are kept at
-        # Where the well is normally run: its first operating point, moved by a setpoint
-        # step only within `inside` (a drive gone out of range is not a new normal).
-        self.normal_hz: float | None = None
+        # Where the well is normally run: the lowest and highest operating points it has
+        # settled at, widened by a setpoint step only within `inside` (a drive gone out
+        # of range is not a new normal).
+        self.hz_band: tuple[float, float] | None = None
+        self.pip_before: float | None = None  # PIP's level before the last rebase
+        # The winding's temperature at the last rebase and where it is heading: between
+        # the two it is on its way, no anomaly.
+        self.temp_on_its_way: tuple[float, float] | None = None
 
     def learn(self, values: dict[str, float], alpha: float, warmup: int) -> None:
         scale = self._to_reference(values.get("vsd_frequency"))
@@ -90,7 +97,8 @@ class Baseline:
                 level.learn(value, alpha, warmup)
         frequency = values.get("vsd_frequency")
         if frequency is not None and self.reference_hz is None:
-            self.reference_hz = self.normal_hz = frequency
+            self.reference_hz = frequency
+            self.hz_band = (frequency, frequency)
 
     def _to_reference(self, frequency: float | None) -> float | None:
         if frequency is None or self.reference_hz is None or frequency <= 0:
@@ -130,18 +138,37 @@ class Baseline:
         """After an operator's setpoint step has settled: the new operating point is normal.
 
         Levels move to the recent readings' averages at the new frequency; the noise
-        stays (a transmitter's noise does not change with a setpoint).
+        stays (a transmitter's noise does not change with a setpoint). Two lag: the
+        annulus takes hours to settle, so PIP's level before is kept beside (`pip_before`:
+        a restart's full annulus is not the new normal to be drawn down from); and the
+        winding's temperature lags its load by tens of minutes, so its level goes at least
+        to where the new current and flow will take it.
         """
         frequencies = [r["vsd_frequency"] for r in recent if "vsd_frequency" in r]
         if not frequencies:
             return
-        self.reference_hz = sum(frequencies) / len(frequencies)
+        current_before = self.expected("motor_current", self.reference_hz)
+        temp_before, intake = self.expected("motor_temp", None), \
+            self.expected("intake_temp", None)
+        before_hz, self.reference_hz = self.reference_hz, sum(frequencies) / len(frequencies)
         low, high = inside
         if (low is None or self.reference_hz >= low) and (high is None or
                                                            self.reference_hz <= high):
-            self.normal_hz = self.reference_hz
+            band = self.hz_band or (self.reference_hz, self.reference_hz)
+            self.hz_band = (min(band[0], self.reference_hz), max(band[1], self.reference_hz))
+        self.pip_before = self.expected("pip", None)
         for metric, level in self.levels.items():
             values = [r[metric] for r in recent if metric in r]
             if not values:
                 continue
             level.mean = sum(values) / len(values)
+        current_after = self.expected("motor_current", self.reference_hz)
+        if temp_before is not None and current_before and current_after and before_hz:
+            # Losses ∝ I²; more flow past the motor cools it better (∝ velocity^0.8).
+            rise = temp_before - intake if intake is not None else TYPICAL_RISE_DEGC
+            heating = (current_after / current_before) ** 2 * \
+                (before_hz / self.reference_hz) ** 0.8
+            level = self.levels["motor_temp"]
+            now = level.mean
+            level.mean = max(now, temp_before + max(0.0, rise) * (heating - 1))
+            self.temp_on_its_way = (now, level.mean)

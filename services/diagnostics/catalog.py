@@ -66,16 +66,16 @@ CODES: dict[str, Code] = {
         "a pull."),
     "vsd_out_of_range": Code(
         "VSD frequency out of range",
-        "Drive frequency is outside the pump's normal operating range and not steady: "
+        "Drive frequency is far from every setpoint this well has run at, or hunting: "
         "check the drive's setpoint and its control loop.",
-        "Drive frequency is outside the equipment's safe range: check the VSD for a fault "
-        "and return it to its setpoint."),
+        "Drive frequency is outside the range the drive is configured for: check the VSD "
+        "for a fault and return it to its setpoint."),
     "sensor_fault": Code(
         "Sensor fault",
-        "A transmitter reads a stuck or impossible value: check its wiring, power and "
-        "calibration; diagnoses that need it are unreliable until then.",
-        "A transmitter reads a stuck or impossible value: check its wiring, power and "
-        "calibration; diagnoses that need it are unreliable until then."),
+        "A transmitter reads a stuck, impossible, spiking or drifting value: check its "
+        "wiring, power and calibration; diagnoses that need it are unreliable until then.",
+        "A transmitter reads a stuck, impossible, spiking or drifting value: check its "
+        "wiring, power and calibration; diagnoses that need it are unreliable until then."),
     "anomaly": Code(
         "Statistical anomaly",
         "A reading is far outside this well's learned range: look at the trend.",

@@ -87,12 +87,21 @@ def explained(state: WellState, finding: Finding, level: int, showing: set[str],
             _note(active, "symptoms", finding.code)
             return True
     for (other, metric), active in state.active.items():
-        # Never a downgrade, and never two raised by one reading (the first stands).
+        # Never a downgrade, and never two raised by one reading (the first stands); but
+        # a cause found is never held back by its symptom (it replaces it: `supersede`).
         if metric is None and _related(finding.code, other) and \
+                finding.code not in SYMPTOM_CAUSES.get(other, ()) and \
                 (active.rank > level or active.since == ts):
             _note(active, "also_showing", finding.code)
             return True
     return False
+
+
+def symptom_rank(state: WellState, code: str) -> int:
+    """The highest severity standing among the symptoms `code` explains: a cause that
+    replaces them raises at least at it, so an operator never sees a page downgraded."""
+    return max((active.rank for (other, metric), active in state.active.items()
+                if metric is None and code in SYMPTOM_CAUSES.get(other, ())), default=0)
 
 
 def supersede(state: WellState, code: str) -> list[tuple[Key, Active]]:

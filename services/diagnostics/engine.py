@@ -15,6 +15,7 @@ period after which the new operating point becomes the baseline.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from typing import Any
@@ -25,26 +26,31 @@ from services.diagnostics.causes import (
     fold_symptoms_into_causes,
     one_hydraulic_cause,
     supersede,
+    symptom_rank,
 )
 from services.diagnostics.events import DiagnosisEvent, Reading
 from services.diagnostics.limits import LimitBook
 from services.diagnostics.sensors import (
     Key,
     anomalies,
+    drifting,
     flatlines,
     impossible_values,
     sensors_reading_well,
+    spiking,
 )
 from services.diagnostics.signatures import (
     FAULT_CHECKS,
     bearing_wear,
     broken_shaft,
     quiet,
+    usual_band,
     vsd_out_of_range,
 )
 from services.diagnostics.state import Active, Tracker, WellState
 from services.diagnostics.view import Finding, View
 
+NO_EQUIPMENT: dict[str, float] = {}
 PER_SENSOR = ("sensor_fault", "anomaly")  # codes judged per metric, outside the fault checks
 
 
@@ -54,6 +60,8 @@ class DiagnosisEngine:
         self.max_devices = max_devices
         self.wells: OrderedDict[str, WellState] = OrderedDict()
         self.device_types: dict[str, str] = {}
+        # Per device, its equipment's attributes (shared/equipment.py) where known.
+        self.equipment: dict[str, dict[str, float]] = {}
         self.skipped = 0  # readings older than the device's last (repeats, late data)
         self._since_eviction = 0
 
@@ -78,13 +86,16 @@ class DiagnosisEngine:
         findings, values = impossible_values(reading.values, limits)
         if "discharge_pressure" in values and "pip" in values:
             values["head"] = values["discharge_pressure"] - values["pip"]
-        phase = self._advance_phase(state, values, reading.ts, limits)
+        equipment = self.equipment.get(reading.device_id, NO_EQUIPMENT)
+        phase = self._advance_phase(state, values, reading.ts, limits, equipment)
         if phase == "normal":
             findings += flatlines(state.flat, state.baseline, values, limits)
-            findings += sensors_reading_well(state.trackers, findings, values)
+            findings += spiking(state.spikes, values, state.baseline, limits)
         view = View(values, state.baseline, state.recent, limits["rules"], limits["ranges"],
-                    frozenset(code for code, _ in state.active))
+                    frozenset(code for code, _ in state.active), equipment)
         if phase == "normal":
+            findings += drifting(view, limits)
+            findings += sensors_reading_well(state.trackers, findings, values)
             if not quiet(view) or any(code not in PER_SENSOR for code, _ in state.trackers):
                 findings += [f for check in FAULT_CHECKS if (f := check(view)) is not None]
             findings += anomalies(view, state.trackers, state.active, limits)
@@ -116,7 +127,7 @@ class DiagnosisEngine:
 
     # --- operating phase -----------------------------------------------------------------
     def _advance_phase(self, state: WellState, values: dict[str, float], ts: float,
-                       limits: dict[str, Any]) -> str:
+                       limits: dict[str, Any], equipment: dict[str, float]) -> str:
         operation = limits["operation"]
         running = self._running(state, values, operation)
         if not running:
@@ -134,19 +145,26 @@ class DiagnosisEngine:
                 return "starting"
             self._enter(state, "normal" if state.learned >= operation["warmup_readings"]
                         else "warmup", ts)
+            state.at_reference = ts  # started: the drive is at the operator's setpoint
         if state.phase == "warmup" and state.learned >= operation["warmup_readings"]:
             self._enter(state, "normal", ts)
         frequency, reference = values.get("vsd_frequency"), state.baseline.reference_hz
-        if state.phase == "normal" and frequency is not None and reference is not None and \
-                abs(frequency - reference) > operation["setpoint_step_hz"]:
-            self._enter(state, "settling", ts)
+        if state.phase in ("normal", "warmup") and frequency is not None and \
+                reference is not None:
+            if abs(frequency - reference) <= operation["setpoint_step_hz"] / 3:
+                state.at_reference = ts
+            elif state.phase == "normal" and \
+                    abs(frequency - reference) > operation["setpoint_step_hz"]:
+                self._enter(state, "settling", ts)
         if state.phase == "settling":
-            self._settle(state, values, limits)
+            self._settle(state, values, ts, limits, equipment)
         return state.phase
 
-    def _settle(self, state: WellState, values: dict[str, float],
-                limits: dict[str, Any]) -> None:
-        """Once the frequency has held still after a step, its operating point is normal."""
+    def _settle(self, state: WellState, values: dict[str, float], ts: float,
+                limits: dict[str, Any], equipment: dict[str, float]) -> None:
+        """Once the frequency has held still after a step, its operating point is normal.
+        An operator's step (the drive ramps to it within `step_seconds`) may widen the
+        well's usual band; a drift, however slow, moves only the reference."""
         operation = limits["operation"]
         needed = operation["settle_readings"]
         recent = [*list(state.recent)[-(needed - 1):], values] if needed > 1 else [values]
@@ -154,10 +172,11 @@ class DiagnosisEngine:
         steady = len(frequencies) >= needed and \
             max(frequencies) - min(frequencies) <= operation["setpoint_step_hz"] / 2
         if state.phase_readings >= needed and steady:
-            low, high = limits["ranges"]["vsd_frequency"]["critical"]
-            margin = limits["rules"]["vsd_out_of_range"]["margin_hz"]
-            state.baseline.rebase(recent, (None if low is None else low - margin,
-                                           None if high is None else high + margin))
+            arrived = recent[0].get("_t", ts)
+            stepped = arrived - state.at_reference <= operation["step_seconds"]
+            state.baseline.rebase(recent, usual_band(state.baseline, equipment, limits)
+                                  if stepped else (math.inf, -math.inf))
+            state.at_reference = ts
             self._enter(state, "normal", 0.0)
 
     @staticmethod
@@ -210,6 +229,7 @@ class DiagnosisEngine:
                     continue
                 if level:
                     if finding.subject is None:  # the replaced ones clear first
+                        level = max(level, symptom_rank(state, finding.code))
                         events += [self._event(reading, key, replaced, cleared=True)
                                    for key, replaced in supersede(state, finding.code)]
                     active = state.active[key] = Active(

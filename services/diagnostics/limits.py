@@ -24,7 +24,9 @@ DEFAULT_LIMITS: dict[str, Any] = {
         "motor_current": {"normal": [40, 60], "critical": [30, 70]},
         "motor_temp": {"normal": [60, 90], "critical": [None, 100]},
         "vibration": {"normal": [None, 1.5], "critical": [None, 3.0]},
-        "vsd_frequency": {"normal": [50, 60], "critical": [45, 65]},
+        # No fleet-wide band: a drive is judged by its equipment's vsd_min_hz/vsd_max_hz
+        # and its own setpoints. An operator may set one per type or device here.
+        "vsd_frequency": {"normal": [None, None], "critical": [None, None]},
         "gor": {"normal": [200, 800], "critical": [None, 1000]},
     },
     "operation": {
@@ -35,6 +37,7 @@ DEFAULT_LIMITS: dict[str, Any] = {
         "startup_seconds": 120.0,
         "setpoint_step_hz": 1.5,        # a frequency change this large is an operator step
         "settle_readings": 6,           # readings after a step before re-learning the baseline
+        "step_seconds": 180.0,          # an operator's step reaches its setpoint within this
         "baseline_hours": 12.0,         # time constant of the learned baseline
         "confirm_readings": 3,          # of the last `confirm_window`, to raise
         "confirm_window": 5,
@@ -44,9 +47,10 @@ DEFAULT_LIMITS: dict[str, Any] = {
     },
     "rules": {
         # Extra current with at least this share of extra flow, or (no flow meter) with PIP
-        # above this ratio of normal, is hydraulic load, not torque.
+        # above this ratio of normal (extra current up to `current_per_pip` of PIP's extra
+        # share), is hydraulic load, not torque.
         "overload": {"warning_ratio": 1.15, "critical_ratio": 1.30, "explained_by_flow": 0.6,
-                     "explained_by_pip": 1.03},
+                     "explained_by_pip": 1.03, "current_per_pip": 0.6},
         # A generic symptom: confirmed over more readings, so a specific cause that shows
         # the same low current can be told first.
         "underload": {"warning_ratio": 0.80, "critical_ratio": 0.60,
@@ -57,7 +61,7 @@ DEFAULT_LIMITS: dict[str, Any] = {
                      "erratic_cv": 0.06, "pip_not_below_ratio": 0.85, "gor_ratio": 1.5,
                      # without flow or head: how unloaded the motor must be, and PIP rising
                      "unloaded_ratio": 0.8, "critical_unloaded_ratio": 0.6,
-                     "pip_rising_ratio": 1.03},
+                     "pip_rising_ratio": 1.03, "whp_falling_ratio": 0.9},
         "pump_off": {"pip_ratio": 0.6, "critical_pip_ratio": 0.3, "flow_ratio": 0.85,
                      "current_ratio": 0.95, "collapsed_flow_ratio": 0.5,
                      "pip_ratio_with_collapsed_flow": 0.8, "critical_flow_ratio": 0.2},
@@ -65,15 +69,25 @@ DEFAULT_LIMITS: dict[str, Any] = {
                          "steady_cv": 0.05,
                          # sudden: from loaded (this share of normal current) to no-load
                          # with at most `drop_readings` readings in between
-                         "loaded_before_ratio": 0.85, "drop_readings": 1},
+                         "loaded_before_ratio": 0.85, "drop_readings": 1,
+                         # without flow or head: current down to no-load, PIP not falling
+                         # and the wellhead pressure not rising
+                         "no_load_ratio": 0.55, "pip_not_falling_ratio": 0.97,
+                         "whp_not_rising_ratio": 1.02},
         "closed_valve": {"discharge_ratio": 1.12, "critical_discharge_ratio": 1.25,
                          "flow_ratio": 0.5, "critical_flow_ratio": 0.2,
                          "current_ratio": 0.97},
         # Hunting: median second difference of the frequency; own setpoint: how far from
-        # where the well is normally run a frequency past the critical band (by more than
-        # the margin) must be.
-        "vsd_out_of_range": {"unsteady_hz": 1.0, "own_setpoint_hz": 1.5, "margin_hz": 0.5},
-        "sensor_fault": {"flatline_readings": 20,
+        # where the well is normally run a frequency past the configured range (by more
+        # than the margin) must be; own band: without a configured range, how far beyond
+        # every setpoint the well has settled at.
+        "vsd_out_of_range": {"unsteady_hz": 1.0, "own_setpoint_hz": 1.5, "margin_hz": 0.5,
+                             "own_band_hz": 8.0},
+        # spikes: this many in 20 readings, each this share away from its neighbours;
+        # drift: a metric this share from normal while those tied to it hold within
+        # `tied_still_ratio` (sensors.py, TIED)
+        "sensor_fault": {"flatline_readings": 20, "spikes": 3, "spike_ratio": 0.3,
+                         "drift_ratio": 0.15, "tied_still_ratio": 0.05,
                          "physical": {  # outside these a transmitter is broken, not the well
                              "flow_rate": [0, 100000], "pip": [0, 20000],
                              "discharge_pressure": [0, 30000], "wellhead_pressure": [0, 20000],

@@ -27,7 +27,8 @@ log = structlog.get_logger(__name__)
 
 async def refresh_limits(engine: DiagnosisEngine, pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        engine.limits, engine.device_types = await repository.load_limits(conn)
+        engine.limits, engine.device_types, engine.equipment = \
+            await repository.load_limits(conn)
 
 
 async def report_lag(consumer: StreamConsumer, metrics: DiagnosticsMetrics) -> None:

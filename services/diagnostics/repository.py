@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import structlog
@@ -104,9 +104,18 @@ async def history(conn: asyncpg.Connection, device_ids: list[str],
     return result
 
 
-async def load_limits(conn: asyncpg.Connection) -> tuple[LimitBook, dict[str, str]]:
-    """The limit overrides and every device's type. A row that does not fit the limits'
-    shape is left out with an error logged, so one bad row never stops judging."""
+class Judging(NamedTuple):
+    """What the engine judges devices by, besides their readings."""
+
+    limits: LimitBook
+    device_types: dict[str, str]
+    equipment: dict[str, dict[str, float]]  # devices.metadata.attributes, where set
+
+
+async def load_limits(conn: asyncpg.Connection) -> Judging:
+    """The limit overrides, and every device's type and equipment. A row that does not
+    fit the limits' shape is left out with an error logged, so one bad row never stops
+    judging."""
     overrides: dict[str, Any] = {"defaults": {}, "device_types": {}, "devices": {}}
     for row in await conn.fetch(
             "SELECT id, device_type, device_id, limits FROM diagnosis_limits ORDER BY id"):
@@ -122,9 +131,10 @@ async def load_limits(conn: asyncpg.Connection) -> tuple[LimitBook, dict[str, st
             overrides["defaults"] = row["limits"]
         else:
             overrides[scope][name] = row["limits"]
-    types = {r["device_id"]: r["device_type"]
-             for r in await conn.fetch("SELECT device_id, device_type FROM devices")}
-    return LimitBook(overrides), types
+    devices = await conn.fetch(
+        "SELECT device_id, device_type, metadata -> 'attributes' AS attributes FROM devices")
+    return Judging(LimitBook(overrides), {r["device_id"]: r["device_type"] for r in devices},
+                   {r["device_id"]: r["attributes"] for r in devices if r["attributes"]})
 
 
 async def unpublished(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:

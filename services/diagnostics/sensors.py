@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
 from collections.abc import Container, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from services.diagnostics.baseline import Baseline
@@ -14,6 +17,22 @@ NOT_ANOMALOUS = ("vsd_frequency",)  # a setpoint, not a measurement of the well
 # empty intake when pumped off): a run of zeros there is no stuck transmitter.
 TRUE_ZEROS = ("flow_rate", "pip")
 Key = tuple[str, str | None]  # (code, metric for per-sensor codes)
+# Metrics no failure moves alone: each with those that physically move with it (the pump's
+# flow, intake and discharge pressures and load; the motor's current and power; the intake
+# and winding temperatures). One far from its normal while all of these sit at theirs is
+# its transmitter drifting. Current alone is an overload, the winding's temperature alone
+# overheating, vibration alone bearing wear, and the intake pressure does move alone (the
+# annulus fills and draws down for hours; the tubing, not the intake, sets the discharge
+# pressure), as does the wellhead's (the flowline and separator set it): those are not
+# judged so.
+TIED = {"flow_rate": ("motor_current", "pip", "discharge_pressure", "wellhead_pressure"),
+        "discharge_pressure": ("wellhead_pressure", "flow_rate", "motor_current"),
+        "intake_temp": ("motor_temp",), "power": ("motor_current",),
+        "motor_current": ("power",), "motor_voltage": ("motor_current", "power")}
+SPIKE_WINDOW = 20  # readings over which a transmitter's spikes are counted
+# Not judged for spikes: a gas-locked motor's current and a hunting drive's frequency
+# swing just so (their own diagnoses), and the head is worked out from two transmitters.
+NOT_SPIKES = ("motor_current", "vsd_frequency", "head")
 
 
 def impossible_values(raw: dict[str, float], limits: dict[str, Any]
@@ -80,6 +99,10 @@ def anomalies(view: View, watched: Container[Key], active: Container[Key],
             continue
         sigma = view.baseline.sigma(metric) or 0.0
         score = (value - expected) / sigma if sigma else 0.0
+        heading = view.baseline.temp_on_its_way
+        if metric == "motor_temp" and heading is not None and \
+                heading[0] - 3 * sigma <= value <= heading[1]:
+            score = 0.0  # heating toward a new operating point's temperature
         key = ("anomaly", metric)
         if abs(score) > raise_z or (key in active and abs(score) > clear_z):
             findings.append(Finding("anomaly", 1, round(min(0.95, abs(score) / 10), 2), {
@@ -88,4 +111,78 @@ def anomalies(view: View, watched: Container[Key], active: Container[Key],
                                    round(expected + 3 * sigma, 3)]}, subject=metric))
         elif key in watched:
             findings.append(Finding("anomaly", 0, subject=metric))
+    return findings
+
+
+@dataclass(slots=True)
+class SpikeWatch:
+    """One transmitter's last readings as sent, and which of them were spikes."""
+
+    readings: deque[float] = field(default_factory=lambda: deque(maxlen=8))
+    spikes: deque[bool] = field(default_factory=lambda: deque(maxlen=SPIKE_WINDOW))
+
+
+def spiking(watches: dict[str, SpikeWatch], values: dict[str, float], baseline: Baseline,
+            limits: dict[str, Any]) -> list[Finding]:
+    """A transmitter that keeps spiking: the reading before this one stood far from its
+    neighbours, by a share of them and by many times its own noise (vibration is ragged
+    by nature), they agree among themselves (a gas-locked motor's current swings up and
+    down instead), and this one is back (a step stays away, so it is no spike); a healthy
+    one does that rarely, a failing one every few readings. Its values are then left
+    out."""
+    rule = limits["rules"]["sensor_fault"]
+    findings = []
+    for metric, value in list(values.items()):
+        if metric in NOT_SPIKES:
+            continue
+        watch = watches.setdefault(metric, SpikeWatch())
+        readings, flags = watch.readings, watch.spikes
+        if len(readings) < 5:
+            readings.append(value)
+            continue
+        # Most readings: the last one is near this one, so it was no spike (cheap).
+        spike = abs(readings[-1] - value) > 0.4 * rule["spike_ratio"] * abs(value)
+        if spike:
+            before = list(readings)[:-1]
+            middle = statistics.median(before)
+            away = max(rule["spike_ratio"] * abs(middle),
+                       8 * (baseline.sigma(metric) or 0.0), 1e-9)
+            # ...from neighbours that agree among themselves (a ragged signal's do not).
+            spread = statistics.median(abs(v - middle) for v in before)
+            spike = abs(readings[-1] - middle) > away and abs(value - middle) < away / 2 \
+                and spread < away / 4
+        readings.append(value)
+        flags.append(spike)
+        if not any(flags):
+            continue
+        count = sum(flags)
+        if count >= rule["spikes"]:
+            findings.append(Finding("sensor_fault", 2, 0.8, {
+                "metrics": {metric: {"value": value}}, "reason": "spikes",
+                "spikes": count, "of_readings": len(flags)}, subject=metric))
+            del values[metric]
+            values.pop("head", None)
+    return findings
+
+
+def drifting(view: View, limits: dict[str, Any]) -> list[Finding]:
+    """A transmitter drifting away from normal while every metric tied to it holds (TIED).
+    Its values are then left out of the rest."""
+    rule = limits["rules"]["sensor_fault"]
+    findings = []
+    for metric, tied in TIED.items():
+        ratio = view.ratios.get(metric)
+        others = [view.ratios[m] for m in tied if m in view.ratios]
+        if ratio is None or not others or \
+                any(abs(r - 1) > rule["tied_still_ratio"] for r in others):
+            continue
+        expected = view.expectations[metric]
+        if abs(ratio - 1) <= rule["drift_ratio"] or \
+                abs(view.values[metric] - expected) < 8 * view.noise(metric):
+            continue
+        findings.append(Finding("sensor_fault", 2, 0.75, {
+            "metrics": view.show(metric, *tied), "reason": "drift",
+            "tied_metrics_steady": [m for m in tied if m in view.ratios]}, subject=metric))
+        del view.values[metric]
+        del view.ratios[metric]
     return findings

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.diagnostics.baseline import Baseline
 from services.diagnostics.view import Finding, View, confidence, evidence, round4
 
 HYDRAULIC = ("gas_lock", "pump_off", "broken_shaft", "closed_valve")
@@ -26,16 +27,26 @@ HYDRAULIC = ("gas_lock", "pump_off", "broken_shaft", "closed_valve")
 def broken_shaft(view: View) -> Finding | None:
     rule = view.rules["broken_shaft"]
     current = view.ratio("motor_current")
-    hydraulic = [r for r in (view.ratio("flow_rate"), view.ratio("head")) if r is not None]
-    if current is None or not hydraulic:
-        return None  # without flow or head it cannot be told from an underload
-    shown = ("motor_current", "flow_rate", "head", "pip")
-    flow, head = view.ratio("flow_rate"), view.ratio("head")
-    signals = [current < view.eased("broken_shaft", rule["current_ratio"], 1.0)]
-    if flow is not None:
-        signals.append(flow < view.eased("broken_shaft", rule["flow_ratio"], 1.0))
-    if head is not None:
-        signals.append(head < view.eased("broken_shaft", rule["head_ratio"], 1.0))
+    flow, head, pip = view.ratio("flow_rate"), view.ratio("head"), view.ratio("pip")
+    whp = view.ratio("wellhead_pressure")
+    if current is None:
+        return None
+    shown = ("motor_current", "flow_rate", "head", "pip", "wellhead_pressure")
+    if flow is not None or head is not None:
+        signals = [current < view.eased("broken_shaft", rule["current_ratio"], 1.0)]
+        if flow is not None:
+            signals.append(flow < view.eased("broken_shaft", rule["flow_ratio"], 1.0))
+        if head is not None:
+            signals.append(head < view.eased("broken_shaft", rule["head_ratio"], 1.0))
+    else:
+        # Without flow or head: down to what a motor draws unloaded (an underload keeps
+        # far more), at once and steadily (below), with the annulus not being drawn down
+        # (pumped off) and the wellhead pressure not rising (a closed valve).
+        if pip is None and whp is None:
+            return None
+        signals = [current < view.eased("broken_shaft", rule["no_load_ratio"], 1.0),
+                   pip is None or pip >= rule["pip_not_falling_ratio"],
+                   whp is None or whp <= rule["whp_not_rising_ratio"]]
     if not all(signals):
         return Finding("broken_shaft", 0)
     ragged = view.raggedness("motor_current")
@@ -46,7 +57,6 @@ def broken_shaft(view: View) -> Finding | None:
     raisable = steady and _dropped_at_once(view, expected, rule)
     if not (raisable or "broken_shaft" in view.active):
         return Finding("broken_shaft", 0)
-    pip = view.ratio("pip")
     extra = int(pip is not None and pip >= 1.0)
     return Finding("broken_shaft", 3, confidence(len(signals) + extra, len(signals) + 1, 4),
                    evidence(view, shown, current_step_median=round4(ragged)),
@@ -81,9 +91,9 @@ def closed_valve(view: View) -> Finding | None:
 def gas_lock(view: View) -> Finding | None:
     """Free gas at the intake: the pump stops lifting (flow or head down), the motor
     unloads and its current turns ragged, the annulus fills (PIP not down). Without a
-    flow meter or discharge gauge it is read from the motor and PIP alone: deeper
-    unloading, ragged current, and PIP rising or gas measured (a surer sign, as the
-    evidence says what could not be checked)."""
+    flow meter or discharge gauge it is read from the motor, PIP and the wellhead:
+    deeper unloading, ragged current, and PIP rising, the wellhead pressure falling or
+    gas measured (a surer sign, as the evidence says what could not be checked)."""
     rule = view.rules["gas_lock"]
     current = view.ratio("motor_current")
     if current is None:
@@ -91,18 +101,24 @@ def gas_lock(view: View) -> Finding | None:
     flow, head = view.ratio("flow_rate"), view.ratio("head")
     lift = flow if flow is not None else head
     ragged = view.raggedness("motor_current")
+    # Ragged for the current it draws now (an unloaded motor's swings are smaller in
+    # amperes), and well beyond what this transmitter's noise makes of a steady motor
+    # (the median second difference of white noise is about 1.65 sigma).
     erratic = ragged is not None and ragged > max(
-        rule["erratic_cv"] * (view.expected("motor_current") or 0.0),
-        6 * view.noise("motor_current"))
+        rule["erratic_cv"] * view.values["motor_current"],
+        3 * 1.65 * view.noise("motor_current") * current)
     gor = view.ratio("gor")
     gassy = gor is not None and gor > rule["gor_ratio"]
     pip = view.ratio("pip")
     # Raggedness or gas is needed to raise it; a pump that stays gas locked may go quiet.
     holding = "gas_lock" in view.active
-    if lift is None:  # only the motor and the intake to go on
+    if lift is None:  # only the motor, the intake and the wellhead to go on
         if pip is None:
             return None
-        filling = pip > rule["pip_rising_ratio"]
+        whp = view.ratio("wellhead_pressure")
+        # Less leaving the well: the annulus fills, or the wellhead pressure falls away.
+        filling = pip > rule["pip_rising_ratio"] or (
+            whp is not None and whp < rule["whp_falling_ratio"])
         raisable = erratic and (filling or gassy)
         present = current < view.eased("gas_lock", rule["unloaded_ratio"], 1.0) and \
             pip >= rule["pip_not_below_ratio"] and (holding or raisable)
@@ -131,6 +147,11 @@ def gas_lock(view: View) -> Finding | None:
 def pump_off(view: View) -> Finding | None:
     rule = view.rules["pump_off"]
     pip = view.ratio("pip")
+    before = view.baseline.pip_before
+    if pip is not None and before is not None and before < view.expectations["pip"]:
+        # Drawn down from the lower of the levels before and after a new operating point:
+        # one learned while a restart's full annulus drained is not where PIP settles.
+        pip = view.values["pip"] / before if before > 1e-9 else None
     flow, current = view.ratio("flow_rate"), view.ratio("motor_current")
     if pip is None or (flow is None and current is None):
         return None
@@ -162,10 +183,12 @@ def overload(view: View) -> Finding | None:
     if view.beyond_limit("motor_current", high=True):
         rank = 3
     # More current for more flow is hydraulic load, not torque: a restart drawing a full
-    # annulus down pumps more. Without a flow meter, a PIP above normal says the same.
+    # annulus down pumps more. Without a flow meter, a PIP above normal says the same, for
+    # as much extra current as that much fuller an annulus can push through the pump.
     flow, pip = view.ratio("flow_rate"), view.ratio("pip")
     if (flow is not None and flow - 1 >= rule["explained_by_flow"] * (current - 1)) or \
-            (flow is None and pip is not None and pip > rule["explained_by_pip"]):
+            (flow is None and pip is not None and pip > rule["explained_by_pip"] and
+             current - 1 <= rule["current_per_pip"] * (pip - 1)):
         rank = 0
     if not rank:
         return Finding("overload", 0)
@@ -235,27 +258,62 @@ def bearing_wear(view: View) -> Finding | None:
                    evidence(view, ("vibration", "motor_current"), trend_per_hour=round4(trend)))
 
 
+def equipment_range(equipment: dict[str, float], ranges: dict[str, Any]
+                    ) -> tuple[float | None, float | None]:
+    """The frequencies the drive is configured for: the equipment's attributes, else the
+    limits' `ranges.vsd_frequency.critical` where an operator has set one."""
+    low, high = ranges.get("vsd_frequency", {}).get("critical", [None, None])
+    return equipment.get("vsd_min_hz", low), equipment.get("vsd_max_hz", high)
+
+
+def usual_band(baseline: Baseline, equipment: dict[str, float], limits: dict[str, Any]
+               ) -> tuple[float | None, float | None]:
+    """Where a settled setpoint counts as the operator's (and widens the well's band):
+    inside the configured range where it is known, else within `own_band_hz` of where
+    the well has run before."""
+    rule = limits["rules"]["vsd_out_of_range"]
+    low, high = equipment_range(equipment, limits["ranges"])
+    margin = rule["margin_hz"]
+    if low is not None or high is not None:
+        return (None if low is None else low - margin, None if high is None else high + margin)
+    if baseline.hz_band is None:
+        return None, None
+    return baseline.hz_band[0] - rule["own_band_hz"], baseline.hz_band[1] + rule["own_band_hz"]
+
+
 def vsd_out_of_range(view: View) -> Finding | None:
-    """Beyond the equipment's band, away from where this well is normally run; or outside
-    the normal band while the drive hunts. An operator's steady setpoint is no fault."""
+    """Beyond the range the drive is configured for (critical), or, where that is not
+    known, far from every setpoint the well has settled at (warning); or hunting (the
+    frequency unsteady, warning). An operator's steady setpoint inside either is no
+    fault, and no fleet-wide band is assumed."""
     frequency = view.frequency
     if frequency is None:
         return None
-    rule, band = view.rules["vsd_out_of_range"], view.ranges.get("vsd_frequency", {})
-    low, high = band.get("critical", [None, None])
+    rule = view.rules["vsd_out_of_range"]
     margin = rule["margin_hz"]  # at the limit plus measurement noise is not beyond it
-    normal_hz = view.baseline.normal_hz
-    moved = normal_hz is None or abs(frequency - normal_hz) > rule["own_setpoint_hz"]
+    band = view.baseline.hz_band
+    low, high = equipment_range(view.equipment, view.ranges)
+    # A well normally run beyond its configured range has a wrong attribute, not a fault.
+    moved = band is None or not (band[0] - rule["own_setpoint_hz"] <= frequency
+                                 <= band[1] + rule["own_setpoint_hz"])
     if moved and ((low is not None and frequency < low - margin) or
                   (high is not None and frequency > high + margin)):
         return Finding("vsd_out_of_range", 3, 0.95, evidence(
-            view, ("vsd_frequency",), critical_range=[low, high], usual_hz=round4(normal_hz)))
-    low, high = band.get("normal", [None, None])
-    outside = (low is not None and frequency < low) or (high is not None and frequency > high)
+            view, ("vsd_frequency",), configured_range=[low, high],
+            usual_range=None if band is None else [round4(b) for b in band]))
+    if low is None and high is None and band is not None and (
+            frequency < band[0] - view.eased("vsd_out_of_range", rule["own_band_hz"], 0.0) or
+            frequency > band[1] + view.eased("vsd_out_of_range", rule["own_band_hz"], 0.0)):
+        return Finding("vsd_out_of_range", 2, 0.75, evidence(
+            view, ("vsd_frequency",), usual_range=[round4(b) for b in band],
+            not_checked=["vsd_min_hz", "vsd_max_hz"]))
     hunting = view.raggedness("vsd_frequency")
-    if outside and hunting is not None and hunting > rule["unsteady_hz"]:
+    frequencies = [r["vsd_frequency"] for r in view.recent if "vsd_frequency" in r]
+    # Unsteady, and by more than a coarse transmitter's rounding flickers (52/53 Hz).
+    if hunting is not None and hunting > rule["unsteady_hz"] and \
+            max(frequencies) - min(frequencies) > 2 * rule["unsteady_hz"]:
         return Finding("vsd_out_of_range", 2, 0.7, evidence(
-            view, ("vsd_frequency",), normal_range=[low, high], hunting_hz=round4(hunting)))
+            view, ("vsd_frequency",), hunting_hz=round4(hunting)))
     return Finding("vsd_out_of_range", 0)
 
 
@@ -295,10 +353,14 @@ def quiet(view: View) -> bool:
     for metric in ("motor_temp", "vibration"):
         if view.beyond_limit(metric, high=True):
             return False
-    frequency = view.frequency
-    low, high = view.ranges.get("vsd_frequency", {}).get("normal", [None, None])
-    return frequency is None or ((low is None or frequency >= low) and
-                                 (high is None or frequency <= high))
+    frequency, band = view.frequency, view.baseline.hz_band
+    if frequency is None or band is None:
+        return True
+    rule = view.rules["vsd_out_of_range"]
+    if not band[0] - rule["own_setpoint_hz"] <= frequency <= band[1] + rule["own_setpoint_hz"]:
+        return False
+    last = [r["vsd_frequency"] for r in list(view.recent)[-2:] if "vsd_frequency" in r]
+    return len(last) < 2 or abs(frequency - 2 * last[1] + last[0]) <= rule["unsteady_hz"]
 
 
 FAULT_CHECKS = (broken_shaft, closed_valve, gas_lock, pump_off, overload, underload,

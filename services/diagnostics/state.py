@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.diagnostics.baseline import Baseline
-from services.diagnostics.sensors import Key
+from services.diagnostics.sensors import Key, SpikeWatch
 
 RECENT_READINGS = 24
 
@@ -49,7 +49,9 @@ class WellState:
     trackers: dict[Key, Tracker] = field(default_factory=dict)
     active: dict[Key, Active] = field(default_factory=dict)
     flat: dict[str, tuple[float, int]] = field(default_factory=dict)
+    spikes: dict[str, SpikeWatch] = field(default_factory=dict)
     since_cause: dict[str, int] = field(default_factory=dict)  # readings since a cause showed
     superseded: dict[str, str] = field(default_factory=dict)  # code -> the one that replaced it
+    at_reference: float = -math.inf  # when the frequency last sat at the reference
     judged: int = 0  # readings judged (_judge calls)
     shown: dict[str, int] = field(default_factory=dict)  # code -> `judged` when it last showed

@@ -33,6 +33,7 @@ class View:
     rules: dict[str, Any]
     ranges: dict[str, Any]
     active: frozenset[str] = frozenset()
+    equipment: dict[str, float] = field(default_factory=dict)  # shared/equipment.py
     expectations: dict[str, float] = field(init=False)
     ratios: dict[str, float] = field(init=False)
     _ragged: dict[str, float | None] = field(init=False, default_factory=dict)

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 
 from services.simulator.hydraulics import ATMOSPHERE, GAS_Z, RB_PER_SCF_COEFF
-from services.simulator.well import WellSpec
+from services.simulator.well import WellSpec, vsd_range
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ FAULT_KINDS: dict[str, FaultKind] = {k.code: k for k in (
               "radial/thrust bearings wear: vibration grows ever faster, a little more "
               "friction torque"),
     FaultKind("vsd_out_of_range", False, "warning", (0.5, 3.0), ("vsd_frequency",),
-              "the drive's speed reference drifts or jumps beyond 45-65 Hz; the pump "
-              "follows the affinity laws"),
+              "the drive's speed reference drifts or jumps beyond the range it is "
+              "configured for; the pump follows the affinity laws"),
     FaultKind("sensor_fault", True, "warning", (0.0, 0.0), (),
               "one transmitter sticks at a value or reads a rail/impossible value "
               "while the well goes on"),
@@ -179,8 +179,10 @@ def plan_fault(code: str, spec: WellSpec, onset: float, ramp: float,
         p["vibration_final"] = rng.uniform(2.5, 8.0)
         p["power_final"] = 1 + rng.uniform(0.02, 0.06)
     elif code == "vsd_out_of_range":
-        high = rng.random() < 0.5
-        p["target_hz"] = rng.uniform(66, 72) if high else rng.uniform(36, 44)
+        # Beyond the range the drive is configured for (well_attributes).
+        low, high = vsd_range(spec.setpoint_hz)
+        p["target_hz"] = high + rng.uniform(2, 6) if rng.random() < 0.5 else \
+            low - rng.uniform(2, 6)
         p["mode"] = rng.choice(("drift", "drift", "jump"))
         if p["mode"] == "jump":
             ramp = 0.0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from services.simulator.well import vsd_range
+
 SETPOINT_LIMITS = (45.0, 62.0)     # what an operator would set on a healthy well
 STEP_HZ = (1.0, 5.0)
 STOP_MINUTES = (20.0, 180.0)
@@ -79,10 +81,14 @@ class Scheduler:
 
     def operations(self) -> Operations:
         events, hz = list(self.stops), self.setpoint
+        # ...and inside the range the drive is configured for.
+        configured = vsd_range(self.setpoint)
+        low, high = max(SETPOINT_LIMITS[0], configured[0] + 1), \
+            min(SETPOINT_LIMITS[1], configured[1] - 1)
         for start in sorted(self.steps):
             # Operators move in round numbers, up or down, within the pump's healthy range.
             delta = round(self.rng.uniform(*STEP_HZ) * 2) / 2 * self.rng.choice((-1, 1))
-            new = min(SETPOINT_LIMITS[1], max(SETPOINT_LIMITS[0], hz + delta))
+            new = min(high, max(low, hz + delta))
             if new == hz:
                 new = hz - delta
             events.append(Event("setpoint_step", start, start, hz, new))

@@ -200,6 +200,11 @@ def design_well(device_id: str, seed: int | str = 0) -> WellSpec:
                 "phase": rng.uniform(0, 2 * math.pi)})
 
 
+def vsd_range(setpoint_hz: float) -> tuple[float, float]:
+    """The frequencies the drive of a well run at `setpoint_hz` is configured for."""
+    return max(30.0, setpoint_hz - 15.0), min(70.0, setpoint_hz + 8.0)
+
+
 def well_attributes(spec: WellSpec) -> dict[str, float]:
     """The well's equipment as an integrator would enter it (shared/equipment.py): the
     motor's nameplate, the pump's recommended operating range at the operator's
@@ -215,8 +220,8 @@ def well_attributes(spec: WellSpec) -> dict[str, float]:
         "motor_max_temp": round(hottest_healthy + max(40.0, 1.5 * spec.motor.rated_rise_c)),
         "pump_min_flow": round(0.5 * spec.pump.q_bep * speed),
         "pump_max_flow": round(1.4 * spec.pump.q_bep * speed),
-        "vsd_min_hz": max(30.0, spec.setpoint_hz - 15.0),
-        "vsd_max_hz": min(70.0, spec.setpoint_hz + 8.0),
+        "vsd_min_hz": vsd_range(spec.setpoint_hz)[0],
+        "vsd_max_hz": vsd_range(spec.setpoint_hz)[1],
         "setting_depth": round(spec.system.depth),
         "min_intake_pressure": round(2 * spec.reservoir.pip_floor + 50),
     }

@@ -20,7 +20,6 @@ from services.diagnostics import repository
 from services.diagnostics.catalog import CODES, action_for
 from services.diagnostics.engine import DiagnosisEngine
 from services.diagnostics.events import DiagnosisEvent, Reading
-from services.diagnostics.limits import LimitBook
 from services.diagnostics.offline import FILE_LIMITS, UnitMemory
 from shared.contract import DIAGNOSIS_CODES
 from shared.errors import NotFound, ValidationFailed
@@ -236,13 +235,15 @@ def parse_readings(device_id: str, items: list[dict[str, Any]]
     return readings, ignored, empty
 
 
-def run(device_id: str, device_type: str | None, limits: LimitBook,
+def run(device_id: str, device_type: str | None, judging: repository.Judging,
         items: list[dict[str, Any]]) -> AnalyzeOut:
     """Parse and judge: CPU only (about 0.15 ms a reading), so a thread for a long series."""
     readings, ignored, empty = parse_readings(device_id, items)
-    engine = DiagnosisEngine(limits)
+    engine = DiagnosisEngine(judging.limits)
     if device_type is not None:
         engine.device_types[device_id] = device_type
+    if device_id in judging.equipment:
+        engine.equipment[device_id] = judging.equipment[device_id]
     events = list(engine.process_all(readings))
     still: dict[tuple[str, str | None], DiagnosisEvent] = {}
     for event in events:
@@ -274,8 +275,8 @@ async def analyze(body: Annotated[AnalyzeIn, Body()], res: Res, who: Analyst) ->
         device_id = who.device_id  # a key scoped to one well analyses as that well
     visible(who, device_id)
     async with res.pool.acquire() as conn:
-        limits, types = await repository.load_limits(conn)
-    device_type = body.device.device_type or types.get(device_id)
+        judging = await repository.load_limits(conn)
+    device_type = body.device.device_type or judging.device_types.get(device_id)
     if len(body.readings) <= INLINE_READINGS:
-        return run(device_id, device_type, limits, body.readings)
-    return await asyncio.to_thread(run, device_id, device_type, limits, body.readings)
+        return run(device_id, device_type, judging, body.readings)
+    return await asyncio.to_thread(run, device_id, device_type, judging, body.readings)

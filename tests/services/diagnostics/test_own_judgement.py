@@ -1,0 +1,103 @@
+"""What the engine judges a well by besides textbook numbers: its drive's configured range
+and its own setpoints (never a fleet-wide band), a failing transmitter's spikes and drift,
+a broken shaft without a flow meter, and a cause replacing its symptom."""
+
+from __future__ import annotations
+
+from services.diagnostics.engine import DiagnosisEngine
+from services.diagnostics.events import Reading
+from tests.services.diagnostics.test_engine import T0, Well, alarms, run
+
+STEADY_SENSORS = ("vsd_frequency", "pip", "motor_current", "motor_temp", "vibration",
+                  "intake_temp")
+
+
+def test_a_well_run_steadily_below_45_hz_raises_nothing() -> None:
+    well = Well(hz=41.0, base_hz=41.0)
+    events = list(run(DiagnosisEngine(), well, 600))
+    well.hz = 43.0  # and an operator's step, still below any textbook band
+    assert alarms(events + list(run(DiagnosisEngine(), well, 300, start=600))) == []
+
+
+def test_a_drive_beyond_its_configured_range_is_critical() -> None:
+    engine, well = DiagnosisEngine(), Well(hz=55.0, base_hz=55.0)
+    engine.equipment["W-1"] = {"vsd_min_hz": 40.0, "vsd_max_hz": 60.0}
+    events = list(run(engine, well, 200))
+    well.hz = 63.0  # a step, steady after: inside any textbook band, outside this drive's
+    events += run(engine, well, 20, start=200)
+    assert ("vsd_out_of_range", "critical", False) in alarms(events)
+
+
+def test_a_slow_drift_is_not_taken_for_operator_steps() -> None:
+    # Without a configured range, settled setpoints widen the well's own band; a drive
+    # drifting 0.1 Hz a reading settles "steadily" over and over, but never widens it.
+    engine, well = DiagnosisEngine(), Well(hz=52.0, base_hz=52.0)
+    events = list(run(engine, well, 200))
+    for k in range(200, 400):
+        well.hz = min(68.0, 52.0 + 0.1 * (k - 200))
+        events += run(engine, well, 1, start=k)
+    assert ("vsd_out_of_range", "warning", False) in alarms(events)
+    assert engine.wells["W-1"].baseline.hz_band == (52.0, 52.0) or \
+        engine.wells["W-1"].baseline.hz_band[1] < 53.0
+
+
+def test_a_coarse_frequency_transmitter_is_not_a_hunting_drive() -> None:
+    engine, well = DiagnosisEngine(), Well(hz=52.5, base_hz=52.5)
+    events = []
+    for k in range(400):
+        values = well.values()
+        values["vsd_frequency"] = float(round(values["vsd_frequency"] + (0.3 if k % 2 else -0.3)))
+        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    assert alarms(events) == []
+
+
+def test_a_spiking_transmitter_is_a_sensor_fault_and_left_out() -> None:
+    engine, well = DiagnosisEngine(), Well()
+    events = list(run(engine, well, 200))
+    for k in range(200, 260):
+        values = well.values()
+        if k % 4 == 0:
+            values["discharge_pressure"] *= 3.0
+        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    raised = [e for e in events if not e.cleared and e.severity != "info"]
+    assert [(e.code, e.metric, e.evidence["reason"]) for e in raised] == \
+        [("sensor_fault", "discharge_pressure", "spikes")]
+
+
+def test_a_drifting_flow_meter_is_a_sensor_fault_not_a_failure() -> None:
+    engine, well = DiagnosisEngine(), Well()
+    events = list(run(engine, well, 200))
+    for k in range(200, 320):
+        values = well.values()
+        values["flow_rate"] *= 1 - 0.4 * min(1.0, (k - 200) / 60)  # reads ever lower
+        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    raised = [e for e in events if not e.cleared and e.severity != "info"]
+    assert [(e.code, e.metric, e.evidence["reason"]) for e in raised] == \
+        [("sensor_fault", "flow_rate", "drift")]
+
+
+def test_a_broken_shaft_is_told_without_flow_or_discharge_gauges() -> None:
+    engine, well = DiagnosisEngine(), Well(sensors=STEADY_SENSORS)
+    events = list(run(engine, well, 200))
+    well.current *= 0.35  # the motor spins unloaded at once
+    events += run(engine, well, 20, start=200)
+    assert alarms(events)[0] == ("broken_shaft", "critical", False)
+
+
+def test_a_cause_replaces_its_more_severe_symptom_at_that_severity() -> None:
+    # Gas takes hold slowly: the motor unloads (underload, critical) before its current
+    # turns ragged enough to tell gas lock; the cause then replaces the symptom, saying so,
+    # and keeps its severity: a page is never downgraded.
+    engine, well = DiagnosisEngine(), Well()
+    events = list(run(engine, well, 200))
+    well.current *= 0.55
+    well.flow *= 0.15
+    events += run(engine, well, 12, start=200)
+    for k in range(212, 240):
+        values = well.values()
+        values["motor_current"] *= 1.15 if k % 2 else 0.85
+        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    assert alarms(events) == [("underload", "critical", False), ("underload", "critical", True),
+                              ("gas_lock", "critical", False)]
+    cleared = next(e for e in events if e.code == "underload" and e.cleared)
+    assert cleared.evidence["superseded_by"] == "gas_lock"
