@@ -95,6 +95,9 @@ class Baseline:
                                             floor=NOISE_FLOOR.get(metric, 0.0))
             else:
                 level.learn(value, alpha, warmup)
+        heading, temp = self.temp_on_its_way, values.get("motor_temp")
+        if heading is not None and temp is not None and temp >= heading[1]:
+            self.temp_on_its_way = None  # got there
         frequency = values.get("vsd_frequency")
         if frequency is not None and self.reference_hz is None:
             self.reference_hz = frequency

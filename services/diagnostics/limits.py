@@ -83,10 +83,12 @@ DEFAULT_LIMITS: dict[str, Any] = {
         # every setpoint the well has settled at.
         "vsd_out_of_range": {"unsteady_hz": 1.0, "own_setpoint_hz": 1.5, "margin_hz": 0.5,
                              "own_band_hz": 8.0},
-        # spikes: this many in 20 readings, each this share away from its neighbours;
+        # spikes: this many in 20 readings, each this share away from its neighbours (the
+        # swinging share for motor current and frequency, which gas and hunting swing);
         # drift: a metric this share from normal while those tied to it hold within
         # `tied_still_ratio` (sensors.py, TIED)
         "sensor_fault": {"flatline_readings": 20, "spikes": 3, "spike_ratio": 0.3,
+                         "swinging_spike_ratio": 1.0,
                          "drift_ratio": 0.15, "tied_still_ratio": 0.05,
                          "physical": {  # outside these a transmitter is broken, not the well
                              "flow_rate": [0, 100000], "pip": [0, 20000],

@@ -30,9 +30,10 @@ TIED = {"flow_rate": ("motor_current", "pip", "discharge_pressure", "wellhead_pr
         "intake_temp": ("motor_temp",), "power": ("motor_current",),
         "motor_current": ("power",), "motor_voltage": ("motor_current", "power")}
 SPIKE_WINDOW = 20  # readings over which a transmitter's spikes are counted
-# Not judged for spikes: a gas-locked motor's current and a hunting drive's frequency
-# swing just so (their own diagnoses), and the head is worked out from two transmitters.
-NOT_SPIKES = ("motor_current", "vsd_frequency", "head")
+# A gas-locked motor's current and a hunting drive's frequency swing (their own
+# diagnoses): theirs count as spikes only far beyond such swings (`swinging_spike_ratio`).
+# The head is worked out from two transmitters, judged by them.
+SWINGING = ("motor_current", "vsd_frequency")
 
 
 def impossible_values(raw: dict[str, float], limits: dict[str, Any]
@@ -125,27 +126,28 @@ class SpikeWatch:
 def spiking(watches: dict[str, SpikeWatch], values: dict[str, float], baseline: Baseline,
             limits: dict[str, Any]) -> list[Finding]:
     """A transmitter that keeps spiking: the reading before this one stood far from its
-    neighbours, by a share of them and by many times its own noise (vibration is ragged
-    by nature), they agree among themselves (a gas-locked motor's current swings up and
-    down instead), and this one is back (a step stays away, so it is no spike); a healthy
+    neighbours, by a share of them (a far larger one for SWINGING metrics) and by many
+    times its own noise (vibration is ragged by nature), they agree among themselves,
+    and this one is back (a step stays away, so it is no spike); a healthy
     one does that rarely, a failing one every few readings. Its values are then left
     out."""
     rule = limits["rules"]["sensor_fault"]
     findings = []
     for metric, value in list(values.items()):
-        if metric in NOT_SPIKES:
+        if metric == "head":
             continue
         watch = watches.setdefault(metric, SpikeWatch())
         readings, flags = watch.readings, watch.spikes
         if len(readings) < 5:
             readings.append(value)
             continue
+        ratio = rule["swinging_spike_ratio" if metric in SWINGING else "spike_ratio"]
         # Most readings: the last one is near this one, so it was no spike (cheap).
-        spike = abs(readings[-1] - value) > 0.4 * rule["spike_ratio"] * abs(value)
+        spike = abs(readings[-1] - value) > 0.4 * ratio * abs(value)
         if spike:
             before = list(readings)[:-1]
             middle = statistics.median(before)
-            away = max(rule["spike_ratio"] * abs(middle),
+            away = max(ratio * abs(middle),
                        8 * (baseline.sigma(metric) or 0.0), 1e-9)
             # ...from neighbours that agree among themselves (a ragged signal's do not).
             spread = statistics.median(abs(v - middle) for v in before)

@@ -18,7 +18,7 @@ from devtools.stack.servers import RunningBroker, RunningRedis
 from devtools.stack.service_process import ServiceProcess
 from shared.mqtt import telemetry_topic
 from shared.streams import DEAD, DIAGNOSTICS, TELEMETRY
-from tests.utils.db import fetch, fetchrow
+from tests.utils.db import execute, fetch, fetchrow
 from tests.utils.mqtt_client import Clients
 from tests.utils.waiting import wait_until
 
@@ -90,6 +90,41 @@ async def test_a_blocked_discharge_is_diagnosed_once_and_published(
     entries = redis.Redis.from_url(redis_server.url).xrange(DIAGNOSTICS)
     assert [orjson.loads(f[b"diagnosis"])["code"] for _, f in entries] == [e[0] for e in events]
     assert published[0]["action"] and published[0]["evidence"]["metrics"]
+
+
+def stepped_well(device_id: str, count: int, to_hz: float) -> list[tuple[str, bytes]]:
+    """A well at 55 Hz whose drive goes to `to_hz` after HEALTHY readings and stays."""
+    rng = random.Random(3)
+    start = time.time() - count * INTERVAL - 60
+    out = []
+    for n in range(count):
+        r = (to_hz if n >= HEALTHY else 55.0) / 55.0
+        values = {"vsd_frequency": 55.0 * r + rng.gauss(0, 0.02),
+                  "flow_rate": 1800 * r + rng.gauss(0, 15), "pip": 950 + rng.gauss(0, 4),
+                  "motor_current": 52 * (0.3 + 0.7 * r ** 2) + rng.gauss(0, 0.3)}
+        out.append((telemetry_topic(device_id), orjson.dumps(
+            {"ts": round((start + n * INTERVAL) * 1000), "seq": n, "telemetry": values})))
+    return out
+
+
+async def test_a_drive_is_judged_by_its_own_configured_range(
+        ingestor: ServiceProcess, diagnostics_factory: Callable[..., ServiceProcess],
+        clients: Clients, db_url: str) -> None:
+    # The same step to 62 Hz: past the range one well's drive is configured for (its
+    # attributes, read from the database), an operator's setpoint on the other.
+    for device_id, attributes in (("well-limited", {"vsd_min_hz": 40, "vsd_max_hz": 60}),
+                                  ("well-free", {})):
+        await execute(db_url, "INSERT INTO devices (device_id, metadata) VALUES ($1, $2::jsonb)",
+                      device_id, orjson.dumps({"attributes": attributes}).decode())
+    diagnostics_factory()
+    for device_id in ("well-limited", "well-free"):
+        items = stepped_well(device_id, HEALTHY + 15, to_hz=62.0)
+        clients.device(device_id).publish_many(items)
+        await wait_until(lambda d=device_id: judged_until(db_url, d),  # type: ignore[misc]
+                         lambda t, i=items: t >= last_ts(i), what="every reading judged")
+    assert ("vsd_out_of_range", "critical", False) in await diagnoses(db_url, "well-limited")
+    assert [e for e in await diagnoses(db_url, "well-free")
+            if e[1] in ("warning", "critical")] == []
 
 
 @pytest.mark.timeout(180)
