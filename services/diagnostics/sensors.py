@@ -93,6 +93,7 @@ def anomalies(view: View, watched: Container[Key], active: Container[Key],
     """Per metric, a z-score against the well's own level and its noise."""
     rule = limits["rules"]["anomaly"]
     raise_z, clear_z = rule["raise_z"], rule["clear_z"]
+    heading = view.baseline.temp_on_its_way
     findings = []
     for metric, value in view.values.items():
         expected = view.expectations.get(metric)
@@ -100,7 +101,6 @@ def anomalies(view: View, watched: Container[Key], active: Container[Key],
             continue
         sigma = view.baseline.sigma(metric) or 0.0
         score = (value - expected) / sigma if sigma else 0.0
-        heading = view.baseline.temp_on_its_way
         if metric == "motor_temp" and heading is not None and \
                 heading[0] - 3 * sigma <= value <= heading[1]:
             score = 0.0  # heating toward a new operating point's temperature
@@ -120,7 +120,20 @@ class SpikeWatch:
     """One transmitter's last readings as sent, and which of them were spikes."""
 
     readings: deque[float] = field(default_factory=lambda: deque(maxlen=8))
-    spikes: deque[bool] = field(default_factory=lambda: deque(maxlen=SPIKE_WINDOW))
+    judged: int = 0
+    spikes: deque[int] = field(default_factory=deque)  # `judged` at each, the last 20
+
+    def record(self, spike: bool) -> int:
+        """Spikes in the last SPIKE_WINDOW readings, this one counted."""
+        self.judged += 1
+        spikes = self.spikes
+        if spike:
+            spikes.append(self.judged)
+        elif not spikes:
+            return 0
+        while spikes and spikes[0] <= self.judged - SPIKE_WINDOW:
+            spikes.popleft()
+        return len(spikes)
 
 
 def spiking(watches: dict[str, SpikeWatch], values: dict[str, float], baseline: Baseline,
@@ -132,18 +145,22 @@ def spiking(watches: dict[str, SpikeWatch], values: dict[str, float], baseline: 
     one does that rarely, a failing one every few readings. Its values are then left
     out."""
     rule = limits["rules"]["sensor_fault"]
+    plain, swinging, needed = rule["spike_ratio"], rule["swinging_spike_ratio"], rule["spikes"]
     findings = []
     for metric, value in list(values.items()):
-        if metric == "head":
-            continue
-        watch = watches.setdefault(metric, SpikeWatch())
-        readings, flags = watch.readings, watch.spikes
+        watch = watches.get(metric)
+        if watch is None:
+            if metric == "head":
+                continue
+            watch = watches[metric] = SpikeWatch()
+        readings = watch.readings
         if len(readings) < 5:
             readings.append(value)
             continue
-        ratio = rule["swinging_spike_ratio" if metric in SWINGING else "spike_ratio"]
+        ratio = swinging if metric in SWINGING else plain
         # Most readings: the last one is near this one, so it was no spike (cheap).
-        spike = abs(readings[-1] - value) > 0.4 * ratio * abs(value)
+        last = readings[-1]
+        spike = abs(last - value) > 0.4 * ratio * abs(value)
         if spike:
             before = list(readings)[:-1]
             middle = statistics.median(before)
@@ -151,17 +168,15 @@ def spiking(watches: dict[str, SpikeWatch], values: dict[str, float], baseline: 
                        8 * (baseline.sigma(metric) or 0.0), 1e-9)
             # ...from neighbours that agree among themselves (a ragged signal's do not).
             spread = statistics.median(abs(v - middle) for v in before)
-            spike = abs(readings[-1] - middle) > away and abs(value - middle) < away / 2 \
+            spike = abs(last - middle) > away and abs(value - middle) < away / 2 \
                 and spread < away / 4
         readings.append(value)
-        flags.append(spike)
-        if not any(flags):
-            continue
-        count = sum(flags)
-        if count >= rule["spikes"]:
+        count = watch.record(spike)
+        if count >= needed:
             findings.append(Finding("sensor_fault", 2, 0.8, {
                 "metrics": {metric: {"value": value}}, "reason": "spikes",
-                "spikes": count, "of_readings": len(flags)}, subject=metric))
+                "spikes": count, "of_readings": min(watch.judged, SPIKE_WINDOW)},
+                subject=metric))
             del values[metric]
             values.pop("head", None)
     return findings
@@ -172,15 +187,14 @@ def drifting(view: View, limits: dict[str, Any]) -> list[Finding]:
     Its values are then left out of the rest."""
     rule = limits["rules"]["sensor_fault"]
     findings = []
+    ratios, drift, still = view.ratios, rule["drift_ratio"], rule["tied_still_ratio"]
     for metric, tied in TIED.items():
-        ratio = view.ratios.get(metric)
-        others = [view.ratios[m] for m in tied if m in view.ratios]
-        if ratio is None or not others or \
-                any(abs(r - 1) > rule["tied_still_ratio"] for r in others):
+        ratio = ratios.get(metric)
+        if ratio is None or abs(ratio - 1) <= drift:
             continue
-        expected = view.expectations[metric]
-        if abs(ratio - 1) <= rule["drift_ratio"] or \
-                abs(view.values[metric] - expected) < 8 * view.noise(metric):
+        others = [ratios[m] for m in tied if m in ratios]
+        if not others or any(abs(r - 1) > still for r in others) or \
+                abs(view.values[metric] - view.expectations[metric]) < 8 * view.noise(metric):
             continue
         findings.append(Finding("sensor_fault", 2, 0.75, {
             "metrics": view.show(metric, *tied), "reason": "drift",

@@ -359,8 +359,12 @@ def quiet(view: View) -> bool:
     rule = view.rules["vsd_out_of_range"]
     if not band[0] - rule["own_setpoint_hz"] <= frequency <= band[1] + rule["own_setpoint_hz"]:
         return False
-    last = [r["vsd_frequency"] for r in list(view.recent)[-2:] if "vsd_frequency" in r]
-    return len(last) < 2 or abs(frequency - 2 * last[1] + last[0]) <= rule["unsteady_hz"]
+    recent = view.recent
+    if len(recent) < 2:
+        return True
+    one, two = recent[-1].get("vsd_frequency"), recent[-2].get("vsd_frequency")
+    return one is None or two is None or \
+        abs(frequency - 2 * one + two) <= rule["unsteady_hz"]
 
 
 FAULT_CHECKS = (broken_shaft, closed_valve, gas_lock, pump_off, overload, underload,
