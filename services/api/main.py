@@ -3,7 +3,10 @@ accepting, finishes in-flight requests within the drain deadline, then runs shut
 
 from __future__ import annotations
 
+from typing import Any
+
 import uvicorn
+from fastapi import FastAPI
 
 from services.api.app import create_app
 from services.api.settings import ApiSettings
@@ -12,13 +15,21 @@ from shared.service import run_service
 from shared.settings import CommonSettings
 
 
+def server_config(app: FastAPI, settings: ApiSettings, **extra: Any) -> uvicorn.Config:
+    """uvicorn's settings for the API. `X-Forwarded-For` names the client (for the rate
+    limits and the audit trail) only when it comes from a proxy the operator named:
+    uvicorn's own default trusts it from 127.0.0.1, so any local client could forge
+    its address and get past the login and key limits."""
+    proxies = settings.forwarded_allow_ips.strip()
+    return uvicorn.Config(app, log_level="warning", access_log=False,
+                          proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
+                          timeout_graceful_shutdown=int(settings.drain_seconds), **extra)
+
+
 async def serve(common: CommonSettings, settings: ApiSettings) -> None:
     # The port first: taken, the API exits now and its supervisor restarts it.
     sock = listen_socket(settings.http_host, settings.http_port)
-    config = uvicorn.Config(create_app(common, settings), log_level="warning",
-                            access_log=False, proxy_headers=True,
-                            forwarded_allow_ips=settings.forwarded_allow_ips,
-                            timeout_graceful_shutdown=int(settings.drain_seconds))
+    config = server_config(create_app(common, settings), settings)
     await serve_on(uvicorn.Server(config), sock, "the API server")
 
 

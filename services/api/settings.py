@@ -31,8 +31,9 @@ class ApiSettings(ServiceSettings):
     login_attempts_per_minute: int = Field(5, ge=1)
     client_login_attempts_per_minute: int = Field(30, ge=1)
     key_failures_per_minute: int = Field(10, ge=1)
-    # Behind a proxy, the client address comes from X-Forwarded-For (uvicorn's option).
-    forwarded_allow_ips: str = "127.0.0.1"
+    # The reverse proxies (comma-separated addresses or networks) whose X-Forwarded-For
+    # names the client; empty, none is trusted and the client is the TCP peer.
+    forwarded_allow_ips: str = ""
     # Commands unanswered (no `done`/`failed` on command/ack) after this are timed_out.
     command_timeout_seconds: float = Field(60.0, gt=0, le=86_400)
     # How long HTTP ingest waits for the broker's PUBACK before answering 503.

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import jwt
+import orjson
 import pytest
 
 from services.api.security.tokens import AUDIENCE, ISSUER
@@ -142,6 +143,19 @@ async def test_login_brute_force_gets_429_with_retry_after(api: Api, db_url: str
     # Another account from the same client is not locked by this one's failures.
     assert (await anon.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
             ).status_code == 200
+
+
+async def test_a_forged_forwarded_for_neither_escapes_the_limit_nor_the_audit(
+        api: Api, db_url: str) -> None:
+    # No proxy is configured: X-Forwarded-For, even from 127.0.0.1, names nobody.
+    await api.user("viewer", "target2")
+    anon = api.client()
+    codes = [(await anon.post("/auth/login", json={"username": "target2", "password": "guess"},
+                              headers={"X-Forwarded-For": f"203.0.113.{n}"})).status_code
+             for n in range(api.settings.login_attempts_per_minute + 1)]
+    assert codes == [401] * api.settings.login_attempts_per_minute + [429]
+    failures = [r for r in await audit_rows(db_url, "auth.login") if r["subject"] == "target2"]
+    assert {orjson.loads(r["detail"])["client"] for r in failures} == {"127.0.0.1"}
 
 
 async def test_api_keys_revoked_expired_and_brute_force(api: Api, db_url: str) -> None:
