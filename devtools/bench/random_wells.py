@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,6 @@ class Well:
     equipment: dict[str, float]
     unusual: str | None = None
     gas_ragged: float = 0.0  # a gassy healthy well's current is a little ragged
-    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 def draw_well(rng: random.Random, device_id: str, unusual: str | None,

@@ -305,8 +305,7 @@ def vsd_out_of_range(view: View) -> Finding | None:
             frequency < band[0] - view.eased("vsd_out_of_range", rule["own_band_hz"], 0.0) or
             frequency > band[1] + view.eased("vsd_out_of_range", rule["own_band_hz"], 0.0)):
         return Finding("vsd_out_of_range", 2, 0.75, evidence(
-            view, ("vsd_frequency",), usual_range=[round4(b) for b in band],
-            not_checked=["vsd_min_hz", "vsd_max_hz"]))
+            view, ("vsd_frequency",), usual_range=[round4(b) for b in band]))
     hunting = view.raggedness("vsd_frequency")
     frequencies = [r["vsd_frequency"] for r in view.recent if "vsd_frequency" in r]
     # Unsteady, and by more than a coarse transmitter's rounding flickers (52/53 Hz).
