@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools.registry import SERVICES
+from devtools.registry import API, SERVICES, Service
 from devtools.stack.broker import REPO_ROOT, BrokerSpec, prepare_broker
 from devtools.stack.processes import (
     DevstackError,
@@ -91,8 +91,9 @@ def load_secrets(rundir: Path, device_ids: list[str]) -> dict[str, str]:
               *device_ids]
     for key in wanted:
         known.setdefault(key, secrets.token_urlsafe(48 if key == API_JWT_SECRET else 18))
-    path.write_text("".join(f"{k}={v}\n" for k, v in known.items()))
-    path.chmod(0o600)
+    write_private(path, "".join(f"{k}={v}\n" for k, v in known.items()))
+    # The simulator's devices read theirs from a file of their own: nothing else.
+    write_private(rundir / "devices.env", "".join(f"{k}={known[k]}\n" for k in device_ids))
     return known
 
 
@@ -105,26 +106,42 @@ def simulator_argv(cfg: StackConfig, insa: str) -> list[str]:
     scenarios = [arg for n, fault in SIMULATOR_SCENARIOS.items() if n <= len(devices)
                  for arg in ("--scenario", f"{devices[n - 1]}={fault}")]
     return [insa, "simulate", "--devices", str(len(devices)),
-            "--secrets", str(cfg.rundir / "secrets.env"), "--interval", "5",
+            "--secrets", str(cfg.rundir / "devices.env"), "--interval", "5",
             "--fault-onset", str(SIMULATOR_FAULT_ONSET_S),
             "--fault-ramp", str(SIMULATOR_FAULT_RAMP_S), *scenarios]
 
 
-def service_environment(cfg: StackConfig, secret: dict[str, str]) -> dict[str, str]:
-    """The same variable names as compose.yaml, pointing at the local servers."""
+def service_environment(cfg: StackConfig, secret: dict[str, str],
+                        service: Service) -> dict[str, str]:
+    """What one service is given, under the same names as compose.yaml: the servers, its
+    own broker password and, for the API, its signing key and first admin's password;
+    never another service's secrets."""
     env = {
         "INSA_ENV": "development",
         "INSA_DATABASE_URL": f"postgresql://insa:{secret['postgres']}@127.0.0.1:{cfg.pg_port}/insa",
         "INSA_REDIS_URL": f"redis://:{secret['redis']}@127.0.0.1:{cfg.redis_port}/0",
         "INSA_MQTT_HOST": "127.0.0.1",
         "INSA_MQTT_PORT": str(cfg.mqtt_port),
-        "INSA_API_JWT_SECRET": secret[API_JWT_SECRET],
-        "INSA_API_ADMIN_PASSWORD": secret[API_ADMIN_PASSWORD],
+        f"{service.env_prefix}MQTT_PASSWORD": secret[service.account],
+        f"{service.env_prefix}HTTP_PORT": str(cfg.http_ports[service.name]),
     }
-    for service in SERVICES:
-        env[f"{service.env_prefix}MQTT_PASSWORD"] = secret[service.account]
-        env[f"{service.env_prefix}HTTP_PORT"] = str(cfg.http_ports[service.name])
+    if service is API:
+        env["INSA_API_JWT_SECRET"] = secret[API_JWT_SECRET]
+        env["INSA_API_ADMIN_PASSWORD"] = secret[API_ADMIN_PASSWORD]
     return env
+
+
+def simulator_environment(cfg: StackConfig) -> dict[str, str]:
+    """Where the broker is; the devices' passwords come from their own file."""
+    return {"INSA_MQTT_HOST": "127.0.0.1", "INSA_MQTT_PORT": str(cfg.mqtt_port)}
+
+
+def write_private(path: Path, text: str) -> None:
+    """Created 0600 before a byte is written: secrets are never readable by others, not
+    even for a moment."""
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(text)
 
 
 def _program(name: str, argv: list[str], cfg: StackConfig, *, user: str | None = None,
@@ -154,20 +171,20 @@ def _quote(arg: str) -> str:
 
 
 def write_supervisor_config(cfg: StackConfig, pg: PostgresSpec, rd: RedisSpec,
-                            broker: BrokerSpec, env: dict[str, str],
+                            broker: BrokerSpec, secret: dict[str, str],
                             pg_user: str | None, redis_user: str | None) -> None:
     insa = str(Path(sys.executable).parent / "insa")
     programs = [
         _program("postgres", pg.argv(), cfg, user=pg_user, stopsignal="INT", priority=10),
         _program("redis", rd.argv(), cfg, user=redis_user, priority=10),
         _program("mosquitto", broker.argv(), cfg, priority=10),
-        *[_program(s.name, [insa, "run", s.name], cfg, env=env, autostart=False)
-          for s in SERVICES],
-        _program("simulator", simulator_argv(cfg, insa), cfg, env=env, autostart=False,
-                 priority=200),
+        *[_program(s.name, [insa, "run", s.name], cfg, env=service_environment(cfg, secret, s),
+                   autostart=False) for s in SERVICES],
+        _program("simulator", simulator_argv(cfg, insa), cfg, env=simulator_environment(cfg),
+                 autostart=False, priority=200),
     ]
     sock = cfg.rundir / "supervisor.sock"
-    cfg.supervisor_conf.write_text(
+    write_private(cfg.supervisor_conf,  # it holds every service's environment
         f"[supervisord]\npidfile={cfg.pidfile}\nlogfile={cfg.rundir / 'logs' / 'supervisord.log'}\n"
         f"childlogdir={cfg.rundir / 'logs'}\nnodaemon=false\n\n"
         f"[unix_http_server]\nfile={sock}\nchmod=0700\n\n"
@@ -208,7 +225,7 @@ def up(cfg: StackConfig) -> str:
     pg = PostgresSpec(cfg.rundir / "postgres" / "data", cfg.pg_port, "insa", secret["postgres"])
     rd = RedisSpec(cfg.rundir / "redis", cfg.redis_port, secret["redis"])
     broker = BrokerSpec(cfg.rundir / "mosquitto", cfg.mqtt_port, cfg.mqtts_port)
-    env = service_environment(cfg, secret)
+    dsn = service_environment(cfg, secret, API)["INSA_DATABASE_URL"]
     running = supervisord_pid(cfg)
     if running is None:
         for port in (cfg.pg_port, cfg.redis_port, cfg.mqtt_port, cfg.mqtts_port,
@@ -220,17 +237,17 @@ def up(cfg: StackConfig) -> str:
         prepare_broker(broker, {name: secret[name] for name in SERVICE_ACCOUNTS},
                        {name: secret[name] for name in devices},
                        run_as=unprivileged_user("mosquitto"))
-        write_supervisor_config(cfg, pg, rd, broker, env, pg_user, redis_user)
+        write_supervisor_config(cfg, pg, rd, broker, secret, pg_user, redis_user)
         subprocess.run([str(Path(sys.executable).parent / "supervisord"), "-c",
                         str(cfg.supervisor_conf)], check=True)
     for port, what in ((cfg.redis_port, "redis"), (cfg.mqtt_port, "mosquitto")):
         wait_for_port(port, timeout=60, what=what)
     wait_for_postgres(cfg.pg_port, timeout=60)
     _ensure_database(pg)
-    applied = asyncio.run(migrate(env["INSA_DATABASE_URL"]))
-    storage = asyncio.run(_storage(env["INSA_DATABASE_URL"]))
-    asyncio.run(_load_default_rules(env["INSA_DATABASE_URL"]))
-    asyncio.run(_register_simulated_wells(env["INSA_DATABASE_URL"], simulator_device_ids(cfg)))
+    applied = asyncio.run(migrate(dsn))
+    storage = asyncio.run(_storage(dsn))
+    asyncio.run(_load_default_rules(dsn))
+    asyncio.run(_register_simulated_wells(dsn, simulator_device_ids(cfg)))
     supervisorctl(cfg, "start", *(s.name for s in SERVICES), "simulator")
     return summary(cfg, applied, storage, already_running=running is not None)
 

@@ -12,7 +12,7 @@ from services.simulator.faults import FAULTS
 
 def test_stack_simulator_arguments_parse(tmp_path: Path) -> None:
     cfg = StackConfig(tmp_path, 1, 2, 3, 4, {}, 10)
-    (tmp_path / "secrets.env").write_text("sim-esp-001=x\n")
+    (tmp_path / "devices.env").write_text("sim-esp-001=x\n")
     argv = simulator_argv(cfg, "insa")
     assert argv[:2] == ["insa", "simulate"]
     ctx = simulate.make_context("simulate", argv[2:])
