@@ -29,6 +29,9 @@ TIED = {"flow_rate": ("motor_current", "pip", "discharge_pressure", "wellhead_pr
         "discharge_pressure": ("wellhead_pressure", "flow_rate", "motor_current"),
         "intake_temp": ("motor_temp",), "power": ("motor_current",),
         "motor_current": ("power",), "motor_voltage": ("motor_current", "power")}
+# Each tied metric may move a fifth as far as the drifting one (the intake drawing down
+# slowly beside a flow meter that reads half), and at least `tied_still_ratio`.
+TIED_SHARE = 0.2
 SPIKE_WINDOW = 20  # readings over which a transmitter's spikes are counted
 # A gas-locked motor's current and a hunting drive's frequency swing (their own
 # diagnoses): theirs count as spikes only far beyond such swings (`swinging_spike_ratio`).
@@ -192,9 +195,12 @@ def drifting(view: View, limits: dict[str, Any]) -> list[Finding]:
         ratio = ratios.get(metric)
         if ratio is None or abs(ratio - 1) <= drift:
             continue
+        away = view.values[metric] - view.expectations[metric]
+        if abs(away) < 8 * view.noise(metric):
+            continue
         others = [ratios[m] for m in tied if m in ratios]
-        if not others or any(abs(r - 1) > still for r in others) or \
-                abs(view.values[metric] - view.expectations[metric]) < 8 * view.noise(metric):
+        moved = max(still, TIED_SHARE * abs(ratio - 1))
+        if not others or any(abs(r - 1) > moved for r in others):
             continue
         findings.append(Finding("sensor_fault", 2, 0.75, {
             "metrics": view.show(metric, *tied), "reason": "drift",
