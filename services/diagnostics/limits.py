@@ -87,7 +87,7 @@ DEFAULT_LIMITS: dict[str, Any] = {
         # swinging share for motor current and frequency, which gas and hunting swing);
         # drift: a metric this share from normal while those tied to it hold within
         # `tied_still_ratio` (sensors.py, TIED)
-        "sensor_fault": {"flatline_readings": 20, "spikes": 3, "spike_ratio": 0.3,
+        "sensor_fault": {"flatline_readings": 12, "spikes": 3, "spike_ratio": 0.3,
                          "swinging_spike_ratio": 1.0,
                          "drift_ratio": 0.15, "tied_still_ratio": 0.05,
                          "physical": {  # outside these a transmitter is broken, not the well

@@ -97,12 +97,13 @@ def anomalies(view: View, watched: Container[Key], active: Container[Key],
     rule = limits["rules"]["anomaly"]
     raise_z, clear_z = rule["raise_z"], rule["clear_z"]
     heading = view.baseline.temp_on_its_way
+    expectations, sigma_of = view.expectations, view.baseline.sigma
     findings = []
     for metric, value in view.values.items():
-        expected = view.expectations.get(metric)
+        expected = expectations.get(metric)
         if expected is None or metric in NOT_ANOMALOUS:
             continue
-        sigma = view.baseline.sigma(metric) or 0.0
+        sigma = sigma_of(metric) or 0.0
         score = (value - expected) / sigma if sigma else 0.0
         if metric == "motor_temp" and heading is not None and \
                 heading[0] - 3 * sigma <= value <= heading[1]:
@@ -161,8 +162,12 @@ def spiking(watches: dict[str, SpikeWatch], values: dict[str, float], baseline: 
             readings.append(value)
             continue
         ratio = swinging if metric in SWINGING else plain
-        # Most readings: the last one is near this one, so it was no spike (cheap).
         last = readings[-1]
+        if abs(last - value) <= 0.4 * ratio * abs(value) and not watch.spikes:
+            # Most readings: near the last, so it was no spike, and none to count (cheap).
+            readings.append(value)
+            watch.judged += 1
+            continue
         spike = abs(last - value) > 0.4 * ratio * abs(value)
         if spike:
             before = list(readings)[:-1]
