@@ -24,6 +24,7 @@ from services.api.pagination import decode_cursor, encode_cursor
 from services.api.security.principal import Principal
 from shared.errors import NotFound, ValidationFailed
 from shared.mqtt import NAME_RE
+from shared.units import CANONICAL
 
 ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)  # the rollups' bucket origin
 MAX_METRICS = 50
@@ -172,6 +173,20 @@ async def metrics(conn: asyncpg.Pool | asyncpg.Connection, dev: Device | None,
     else:
         return []
     return [Metric(r["id"], r["name"], r["unit"]) for r in rows]
+
+
+async def device_units(conn: asyncpg.Pool | asyncpg.Connection, dev: Device,
+                       found: list[Metric]) -> dict[int, str | None]:
+    """Metric id → the unit of `dev`'s stored values of it. A known metric is stored in
+    its canonical unit, the catalog's (its `device_units` row is the unit the device
+    sends, converted from at ingest). Any other metric is stored as sent, so its unit is
+    the one this device last gave (`device_units`), or none: never the catalog's, which
+    is whatever the first device to send the metric said."""
+    other = [m.id for m in found if m.name not in CANONICAL]
+    own = dict(await conn.fetch("SELECT metric, unit FROM device_units "
+                                "WHERE device = $1 AND metric = ANY($2::smallint[])",
+                                dev.id, other)) if other else {}
+    return {m.id: m.unit if m.name in CANONICAL else own.get(m.id) for m in found}
 
 
 # --- raw range -----------------------------------------------------------------------------

@@ -80,8 +80,9 @@ class Catalog:
 
 
 class DeviceUnits:
-    """The unit each device last gave per known metric, with its conversion to the canonical
-    unit: device id → metric name → (unit, conversion).
+    """The unit each device last gave per metric, with its conversion to the canonical
+    unit (the identity for a metric without one): device id → metric name → (unit,
+    conversion).
 
     Loaded from `device_units` the first time a batch holds the device (one query per
     batch for all such devices), then kept current from what this ingestor commits: a

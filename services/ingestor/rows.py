@@ -7,10 +7,12 @@ Units (docs/payloads.md): a number of a known metric is stored and streamed in t
 metric's canonical unit. One that carries a unit is converted from it (the parser has
 already rejected a unit that cannot express the metric, `bad_unit`), and that unit
 becomes its device's unit for the metric; one without a unit is in the unit its device
-last gave for the metric, or canonical if it never gave one. Conversions come from
-`shared.units.conversion`, cached per (metric, unit), and each device's known unit is
-kept with its conversion, so a value in the unit its device gave before costs one dict
-lookup: no pint on this path.
+last gave for the metric, or canonical if it never gave one. A number of any other
+metric is stored as sent, and a unit it carries likewise becomes its device's unit for
+the metric (the conversion is the identity), which the CSV export labels it with.
+Conversions come from `shared.units.conversion`, cached per (metric, unit), and each
+device's known unit is kept with its conversion, so a value in the unit its device gave
+before costs one dict lookup: no pint on this path.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from datetime import datetime
 from services.ingestor.batch import Parsed, Reject
 from services.ingestor.repository import KnownUnit, LatestRow, NumberRow, TextRow, UnitRow
 from shared.streams import EncodedEntry, encode_telemetry
-from shared.units import CANONICAL, Conversion, conversion
+from shared.units import CANONICAL, IDENTITY, Conversion, conversion
 
 UNKNOWN_DEVICE = "device is not registered and auto-provisioning is off"
 
@@ -118,11 +120,13 @@ def _add_readings(rows: BatchRows, item: Parsed, device: int, metrics: dict[str,
                 entry[name] = text
             else:
                 got = None if known is None else known.get(name)
-                if unit is not None and (got is None or got[0] != unit) and name in CANONICAL:
-                    got = (unit, conversion(name, unit))  # a unit it had not given before
+                # A unit it had not given before, kept for every metric: one stored as
+                # sent is labelled with its own device's unit, not the catalog's first.
+                if unit is not None and (got is None or got[0] != unit):
+                    got = (unit, conversion(name, unit))  # identity for another metric
                     learned[name] = (metric, unit, got[1])
                     known = {**(known or {}), name: got}
-                if got is not None and (unit is None or got[0] == unit):
+                if got is not None and got[1] is not IDENTITY:  # identity: as sent
                     number = number * got[1].scale + got[1].offset
                 bound = bounds.get(name)
                 if bound is not None and not bound[0] <= number <= bound[1]:

@@ -177,9 +177,12 @@ async def aggregate(device_id: str, res: Res, who: Reader, metrics: Metrics = No
                              "description": "time,metric,value,unit,quality"}, 404: {}})
 async def export_csv(device_id: str, res: Res, who: Reader, metrics: Metrics = None,
                      start: Start = None, end: End = None) -> StreamingResponse:
-    """Header `time,metric,value,unit,quality`, ISO 8601 UTC times, rows by (time, metric).
-    Streamed from a server-side cursor in chunks of 5,000 rows, so no range is ever held
-    whole in memory. Start defaults to a day before end."""
+    """Header `time,metric,value,unit,quality`, ISO 8601 UTC times, rows by (time, metric),
+    CRLF line ends. The unit is this device's own (docs/api-analytics.md). A text cell a
+    spreadsheet could run as a formula (leading =, +, -, @, tab, CR, ...) gets a leading
+    `'`; numbers are written as numbers. Streamed from a server-side cursor in chunks of
+    5,000 rows, so no range is ever held whole in memory. Start defaults to a day before
+    end."""
     begin, until = q.window(start, end, DAY)
     dev = await q.device(res.pool, who, device_id)
     found = await q.metrics(res.pool, dev, q.names(metrics))
@@ -195,23 +198,29 @@ async def export_csv(device_id: str, res: Res, who: Reader, metrics: Metrics = N
 async def _csv_rows(res: Res, dev: q.Device, found: list[q.Metric], start: datetime,
                     end: datetime) -> AsyncIterator[bytes]:
     buffer = io.StringIO()
-    out = csv.writer(buffer, lineterminator="\n")
+    # CRLF (RFC 4180) and not just LF: the csv module quotes a field holding a character
+    # of the line terminator, so a device's text with a bare CR is quoted rather than
+    # starting a new row in a spreadsheet.
+    out = csv.writer(buffer, lineterminator="\r\n")
     out.writerow(("time", "metric", "value", "unit", "quality"))
     if found:
-        by_id = {m.id: m for m in found}
         # An export holds a connection while its client reads: a few at once, and a client
         # that stops reading for a minute is cut off, so slow downloads never take the
         # pool from every other request.
         async with res.exports, res.pool.acquire() as conn, conn.transaction(readonly=True):
             await conn.execute("SET LOCAL idle_in_transaction_session_timeout = '60s'")
+            units = await q.device_units(conn, dev, found)
+            # Every text cell goes through spreadsheet_safe (names and units once per
+            # metric); only the numbers this code formats (value, quality) do not.
+            labels = {m.id: (spreadsheet_safe(m.name), spreadsheet_safe(units[m.id] or ""))
+                      for m in found}
             rows = 0
-            async for r in conn.cursor(q.export_query(list(by_id)), dev.id, start, end,
+            async for r in conn.cursor(q.export_query(list(labels)), dev.id, start, end,
                                        prefetch=EXPORT_CHUNK):
-                metric = by_id[r["metric"]]
+                name, unit = labels[r["metric"]]
                 value = repr(r["value"]) if r["value"] is not None else \
                     spreadsheet_safe(r["value_text"])
-                out.writerow((r["time"].isoformat().replace("+00:00", "Z"), metric.name,
-                              value, metric.unit or "",
+                out.writerow((r["time"].isoformat().replace("+00:00", "Z"), name, value, unit,
                               "" if r["quality"] is None else r["quality"]))
                 rows += 1
                 if rows % EXPORT_CHUNK == 0:
@@ -219,10 +228,20 @@ async def _csv_rows(res: Res, dev: q.Device, found: list[q.Metric], start: datet
     yield _drain(buffer)
 
 
+# What makes a spreadsheet read a cell as a formula (OWASP "CSV Injection": = + - @, tab,
+# CR; LF as well), the full-width forms, which some spreadsheets and IMEs fold to ASCII,
+# and the apostrophe itself, so that "a text cell starting with ' had one added" holds
+# and a consumer can always undo it.
+_FORMULA_START = frozenset("=+-@\t\r\n'\uff1d\uff0b\uff0d\uff20")
+
+
 def spreadsheet_safe(text: str) -> str:
-    """A device's string that a spreadsheet would run as a formula (OWASP CSV injection)
-    gets a leading apostrophe."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    """Text a spreadsheet could run, also after leading whitespace (which spreadsheets
+    skip), gets a leading apostrophe: it then reads as text. Our own numbers never go
+    through here, so a negative number stays a number."""
+    if text[:1] in _FORMULA_START or text.lstrip()[:1] in _FORMULA_START:
+        return "'" + text
+    return text
 
 
 def _drain(buffer: io.StringIO) -> bytes:

@@ -1,6 +1,7 @@
 """Stored telemetry through the API: raw history by cursor, latest values of a device and
 of the fleet, aggregates checked against the same rows computed here (raw-served and
-rollup-served), and the CSV export read back."""
+rollup-served), and the CSV export read back: inert in a spreadsheet, with each device's
+own units."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
+from devtools.stack.service_process import ServiceProcess
+from services.api.routes.telemetry import spreadsheet_safe
 from services.api.telemetry_queries import ORIGIN
 from tests.fixtures.api import Api
+from tests.utils.db import execute, fetchval
 from tests.utils.telemetry import Row, iso, params, seed
+from tests.utils.waiting import wait_until
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday: on every bucket grid
 
@@ -217,11 +223,70 @@ async def test_csv_export_reads_back_as_the_same_rows(api: Api, db_url: str) -> 
 
 
 def test_text_a_spreadsheet_would_run_is_defused_in_csv() -> None:
-    from services.api.routes.telemetry import spreadsheet_safe
-
     assert spreadsheet_safe('=HYPERLINK("http://x")') == '\'=HYPERLINK("http://x")'
     assert spreadsheet_safe("@SUM(A1)") == "'@SUM(A1)"
-    assert spreadsheet_safe("running") == "running"
+    assert spreadsheet_safe(" \u3000-1+2") == "' \u3000-1+2"  # spreadsheets skip the blanks
+    assert spreadsheet_safe("\uff0b1") == "'\uff0b1"  # full-width plus
+    assert spreadsheet_safe("'quoted") == "''quoted"  # so one leading ' is always ours
+    assert [spreadsheet_safe(t) for t in ("running", "", " ", "a=1", "1-2")] == [
+        "running", "", " ", "a=1", "1-2"]
+
+
+HOSTILE_UNIT = "=cmd|' /C calc'!A0"
+TEXTS = {"note": "ok\r=1+2", "link": '=HYPERLINK("http://x.example","y")', "tab": "\t=1+2",
+         "spaced": "  +1+2", "wide": "\uff1d1+2", "at": "@SUM(A1)", "quote": "'kept",
+         "state": "running"}
+
+
+async def export(client: httpx.AsyncClient, device_id: str) -> bytes:
+    response = await client.get(f"/devices/{device_id}/telemetry/export.csv")
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+async def test_csv_export_is_inert_in_a_spreadsheet_with_each_devices_own_units(
+        api: Api, db_url: str, ingestor: ServiceProcess) -> None:
+    """End to end (HTTP ingest, the ingestor, the export). W-A is the first to send
+    `torque`, in a hostile unit, so the catalog holds that unit; W-B's export still
+    shows its own, and every text cell of W-A's is inert."""
+    await execute(db_url, "INSERT INTO devices (device_id) VALUES ('W-A'), ('W-B')")
+    a = api.client(key=await api.key("device", device_id="W-A"))
+    b = api.client(key=await api.key("device", device_id="W-B"))
+    ts = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    posted = await a.post("/telemetry", json={"ts": ts, "telemetry": {
+        "torque": {"value": -3.5, "unit": HOSTILE_UNIT}, "pip": -5.5, **TEXTS}})
+    assert posted.status_code == 202, posted.text
+    count = "SELECT (SELECT count(*) FROM telemetry) + (SELECT count(*) FROM telemetry_text)"
+    await wait_until(lambda: fetchval(db_url, count), lambda n: n == 10, what="W-A stored")
+    posted = await b.post("/telemetry", json={"ts": ts, "telemetry": {
+        "torque": {"value": 2, "unit": "N*m"}}})
+    assert posted.status_code == 202, posted.text
+    await wait_until(lambda: fetchval(db_url, count), lambda n: n == 11, what="W-B stored")
+    assert await fetchval(db_url, "SELECT unit FROM metrics WHERE name = 'torque'") == \
+        HOSTILE_UNIT, "the catalog has the first sender's unit"
+
+    viewer = await api.user("viewer")
+    body = await export(viewer, "W-A")
+    # RFC 4180 line ends, so the bare CR inside a text is quoted, not a row break.
+    assert body.count(b"\r\n") == 11 and body.endswith(b"\r\n")
+    assert b',"ok\r=1+2",' in body
+    table = list(csv.reader(io.StringIO(body.decode(), newline="")))
+    assert table[0] == ["time", "metric", "value", "unit", "quality"]
+    assert {tuple(r[1:]) for r in table[1:]} == {
+        ("pip", "-5.5", "psi", ""),  # our numbers stay numbers, negative or not
+        ("torque", "-3.5", "'" + HOSTILE_UNIT, ""),
+        ("note", "ok\r=1+2", "", ""),  # quoted: one cell that starts with "o"
+        ("link", "'" + TEXTS["link"], "", ""), ("tab", "'\t=1+2", "", ""),
+        ("spaced", "'  +1+2", "", ""), ("wide", "'\uff1d1+2", "", ""),
+        ("at", "'@SUM(A1)", "", ""), ("quote", "''kept", "", ""),
+        ("state", "running", "", "")}
+    # How a consumer undoes it: one leading ' off a text cell (a number never has one).
+    assert {r[1]: r[2][1:] if r[2].startswith("'") else r[2] for r in table[1:]
+            if r[1] in TEXTS} == TEXTS
+
+    other = await export(viewer, "W-B")
+    assert [r[1:4] for r in csv.reader(io.StringIO(other.decode(), newline=""))][1:] == [
+        ["torque", "2.0", "N*m"]]
 
 
 async def test_exports_beyond_the_limit_wait_their_turn_as_503(api: Api, db_url: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -132,9 +133,10 @@ def test_a_value_with_a_unit_is_stored_and_streamed_canonical_and_its_unit_remem
     assert orjson.loads(rows.stream[0][2]) == {"pip": pytest.approx(14.503773773020923),
                                                "motor_temp": 100.0, "torque": 5.0,
                                                "mode": "auto"}
-    # Known metrics only, as the device spelled them; the committed mapping is not touched.
-    assert rows.units == {1: known(pip="kPa", motor_temp="°F")}
-    assert sorted(rows.unit_rows()) == [(1, 20, "kPa"), (1, 21, "°F")]
+    # As the device spelled them, also of a metric stored as sent (its unit is this
+    # device's, not the catalog's first); the committed mapping is not touched.
+    assert rows.units == {1: known(pip="kPa", motor_temp="°F", torque="N*m")}
+    assert sorted(rows.unit_rows()) == [(1, 20, "kPa"), (1, 21, "°F"), (1, 22, "N*m")]
     assert units == {}
 
 
@@ -180,6 +182,18 @@ def test_readings_without_units_of_devices_without_units_are_untouched(
     rows = map_batch(items, DEVICES, UNIT_METRICS, unknown, {2: known(pip="kPa")})
     assert [r[3] for r in rows.numbers] == [850.5, 80.0, 3.0]
     assert rows.units == {} and rows.unit_rows() == []
+
+
+def test_a_metric_stored_as_sent_keeps_each_devices_own_unit(parser: MessageParser) -> None:
+    t1 = T0 + timedelta(seconds=1)
+    items = [parse(parser, TELEMETRY_1, reading(T0, torque={"value": -5, "unit": "N*m"})),
+             parse(parser, TELEMETRY_2, reading(T0, torque={"value": 7, "unit": "lbf*ft"})),
+             parse(parser, TELEMETRY_1, reading(t1, torque=-0.0))]
+    rows = map_batch(items, DEVICES, UNIT_METRICS, unknown, {1: known(torque="N*m")})
+    assert [r[3] for r in rows.numbers] == [-5.0, 7.0, -0.0]  # never converted
+    assert math.copysign(1, rows.numbers[2][3]) == -1
+    assert unit_names(rows.units) == {2: {"torque": "lbf*ft"}}
+    assert rows.unit_rows() == [(2, 22, "lbf*ft")]
 
 
 @pytest.mark.parametrize(("payload", "detail"), [

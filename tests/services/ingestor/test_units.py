@@ -79,6 +79,7 @@ async def test_two_devices_in_different_units_are_stored_canonical(
     units = await fetch(db_url, DEVICE_UNITS)
     assert {(r["device_id"], r["name"], r["unit"]) for r in units} == {
         ("bridge-a", "pip", "kPa"), ("bridge-a", "motor_temp", "degF"),
+        ("bridge-a", "torque", "N*m"),  # stored as sent, labelled with its device's unit
         ("bridge-b", "pip", "psi"), ("bridge-b", "motor_temp", "degC")}
     catalog = await fetch(db_url, "SELECT name, unit FROM metrics")
     assert {(r["name"], r["unit"]) for r in catalog} == {
