@@ -14,8 +14,14 @@ from shared.settings import CommonSettings
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 NAME_RE = re.compile(NAME_PATTERN)
 
-# Broker accounts of the platform's services start with this; no device id may.
+# Broker accounts of the platform's services start with this; no device id (nor API user
+# name) may, in any case: `INSA-api` reads as `insa-api` in a log or the audit trail.
 RESERVED_PREFIX = "insa-"
+
+
+def is_reserved_name(name: str) -> bool:
+    return name.lower().startswith(RESERVED_PREFIX)
+
 
 TELEMETRY_FILTER = "insa/devices/+/telemetry"
 METRIC_FILTER = "insa/devices/+/telemetry/+"

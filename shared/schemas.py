@@ -24,7 +24,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticCustomError
 
 from shared.errors import ValidationFailed
-from shared.mqtt import NAME_RE, RESERVED_PREFIX
+from shared.mqtt import NAME_RE, RESERVED_PREFIX, is_reserved_name
 
 # Keys of a reading that are not metrics when the reading is flat.
 RESERVED_KEYS = frozenset({"ts", "timestamp", "seq", "device_id", "telemetry", "metadata"})
@@ -323,7 +323,7 @@ def check_device_id(device_id: str) -> None:
     """The contract's pattern (so no `/`, `+` or `#` that would widen a device's topics)
     and not a name of the platform's own broker accounts."""
     _check_name("device", device_id)
-    if device_id.startswith(RESERVED_PREFIX):
+    if is_reserved_name(device_id):
         raise ValidationFailed("bad_device_name", f"device ids starting with "
-                                                  f"{RESERVED_PREFIX!r} are reserved for the "
-                                                  "platform's own accounts")
+                                                  f"{RESERVED_PREFIX!r} (in any case) are "
+                                                  "reserved for the platform's own accounts")

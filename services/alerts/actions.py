@@ -32,6 +32,12 @@ from pydantic import TypeAdapter, ValidationError
 from services.alerts.metrics import AlertsMetrics
 from services.alerts.rules import EmailAction, WebhookAction
 from services.alerts.settings import AlertsSettings
+from services.alerts.webhooks import (
+    WebhookRefused,
+    guarded_client,
+    read_secret,
+    secret_variable,
+)
 from shared import db
 from shared.lifecycle import wait_any
 from shared.retry import Stopped, retry_until_available
@@ -91,14 +97,20 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 async def send_webhook(http: httpx.AsyncClient, action: WebhookAction, body: bytes,
                        delivery_id: int) -> None:
+    """POST the event. `http` is `webhooks.guarded_client`: it refuses internal targets
+    (WebhookRefused, raised from its connection) and follows no redirect."""
     timestamp = str(int(time.time()))
     headers = {"Content-Type": "application/json", "X-Insa-Timestamp": timestamp,
                "X-Insa-Delivery": str(delivery_id)}
-    if action.secret_env is not None:
-        secret = os.environ.get(action.secret_env)
-        if not secret:  # never send unsigned what the rule asked to sign
-            raise DeliveryFailed(f"webhook secret {action.secret_env} is not set in the "
-                                 "engine's environment; not sent unsigned")
+    try:  # a variable outside the namespace never becomes usable: dead at once
+        variable = secret_variable(action.secret, action.secret_env)
+    except WebhookRefused as exc:
+        raise DeliveryFailed(f"refused: {exc}", permanent=True) from None
+    if variable is not None:  # never send unsigned what the rule asked to sign
+        try:  # a missing one may yet be provisioned (and the engine restarted): retried
+            secret = read_secret(variable, os.environ)
+        except WebhookRefused as exc:
+            raise DeliveryFailed(str(exc)) from None
         headers["X-Insa-Signature"] = signature(secret, timestamp, body)
     # Errors leave out the URL: a webhook URL often is a credential (chat services).
     try:
@@ -106,6 +118,10 @@ async def send_webhook(http: httpx.AsyncClient, action: WebhookAction, body: byt
                                timeout=action.timeout_seconds) as response:
             if response.is_success:
                 return
+            if response.is_redirect:  # the checked target is the only one sent to
+                raise DeliveryFailed(f"HTTP {response.status_code}: redirect not followed "
+                                     "(webhooks go only to the rule's URL)",
+                                     status=response.status_code)
             head = b""
             async for chunk in response.aiter_bytes():  # a bounded excerpt for last_error
                 head += chunk
@@ -114,6 +130,8 @@ async def send_webhook(http: httpx.AsyncClient, action: WebhookAction, body: byt
             raise DeliveryFailed(f"HTTP {response.status_code}: "
                                  f"{head[:200].decode(errors='replace')}",
                                  status=response.status_code)
+    except WebhookRefused as exc:
+        raise DeliveryFailed(f"refused: {exc}", permanent=True) from None
     except httpx.TimeoutException:
         raise DeliveryFailed(f"no answer within {action.timeout_seconds:g} s") from None
     except httpx.HTTPError as exc:
@@ -180,7 +198,7 @@ class DeliveryWorker:
         self.wake = asyncio.Event()  # set once enqueued deliveries are committed
         self._finished = asyncio.Event()  # a delivery ended: a slot is free
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._http = httpx.AsyncClient(follow_redirects=False)
+        self._http = guarded_client(settings.webhook_policy)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop`, then let deliveries in flight finish (up to drain_seconds)."""

@@ -23,6 +23,7 @@ from services.alerts.limits import (
     limit_text,
     resolved,
 )
+from services.alerts.webhooks import SECRET_NAME_PATTERN
 from shared.contract import DIAGNOSIS_CODES, SEVERITY_RANK
 from shared.errors import ValidationFailed
 from shared.mqtt import NAME_PATTERN
@@ -87,9 +88,20 @@ class Escalation(Strict):
 class WebhookAction(Strict):
     kind: Literal["webhook"]
     url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2000)]
-    # The HMAC key is a secret: the rule names the environment variable that holds it.
+    # The HMAC key is a secret the operator provisions: the rule names it, and the engine
+    # reads only INSA_WEBHOOK_SECRET_<NAME> (webhooks.py), never another variable.
+    secret: Annotated[str, Field(pattern=SECRET_NAME_PATTERN)] | None = None
+    # Legacy: the variable itself. Still loaded, so stored rules keep alerting, but signed
+    # only inside that namespace (refused otherwise when sent); the API writes no new ones
+    # outside it.
     secret_env: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,127}$")] | None = None
     timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> WebhookAction:
+        if self.secret is not None and self.secret_env is not None:
+            raise ValueError("set secret or the legacy secret_env, not both")
+        return self
 
 
 class EmailAction(Strict):

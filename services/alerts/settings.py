@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.alerts.webhooks import WebhookPolicy
 from shared.settings import StreamConsumerSettings
 from shared.streams import DIAGNOSTICS, TELEMETRY
 
@@ -38,6 +39,19 @@ class AlertsSettings(StreamConsumerSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
     smtp_sender: str = "insa-alerts@localhost"
+    # Internal hosts and networks webhooks may reach (comma-separated names, addresses,
+    # CIDRs); public addresses need no entry. Also read by the API (ApiSettings).
+    webhook_allow: str = ""
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _allow_list(cls, value: str) -> str:
+        WebhookPolicy.parse(value)  # refused at start, naming the bad entry
+        return value
+
+    @property
+    def webhook_policy(self) -> WebhookPolicy:
+        return WebhookPolicy.parse(self.webhook_allow)
 
     @property
     def group(self) -> str:

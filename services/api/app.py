@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -11,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,11 +24,13 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api import errors
+from services.api import audit, errors
 from services.api.bootstrap import ensure_first_admin
 from services.api.broker import ApiBroker
 from services.api.commands import consume_acks, sweep_timeouts
 from services.api.deps import Resources
+from services.api.docs import install_docs
+from services.api.middleware import BodyLimit, SecurityHeaders, route_limits
 from services.api.routes import (
     alerts,
     analytics,
@@ -49,6 +52,7 @@ from services.api.security.ratelimit import FailureLimiter
 from services.api.security.tokens import Tokens
 from services.api.settings import ApiSettings
 from shared import db, redis_client
+from shared.errors import Unauthorized
 from shared.health import Health, probe_dependencies
 from shared.mqtt import tls_context
 from shared.settings import CommonSettings
@@ -62,7 +66,16 @@ ROUTERS = (auth.router, users.router, api_keys.router, audit_log.router,
 # Long-running jobs of the API (e.g. command answers and timeouts), run for the app's
 # lifetime with its resources until `stop` is set.
 Background = Callable[[Resources, asyncio.Event], Coroutine[Any, Any, None]]
-BACKGROUND: tuple[Background, ...] = (consume_acks, sweep_timeouts, live.live_feed)
+BACKGROUND: tuple[Background, ...] = (consume_acks, sweep_timeouts, live.live_feed,
+                                      audit.upkeep)
+
+
+class ApiApp(FastAPI):
+    """FastAPI with the security headers outside every other layer, even the one that
+    answers an unhandled error (Starlette puts that outside all added middleware)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
 
 
 class HttpMetrics:
@@ -156,19 +169,26 @@ def create_app(common: CommonSettings, settings: ApiSettings,
                 stop.set()
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    app = FastAPI(title="INSA IIoT platform API", version="1", lifespan=lifespan,
-                  openapi_url=f"{PREFIX}/openapi.json", docs_url=f"{PREFIX}/docs",
-                  redoc_url=f"{PREFIX}/redoc",
-                  responses={code: {"description": text, "content": {"application/json": {
-                      "schema": errors.ERROR_SCHEMA}}} for code, text in (
-                      (401, "Not authenticated"), (403, "Not allowed for this role"),
-                      (422, "Invalid input; the message names the field"))})
+    # The docs and the schema are routes of our own (install_docs), as INSA_API_DOCS says.
+    app = ApiApp(title="INSA IIoT platform API", version="1", lifespan=lifespan,
+                 openapi_url=None, docs_url=None, redoc_url=None,
+                 responses={**{code: {"description": text, "content": {"application/json": {
+                     "schema": errors.ERROR_SCHEMA}}} for code, text in (
+                     (401, "Not authenticated"), (403, "Not allowed for this role"),
+                     (413, "Body over the limit: INSA_API_MAX_BODY_BYTES, or the "
+                           "operation's x-max-body-bytes"),
+                     (422, "Invalid input; the message names the field"))},
+                            **errors.RETRY_RESPONSES})
     errors.install(app)
     api = APIRouter(prefix=PREFIX)
     for router in ROUTERS:
         api.include_router(router)
     app.include_router(api)
+    # Innermost first: the body limit answers inside the metrics (413s are counted).
+    app.add_middleware(BodyLimit, default=settings.max_body_bytes,
+                       routes=route_limits(ROUTERS, PREFIX))
     app.add_middleware(HttpMetrics, registry=registry)
+    install_docs(app, settings.docs_exposure(common.env), PREFIX)
 
     @app.get("/health/live", include_in_schema=False)
     async def live() -> dict[str, str]:
@@ -180,11 +200,24 @@ def create_app(common: CommonSettings, settings: ApiSettings,
             return JSONResponse({"status": "unavailable", "failing": health.failures}, 503)
         return JSONResponse({"status": "ok"})
 
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    if token is None and common.env == "production":
+        log.warning("INSA_API_METRICS_TOKEN unset in production: /metrics is not served")
+        return app
+
     @app.get("/metrics", include_in_schema=False)
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        if token is not None and not bearer_is(request, token):
+            raise Unauthorized("/metrics needs Authorization: Bearer <INSA_API_METRICS_TOKEN>")
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def bearer_is(request: Request, token: str) -> bool:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and \
+        hmac.compare_digest(credentials.strip().encode(), token.encode())
 
 
 async def bootstrap(res: Resources) -> None:

@@ -20,8 +20,8 @@ from services.api.live import LiveHub
 from services.api.security import keys
 from services.api.security.permissions import PERMISSIONS, allowed
 from services.api.security.principal import Principal
-from services.api.security.ratelimit import FailureLimiter
-from services.api.security.tokens import Tokens
+from services.api.security.ratelimit import FailureLimiter, key_limit
+from services.api.security.tokens import Tokens, account_version
 from services.api.settings import ApiSettings
 from shared.errors import Forbidden, NotFound, Unauthorized
 from shared.health import Health
@@ -90,12 +90,18 @@ async def authenticate(res: Resources, client: str, token: str | None,
                                   "WHERE id = $1", int(claims["sub"]))
     if row is None or row["disabled"]:
         raise Unauthorized("account disabled or deleted")
-    if claims["iat"] < int(row["updated_at"].timestamp()):
-        # Issued before the account last changed (password, role, status): ended with it.
+    version = account_version(row["updated_at"])
+    if claims.get("ver") != version:
+        # The token carries the account's version (its updated_at, strictly increasing
+        # with each change) as it was when the token was issued: any change since
+        # (password, role, status) ends it. An equality on the database's own value, not
+        # issue times compared across clocks or rounded to seconds, so a token issued
+        # just before a change is refused and one issued just after is good, however
+        # close the two.
         raise Unauthorized("token issued before a change to the account; log in again")
     # The stored role, not the token's: a demotion takes effect at once.
     return Principal("user", int(claims["sub"]), row["username"], row["role"],
-                     expires=float(claims["exp"]))
+                     expires=float(claims["exp"]), version=version)
 
 
 async def still_valid(res: Resources, who: Principal) -> bool:
@@ -107,20 +113,26 @@ async def still_valid(res: Resources, who: Principal) -> bool:
         return bool(await res.pool.fetchval(
             "SELECT EXISTS (SELECT FROM api_keys WHERE id = $1 AND revoked_at IS NULL "
             "AND (expires_at IS NULL OR expires_at > now()))", who.id))
-    return bool(await res.pool.fetchval(
-        "SELECT EXISTS (SELECT FROM users WHERE id = $1 AND NOT disabled AND role = $2)",
-        who.id, who.role))
+    row = await res.pool.fetchrow("SELECT disabled, updated_at FROM users WHERE id = $1",
+                                  who.id)
+    return row is not None and not row["disabled"] and \
+        account_version(row["updated_at"]) == who.version
 
 
 async def _from_key(res: Res, api_key: str, client: str) -> Principal:
-    limit = res.settings.key_failures_per_minute
-    await res.limiter.check(limit, "key", client)
-    found = await keys.authenticate(res.pool, api_key)  # type: ignore[arg-type]
+    # A place is reserved before the key is looked up, so a burst of guesses cannot all
+    # pass one check; a good key gives it back, a bad one keeps it as its failure.
+    held = await res.limiter.reserve(key_limit(res.settings, client))
+    try:
+        found = await keys.authenticate(res.pool, api_key)  # type: ignore[arg-type]
+    except Exception:
+        await res.limiter.release(held)  # no verdict on the key (the database failed)
+        raise
     if found is None:
-        await res.limiter.failed(limit, "key", client)
         await audit.record(res.pool, f"client:{client}", "auth.api_key", keys.split(api_key),
                            "failure", reason="unknown, revoked or expired key")
         raise Unauthorized("invalid API key")
+    await res.limiter.release(held)
     return found
 
 

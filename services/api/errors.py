@@ -43,6 +43,30 @@ ERROR_SCHEMA: dict[str, Any] = {
         "code": {"type": "string"}, "message": {"type": "string"}, "details": {}}}}}
 
 
+
+
+def _documented(description: str, retry: bool = False) -> dict[str, Any]:
+    """A response for the OpenAPI schema: the error body, and Retry-After if it has one."""
+    doc: dict[str, Any] = {"description": description, "content": {
+        "application/json": {"schema": ERROR_SCHEMA}}}
+    if retry:
+        doc["headers"] = {"Retry-After": {"description": "Seconds to wait before trying again",
+                                          "schema": {"type": "integer"}}}
+    return doc
+
+
+# Answers any operation may give (the app's `responses`): every one authenticates, so a
+# client over a brute-force limit gets 429 (services/api/security/ratelimit.py); every
+# one reads PostgreSQL, so 503 while it (or Redis, or the broker) is unreachable.
+RETRY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    429: _documented("Too many failed logins, API keys or refresh tokens from this client "
+                     "or for this account; even a right one waits out Retry-After", True),
+    503: _documented("A dependency (PostgreSQL, Redis, the broker) is unavailable", True)}
+# Where the broker's accounts are changed: a command it refused for a reason of its own.
+BROKER_REFUSED: dict[int | str, dict[str, Any]] = {
+    400: _documented("The broker refused the account command")}
+
+
 def body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
@@ -80,7 +104,8 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+        exc.status_code, "http_error")
     return JSONResponse(body(code, str(exc.detail)), exc.status_code,
                           headers=getattr(exc, "headers", None))
 

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import heapq
 import random
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -41,10 +42,16 @@ from services.api.live_entries import (
     format_id,
     parse_id,
 )
-from shared.errors import DependencyUnavailable
+from shared.errors import DependencyUnavailable, TooManyRequests
 from shared.redis_client import UNAVAILABLE, is_transient
 
 log = structlog.get_logger(__name__)
+
+
+class TooManyFeeds(TooManyRequests):
+    """The caller holds its maximum of feeds (429): one caller cannot take every slot."""
+
+    code = "too_many_live_feeds"
 
 
 class Subscription:
@@ -194,10 +201,21 @@ class LiveHub:
         self.backlog_max, self.heartbeat_seconds = backlog_max, heartbeat_seconds
         self.readers = {name: StreamReader(client, name, batch, block_ms) for name in STREAMS}
         self.clients = 0
+        self.by_owner: Counter[str] = Counter()  # feeds held per caller
 
     @property
     def full(self) -> bool:
         return self.clients >= self.max_clients
+
+    def admit(self, owner: str | None = None, per_owner: int = 0) -> None:
+        """Raises unless the process, and `owner` (a caller allowed `per_owner` feeds),
+        each have room for one more feed."""
+        if self.full:
+            raise DependencyUnavailable(f"the live feed is at its {self.max_clients} clients")
+        if owner is not None and self.by_owner[owner] >= per_owner:
+            raise TooManyFeeds(f"this caller already holds {per_owner} live feeds, the most "
+                               "one caller may (INSA_API_LIVE_MAX_PER_PRINCIPAL); close one "
+                               "first", retry_after=5)
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as group:
@@ -206,11 +224,14 @@ class LiveHub:
 
     @asynccontextmanager
     async def follow(self, streams: Iterable[str], devices: frozenset[str] | None,
-                     since: dict[str, EntryId]) -> AsyncIterator[Feed]:
-        """A client's feed from `since` (per stream; live from now where absent)."""
-        if self.full:
-            raise DependencyUnavailable(f"the live feed is at its {self.max_clients} clients")
+                     since: dict[str, EntryId], owner: str | None = None,
+                     per_owner: int = 0) -> AsyncIterator[Feed]:
+        """A client's feed from `since` (per stream; live from now where absent), counted
+        against `owner`'s `per_owner` feeds when given."""
+        self.admit(owner, per_owner)
         self.clients += 1
+        if owner is not None:
+            self.by_owner[owner] += 1
         sub = Subscription(frozenset(streams), devices, self.queue_size)
         try:
             for name in sub.streams:
@@ -229,6 +250,10 @@ class LiveHub:
         finally:
             sub.detach()
             self.clients -= 1
+            if owner is not None:
+                self.by_owner[owner] -= 1
+                if not self.by_owner[owner]:
+                    del self.by_owner[owner]
 
     async def backlog(self, sub: Subscription, after: dict[str, EntryId],
                       upto: dict[str, EntryId]

@@ -9,6 +9,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from services.api.app import create_app
+from services.api.connections import GuardedWebSocketProtocol, http_protocol
 from services.api.settings import ApiSettings
 from shared.health import listen_socket, serve_on
 from shared.service import run_service
@@ -19,11 +20,24 @@ def server_config(app: FastAPI, settings: ApiSettings, **extra: Any) -> uvicorn.
     """uvicorn's settings for the API. `X-Forwarded-For` names the client (for the rate
     limits and the audit trail) only when it comes from a proxy the operator named:
     uvicorn's own default trusts it from 127.0.0.1, so any local client could forge
-    its address and get past the login and key limits."""
+    its address and get past the login and key limits.
+
+    Connections are bounded: at most `max_connections` open (uvicorn answers 503 beyond),
+    a headers deadline (services/api/connections.py), idle keep-alive connections closed
+    after `keep_alive_seconds`, headers at most 16 KiB (h11's default, kept explicit).
+    The live WebSocket takes no messages: 64 KiB each at most instead of uvicorn's 16 MiB,
+    and its pings (every 20 s, 20 s to answer) end a connection whose peer vanished."""
     proxies = settings.forwarded_allow_ips.strip()
     return uvicorn.Config(app, log_level="warning", access_log=False,
                           proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
-                          timeout_graceful_shutdown=int(settings.drain_seconds), **extra)
+                          timeout_graceful_shutdown=int(settings.drain_seconds),
+                          http=http_protocol(settings.header_timeout_seconds),
+                          ws=GuardedWebSocketProtocol,
+                          limit_concurrency=settings.max_connections,
+                          timeout_keep_alive=settings.keep_alive_seconds,
+                          h11_max_incomplete_event_size=16 * 1024,
+                          ws_max_size=64 * 1024, ws_ping_interval=20.0, ws_ping_timeout=20.0,
+                          **extra)
 
 
 async def serve(common: CommonSettings, settings: ApiSettings) -> None:

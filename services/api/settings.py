@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.alerts.webhooks import ALLOW_SETTING, WebhookPolicy
 from shared.settings import Environment, ServiceSettings, is_placeholder
 
 MIN_JWT_SECRET_LENGTH = 32
+DocsExposure = Literal["off", "authenticated", "public"]
 
 
 class ApiSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="INSA_API_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="INSA_API_", extra="ignore",
+                                      populate_by_name=True)
 
     mqtt_username: str = "insa-api"
     http_port: int = Field(8004, ge=0, le=65535)
@@ -26,11 +31,19 @@ class ApiSettings(ServiceSettings):
     # one-time password printed once in the log (never a fixed default).
     admin_username: str = "admin"
     admin_password: SecretStr | None = None
-    # Brute force: failed logins per (username, client) and per client, and failed API
-    # keys per client, in a moving window; over it, 429 with Retry-After.
+    # Brute force (services/api/security/ratelimit.py): failed logins per (username,
+    # client) and per client a minute, per username from any client in its own window
+    # (guesses spread over many addresses), and bad API keys and refresh tokens per client
+    # a minute; over one, 429 with Retry-After, even for the right password or key.
     login_attempts_per_minute: int = Field(5, ge=1)
     client_login_attempts_per_minute: int = Field(30, ge=1)
+    account_login_failures: int = Field(20, ge=1)
+    account_login_window_seconds: int = Field(900, ge=60, le=86_400)
     key_failures_per_minute: int = Field(10, ge=1)
+    refresh_failures_per_minute: int = Field(10, ge=1)
+    # Days audit_log rows are kept (deleted hourly by the API); 0 keeps them for ever.
+    # At least 7: the ingestor's flood guard reads the last day of suspensions.
+    audit_retention_days: int = Field(365, ge=0, le=36_500)
     # The reverse proxies (comma-separated addresses or networks) whose X-Forwarded-For
     # names the client; empty, none is trusted and the client is the TCP peer.
     forwarded_allow_ips: str = ""
@@ -47,11 +60,62 @@ class ApiSettings(ServiceSettings):
     live_max_devices: int = Field(100, ge=1, le=10_000)
     live_backlog_max: int = Field(5000, ge=1, le=1_000_000)
     live_heartbeat_seconds: float = Field(15.0, gt=0, le=300)
+    # Feeds one caller (a user or a key) may hold at once, so that no one takes every slot
+    # (beyond, 429); how long a send may wait on a client that stopped reading before its
+    # connection is reset.
+    live_max_per_principal: int = Field(10, ge=1, le=100_000)
+    live_send_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    # Request bodies over this are refused with 413 before they are read; an operation may
+    # declare its own (`x-max-body-bytes` in the schema: HTTP ingest, diagnostics/analyze).
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    # Connections open at once (beyond, 503; each live client holds one, so more than
+    # LIVE_MAX_CLIENTS); a request's headers must be complete this long after the
+    # connection opened or the request's first byte came; idle keep-alive connections close.
+    max_connections: int = Field(4096, ge=16, le=1_000_000)
+    header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    keep_alive_seconds: int = Field(5, ge=1, le=300)
+    # /api/v1/docs, /redoc and /openapi.json: off; authenticated (the schema with any
+    # credential; no pages, a browser cannot send one); public. Unset: off in production,
+    # public elsewhere.
+    docs: DocsExposure | None = None
+    # /metrics: set, only with `Authorization: Bearer <token>`; unset, public outside
+    # production and not served in production.
+    metrics_token: SecretStr | None = None
+    # The alerts service's webhook allow-list, under its name: rules are refused when
+    # written with a webhook the engine would refuse to send (services/alerts/webhooks.py).
+    webhook_allow: str = Field("", validation_alias=ALLOW_SETTING)
 
-    @field_validator("jwt_secret", "admin_password", mode="before")
+    @field_validator("webhook_allow")
+    @classmethod
+    def _allow_list(cls, value: str) -> str:
+        WebhookPolicy.parse(value)
+        return value
+
+    @property
+    def webhook_policy(self) -> WebhookPolicy:
+        return WebhookPolicy.parse(self.webhook_allow)
+
+    @field_validator("audit_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if 0 < value < 7:
+            raise ValueError("keep the audit trail at least 7 days (or 0: for ever)")
+        return value
+
+    @field_validator("jwt_secret", "admin_password", "docs", "metrics_token", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value  # compose passes unset variables as ""
+
+    @model_validator(mode="after")
+    def _connections_for_the_live_feed(self) -> ApiSettings:
+        if self.max_connections <= self.live_max_clients:
+            raise ValueError("INSA_API_MAX_CONNECTIONS must exceed INSA_API_LIVE_MAX_CLIENTS "
+                             "(each live client holds a connection)")
+        return self
+
+    def docs_exposure(self, env: Environment) -> DocsExposure:
+        return self.docs or ("off" if env == "production" else "public")
 
     def check_secrets(self, env: Environment) -> None:
         super().check_secrets(env)
@@ -65,3 +129,7 @@ class ApiSettings(ServiceSettings):
                 is_placeholder(self.admin_password.get_secret_value()):
             raise ValueError("INSA_API_ADMIN_PASSWORD is a placeholder; set a real secret "
                              "or leave it unset for a one-time password")
+        if self.metrics_token is not None and \
+                is_placeholder(self.metrics_token.get_secret_value()):
+            raise ValueError("INSA_API_METRICS_TOKEN is a placeholder; set a real secret "
+                             "or leave it unset")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from pydantic import ValidationError
 
 from services.alerts.settings import AlertsSettings
+from services.alerts.webhooks import WebhookPolicy
+from services.api.settings import ApiSettings
 from services.diagnostics.settings import DiagnosticsSettings
 from services.ingestor.settings import IngestorSettings
 from shared.broker_accounts import SERVICE_ACCOUNTS
@@ -59,6 +63,19 @@ def test_missing_required_settings_are_named(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ValidationError) as exc:
         CommonSettings()  # type: ignore[call-arg]
     assert "database_url" in str(exc.value) and "redis_url" in str(exc.value)
+
+
+def test_one_webhook_allow_list_for_the_alerts_service_and_the_api(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INSA_ALERTS_WEBHOOK_ALLOW", "10.20.0.0/16, hooks.plant.lan")
+    alerts = AlertsSettings(mqtt_password="mqtt-long-secret-1")  # type: ignore[arg-type]
+    api = ApiSettings(mqtt_password="mqtt-long-secret-1")  # type: ignore[arg-type]
+    assert alerts.webhook_policy == api.webhook_policy == WebhookPolicy(
+        frozenset({"hooks.plant.lan"}), (ipaddress.ip_network("10.20.0.0/16"),))
+    monkeypatch.setenv("INSA_ALERTS_WEBHOOK_ALLOW", "10.20.0.0/33")
+    for cls in (AlertsSettings, ApiSettings):
+        with pytest.raises(ValidationError, match=r"INSA_ALERTS_WEBHOOK_ALLOW: '10\.20\.0\.0/33'"):
+            cls(mqtt_password="mqtt-long-secret-1")
 
 
 def test_out_of_range_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,10 +21,12 @@ class Request:
 @dataclass
 class Receiver:
     """A minimal HTTP/1.1 server in this event loop. `/ok` answers 200, `/fail/<n>` 500 to
-    its first n requests then 200, `/down` always 500, `/hang` never answers."""
+    its first n requests then 200, `/down` always 500, `/hang` never answers, `/redirect`
+    302 to `redirect_to`."""
 
     url: str = ""
     delay: float = 0.0  # before each answer
+    redirect_to: str = ""
     requests: list[Request] = field(default_factory=list)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -44,8 +46,11 @@ class Receiver:
             failing = path == "/down" or (path.startswith("/fail/")
                                           and tries <= int(path.split("/")[2]))
             status, text = (b"500 Internal Server Error", b"boom") if failing else (b"200 OK", b"")
-            writer.write(b"HTTP/1.1 %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                         % (status, len(text), text))
+            extra = b""
+            if path == "/redirect":
+                status, extra = b"302 Found", b"Location: %s\r\n" % self.redirect_to.encode()
+            writer.write(b"HTTP/1.1 %s\r\n%sContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                         % (status, extra, len(text), text))
             await writer.drain()
         finally:
             writer.close()

@@ -11,6 +11,8 @@ from services.api import audit
 from services.api.deps import Res, client_of, require
 from services.api.security.passwords import verify_password
 from services.api.security.principal import Principal
+from services.api.security.ratelimit import login_limits, refresh_limit
+from services.api.security.tokens import account_version
 from shared.errors import Conflict, Forbidden, Unauthorized
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -41,25 +43,36 @@ class Me(BaseModel):
 
 
 @router.post("/login", response_model=TokenOut, summary="Log in with a password",
-             responses={401: {}, 429: {"description": "Too many failed attempts"}})
+             description="Failed logins are limited per client, per account from that "
+                         "client and per account from anywhere; over a limit every try is "
+                         "429 with Retry-After, the right password too.",
+             responses={401: {}})
 async def login(body: Login, request: Request, res: Res) -> TokenOut:
-    client, settings = client_of(request), res.settings
-    # Counted before the (slow) password check, so guesses sent in parallel cannot all
-    # pass one check; a success clears its own account's count.
-    await res.limiter.attempt(settings.client_login_attempts_per_minute, "login", client)
-    await res.limiter.attempt(settings.login_attempts_per_minute, "login", body.username,
-                              client)
-    row = await res.pool.fetchrow("SELECT id, password_hash, role, disabled FROM users "
-                                  "WHERE username = $1", body.username)
-    ok = await verify_password(row["password_hash"] if row else None, body.password)
+    client = client_of(request)
+    limits = login_limits(res.settings, body.username, client)
+    _, account_here, _ = limits
+    # A place in each limit is reserved before the (slow) password check, so guesses
+    # sent in parallel cannot all pass one check, and a locked account refuses even the
+    # right password (a guess is never confirmed). A success gives the places back and
+    # clears the account's count from this client (not from elsewhere: an attacker's).
+    held = await res.limiter.reserve(*limits)
+    try:
+        row = await res.pool.fetchrow("SELECT id, password_hash, role, disabled, updated_at "
+                                      "FROM users WHERE username = $1", body.username)
+        ok = await verify_password(row["password_hash"] if row else None, body.password)
+    except Exception:
+        await res.limiter.release(held)  # no verdict (the database failed)
+        raise
     if not ok or row is None or row["disabled"]:
         reason = "disabled" if ok and row is not None else "bad credentials"
         await audit.record(res.pool, f"user:{body.username}", "auth.login", body.username,
                            "failure", client=client, reason=reason)
         raise Unauthorized("wrong username or password")
-    await res.limiter.clear(settings.login_attempts_per_minute, "login", body.username, client)
+    await res.limiter.release(held)
+    await res.limiter.clear(account_here)
     async with res.pool.acquire() as conn, conn.transaction():
-        pair, _ = await res.tokens.issue(conn, row["id"], body.username, row["role"])
+        pair, _ = await res.tokens.issue(conn, row["id"], body.username, row["role"],
+                                         account_version(row["updated_at"]))
         await audit.record(conn, f"user:{body.username}", "auth.login", body.username,
                            client=client)
     return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token,
@@ -74,14 +87,24 @@ async def login(body: Login, request: Request, res: Res) -> TokenOut:
              responses={401: {}, 409: {}})
 async def refresh(body: Refresh, request: Request, res: Res) -> TokenOut:
     client = client_of(request)
-    async with res.pool.acquire() as conn:
-        try:
-            pair, _ = await res.tokens.rotate(conn, body.refresh_token, client)
-        except (Unauthorized, Conflict) as exc:
-            await audit.record(conn, f"client:{client}", "auth.refresh",
-                               str(exc.data.get("user_id") or ""), "failure",
-                               reason=exc.message)
-            raise
+    # Failures are limited per client as API keys are, so that no one can write audit
+    # rows without end by sending bad tokens.
+    held = await res.limiter.reserve(refresh_limit(res.settings, client))
+    try:
+        async with res.pool.acquire() as conn:
+            try:
+                pair, _ = await res.tokens.rotate(conn, body.refresh_token, client)
+            except (Unauthorized, Conflict) as exc:
+                await audit.record(conn, f"client:{client}", "auth.refresh",
+                                   str(exc.data.get("user_id") or ""), "failure",
+                                   reason=exc.message)
+                raise
+    except (Unauthorized, Conflict):
+        raise  # a failure: its place stays taken
+    except Exception:
+        await res.limiter.release(held)  # no verdict (the database failed)
+        raise
+    await res.limiter.release(held)
     return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token,
                     expires_in=pair.expires_in)
 

@@ -31,6 +31,7 @@ from services.api.devices import (
     unique,
     user_metadata,
 )
+from services.api.errors import BROKER_REFUSED
 from services.api.pagination import Page, decode_cursor, encode_cursor
 from services.api.security.principal import Principal
 from shared.equipment import Equipment
@@ -136,7 +137,7 @@ async def get_device(device_id: str, res: Res, who: Reader) -> DeviceOut:
 @router.post("", response_model=NewDevice, status_code=201, summary="Create a device",
              description="With `provision: true` its MQTT account is created too, and its "
                          "password returned this once: both or neither happen.",
-             responses={409: {}, 503: {}})
+             responses={409: {}, **BROKER_REFUSED})
 async def create_device(body: DeviceIn, res: Res, who: Writer) -> NewDevice:
     check_device_id(body.device_id)
     if who.device_id is not None:
@@ -194,7 +195,7 @@ async def update_device(device_id: str, body: DevicePatch, res: Res, who: Writer
 @router.delete("/{device_id}", status_code=204, summary="Delete a device",
                description="Also deletes its MQTT account (its connection is dropped) and "
                            "clears its retained config; its commands, keys, diagnoses and "
-                           "alerts go with it.", responses={404: {}, 503: {}})
+                           "alerts go with it.", responses={404: {}, **BROKER_REFUSED})
 async def delete_device(device_id: str, res: Res, who: Writer) -> None:
     visible(who, device_id)
     async with res.pool.acquire() as conn, conn.transaction():

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Body, Depends, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
 from services.api.deps import Res, require, visible
+from services.api.middleware import body_limit
 from services.api.pagination import Page, decode_cursor, encode_cursor
 from services.api.routes._keyset import after, check_window, cursor_of
 from services.api.security.principal import Principal
@@ -35,6 +36,8 @@ Severity = Literal["info", "warning", "critical"]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 # Two weeks of one reading a minute: about 3 s to parse and judge.
 MAX_READINGS = 20_000
+# The route's body limit, above the API's default: MAX_READINGS full readings with units.
+ANALYZE_MAX_BODY_BYTES = MAX_READINGS * 512
 INLINE_READINGS = 500  # more than this are judged in a worker thread
 
 
@@ -265,6 +268,7 @@ def _analyzed(event: DiagnosisEvent) -> AnalyzedDiagnosis:
 
 
 @router.post("/diagnostics/analyze", response_model=AnalyzeOut,
+             openapi_extra=body_limit(ANALYZE_MAX_BODY_BYTES),
              summary="Diagnose readings sent with the request; nothing is stored")
 async def analyze(body: Annotated[AnalyzeIn, Body()], res: Res, who: Analyst) -> AnalyzeOut:
     """The engine the diagnostics service runs, on a fresh state and with the stored

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from services.api.deps import Res, require
+from services.api.middleware import body_limit
 from services.api.security.principal import Principal
 from shared.errors import Forbidden, ValidationFailed
 from shared.schemas import Limits, Reading, parse_reading_payload
@@ -28,6 +29,7 @@ from shared.units import UnitError, conversion
 router = APIRouter(prefix="/telemetry", tags=["ingest"])
 Device = Annotated[Principal, Depends(require("telemetry:write"))]
 # The ingestor's default INSA_INGESTOR_MAX_PAYLOAD_BYTES: a larger message it would reject.
+# Both routes declare it as their body limit: over it, 413 before the body is read.
 MAX_BODY_BYTES = 256 * 1024
 MAX_BATCH = 1000
 LIMITS = Limits()  # the ingestor's defaults: 5 min into the future, 10 years back
@@ -74,14 +76,15 @@ class Accepted(BaseModel):
     timestamps: list[datetime] = Field(description="Event time of each reading, as stored")
 
 
-@router.post("", status_code=202, response_model=Accepted, openapi_extra=_body(READING_SCHEMA),
+@router.post("", status_code=202, response_model=Accepted,
+             openapi_extra={**_body(READING_SCHEMA), **body_limit(MAX_BODY_BYTES)},
              summary="Post one reading (device keys)", responses={503: {}})
 async def post_reading(request: Request, res: Res, who: Device) -> Accepted:
     """The body is one reading of the MQTT contract. 202 once the broker has it; 503 when
     the broker is unreachable or does not acknowledge in time (nothing was accepted)."""
     received = datetime.now(UTC)
     device_id = _own_device(who)
-    body = await _read(request)
+    body = await request.body()  # at most MAX_BODY_BYTES (the route's body limit)
     obj = _json(body)
     if not isinstance(obj, dict):
         raise ValidationFailed("schema_violation", "body: one reading (a JSON object); post "
@@ -93,15 +96,15 @@ async def post_reading(request: Request, res: Res, who: Device) -> Accepted:
 
 
 @router.post("/batch", status_code=202, response_model=Accepted,
-             openapi_extra=_body({"type": "array", "items": READING_SCHEMA, "minItems": 1,
-                                  "maxItems": MAX_BATCH}),
+             openapi_extra={**_body({"type": "array", "items": READING_SCHEMA, "minItems": 1,
+                                     "maxItems": MAX_BATCH}), **body_limit(MAX_BODY_BYTES)},
              summary="Post a batch of readings (device keys)", responses={503: {}})
 async def post_batch(request: Request, res: Res, who: Device) -> Accepted:
     """An array of up to 1,000 readings (a store-and-forward backlog), each with its own
     ts, published as one message: all are accepted or none."""
     received = datetime.now(UTC)
     device_id = _own_device(who)
-    body = await _read(request)
+    body = await request.body()  # at most MAX_BODY_BYTES (the route's body limit)
     items = _json(body)
     if not isinstance(items, list) or not items:
         raise ValidationFailed("schema_violation", "body: a non-empty JSON array of readings",
@@ -127,21 +130,6 @@ def _own_device(who: Principal) -> str:
     if who.device_id is None:  # telemetry:write is the device role's, always scoped
         raise Forbidden("only a device key may post readings, for its own device")
     return who.device_id
-
-
-async def _read(request: Request) -> bytes:
-    """The body, refused once past the bound, without reading more than that."""
-    declared = request.headers.get("content-length", "")
-    too_large = ValidationFailed("payload_too_large", f"body: more than {MAX_BODY_BYTES} bytes",
-                                 field="body")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise too_large
-    return bytes(body)
 
 
 def _json(body: bytes) -> Any:
@@ -192,7 +180,7 @@ def _check_units(readings: list[Reading]) -> None:
 
 async def _publish(res: Res, device_id: str, payload: bytes, readings: list[Reading]
                    ) -> Accepted:
-    if len(payload) > MAX_BODY_BYTES:
+    if len(payload) > MAX_BODY_BYTES:  # a body within it, grown by the receive time added
         raise ValidationFailed("payload_too_large", f"body: more than {MAX_BODY_BYTES} bytes",
                                field="body")
     topic = f"insa/devices/{device_id}/telemetry"

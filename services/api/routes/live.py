@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.requests import HTTPConnection
 from fastapi.responses import JSONResponse, Response
-from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import EventSourceResponse, SendTimeoutError, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
 from services.api import errors
+from services.api.connections import abort
 from services.api.deps import (
     Res,
     Resources,
@@ -29,14 +31,13 @@ from services.api.deps import (
 )
 from services.api.live_entries import STREAMS, EntryId, Out, decode_cursor
 from services.api.security.principal import Principal
-from shared.errors import DependencyUnavailable, InsaError, ValidationFailed
+from shared.errors import DependencyUnavailable, InsaError, TooManyRequests, ValidationFailed
 from shared.mqtt import NAME_RE
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/live", tags=["live"])
 
 RESUME_RETRY_MS = 2000  # how soon an EventSource reconnects after a `resume` event
-SEND_TIMEOUT_SECONDS = 30.0  # a client whose socket takes no bytes this long is dropped
 TRY_AGAIN_LATER = 1013  # WebSocket close code after a `resume` message
 FLEET_STREAMS = ("diagnostics", "alerts")
 
@@ -55,6 +56,43 @@ SinceQuery = Annotated[str | None, Query(
 TokenQuery = Annotated[str | None, Query(
     description="An access token, for clients that cannot set the Authorization header "
                 "(EventSource, WebSocket). Checked when the connection opens.")]
+
+
+class Stalled(Exception):
+    """The client took no bytes for INSA_API_LIVE_SEND_TIMEOUT_SECONDS."""
+
+
+def drop(scope: Scope, transport: str, seconds: float) -> None:
+    """Cut off a client that stopped reading: one line, and its connection reset (a close
+    would wait for it to read the bytes already buffered for it, which it never does)."""
+    client = scope.get("client")
+    log.info("live client dropped: it took no bytes", transport=transport, seconds=seconds,
+             client=client[0] if client else None)
+    abort(scope)
+
+
+class LiveEventStream(EventSourceResponse):
+    """sse-starlette's response, whose send timeout would otherwise end in an unhandled
+    error (with a traceback) for every stalled client."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            drop(scope, "sse", self.send_timeout or 0)
+            await asyncio.sleep(0)  # the server sees the reset before the response ends
+
+
+async def within(seconds: float, sending: Coroutine[Any, Any, None]) -> None:
+    """A send to the client, or Stalled once it has waited `seconds` for the socket."""
+    try:
+        await asyncio.wait_for(sending, seconds)
+    except TimeoutError:
+        raise Stalled from None
+
+
+def owner_of(who: Principal) -> str:
+    return f"{who.kind}:{who.id}"
 
 
 @dataclass(frozen=True)
@@ -119,6 +157,8 @@ def live_request(res: Resources, who: Principal, streams: str | None, devices: s
             responses={200: {"description": "An endless text/event-stream (see below)",
                              "content": {"text/event-stream": {}}},
                        406: {"description": "Accept does not name text/event-stream"},
+                       429: {"description": "The caller holds its maximum of live feeds "
+                                            "(INSA_API_LIVE_MAX_PER_PRINCIPAL)"},
                        503: {"description": "The process holds its maximum of live clients"}})
 async def live_events(request: Request, res: Res, who: Reader,
                       streams: StreamsQuery = None, devices: DevicesQuery = None,
@@ -143,28 +183,29 @@ async def live_events(request: Request, res: Res, who: Reader,
     Ids of live events and heartbeats also move past entries that were filtered out, so
     a quiet client's cursor stays recent. Diagnoses and alerts may be fleet-wide;
     telemetry needs `devices`. A caller scoped to one device sees only that device.
-    Requires `Accept: text/event-stream`.
+    Requires `Accept: text/event-stream`. A client that takes no bytes for
+    `INSA_API_LIVE_SEND_TIMEOUT_SECONDS` is cut off (its connection reset).
     """
     if "text/event-stream" not in request.headers.get("accept", ""):
         return JSONResponse(errors.body("not_acceptable", "this endpoint streams server-sent "
                                         "events: send Accept: text/event-stream"), 406)
     query = live_request(res, who, streams, devices, last_event_id or since)
-    hub = res.live
-    if hub.full:
-        raise DependencyUnavailable(f"the live feed is at its {hub.max_clients} clients")
+    hub, owner, per_owner = res.live, owner_of(who), res.settings.live_max_per_principal
+    hub.admit(owner, per_owner)  # refused here with its status; follow() counts for real
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         try:
-            async with hub.follow(query.streams, query.devices, query.since) as feed:
+            async with hub.follow(query.streams, query.devices, query.since, owner,
+                                  per_owner) as feed:
                 async for name, cursor, data in checked(res, who, feed.events()):
                     yield ServerSentEvent(data.decode(), event=name, id=cursor or None,
                                           retry=RESUME_RETRY_MS if name == "resume" else None)
-        except DependencyUnavailable as exc:  # no id: the client keeps its last one
+        except (DependencyUnavailable, TooManyRequests) as exc:  # no id: it keeps its last
             yield ServerSentEvent(orjson.dumps({"reason": exc.message}).decode(),
                                   event="resume", retry=5 * RESUME_RETRY_MS)
 
-    return EventSourceResponse(stream(), ping=res.settings.live_heartbeat_seconds,
-                               send_timeout=SEND_TIMEOUT_SECONDS)
+    return LiveEventStream(stream(), ping=res.settings.live_heartbeat_seconds,
+                           send_timeout=res.settings.live_send_timeout_seconds)
 
 
 @router.websocket("/ws")
@@ -174,13 +215,14 @@ async def live_socket(websocket: WebSocket, res: Res, streams: StreamsQuery = No
     """The events of `GET /live/events`, one JSON text message each:
     `{"event": "alert", "id": "<cursor>", "data": {...}}`. Resume with `?since=<id>`.
     After a `resume` message the server closes with 1013 (try again later). A refused
-    connection gets the HTTP error (401, 403, 404, 422, 503) instead of the upgrade."""
+    connection gets the HTTP error (401, 403, 404, 422, 429, 503) instead of the upgrade.
+    A client that takes no message for `INSA_API_LIVE_SEND_TIMEOUT_SECONDS` is cut off."""
+    per_owner, timeout = res.settings.live_max_per_principal, \
+        res.settings.live_send_timeout_seconds
     try:
         who = await live_reader(websocket, res, access_token)
         query = live_request(res, who, streams, devices, since)
-        if res.live.full:
-            raise DependencyUnavailable(f"the live feed is at its {res.live.max_clients} "
-                                        f"clients")
+        res.live.admit(owner_of(who), per_owner)
     except InsaError as exc:
         code = getattr(exc, "reason", None) or exc.code
         await websocket.send_denial_response(JSONResponse(errors.body(code, exc.message),
@@ -190,14 +232,17 @@ async def live_socket(websocket: WebSocket, res: Res, streams: StreamsQuery = No
 
     async def pump() -> None:
         try:
-            async with res.live.follow(query.streams, query.devices, query.since) as feed:
+            async with res.live.follow(query.streams, query.devices, query.since,
+                                       owner_of(who), per_owner) as feed:
                 async for name, cursor, data in checked(res, who, feed.events()):
-                    await websocket.send_text(_frame(name, cursor or None, data))
-        except DependencyUnavailable as exc:
-            await websocket.send_text(_frame("resume", None,
-                                             orjson.dumps({"reason": exc.message})))
+                    await within(timeout, websocket.send_text(_frame(name, cursor or None,
+                                                                     data)))
+        except (DependencyUnavailable, TooManyRequests) as exc:
+            await within(timeout, websocket.send_text(_frame(
+                "resume", None, orjson.dumps({"reason": exc.message}))))
         # A feed ends only with `resume`: the client reconnects from the id it has.
-        await websocket.close(TRY_AGAIN_LATER, "resume from the id of the last message")
+        await within(timeout, websocket.close(TRY_AGAIN_LATER,
+                                              "resume from the id of the last message"))
 
     async def listen() -> None:
         while (await websocket.receive())["type"] != "websocket.disconnect":
@@ -212,8 +257,10 @@ async def live_socket(websocket: WebSocket, res: Res, streams: StreamsQuery = No
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
     for result in results:
+        if isinstance(result, Stalled):
+            drop(websocket.scope, "websocket", timeout)
         # A client gone mid-send surfaces as a disconnect, a reset or a send after close.
-        if isinstance(result, Exception) and \
+        elif isinstance(result, Exception) and \
                 not isinstance(result, WebSocketDisconnect | OSError | RuntimeError):
             log.warning("live websocket failed", error=f"{type(result).__name__}: {result}")
 

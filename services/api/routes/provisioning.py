@@ -28,6 +28,7 @@ from services.api.devices import (
     locked,
     provision,
 )
+from services.api.errors import BROKER_REFUSED
 from services.api.security.principal import Principal
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -42,7 +43,7 @@ ConfigBody = Annotated[dict[str, Any], Body(
              description="Creates the device's broker account when it has none, otherwise "
                          "sets a new password (the old one stops working, and its "
                          "connection is dropped). The password is shown this once.",
-             responses={404: {}, 503: {}})
+             responses={404: {}, **BROKER_REFUSED})
 async def issue_credentials(device_id: str, res: Res, who: Writer) -> Credentials:
     visible(who, device_id)
     async with res.pool.acquire() as conn, conn.transaction():
@@ -56,7 +57,7 @@ async def issue_credentials(device_id: str, res: Res, who: Writer) -> Credential
                summary="Revoke a device's MQTT credentials",
                description="Deletes the device's broker account: it is disconnected and "
                            "can no longer connect until credentials are issued again.",
-               responses={404: {}, 503: {}})
+               responses={404: {}, **BROKER_REFUSED})
 async def revoke_credentials(device_id: str, res: Res, who: Writer) -> None:
     visible(who, device_id)
     async with res.pool.acquire() as conn, conn.transaction():

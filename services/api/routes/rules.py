@@ -17,9 +17,11 @@ from services.alerts.rules import (
     RULE_TYPES,
     Rule,
     Scope,
+    WebhookAction,
     parse_rule,
     stored_form,
 )
+from services.alerts.webhooks import WebhookPolicy, secret_env_problem
 from services.api import audit
 from services.api.deps import Res, require
 from services.api.pagination import Page, after_id, encode_cursor
@@ -131,14 +133,32 @@ async def _skipped(conn: asyncpg.Pool | asyncpg.Connection, scope: Scope,
     return Skipped(attributes=needed, devices=row["devices"], examples=row["examples"] or [])
 
 
-def _rule(data: Any, where: str = "") -> Rule:
+def _rule(data: Any, policy: WebhookPolicy, where: str = "") -> Rule:
     try:
-        return parse_rule(data)
+        rule = parse_rule(data)
+        _check_webhooks(rule, policy)
+        return rule
     except ValidationFailed as exc:  # "op: Input should be ..." names the field first
         field, message = exc.message.split(":", 1)[0], exc.message
         if where and field != "rule":  # "rule: ..." is the rule as a whole
             field, message = where + field, where + message
         raise ValidationFailed(exc.reason, message, field=field) from None
+
+
+def _check_webhooks(rule: Rule, policy: WebhookPolicy) -> None:
+    """What the engine would refuse to send, refused now: a literal internal address or
+    an internal name not in the allow-list, a key outside the webhook secrets. (Names
+    are resolved, and every address checked, when the engine sends.) Whether a named
+    secret is provisioned is not checked: the API does not hold them."""
+    for n, action in enumerate(rule.actions):
+        if not isinstance(action, WebhookAction):
+            continue
+        where = f"actions.{n}.webhook"
+        if (problem := policy.url_problem(action.url)) is not None:
+            raise ValidationFailed("invalid_rule", f"{where}.url: {problem}")
+        if action.secret_env is not None and \
+                (problem := secret_env_problem(action.secret_env)) is not None:
+            raise ValidationFailed("invalid_rule", f"{where}.secret_env: {problem}")
 
 
 async def _row(conn: asyncpg.Connection, who: Principal, rule_id: int,
@@ -190,7 +210,7 @@ async def get_rule(rule_id: int, res: Res, who: Reader) -> RuleOut:
 async def create_rule(body: RuleBody, res: Res, who: Writer) -> RuleOut:
     """Validated first: a bad rule is refused with a message naming its field. Running
     engines evaluate it from their next reading on, without a restart."""
-    rule = _rule(body)
+    rule = _rule(body, res.settings.webhook_policy)
     async with res.pool.acquire() as conn, conn.transaction():
         try:
             row = await conn.fetchrow(
@@ -208,7 +228,7 @@ async def create_rule(body: RuleBody, res: Res, who: Writer) -> RuleOut:
 async def replace_rule(rule_id: int, body: RuleBody, res: Res, who: Writer) -> RuleOut:
     """The whole rule, validated as on create; `enabled`, if left out, stays as it was.
     Its open alerts stay open and are judged by the new definition."""
-    rule = _rule(body)
+    rule = _rule(body, res.settings.webhook_policy)
     definition = stored_form(rule)
     enabled = rule.enabled if "enabled" in body else None
     async with res.pool.acquire() as conn, conn.transaction():
@@ -286,7 +306,7 @@ async def _backtest(res: Res, who: Principal, rule: Rule, body: BacktestIn) -> B
 async def backtest_draft(body: UnsavedBacktestIn, res: Res, who: Writer) -> BacktestOut:
     """For rule editors: what a draft would have raised over stored history, before it is
     saved. Nothing is written or published."""
-    return await _backtest(res, who, _rule(body.rule, "rule."), body)
+    return await _backtest(res, who, _rule(body.rule, res.settings.webhook_policy, "rule."), body)
 
 
 @router.post("/{rule_id}/test", response_model=BacktestOut, summary="Backtest a rule",

@@ -4,7 +4,7 @@ status revokes the user's sessions."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends
@@ -16,11 +16,13 @@ from services.api.security.passwords import MIN_LENGTH, hash_password
 from services.api.security.principal import Principal
 from services.api.security.tokens import Tokens
 from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.mqtt import RESERVED_PREFIX, is_reserved_name
 
 router = APIRouter(prefix="/users", tags=["users"])
 Admin = Annotated[Principal, Depends(require("users:manage"))]
 UserRole = Literal["admin", "engineer", "operator", "viewer"]
 COLUMNS = "id, username, role, disabled, created_at, updated_at"
+CREATE_LOCK = 0x494E5341_55534552  # "INSAUSER": one user created at a time
 
 
 class UserIn(BaseModel):
@@ -53,8 +55,21 @@ async def list_users(res: Res, _: Admin) -> list[UserOut]:
 @router.post("", response_model=UserOut, status_code=201, summary="Create a user",
              responses={409: {}})
 async def create_user(body: UserIn, res: Res, who: Admin) -> UserOut:
+    if is_reserved_name(body.username):
+        raise ValidationFailed("reserved_name", f"username: names starting with "
+                               f"{RESERVED_PREFIX!r} (in any case) are the platform's own",
+                               field="username")
     password_hash = await hash_password(body.password)
     async with res.pool.acquire() as conn, conn.transaction():
+        # Names are unique ignoring case (`ADMIN` would pass for `admin` in a log or the
+        # audit trail). The table's unique index compares exactly, so the check runs
+        # under a lock: two creations cannot both pass it.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", CREATE_LOCK)
+        taken = await conn.fetchval("SELECT username FROM users "
+                                    "WHERE lower(username) = lower($1)", body.username)
+        if taken is not None:
+            raise Conflict(f"user {taken} already exists" + (
+                "" if taken == body.username else "; names differing only in case are refused"))
         try:
             row = await conn.fetchrow(
                 f"INSERT INTO users (username, password_hash, role) VALUES ($1, $2, $3) "
@@ -75,7 +90,8 @@ async def get_user(user_id: int, res: Res, _: Admin) -> UserOut:
 
 @router.patch("/{user_id}", response_model=UserOut, summary="Change a user",
               description="A new password, role or disabled flag ends the user's sessions.",
-              responses={404: {}})
+              responses={404: {}, 409: {"description": "An admin may not disable or demote "
+                                                       "themself"}})
 async def update_user(user_id: int, body: UserPatch, res: Res, who: Admin) -> UserOut:
     changes = body.model_dump(exclude_none=True)
     if not changes:
@@ -88,17 +104,29 @@ async def update_user(user_id: int, body: UserPatch, res: Res, who: Admin) -> Us
         raise Conflict("an admin may not disable or demote themself")
     sets = ", ".join(f"{name} = ${n}" for n, name in enumerate(changes, start=2))
     async with res.pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(f"UPDATE users SET {sets}, updated_at = now() WHERE id = $1 "
-                                  f"RETURNING {COLUMNS}", user_id, *changes.values())
-        if row is None:
+        old = await conn.fetchrow("SELECT role, disabled FROM users WHERE id = $1 FOR UPDATE",
+                                  user_id)
+        if old is None:
             raise NotFound(f"user {user_id} does not exist")
+        # updated_at is the account's version (security/tokens.py, `account_version`):
+        # strictly past its previous value, even within one clock tick or after the
+        # clock stepped back, so every change ends the tokens issued before it.
+        row = await conn.fetchrow(
+            f"UPDATE users SET {sets}, updated_at = greatest(now(), updated_at + "
+            f"interval '1 microsecond') WHERE id = $1 RETURNING {COLUMNS}",
+            user_id, *changes.values())
         await Tokens.revoke_user(conn, user_id)
+        given = body.model_dump(exclude_none=True)
+        # From what to what, for all but the password (only that it changed).
+        values: dict[str, Any] = {k: {"from": old[k], "to": given[k]}
+                                  for k in ("role", "disabled") if k in given}
         await audit.record(conn, who.actor, "user.update", row["username"],
-                           changed=sorted(body.model_dump(exclude_none=True)))
+                           changed=sorted(given), **values)
     return UserOut(**dict(row))
 
 
-@router.delete("/{user_id}", status_code=204, summary="Delete a user", responses={404: {}})
+@router.delete("/{user_id}", status_code=204, summary="Delete a user",
+               responses={404: {}, 409: {"description": "An admin may not delete themself"}})
 async def delete_user(user_id: int, res: Res, who: Admin) -> None:
     if who.kind == "user" and who.id == user_id:
         raise Conflict("an admin may not delete themself")

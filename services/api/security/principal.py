@@ -19,6 +19,9 @@ class Principal:
     device_id: str | None = None
     # Epoch seconds the credential lapses (an access token's exp); None: no fixed end.
     expires: float | None = None
+    # A user's account version when authenticated (services/api/security/tokens.py,
+    # `account_version`): a long connection ends when it changes.
+    version: int | None = None
 
     @property
     def actor(self) -> str:

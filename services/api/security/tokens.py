@@ -1,6 +1,9 @@
 """Access and refresh tokens: JWTs (PyJWT) signed with HS256, the algorithm pinned, so
 `alg: none`, another algorithm, a tampered or expired token or another key is refused.
 
+An access token carries its user's account version (`ver`, see `account_version`); a
+request with one whose version is no longer the account's is refused (deps.py).
+
 A refresh token is also recorded (`refresh_tokens`) by its `jti`: refreshing revokes it
 and issues its successor in the same family; presenting a revoked one again revokes the
 whole family (a replayed, stolen token), as the OAuth 2.0 security BCP advises.
@@ -11,6 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -22,6 +26,14 @@ from shared.errors import Conflict, Unauthorized
 ALGORITHM = "HS256"
 ISSUER = "insa"
 AUDIENCE = "insa-api"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def account_version(updated_at: datetime) -> int:
+    """A user's `updated_at` in whole microseconds (exact, unlike a float timestamp): every
+    change of the account sets it past its previous value (routes/users.py), so it is a
+    version that only moves forward, compared for equality only."""
+    return (updated_at - EPOCH) // timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +71,17 @@ class Tokens:
             raise Unauthorized(f"not an {kind} token")
         return claims
 
-    def access(self, user_id: int, username: str, role: str) -> str:
+    def access(self, user_id: int, username: str, role: str, version: int) -> str:
         return self._encode({"sub": str(user_id), "name": username, "role": role,
-                             "typ": "access", "jti": uuid.uuid4().hex}, self.access_seconds)
+                             "ver": version, "typ": "access", "jti": uuid.uuid4().hex},
+                            self.access_seconds)
 
     async def issue(self, conn: asyncpg.Connection, user_id: int, username: str, role: str,
-                    family: uuid.UUID | None = None) -> tuple[TokenPair, uuid.UUID]:
-        """A new pair; the refresh token is recorded (a new family at login)."""
+                    version: int, family: uuid.UUID | None = None
+                    ) -> tuple[TokenPair, uuid.UUID]:
+        """A new pair; the refresh token is recorded (a new family at login). `version`:
+        the account's, read with the credentials that were checked (a change in between
+        makes the token void at once, never valid after the change)."""
         jti = uuid.uuid4()
         family = family or jti
         await conn.execute(
@@ -74,7 +90,7 @@ class Tokens:
             jti, family, user_id, float(self.refresh_seconds))
         refresh = self._encode({"sub": str(user_id), "typ": "refresh", "jti": str(jti),
                                 "fam": str(family)}, self.refresh_seconds)
-        return TokenPair(self.access(user_id, username, role), refresh,
+        return TokenPair(self.access(user_id, username, role, version), refresh,
                          self.access_seconds), jti
 
     async def rotate(self, conn: asyncpg.Connection, refresh_token: str, client: str
@@ -88,7 +104,7 @@ class Tokens:
             row = await conn.fetchrow(
                 "SELECT r.family, r.revoked_at, r.replaced_by, r.expires_at < now() AS expired, "
                 "now() - r.revoked_at < make_interval(secs => $2) AS just_used, u.id, "
-                "u.username, u.role, u.disabled FROM refresh_tokens r JOIN users u "
+                "u.username, u.role, u.disabled, u.updated_at FROM refresh_tokens r JOIN users u "
                 "ON u.id = r.user_id WHERE r.id = $1 FOR UPDATE OF r", jti,
                 self.reuse_grace_seconds)
             if row is None or row["expired"]:
@@ -103,7 +119,9 @@ class Tokens:
                                user_id=row["id"])
             if row["revoked_at"] is None:
                 pair, successor = await self.issue(conn, row["id"], row["username"],
-                                                   row["role"], row["family"])
+                                                   row["role"],
+                                                   account_version(row["updated_at"]),
+                                                   row["family"])
                 await conn.execute("UPDATE refresh_tokens SET revoked_at = now(), "
                                    "replaced_by = $2 WHERE id = $1", jti, successor)
                 await audit.record(conn, f"user:{row['username']}", "auth.refresh",

@@ -1,6 +1,8 @@
 """Rules' webhook and e-mail actions delivered by the worker against real receivers: an
-HTTP server in this event loop that fails or hangs on purpose, an aiosmtpd SMTP server,
-and this test's database."""
+HTTP server in this event loop that fails, hangs or redirects on purpose, an aiosmtpd SMTP
+server, and this test's database. Webhook targets and keys are guarded
+(services/alerts/webhooks.py): the receivers listen on 127.0.0.1, an internal address,
+so these tests allow it explicitly, as an operator would."""
 
 from __future__ import annotations
 
@@ -9,12 +11,14 @@ import contextlib
 import hashlib
 import hmac
 import itertools
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from email import message_from_bytes, policy
 from typing import Any
 
+import anyio
 import asyncpg
 import orjson
 import pytest
@@ -23,6 +27,7 @@ from aiosmtpd.controller import Controller
 from prometheus_client import CollectorRegistry
 
 from devtools.stack.processes import free_port
+from services.alerts import webhooks
 from services.alerts.actions import DELIVERABLE, DeliveryWorker, enqueue
 from services.alerts.metrics import AlertsMetrics
 from services.alerts.settings import AlertsSettings
@@ -31,13 +36,14 @@ from tests.utils.receivers import Inbox, Receiver
 from tests.utils.waiting import wait_until
 
 # INSA_*: tests/conftest.py clears these, so it is unset unless a test sets it.
-SECRET_ENV = "INSA_TEST_HOOK_SECRET"
+SECRET_ENV = "INSA_WEBHOOK_SECRET_SCADA"  # the rule names it `secret: scada`
 
 
 def settings(**overrides: Any) -> AlertsSettings:
-    """Small backoff so retries happen within a test."""
+    """Small backoff so retries happen within a test; the receivers' address allowed."""
     fast: dict[str, Any] = {"mqtt_password": "not-a-placeholder", "delivery_backoff_seconds": 0.1,
-                            "delivery_backoff_max_seconds": 1.0, "retry_max_delay_seconds": 0.2}
+                            "delivery_backoff_max_seconds": 1.0, "retry_max_delay_seconds": 0.2,
+                            "webhook_allow": "127.0.0.1"}
     return AlertsSettings(**(fast | overrides))
 
 
@@ -148,7 +154,7 @@ async def test_enqueue_writes_one_pending_delivery_per_action(pool: asyncpg.Pool
     assert [(r["event_id"], r["kind"], r["status"], r["attempts"]) for r in rows] == \
         [(event_id, a["kind"], "pending", 0) for a in actions]
     assert rows[0]["target"] == {"kind": "webhook", "url": "http://example.test/hook",
-                                 "secret_env": None, "timeout_seconds": 5.0}
+                                 "secret": None, "secret_env": None, "timeout_seconds": 5.0}
     assert rows[1]["payload"] == alert_event(event_id)
 
 
@@ -156,7 +162,7 @@ async def test_a_signed_webhook_verifies_with_the_secret_and_its_timestamp(
         pool: asyncpg.Pool, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SECRET_ENV, "a-long-shared-webhook-secret")
     event_id = await queue(pool, {"kind": "webhook", "url": f"{receiver.url}/ok",
-                                  "secret_env": SECRET_ENV})
+                                  "secret": "scada"})
     async with running(pool, settings()):
         (row,) = await settled(pool)
     assert row["status"] == "delivered" and row["attempts"] == 1
@@ -179,12 +185,107 @@ async def test_a_signed_webhook_verifies_with_the_secret_and_its_timestamp(
 
 async def test_a_webhook_whose_secret_is_missing_is_never_sent_unsigned(
         pool: asyncpg.Pool, receiver: Receiver) -> None:
-    await queue(pool, {"kind": "webhook", "url": f"{receiver.url}/ok", "secret_env": SECRET_ENV})
+    await queue(pool, {"kind": "webhook", "url": f"{receiver.url}/ok", "secret": "scada"})
     async with running(pool, settings(delivery_attempts=1)):
         (row,) = await settled(pool)
     assert row["status"] == "dead"
     assert SECRET_ENV in row["last_error"] and "not sent unsigned" in row["last_error"]
     assert receiver.requests == []
+
+
+async def test_no_variable_outside_the_webhook_secrets_signs_anything(
+        pool: asyncpg.Pool, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a rule once used as an oracle: the engine's own database URL and broker password.
+    monkeypatch.setenv("INSA_DATABASE_URL", "postgresql://insa:real-db-password@db/insa")
+    monkeypatch.setenv("INSA_ALERTS_MQTT_PASSWORD", "the-real-broker-password")
+    monkeypatch.setenv(SECRET_ENV, "a-long-shared-webhook-secret")
+    for variable in ("INSA_DATABASE_URL", "INSA_ALERTS_MQTT_PASSWORD", "INSA_DOES_NOT_EXIST"):
+        await queue(pool, {"kind": "webhook", "url": f"{receiver.url}/ok",
+                           "secret_env": variable})
+    await queue(pool, {"kind": "webhook", "url": f"{receiver.url}/ok", "secret_env": SECRET_ENV})
+    async with running(pool, settings()) as worker:  # 6 attempts, yet each dead at once
+        *legacy, namespaced = await settled(pool, 4)
+    assert [(r["status"], r["attempts"]) for r in legacy] == [("dead", 1)] * 3
+    # One reason whether the variable exists or not: nothing tells them apart.
+    assert [r["last_error"] for r in legacy] == [
+        f"refused: secret_env {variable} is outside the webhook secrets "
+        "(INSA_WEBHOOK_SECRET_<NAME>); not sent: provision INSA_WEBHOOK_SECRET_<NAME> and "
+        "name it in the rule as `secret: <name>`"
+        for variable in ("INSA_DATABASE_URL", "INSA_ALERTS_MQTT_PASSWORD", "INSA_DOES_NOT_EXIST")]
+    assert counted(worker.metrics, "dead") == 3
+    # A legacy secret_env inside the namespace still signs.
+    assert namespaced["status"] == "delivered"
+    (request,) = receiver.requests
+    assert request.headers["x-insa-signature"].startswith("sha256=")
+
+
+async def test_an_internal_target_is_refused_unless_the_operator_allows_it(
+        pool: asyncpg.Pool, receiver: Receiver) -> None:
+    port = receiver.url.rsplit(":", 1)[1]
+    urls = [f"{receiver.url}/ok", f"http://localhost:{port}/ok"]  # the name: its addresses
+    for url in urls:
+        await queue(pool, {"kind": "webhook", "url": url})
+    with structlog.testing.capture_logs() as logs:
+        async with running(pool, settings(webhook_allow="")) as worker:  # the default
+            refused = await settled(pool, 2)
+    assert [(r["status"], r["attempts"]) for r in refused] == [("dead", 1)] * 2  # no retries
+    assert refused[0]["last_error"] == \
+        "refused: 127.0.0.1 is a loopback address, not in INSA_ALERTS_WEBHOOK_ALLOW"
+    assert refused[1]["last_error"].startswith("refused: localhost resolves to ")
+    assert refused[1]["last_error"].endswith(", a loopback address, not in "
+                                             "INSA_ALERTS_WEBHOOK_ALLOW")
+    assert receiver.requests == []
+    assert counted(worker.metrics, "dead") == 2
+    assert sorted(e["error"] for e in logs if e["log_level"] == "error") == \
+        sorted(r["last_error"] for r in refused)
+
+    # Allowed by address, and by name (then every address of the name is).
+    for url in urls:
+        await queue(pool, {"kind": "webhook", "url": url})
+    async with running(pool, settings(webhook_allow="127.0.0.1, localhost")):
+        rows = await settled(pool, 4)
+    assert [r["status"] for r in rows[2:]] == ["delivered", "delivered"], rows
+    assert sorted(r.headers["host"] for r in receiver.to("/ok")) == \
+        [f"127.0.0.1:{port}", f"localhost:{port}"]
+
+
+async def test_a_name_is_resolved_once_and_the_checked_address_is_the_one_connected(
+        pool: asyncpg.Pool, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: were the name resolved again to connect, the system's resolver would
+    be asked (and know nothing of it); it is delivered to the address checked, Host kept."""
+    resolved, system = [], anyio.getaddrinfo
+
+    async def resolver(host: str, port: int, **kwargs: Any) -> Any:
+        if host != "hooks.example.test":
+            return await system(host, port, **kwargs)
+        resolved.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(webhooks.anyio, "getaddrinfo", resolver)
+    port = receiver.url.rsplit(":", 1)[1]
+    action = {"kind": "webhook", "url": f"http://hooks.example.test:{port}/ok"}
+    await queue(pool, action)
+    async with running(pool, settings(webhook_allow="")):
+        (refused,) = await settled(pool)  # a public-looking name, an internal address
+    assert refused["last_error"] == "refused: hooks.example.test resolves to 127.0.0.1, " \
+                                    "a loopback address, not in INSA_ALERTS_WEBHOOK_ALLOW"
+    await queue(pool, action)
+    async with running(pool, settings(webhook_allow="127.0.0.0/8")):
+        (_, delivered) = await settled(pool, 2)
+    assert delivered["status"] == "delivered", delivered["last_error"]
+    (request,) = receiver.requests
+    assert request.headers["host"] == f"hooks.example.test:{port}"
+    assert resolved == ["hooks.example.test"] * 2  # once per connection, by the guard
+
+
+async def test_a_redirect_is_not_followed(pool: asyncpg.Pool, receiver: Receiver) -> None:
+    receiver.redirect_to = f"{receiver.url}/ok"  # internal, and even allowed
+    await queue(pool, {"kind": "webhook", "url": f"{receiver.url}/redirect"})
+    async with running(pool, settings(delivery_attempts=1)):
+        (row,) = await settled(pool)
+    assert (row["status"], row["last_error"]) == \
+        ("dead", "HTTP 302: redirect not followed (webhooks go only to the rule's URL)")
+    assert [r.path for r in receiver.requests] == ["/redirect"]
 
 
 async def test_a_failing_webhook_is_retried_with_growing_backoff_then_delivered(

@@ -53,7 +53,7 @@ ESP_RULES: list[tuple[dict[str, Any], type]] = [
     ({"type": "threshold", "name": "VSD over speed", "metric": "vsd_frequency", "op": ">=",
       "value": 65.0, "escalation": {"after_seconds": 1800, "severity": "critical"},
       "actions": [{"kind": "webhook", "url": "https://scada.example.com/hooks/alerts",
-                   "secret_env": "INSA_SCADA_HOOK_SECRET"}]}, ThresholdRule),
+                   "secret": "scada"}]}, ThresholdRule),
     ({"type": "no_data", "name": "well silent", "after_seconds": 900}, NoDataRule),
     ({"type": "no_data", "name": "no flow meter", "metric": "flow_rate",
       "after_seconds": 600}, NoDataRule),
@@ -99,6 +99,16 @@ def test_defaults_of_a_minimal_threshold_rule() -> None:
     assert (rule.enabled, rule.severity, rule.for_seconds, rule.renotify_seconds,
             rule.escalation, rule.actions) == (True, "warning", 0.0, None, None, [])
     assert rule.scope.matches("any-well", None, frozenset())
+
+
+def test_a_stored_rule_with_a_legacy_secret_env_still_loads() -> None:
+    """Any variable name, as before: the engine keeps evaluating the rule, and refuses to
+    sign with a variable outside INSA_WEBHOOK_SECRET_ when it sends (test_actions.py)."""
+    rule = parse_rule(threshold(actions=[{"kind": "webhook", "url": "https://x.example/h",
+                                          "secret_env": "INSA_SCADA_HOOK_SECRET"}]))
+    assert isinstance(rule.actions[0], WebhookAction)
+    assert (rule.actions[0].secret, rule.actions[0].secret_env) == \
+        (None, "INSA_SCADA_HOOK_SECRET")
 
 
 def test_actions_are_told_apart_by_kind() -> None:
@@ -192,6 +202,14 @@ REFUSED: dict[str, tuple[dict[str, Any], str, tuple[str, ...]]] = {
         threshold(actions=[{"kind": "webhook", "url": "https://ops.example.com/hook",
                             "secret_env": "s3cr3t value"}]),
         "actions.0.webhook.secret_env:", ()),
+    "webhook secret not a name": (
+        threshold(actions=[{"kind": "webhook", "url": "https://ops.example.com/hook",
+                            "secret": "../scada hook"}]),
+        "actions.0.webhook.secret:", ("pattern",)),
+    "webhook secret and the legacy secret_env": (
+        threshold(actions=[{"kind": "webhook", "url": "https://ops.example.com/hook",
+                            "secret": "scada", "secret_env": "INSA_WEBHOOK_SECRET_SCADA"}]),
+        "actions.0.webhook:", ("not both",)),
     "webhook not http": (
         threshold(actions=[{"kind": "webhook", "url": "ftp://ops.example.com/hook"}]),
         "actions.0.webhook.url:", ()),

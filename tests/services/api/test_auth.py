@@ -11,6 +11,8 @@ import jwt
 import orjson
 import pytest
 
+from services.api import audit
+from services.api.deps import authenticate, still_valid
 from services.api.security.tokens import AUDIENCE, ISSUER
 from tests.fixtures.api import ADMIN_PASSWORD, PASSWORD, REUSE_GRACE, Api
 from tests.utils.db import fetch
@@ -91,9 +93,12 @@ async def test_logout_revokes_the_refresh_token(api: Api, db_url: str) -> None:
 def forged(api: Api, key: str | None = None, algorithm: str = "HS256",
            **claims: Any) -> str:
     now = int(time.time())
+    # The admin's account version, from its own token: without it no token is good.
+    admin = api.admin.headers["Authorization"].removeprefix("Bearer ")
+    version = jwt.decode(admin, options={"verify_signature": False})["ver"]
     return jwt.encode({"sub": "1", "name": "admin", "role": "admin", "typ": "access",
                        "jti": "x", "iss": ISSUER, "aud": AUDIENCE, "iat": now,
-                       "exp": now + 600, **claims},
+                       "exp": now + 600, "ver": version, **claims},
                       key if key is not None else
                       api.settings.jwt_secret.get_secret_value(),  # type: ignore[union-attr]
                       algorithm=algorithm)
@@ -186,3 +191,111 @@ async def test_parallel_guesses_cannot_outrun_the_login_limit(api: Api) -> None:
     codes = sorted(a.status_code for a in answers)
     assert codes.count(401) == api.settings.login_attempts_per_minute
     assert codes.count(429) == 20 - api.settings.login_attempts_per_minute
+
+
+async def report_refusals(api: Api) -> None:
+    """What the API's upkeep job does each minute: the refusals counted in Redis become
+    audit rows (run here at once rather than waited for)."""
+    res = api.app.state.resources
+    await audit.report_refusals(res.pool, res.limiter)
+
+
+def details(rows: list[Any]) -> list[dict[str, Any]]:
+    return [orjson.loads(r["detail"]) for r in rows]
+
+
+def refusals(rows: list[Any]) -> tuple[int, list[dict[str, Any]]]:
+    """The rows' refusals summed up (one row a minute: the job may also have reported
+    some), and what the reports said besides the count, each once."""
+    reports = [d for d in details(rows) if d["reason"] == "rate_limited"]
+    total = sum(d.pop("refused") for d in reports)
+    return total, [d for n, d in enumerate(reports) if d not in reports[:n]]
+
+
+@pytest.mark.parametrize("api_overrides", [{"account_login_failures": 3}], ids=["3/account"])
+async def test_an_account_is_limited_whichever_address_guesses(api: Api, db_url: str) -> None:
+    """Guesses spread over addresses (every one of 127/8 is this host's) stay under each
+    address's limits but not under the account's; the right password is then refused
+    too, so a guess can never be confirmed while the account is limited."""
+    await api.user("viewer", "acct")
+    limit = api.settings.account_login_failures
+    for n in range(limit):
+        guess = await api.client(address=f"127.0.0.{n + 2}").post(
+            "/auth/login", json={"username": "acct", "password": f"guess-{n}"})
+        assert guess.status_code == 401
+    elsewhere = api.client(address="127.0.0.99")
+    for password in (PASSWORD, "guess-again"):
+        refused = await elsewhere.post("/auth/login", json={"username": "acct",
+                                                             "password": password})
+        assert refused.status_code == 429, password
+        assert 1 <= int(refused.headers["Retry-After"]) <= api.settings.account_login_window_seconds
+    # Another account from the same addresses is not limited by this one's failures.
+    assert (await elsewhere.post("/auth/login", json={"username": "admin",
+                                                      "password": ADMIN_PASSWORD})
+            ).status_code == 200
+    await report_refusals(api)
+    rows = [r for r in await audit_rows(db_url, "auth.login")
+            if r["subject"] == "acct" and r["outcome"] == "failure"]
+    assert [d["reason"] for d in details(rows)][:limit + 1] == \
+        ["bad credentials"] * limit + ["rate_limited"]
+    assert refusals(rows) == (2, [{"reason": "rate_limited", "limit": "account"}])
+
+
+async def test_parallel_bad_keys_and_refresh_tokens_are_limited_and_counted(
+        api: Api, db_url: str) -> None:
+    """Each try is counted before it is judged, so a burst cannot outrun the limit; the
+    refusals over it are reported as a count (a row a minute), not written one by one."""
+    keys = await asyncio.gather(*(api.client(key=f"insa_{n:016d}_guess").get("/auth/me")
+                                  for n in range(60)))
+    limit = api.settings.key_failures_per_minute
+    assert sorted(r.status_code for r in keys) == [401] * limit + [429] * (60 - limit)
+    anon = api.client()
+    refreshes = await asyncio.gather(*(anon.post("/auth/refresh", json={
+        "refresh_token": f"not.a.token{n}"}) for n in range(20)))
+    refresh_limit = api.settings.refresh_failures_per_minute
+    assert sorted(r.status_code for r in refreshes) == \
+        [401] * refresh_limit + [429] * (20 - refresh_limit)
+    await report_refusals(api)
+    for action, failed, refused in (("auth.api_key", limit, 60 - limit),
+                                    ("auth.refresh", refresh_limit, 20 - refresh_limit)):
+        rows = await audit_rows(db_url, action)
+        assert len([d for d in details(rows) if d["reason"] != "rate_limited"]) == failed
+        limit_name = action.removeprefix("auth.")
+        assert refusals(rows) == (refused, [{"reason": "rate_limited", "limit": limit_name,
+                                             "client": "127.0.0.1"}])
+
+
+async def test_a_change_ends_tokens_issued_before_it_within_the_same_second(
+        api: Api, db_url: str) -> None:
+    """Revocation compares the account's version, not issue times in whole seconds: a
+    token from just before a change is refused, one from just after is good, and a live
+    feed opened before it ends. The change is audited from and to."""
+    res = api.app.state.resources
+    await api.user("viewer", "sam")
+    users = {u["username"]: u["id"] for u in (await api.admin.get("/users")).json()}
+    await asyncio.sleep(1.02 - time.time() % 1)  # at a second's start: what follows shares it
+    before = await api.login("sam")
+    following = await authenticate(res, "127.0.0.1", before["access_token"], None)
+    assert (await api.admin.patch(f"/users/{users['sam']}", json={"role": "operator"})
+            ).status_code == 200
+    after = await api.login("sam")
+    assert (await api.client(before["access_token"]).get("/auth/me")).status_code == 401
+    assert (await api.client(after["access_token"]).get("/auth/me")).json()["role"] == "operator"
+    assert not await still_valid(res, following)
+    assert await still_valid(res, await authenticate(res, "127.0.0.1", after["access_token"],
+                                                     None))
+    [update] = await audit_rows(db_url, "user.update")
+    assert orjson.loads(update["detail"]) == {"changed": ["role"],
+                                              "role": {"from": "viewer", "to": "operator"}}
+
+
+async def test_user_names_that_differ_only_in_case_or_take_the_platform_prefix_are_refused(
+        api: Api) -> None:
+    for username, status in (("ADMIN", 409), ("Admin", 409), ("insa-api", 422),
+                             ("INSA-api", 422), ("Insa-Ingestor", 422)):
+        refused = await api.admin.post("/users", json={"username": username,
+                                                       "password": PASSWORD,
+                                                       "role": "admin"})
+        assert refused.status_code == status, username
+    assert (await api.admin.post("/users", json={"username": "insa.ops", "password": PASSWORD,
+                                                 "role": "viewer"})).status_code == 201

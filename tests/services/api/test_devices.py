@@ -55,7 +55,7 @@ async def test_crud_filters_and_pagination(api: Api, db_url: str) -> None:
     await execute(db_url, "UPDATE devices SET status = 'online', last_seen = now() "
                           "WHERE device_id = 'W-102'")
     assert (await engineer.post("/devices", json={"device_id": "W-101"})).status_code == 409
-    for bad in ("insa-api", "a/b", "+", ""):
+    for bad in ("insa-api", "INSA-api", "Insa-Admin", "a/b", "+", ""):
         refused = await engineer.post("/devices", json={"device_id": bad})
         assert refused.status_code == 422, bad
     reserved = await engineer.post("/devices", json={"device_id": "W-9",

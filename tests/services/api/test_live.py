@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ import httpx
 import orjson
 import pytest
 import redis.asyncio as redis
+import structlog
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -42,6 +44,7 @@ from tests.utils.live import (
     sse,
     xadd,
 )
+from tests.utils.raw_http import Peer, request
 from tests.utils.waiting import wait_until
 
 
@@ -296,7 +299,77 @@ async def test_resumes_during_writes_have_no_gap_and_no_duplicate(
         assert seen == await writer
 
 
+# --- what one client may hold -------------------------------------------------------------
+@pytest.mark.parametrize("api_overrides", [{
+    "live_max_clients": 3, "live_max_per_principal": 2, "live_send_timeout_seconds": 1.0}])
+async def test_one_caller_or_a_stalled_client_cannot_hold_the_feed(
+        api: Api, streams: redis.Redis) -> None:
+    await api.user("viewer", "greedy")
+    token = (await api.login("greedy"))["access_token"]
+    viewer = api.client(token)
+    socket_url = api.url.replace("http://", "ws://") + \
+        f"/api/v1/live/ws?streams=alerts&access_token={token}"
+    async with sse(viewer, streams="alerts"), sse(viewer, streams="alerts"):
+        async with viewer.stream("GET", "/live/events", params={"streams": "alerts"},
+                                 headers=ACCEPT) as third:
+            assert third.status_code == 429 and third.headers["Retry-After"] == "5"
+            assert orjson.loads(await third.aread())["error"]["code"] == "too_many_live_feeds"
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(socket_url):
+                pass
+        assert refused.value.response.status_code == 429
+        async with sse(api.admin, streams="alerts"):  # the process's last slot is the admin's
+            assert hub_of(api).clients == 3
+    await wait_until(lambda: asyncio.sleep(0, hub_of(api).clients), lambda n: n == 0,
+                     what="the feeds to be released")
+
+    # Two clients that stop reading (their receive buffers tiny), over SSE and WebSocket:
+    # each is cut off once a send waits a second, with one line and no traceback.
+    auth = {"Authorization": f"Bearer {token}"}
+    stalled = [await Peer.open(api.url, receive_buffer=4096) for _ in range(2)]
+    await stalled[0].send(request("GET", "/api/v1/live/events?streams=alerts",
+                                  {**auth, **ACCEPT}))
+    await stalled[1].send(request("GET", "/api/v1/live/ws?streams=alerts", {
+        **auth, "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}))
+    assert [(await peer.head())[0] for peer in stalled] == [200, 101]
+    for peer in stalled:
+        peer.stop_reading()
+    errors = Records()
+    logging.getLogger("uvicorn.error").addHandler(errors)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            big = orjson.dumps({"device_id": "W-1", "event": "firing", "note": "x" * 65536})
+            for _ in range(64):  # until both are cut off: kernel buffers take a few MB
+                for _ in range(16):
+                    await xadd(streams, ALERTS, {"alert": big})
+                await asyncio.sleep(0.2)
+                if hub_of(api).clients == 0:
+                    break
+            assert hub_of(api).clients == 0, "a client that stopped reading was not dropped"
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(errors)
+    dropped = [e for e in logs if e["event"] == "live client dropped: it took no bytes"]
+    assert sorted(e["transport"] for e in dropped) == ["sse", "websocket"]
+    assert [e for e in logs if e["log_level"] in ("error", "critical")] == []
+    assert errors.records == []
+    for peer in stalled:  # reset by the server
+        assert peer.transport is not None
+        peer.transport.resume_reading()
+        await asyncio.wait_for(peer.closed.wait(), 10)
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record.getMessage())
+
+
 # --- scale ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("api_overrides", [{"live_max_per_principal": 200}])
 async def test_two_hundred_sse_clients_on_one_hub(api: Api, streams: redis.Redis) -> None:
     await api.user("viewer", "many")
     token = (await api.login("many"))["access_token"]

@@ -113,6 +113,56 @@ async def test_a_bad_rule_is_refused_naming_its_field(api: Api, db_url: str,
     assert await audit_rows(db_url, "rule.") == []
 
 
+async def test_a_webhook_the_engine_would_refuse_is_refused_when_written(
+        api: Api, db_url: str) -> None:
+    """Literal internal addresses, internal names and keys outside the webhook secrets:
+    422 naming the field, unless the operator allowed the target (INSA_ALERTS_WEBHOOK_ALLOW).
+    Names are resolved, and each address checked, by the engine when it sends."""
+    def with_webhook(name: str = "hooked", **webhook: Any) -> dict[str, Any]:
+        return {**HOT, "name": name, "actions": [{"kind": "mqtt", "topic": "insa/notify/ops"},
+                                                 {"kind": "webhook", **webhook}]}
+
+    async def refused(response: Any, field: str, message: str) -> None:
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert (error["code"], error["details"]["field"], error["message"]) == \
+            ("invalid_rule", field, f"{field}: {message}")
+
+    internal = {
+        "http://127.0.0.1:8080/hook": "127.0.0.1 is a loopback address",
+        "http://169.254.169.254/latest/meta-data/": "169.254.169.254 is a link-local address",
+        "http://10.20.0.7/hook": "10.20.0.7 is a private address",
+        "https://[fd00::5]/hook": "fd00::5 is a private address",
+        "http://0.0.0.0:8004/": "0.0.0.0 is an unspecified address",
+        "http://localhost:9000/": "localhost is an internal host name",
+        "http://timescaledb:5432/": "timescaledb is an internal host name",
+    }
+    for url, problem in internal.items():
+        await refused(await api.admin.post("/rules", json=with_webhook(url=url)),
+                      "actions.1.webhook.url", f"{problem}, not in INSA_ALERTS_WEBHOOK_ALLOW")
+    public = "https://hooks.example.com/insa"
+    for variable in ("INSA_DATABASE_URL", "INSA_ALERTS_MQTT_PASSWORD", "PATH"):
+        await refused(await api.admin.post("/rules", json=with_webhook(
+            url=public, secret_env=variable)), "actions.1.webhook.secret_env",
+            "must name a webhook secret (INSA_WEBHOOK_SECRET_<NAME>), not another variable "
+            "of the alerts service; use `secret: <name>` instead")
+    created = await api.admin.post("/rules", json=with_webhook(url=public, secret="scada"))
+    assert created.status_code == 201, created.text
+    rule_id = created.json()["id"]
+    await refused(await api.admin.put(f"/rules/{rule_id}", json=with_webhook(
+        url="http://127.0.0.1/")), "actions.1.webhook.url",
+        "127.0.0.1 is a loopback address, not in INSA_ALERTS_WEBHOOK_ALLOW")
+    assert await fetchval(db_url, "SELECT count(*) FROM rules") == 1
+
+    # What the operator allows, as the alerts service would send it.
+    api.settings.webhook_allow = "10.20.0.0/16, timescaledb"  # the app's own settings object
+    for n, webhook in enumerate([{"url": "http://10.20.0.7/hook"},
+                                 {"url": "http://timescaledb:5432/"},
+                                 {"url": public, "secret_env": "INSA_WEBHOOK_SECRET_SCADA"}]):
+        response = await api.admin.post("/rules", json=with_webhook(f"allowed {n}", **webhook))
+        assert response.status_code == 201, response.text
+
+
 async def test_list_filters_pages_and_device_scoping(api: Api, db_url: str) -> None:
     conn = await db.connect(db_url)
     try:

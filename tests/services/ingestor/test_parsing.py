@@ -45,6 +45,7 @@ def test_an_unexpected_parser_error_becomes_an_internal_error_reject(
     ("insa/devices/esp-1/telemetry/a/b", "unknown_topic"),
     ("insa/devices/bad id/telemetry", "bad_device_name"),
     ("insa/devices/insa-api/telemetry", "bad_device_name"),
+    ("insa/devices/INSA-Api/telemetry", "bad_device_name"),
 ])
 def test_topics_outside_the_contract_are_rejected(parser: MessageParser, topic: str,
                                                   reason: str) -> None:
