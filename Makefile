@@ -27,7 +27,7 @@ status: $(STAMP)
 
 ## test: install what is needed and run the whole suite against real servers
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile --durations=20
 
 lint: $(STAMP)
 	$(BIN)/ruff check shared services devtools tests
