@@ -18,6 +18,7 @@ import orjson
 from fastapi import Response
 
 from services.api.pagination import encode_cursor
+from services.api.telemetry_queries import OWN_UNIT
 
 
 def response(content: Any) -> Response:
@@ -50,7 +51,8 @@ _NUMBER = ("CASE WHEN l.value = trunc(l.value) AND abs(l.value) < 1e15 "
 # [A-Za-z0-9_.:-], so need no escaping). Metrics are aggregated in name order, as the
 # model's dict was filled.
 # $1 device_type, $2 tag, $3 a single device (a device's key), $4 after this device_id,
-# $5 page size + 1, $6 metric ids (NULL: all).
+# $5 page size + 1, $6 metric ids (NULL: all), $7 the known metrics' names (units: as
+# q.OWN_UNIT, each device's own).
 LATEST_FLEET = """
     WITH d AS (
         SELECT id, device_id, device_type, status, last_seen FROM devices
@@ -59,9 +61,7 @@ LATEST_FLEET = """
            AND ($3::text IS NULL OR device_id = $3)
            AND ($4::text IS NULL OR device_id > $4)
          ORDER BY device_id LIMIT $5),
-    m AS (SELECT id, name, '"' || name || '":{"value":' AS head,
-                 ',"unit":' || coalesce(to_json(unit)::text, 'null') || ',"quality":' AS tail
-            FROM metrics)
+    m AS (SELECT id, name, unit, '"' || name || '":{"value":' AS head FROM metrics)
     SELECT d.device_id,
            '{"device_id":"' || d.device_id || '","device_type":'
            || coalesce(to_json(d.device_type)::text, 'null')
@@ -70,11 +70,13 @@ LATEST_FLEET = """
            || ',"metrics":{' || coalesce(string_agg(
                   m.head || coalesce(""" + _NUMBER + """, to_json(l.value_text)::text, 'null')
                   || ',"time":' || """ + _TIME.format(t="l.time") + """
-                  || m.tail || coalesce(l.quality::text, 'null') || '}',
+                  || ',"unit":' || coalesce(to_json(""" + OWN_UNIT.replace("$KNOWN", "$7") + """
+                  )::text, 'null') || ',"quality":' || coalesce(l.quality::text, 'null') || '}',
                   ',' ORDER BY m.name), '') || '}}' AS item
       FROM d LEFT JOIN telemetry_latest l
              ON l.device = d.id AND ($6::smallint[] IS NULL OR l.metric = ANY($6))
              LEFT JOIN m ON m.id = l.metric
+             LEFT JOIN device_units du ON du.device = d.id AND du.metric = l.metric
      GROUP BY d.id, d.device_id, d.device_type, d.status, d.last_seen
      ORDER BY d.device_id"""
 

@@ -175,18 +175,25 @@ async def metrics(conn: asyncpg.Pool | asyncpg.Connection, dev: Device | None,
     return [Metric(r["id"], r["name"], r["unit"]) for r in rows]
 
 
+# The unit of a device's stored values of a metric: the catalog's for a known metric
+# (stored canonical), else the device's own. Needs `m` (metrics), `du` (the device's
+# device_units row) and the known metrics' names as $KNOWN.
+OWN_UNIT = "CASE WHEN m.name = ANY($KNOWN::text[]) THEN m.unit ELSE du.unit END"
+KNOWN_METRICS = sorted(CANONICAL)
+
+
 async def device_units(conn: asyncpg.Pool | asyncpg.Connection, dev: Device,
                        found: list[Metric]) -> dict[int, str | None]:
-    """Metric id → the unit of `dev`'s stored values of it. A known metric is stored in
-    its canonical unit, the catalog's (its `device_units` row is the unit the device
-    sends, converted from at ingest). Any other metric is stored as sent, so its unit is
-    the one this device last gave (`device_units`), or none: never the catalog's, which
-    is whatever the first device to send the metric said."""
-    other = [m.id for m in found if m.name not in CANONICAL]
-    own = dict(await conn.fetch("SELECT metric, unit FROM device_units "
-                                "WHERE device = $1 AND metric = ANY($2::smallint[])",
-                                dev.id, other)) if other else {}
-    return {m.id: m.unit if m.name in CANONICAL else own.get(m.id) for m in found}
+    """Metric id → the unit of `dev`'s stored values of it (OWN_UNIT). A known metric is
+    stored in its canonical unit, the catalog's (its `device_units` row is the unit the
+    device sends, converted from at ingest). Any other metric is stored as sent, so its
+    unit is the one this device last gave, or none: never the catalog's, which is
+    whatever the first device to send the metric said."""
+    rows = await conn.fetch(
+        "SELECT m.id, " + OWN_UNIT.replace("$KNOWN", "$3") + " AS unit FROM metrics m "
+        "LEFT JOIN device_units du ON du.device = $1 AND du.metric = m.id "
+        "WHERE m.id = ANY($2::smallint[])", dev.id, [m.id for m in found], KNOWN_METRICS)
+    return {r["id"]: r["unit"] for r in rows}
 
 
 # --- raw range -----------------------------------------------------------------------------
@@ -248,9 +255,12 @@ async def raw_page(pool: asyncpg.Pool, dev: Device, found: list[Metric], start: 
 
 # --- latest --------------------------------------------------------------------------------
 
+# $1 device, $2 metric ids (NULL: all), $3 the known metrics' names (KNOWN_METRICS).
 LATEST_DEVICE = """
-    SELECT m.name, m.unit, l.time, l.value, l.value_text, l.quality
+    SELECT m.name, """ + OWN_UNIT.replace("$KNOWN", "$3") + """ AS unit, l.time, l.value,
+           l.value_text, l.quality
       FROM telemetry_latest l JOIN metrics m ON m.id = l.metric
+           LEFT JOIN device_units du ON du.device = l.device AND du.metric = l.metric
      WHERE l.device = $1 AND ($2::smallint[] IS NULL OR l.metric = ANY($2))
      ORDER BY m.name"""
 

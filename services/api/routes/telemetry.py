@@ -108,7 +108,7 @@ async def latest(device_id: str, res: Res, who: Reader, metrics: Metrics = None
     """From telemetry_latest (newest by event time: a late reading never replaces it)."""
     dev = await q.device(res.pool, who, device_id)
     ids = await _ids(res, metrics)
-    rows = await res.pool.fetch(q.LATEST_DEVICE, dev.id, ids)
+    rows = await res.pool.fetch(q.LATEST_DEVICE, dev.id, ids, q.KNOWN_METRICS)
     return DeviceLatest(device_id=dev.device_id, device_type=dev.device_type,
                         status=dev.status, last_seen=dev.last_seen,
                         metrics={r["name"]: LatestValue(**q.latest_value(r)) for r in rows})
@@ -131,7 +131,7 @@ async def fleet_latest(res: Res, who: Reader, metrics: Metrics = None,
                                field="cursor")
     ids = await _ids(res, metrics)
     rows = await res.pool.fetch(j.LATEST_FLEET, device_type, tag, who.device_id,
-                                key[0] if key else None, size + 1, ids)
+                                key[0] if key else None, size + 1, ids, q.KNOWN_METRICS)
     return j.fleet_page(rows, size)
 
 

@@ -287,6 +287,13 @@ async def test_csv_export_is_inert_in_a_spreadsheet_with_each_devices_own_units(
     other = await export(viewer, "W-B")
     assert [r[1:4] for r in csv.reader(io.StringIO(other.decode(), newline=""))][1:] == [
         ["torque", "2.0", "N*m"]]
+    # The latest values name each device's own unit too (a known metric: its canonical).
+    latest = (await viewer.get("/devices/W-B/telemetry/latest")).json()["metrics"]
+    assert latest["torque"]["unit"] == "N*m"
+    fleet = {d["device_id"]: d["metrics"] for d in
+             (await viewer.get("/telemetry/latest")).json()["items"]}
+    assert fleet["W-B"]["torque"]["unit"] == "N*m"
+    assert fleet["W-A"]["torque"]["unit"] == HOSTILE_UNIT and fleet["W-A"]["pip"]["unit"] == "psi"
 
 
 async def test_exports_beyond_the_limit_wait_their_turn_as_503(api: Api, db_url: str) -> None:
