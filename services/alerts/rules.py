@@ -208,6 +208,12 @@ class RangeRule(RuleBase):
 
     @model_validator(mode="after")
     def _bands(self) -> RangeRule:
+        if any(isinstance(x, Attribute) and x.otherwise is not None
+               for x in (self.low, self.high, self.clear_low, self.clear_high)):
+            # A band has no "relative to its normal" form: a device without the attribute
+            # would be skipped, the fallback silently ignored.
+            raise ValueError("`otherwise` is for threshold rules: a range rule skips a "
+                             "device without the attribute (use a threshold rule per side)")
         if attributes_needed(self):
             return self
         if bands_problem(self.resolve({})):  # constants: checked now

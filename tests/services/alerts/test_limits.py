@@ -87,6 +87,13 @@ def test_without_a_nameplate_the_limit_is_relative_to_the_wells_own_normal() -> 
     assert overload.threshold == "> 1.15 * motor_rated_current (else 1.3 * its normal)"
 
 
+def test_a_range_rule_refuses_a_fallback_it_could_not_use() -> None:
+    with pytest.raises(ValidationFailed, match="otherwise"):
+        rule(type="range", metric="flow_rate", low={
+            "attribute": "pump_min_flow", "otherwise": {"baseline": True, "factor": 0.5}},
+            high=5000.0)
+
+
 def test_a_normal_never_learns_the_fault_it_judges() -> None:
     low = rule(type="threshold", metric="flow_rate", op="<", while_running=True,
                value={"baseline": True, "factor": 0.8})
