@@ -38,10 +38,3 @@ API = Service("api", 18004)  # its HTTP port is the API itself, health and metri
 
 # Started by the local stack in this order, once the migrations are applied.
 SERVICES = (INGESTOR, DIAGNOSTICS, ALERTS, API)
-
-
-def by_name(name: str) -> Service:
-    for service in SERVICES:
-        if service.name == name:
-            return service
-    raise KeyError(name)

@@ -136,13 +136,6 @@ class BrokerAdmin:
                       "password": password})
         return password
 
-    def disable(self, username: str) -> None:
-        """Refuse the account's connections and drop the one it has."""
-        self.execute({"command": "disableClient", "username": username})
-
-    def enable(self, username: str) -> None:
-        self.execute({"command": "enableClient", "username": username})
-
     def delete_device(self, device_id: str) -> None:
         self.execute({"command": "deleteClient", "username": device_id},
                      {"command": "deleteRole", "rolename": device_role_name(device_id)})

@@ -14,10 +14,6 @@ class InsaError(Exception):
         self.data = data
 
 
-class ConfigurationError(InsaError):
-    code = "configuration"
-
-
 class ValidationFailed(InsaError):
     """Input that is not acceptable; `reason` is a stable label (used for reject metrics)."""
 

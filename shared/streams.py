@@ -16,11 +16,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import redis.asyncio as redis
 import structlog
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 from shared.redis_client import is_transient as redis_transient
 from shared.retry import Stopped, retry_until_available
@@ -179,8 +180,34 @@ class ConsumerSettings:
 class ConsumerStats:
     handled: int = 0
     dead_lettered: int = 0
+    retried: int = 0  # entries that failed and were left pending to be tried again
     claimed: int = 0
     failures: int = 0
+
+
+class StreamMetrics:
+    """Prometheus counters of every stream consumer in the process (`insa_stream_*`),
+    labelled by stream and group. The services' consumers share `default()`'s."""
+
+    _default: ClassVar[StreamMetrics | None] = None
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        labels = ("stream", "group")
+        self.dead_letters = Counter(
+            "insa_stream_dead_letters_total",
+            "Entries that failed max_deliveries times, added to insa:dead and acknowledged",
+            labels, registry=registry)
+        self.retries = Counter(
+            "insa_stream_retries_total",
+            "Entries that failed (not transiently) and were left pending to be tried again",
+            labels, registry=registry)
+
+    @classmethod
+    def default(cls) -> StreamMetrics:
+        """The one instance on the default registry (the one /metrics serves)."""
+        if cls._default is None:
+            cls._default = cls()
+        return cls._default
 
 
 class StreamConsumer:
@@ -190,7 +217,7 @@ class StreamConsumer:
     def __init__(self, client: redis.Redis, stream: str, group: str, consumer: str,
                  settings: ConsumerSettings | None = None, *,
                  transient: Callable[[BaseException], bool] = redis_transient,
-                 start_id: str = "0") -> None:
+                 start_id: str = "0", metrics: StreamMetrics | None = None) -> None:
         self.client = client
         self.stream, self.group, self.consumer = stream, group, consumer
         self.settings = settings or ConsumerSettings()
@@ -198,6 +225,9 @@ class StreamConsumer:
         self.transient = lambda exc: redis_transient(exc) or transient(exc)
         self.start_id = start_id  # where a new group starts: "0" everything, "$" new only
         self.stats = ConsumerStats()
+        metrics = metrics or StreamMetrics.default()
+        self._dead_letters = metrics.dead_letters.labels(stream, group)
+        self._retries = metrics.retries.labels(stream, group)
         self._retry_pending_at = 0.0  # our own pending entries are re-read from this time
         self._claim_at = 0.0
 
@@ -284,6 +314,8 @@ class StreamConsumer:
         if deliveries < self.settings.max_deliveries:
             self._retry_pending_at = min(self._retry_pending_at,
                                          time.monotonic() + self.settings.retry_pending_seconds)
+            self.stats.retried += 1
+            self._retries.inc()
             log.warning("entry failed; will retry", stream=self.stream, group=self.group,
                         id=message.id, deliveries=deliveries, error=error)
             return
@@ -294,6 +326,7 @@ class StreamConsumer:
             "error": error[:2000], "deliveries": deliveries})
         await self.client.xack(self.stream, self.group, message.id)
         self.stats.dead_lettered += 1
+        self._dead_letters.inc()
         log.error("entry dead-lettered", stream=self.stream, group=self.group, id=message.id,
                   deliveries=deliveries, error=error, dead_stream=self.settings.dead_stream)
 

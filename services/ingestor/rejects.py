@@ -33,7 +33,6 @@ class LogWindow:
 
 class RejectLog:
     def __init__(self, window_seconds: float) -> None:
-        self.window = window_seconds
         self._limit = LogWindow(window_seconds)
 
     def record(self, reject: Reject) -> None:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 import redis.asyncio as redis
+from prometheus_client import CollectorRegistry
 
 from devtools.stack.servers import RunningRedis
 from shared.streams import (
@@ -16,6 +17,7 @@ from shared.streams import (
     ConsumerSettings,
     StreamConsumer,
     StreamMessage,
+    StreamMetrics,
     TelemetryWriter,
     decode_telemetry,
     encode_telemetry,
@@ -59,6 +61,12 @@ async def pending(client: redis.Redis) -> int:
     return int((await client.xpending(STREAM, GROUP))["pending"])
 
 
+def counted(registry: CollectorRegistry, name: str) -> float | None:
+    """A consumer counter's value for this test's stream and group, as /metrics has it."""
+    return registry.get_sample_value(f"insa_stream_{name}_total",
+                                     {"stream": STREAM, "group": GROUP})
+
+
 async def test_every_entry_is_handled_once_and_acked_after_the_handler(
         client: redis.Redis) -> None:
     await add(client, 25)
@@ -87,9 +95,16 @@ async def test_a_bad_entry_is_retried_then_dead_lettered_and_the_rest_go_on(
             raise ValueError("cannot handle 4")
         seen.extend(numbers(messages))
 
-    consumer = StreamConsumer(client, STREAM, GROUP, "c1", FAST)
+    registry = CollectorRegistry()
+    consumer = StreamConsumer(client, STREAM, GROUP, "c1", FAST,
+                              metrics=StreamMetrics(registry))
     await consume_until(consumer, handler, lambda: consumer.stats.dead_lettered == 1)
     assert sorted(seen) == [n for n in range(10) if n != 4]
+    # Each delivery of 4 failed: the first max_deliveries - 1 left it pending, the last
+    # dead-lettered it; the Prometheus counters say the same as the stats.
+    assert consumer.stats.retried == FAST.max_deliveries - 1
+    assert counted(registry, "retries") == FAST.max_deliveries - 1
+    assert counted(registry, "dead_letters") == 1
     assert await pending(client) == 0
     [(_, dead)] = await client.xrange(DEAD)
     assert dead[b"stream"] == STREAM.encode() and dead[b"group"] == GROUP.encode()
@@ -111,10 +126,14 @@ async def test_a_transient_failure_retries_the_batch_without_dead_letters(
             raise ConnectionError("database down")
         seen.extend(numbers(messages))
 
-    consumer = StreamConsumer(client, STREAM, GROUP, "c1", FAST)
+    registry = CollectorRegistry()
+    consumer = StreamConsumer(client, STREAM, GROUP, "c1", FAST,
+                              metrics=StreamMetrics(registry))
     await consume_until(consumer, handler, lambda: len(seen) >= 5)
     assert seen == list(range(5))
     assert consumer.stats.dead_lettered == 0 and await client.xlen(DEAD) == 0
+    # The batch waited for the dependency: no entry was retried on its own or dead.
+    assert counted(registry, "retries") == 0 and counted(registry, "dead_letters") == 0
 
 
 async def test_entries_of_a_killed_consumer_are_claimed_by_another(

@@ -1,5 +1,6 @@
 """The one permission table: what each role may do. Every route names one permission
-(`Depends(require(...))`), and a test walks every route with every role against it."""
+(`Depends(require(...))`), and a test walks every route with every role against a literal
+copy of it (tests/services/api/test_rbac.py: change both)."""
 
 from __future__ import annotations
 

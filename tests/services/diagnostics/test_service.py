@@ -156,7 +156,7 @@ async def test_kill_9_mid_fault_neither_loses_nor_repeats_the_diagnosis(
 async def test_a_poison_entry_is_dead_lettered_and_the_rest_is_judged(
         ingestor: ServiceProcess, diagnostics_factory: Callable[..., ServiceProcess],
         clients: Clients, redis_server: RunningRedis, db_url: str) -> None:
-    diagnostics_factory(INSA_DIAGNOSTICS_MAX_DELIVERIES="2")
+    service = diagnostics_factory(INSA_DIAGNOSTICS_MAX_DELIVERIES="2")
     client = redis.Redis.from_url(redis_server.url)
     client.xadd(TELEMETRY, {"device_id": "well-9", "ts": "not a number", "metrics": "{"})
     device = clients.device("well-9")
@@ -170,6 +170,13 @@ async def test_a_poison_entry_is_dead_lettered_and_the_rest_is_judged(
 
     (_, fields), = await wait_until(dead, bool, timeout=30, what="the poison dead-lettered")
     assert fields[b"group"] == b"diagnostics" and b"not a telemetry entry" in fields[b"error"]
+
+    async def counted() -> tuple[float, float]:  # on the service's own /metrics
+        labels = f'group="diagnostics",stream="{TELEMETRY}"'  # sorted, as exposed
+        return (service.metric("insa_stream_retries_total", labels),
+                service.metric("insa_stream_dead_letters_total", labels))
+
+    await wait_until(counted, lambda c: c == (1, 1), what="one retry and one dead letter")
 
 
 async def test_two_replicas_split_the_wells_without_duplicate_diagnoses(
