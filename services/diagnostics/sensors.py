@@ -64,17 +64,26 @@ def flatlines(flat: dict[str, tuple[float, int]], baseline: Baseline,
               values: dict[str, float], limits: dict[str, Any]) -> list[Finding]:
     """A transmitter that repeats one exact value while the pump and others move."""
     needed = limits["rules"]["sensor_fault"]["flatline_readings"]
-    moving = sum(1 for m, v in values.items() if m != "head" and flat.get(m, (None,))[0] != v)
-    findings = []
-    for metric, value in list(values.items()):
+    findings: list[Finding] = []
+    held = []
+    moving = False
+    for metric, value in values.items():
         previous, count = flat.get(metric, (None, 0))
-        count = count + 1 if previous == value else 1
+        if previous == value:
+            count += 1
+            if count >= needed:
+                held.append(metric)
+        else:
+            count = 1
+            moving = moving or metric != "head"
         flat[metric] = (value, count)
-        if count < needed or metric == "head" or (value == 0 and metric in TRUE_ZEROS):
+    for metric in held if moving else ():
+        value, count = values[metric], flat[metric][1]
+        if metric == "head" or (value == 0 and metric in TRUE_ZEROS):
             continue
         level = baseline.levels.get(metric)
         required = level.repeats_for_flatline(needed) if level is not None else None
-        if required is not None and count >= required and moving:
+        if required is not None and count >= required:
             findings.append(Finding("sensor_fault", 2, 0.85, {
                 "metrics": {metric: {"value": value}}, "reason": "flatline",
                 "identical_readings": count}, subject=metric))
@@ -91,13 +100,14 @@ def sensors_reading_well(watched: Iterable[Key], faulty: list[Finding],
             if code == "sensor_fault" and metric in values and metric not in judged]
 
 
-def anomalies(view: View, watched: Container[Key], active: Container[Key],
+def anomalies(view: View, watched: Iterable[Key], active: Container[Key],
               limits: dict[str, Any]) -> list[Finding]:
     """Per metric, a z-score against the well's own level and its noise."""
     rule = limits["rules"]["anomaly"]
     raise_z, clear_z = rule["raise_z"], rule["clear_z"]
     heading = view.baseline.temp_on_its_way
     expectations, sigma_of = view.expectations, view.baseline.sigma
+    watching = {metric for code, metric in watched if code == "anomaly"}
     findings = []
     for metric, value in view.values.items():
         expected = expectations.get(metric)
@@ -108,13 +118,13 @@ def anomalies(view: View, watched: Container[Key], active: Container[Key],
         if metric == "motor_temp" and heading is not None and \
                 heading[0] - 3 * sigma <= value <= heading[1]:
             score = 0.0  # heating toward a new operating point's temperature
-        key = ("anomaly", metric)
-        if abs(score) > raise_z or (key in active and abs(score) > clear_z):
+        size = abs(score)
+        if size > raise_z or (size > clear_z and ("anomaly", metric) in active):
             findings.append(Finding("anomaly", 1, round(min(0.95, abs(score) / 10), 2), {
                 "metrics": view.show(metric), "score": round(score, 2),
                 "expected_range": [round(expected - 3 * sigma, 3),
                                    round(expected + 3 * sigma, 3)]}, subject=metric))
-        elif key in watched:
+        elif watching and metric in watching:
             findings.append(Finding("anomaly", 0, subject=metric))
     return findings
 
