@@ -25,6 +25,7 @@ from services.alerts.rules import (
     Rule,
     WindowRule,
 )
+from shared.timefmt import utc_text
 
 RULE_ID = 0  # the rule under test needs no stored id
 Reading = tuple[float, str, dict[str, float]]  # ts, device, metrics
@@ -43,8 +44,7 @@ class WouldRaise:
 
     def as_dict(self) -> dict[str, Any]:
         def iso(ts: float | None) -> str | None:
-            return None if ts is None else \
-                datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+            return None if ts is None else utc_text(ts)
         return {"device_id": self.device_id, "severity": self.severity,
                 "active_since": iso(self.active_since), "fired_at": iso(self.fired_at),
                 "resolved_at": iso(self.resolved_at), "value": self.value,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -25,6 +24,7 @@ from services.alerts.evaluation import Device, Engine, Transition
 from services.alerts.rules import Rule, parse_rule
 from shared.equipment import Equipment
 from shared.errors import ValidationFailed
+from shared.timefmt import utc_text
 
 # The alert's state after each transition, as stored; a cancelled one was never an alert.
 STATE_AFTER = {**store.STATE_AFTER, "cancelled": "cancelled"}
@@ -75,7 +75,7 @@ def replay(rules: dict[int, Rule], readings: Iterable[tuple[str, float, dict[str
 def _out(transitions: list[Transition], names: dict[int, str]) -> Iterator[dict[str, Any]]:
     for t in transitions:
         yield {"device_id": t.alert.device_id,
-               "ts": datetime.fromtimestamp(t.at, UTC).isoformat().replace("+00:00", "Z"),
+               "ts": utc_text(t.at),
                "rule": names[t.alert.rule_id], "rule_id": t.alert.rule_id,
                "event": t.kind, "state": STATE_AFTER[t.kind], "severity": t.severity,
                "value": t.value, "threshold": t.threshold or None, "message": t.message,

@@ -26,12 +26,13 @@ from shared.health import Health
 from shared.mqtt import alerts_topic
 from shared.outbox import Outbox
 from shared.streams import ALERTS
+from shared.timefmt import utc_text
 
 ACTIONS = TypeAdapter(list[Action])
 
 
 def iso(at: datetime | None) -> str | None:
-    return None if at is None else at.isoformat().replace("+00:00", "Z")
+    return None if at is None else utc_text(at)
 
 
 def event_message(row: asyncpg.Record) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import orjson
 
 from shared.streams import ALERTS, DIAGNOSTICS, TELEMETRY, decode_diagnosis, decode_telemetry
+from shared.timefmt import utc_text
 
 # The feed's name of each stream: (Redis key, cursor letter, event name of its entries).
 STREAMS: dict[str, tuple[str, str, str]] = {
@@ -60,8 +61,8 @@ class LiveEvent:
 
 
 def _iso(ms: int) -> str:
-    at = datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=ms % 1000 * 1000)
-    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_text(datetime.fromtimestamp(ms // 1000, UTC).replace(
+        microsecond=ms % 1000 * 1000))
 
 
 def decode_entry(stream: str, entry_id: EntryId, fields: dict[bytes, bytes]) -> LiveEvent:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from services.diagnostics.catalog import CODES, action_for
+from shared.timefmt import utc_text
 
 
 @dataclass(slots=True)
@@ -33,7 +33,7 @@ class DiagnosisEvent:
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "device_id": self.device_id, "ts": iso(self.ts), "code": self.code,
+            "device_id": self.device_id, "ts": utc_text(self.ts), "code": self.code,
             "name": self.name, "severity": self.severity, "cleared": self.cleared,
             "confidence": self.confidence, "evidence": self.evidence,
             "action": action_for(self.code, self.severity)}
@@ -41,7 +41,3 @@ class DiagnosisEvent:
             out["metric"] = self.metric
         return out
 
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds") \
-        .replace("+00:00", "Z")

@@ -11,12 +11,12 @@ import orjson
 import redis.asyncio as redis
 
 from services.diagnostics import repository
-from services.diagnostics.events import iso
 from services.diagnostics.metrics import DiagnosticsMetrics
 from shared.health import Health
 from shared.mqtt import diagnostics_topic
 from shared.outbox import Outbox
 from shared.streams import DIAGNOSTICS, encode_diagnosis
+from shared.timefmt import utc_text
 
 
 class Publisher(Outbox):
@@ -38,7 +38,7 @@ class Publisher(Outbox):
 
     async def send(self, mqtt: aiomqtt.Client, row: asyncpg.Record) -> None:
         event = {"id": row["id"], "device_id": row["device_id"],
-                 "ts": iso(row["ts"].timestamp()), "code": row["code"],
+                 "ts": utc_text(row["ts"]), "code": row["code"],
                  "severity": row["severity"], "cleared": row["cleared"],
                  "confidence": round(row["confidence"], 3), "evidence": row["evidence"],
                  "action": row["action"]}

@@ -31,6 +31,7 @@ from shared.broker_admin import decode_responses, encode_commands, raise_for_err
 from shared.db import UNAVAILABLE as PG_UNAVAILABLE
 from shared.errors import DependencyUnavailable, InsaError, NotFound
 from shared.lifecycle import wait_any
+from shared.timefmt import utc_text
 
 log = structlog.get_logger(__name__)
 TICK_SECONDS = 1.0
@@ -179,10 +180,10 @@ class FloodGuard:
                                "WHERE device_id = $1", device_id)
             await audit(conn, self.actor, "device.suspend", device_id,
                         {"reason": "rate_limited", "detail": self.detail,
-                         "seconds": seconds, "until": until.isoformat()}, outcome)
+                         "seconds": seconds, "until": utc_text(until)}, outcome)
         self.metrics.suspensions.inc()
         log.warning("device suspended: over its message rate limit", device_id=device_id,
-                    detail=self.detail, seconds=seconds, until=until.isoformat())
+                    detail=self.detail, seconds=seconds, until=utc_text(until))
 
     async def _resume_expired(self, control: BrokerControl) -> None:
         async with self.pool.acquire() as conn:

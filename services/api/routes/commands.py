@@ -18,6 +18,7 @@ from services.api.devices import check_size, command_topic
 from services.api.pagination import Page, decode_cursor, encode_cursor
 from services.api.security.principal import Principal
 from shared.errors import InsaError, NotFound, ValidationFailed
+from shared.timefmt import utc_text
 
 router = APIRouter(tags=["commands"])
 Reader = Annotated[Principal, Depends(require("commands:read"))]
@@ -75,7 +76,7 @@ async def send_command(device_id: str, body: CommandIn, res: Res, who: Sender
                            command_id=str(command_id), name=body.name)
     # Published after the commit, so an answer, however quick, finds the command.
     payload = orjson.dumps({"id": str(command_id), "name": body.name, "params": body.params,
-                            "ts": row["created_at"].isoformat()})
+                            "ts": utc_text(row["created_at"])})
     try:
         await res.broker.publish(command_topic(device_id), payload,
                                  timeout=res.settings.publish_timeout_seconds)

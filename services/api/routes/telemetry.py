@@ -20,6 +20,7 @@ from services.api.deps import Res, require
 from services.api.pagination import Page, decode_cursor
 from services.api.security.principal import Principal
 from shared.errors import DependencyUnavailable, ValidationFailed
+from shared.timefmt import utc_text
 
 router = APIRouter(tags=["telemetry"])
 Reader = Annotated[Principal, Depends(require("telemetry:read"))]
@@ -220,7 +221,7 @@ async def _csv_rows(res: Res, dev: q.Device, found: list[q.Metric], start: datet
                 name, unit = labels[r["metric"]]
                 value = repr(r["value"]) if r["value"] is not None else \
                     spreadsheet_safe(r["value_text"])
-                out.writerow((r["time"].isoformat().replace("+00:00", "Z"), name, value, unit,
+                out.writerow((utc_text(r["time"]), name, value, unit,
                               "" if r["quality"] is None else r["quality"]))
                 rows += 1
                 if rows % EXPORT_CHUNK == 0:

@@ -72,7 +72,7 @@ async def test_sse_sends_the_chosen_devices_telemetry_and_alerts(api: Api,
         got = kinds(await feed.take(2))  # streams are independent: no order between them
     telemetry, alerted = got["telemetry"], got["alert"]
     assert telemetry.event == "telemetry" and position(telemetry.id, "t") == entry
-    assert telemetry.data == {"device_id": "W-1", "ts": "2026-11-18T11:06:40.123Z",
+    assert telemetry.data == {"device_id": "W-1", "ts": "2026-11-18T11:06:40.123000Z",
                               "metrics": {"pip": 850.5, "mode": "auto"}, "seq": 7}
     assert re.fullmatch(r"t=\d+-\d+;a=\d+-\d+", telemetry.id or "")
     assert alerted.event == "alert" and alerted.data == alert
