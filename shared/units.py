@@ -1,17 +1,13 @@
 """Canonical units of the ESP metrics (docs/payloads.md, "Units") and conversion into them.
 
-Conversions are worked out once, for every known metric in every known spelling, with
-pint and then applied as `value * scale + offset` (every unit here is linear in its
-canonical one, offsets only for temperatures), so converting costs a dict lookup on
-the ingest path.
+Every known spelling of a unit converts by `value * scale + offset` (UNITS), so
+converting costs a dict lookup on the ingest path.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
 
 # metric -> canonical unit, as stored and as thresholds are written.
 CANONICAL: dict[str, str] = {
@@ -49,24 +45,36 @@ PLAUSIBLE: dict[str, tuple[float, float]] = {
     "power": (0.0, 10_000.0),
 }
 
-# How devices spell units (compared case-insensitively, spaces removed) -> pint's name.
-# Oil-field barrels are 42 US gallons: pint's plain "barrel" is a different one.
-_SPELLINGS: dict[str, str] = {
-    "bbl/d": "oil_barrel/day", "bpd": "oil_barrel/day", "bbl/day": "oil_barrel/day",
-    "stb/d": "oil_barrel/day", "m3/d": "meter**3/day", "m³/d": "meter**3/day",
-    "m3/day": "meter**3/day", "m3/h": "meter**3/hour", "m³/h": "meter**3/hour",
-    "psi": "psi", "psia": "psi", "psig": "psi", "kpa": "kilopascal", "bar": "bar",
-    "mpa": "megapascal", "pa": "pascal",
-    "a": "ampere", "amp": "ampere", "amps": "ampere",
-    "v": "volt", "kv": "kilovolt",
-    "degc": "degC", "°c": "degC", "c": "degC", "celsius": "degC",
-    "degf": "degF", "°f": "degF", "f": "degF", "fahrenheit": "degF", "k": "kelvin",
-    "kelvin": "kelvin",
-    "mm/s": "millimeter/second", "in/s": "inch/second", "ips": "inch/second",
-    "hz": "hertz",
-    "scf/bbl": "foot**3/oil_barrel", "scf/stb": "foot**3/oil_barrel",
-    "m3/m3": "meter**3/meter**3", "m³/m³": "meter**3/meter**3",
-    "kw": "kilowatt", "w": "watt", "hp": "horsepower", "mw": "megawatt",
+# How devices spell units (compared case-insensitively, spaces removed) -> the canonical
+# unit it converts into and how: canonical = value * scale + offset (every unit here is
+# linear in its canonical one, offsets only for temperatures). Worked out with pint in
+# Decimal arithmetic (exact to the last bit: 212 degF is 100.0 degC) and committed; the
+# test beside it works them out again (tests/shared/test_units.py), so pint is a test's
+# dependency, not a service's. Oil-field barrels are 42 US gallons.
+UNITS: dict[str, tuple[str, float, float]] = {
+    "bbl/d": ("bbl/d", 1.0, 0.0), "bpd": ("bbl/d", 1.0, 0.0),
+    "bbl/day": ("bbl/d", 1.0, 0.0), "stb/d": ("bbl/d", 1.0, 0.0),
+    "m3/d": ("bbl/d", 6.289810770432105, 0.0), "m³/d": ("bbl/d", 6.289810770432105, 0.0),
+    "m3/day": ("bbl/d", 6.289810770432105, 0.0),
+    "m3/h": ("bbl/d", 150.95545849037052, 0.0), "m³/h": ("bbl/d", 150.95545849037052, 0.0),
+    "psi": ("psi", 1.0, 0.0), "psia": ("psi", 1.0, 0.0), "psig": ("psi", 1.0, 0.0),
+    "kpa": ("psi", 0.14503773773020923, 0.0), "bar": ("psi", 14.50377377302092, 0.0),
+    "mpa": ("psi", 145.03773773020922, 0.0), "pa": ("psi", 0.0001450377377302092, 0.0),
+    "a": ("A", 1.0, 0.0), "amp": ("A", 1.0, 0.0), "amps": ("A", 1.0, 0.0),
+    "v": ("V", 1.0, 0.0), "kv": ("V", 1000.0, 0.0),
+    "degc": ("degC", 1.0, 0.0), "°c": ("degC", 1.0, 0.0), "c": ("degC", 1.0, 0.0),
+    "celsius": ("degC", 1.0, 0.0),
+    "degf": ("degC", 0.5555555555555556, -17.77777777777778),
+    "°f": ("degC", 0.5555555555555556, -17.77777777777778),
+    "f": ("degC", 0.5555555555555556, -17.77777777777778),
+    "fahrenheit": ("degC", 0.5555555555555556, -17.77777777777778),
+    "k": ("degC", 1.0, -273.15), "kelvin": ("degC", 1.0, -273.15),
+    "mm/s": ("mm/s", 1.0, 0.0), "in/s": ("mm/s", 25.4, 0.0), "ips": ("mm/s", 25.4, 0.0),
+    "hz": ("Hz", 1.0, 0.0),
+    "scf/bbl": ("scf/bbl", 1.0, 0.0), "scf/stb": ("scf/bbl", 1.0, 0.0),
+    "m3/m3": ("scf/bbl", 5.614583333333333, 0.0), "m³/m³": ("scf/bbl", 5.614583333333333, 0.0),
+    "kw": ("kW", 1.0, 0.0), "w": ("kW", 0.001, 0.0), "hp": ("kW", 0.7456998715822702, 0.0),
+    "mw": ("kW", 1000.0, 0.0),
 }
 
 
@@ -90,37 +98,6 @@ def normalize_spelling(unit: str) -> str:
     return unit.strip().replace(" ", "").lower()
 
 
-@functools.cache
-def _table() -> dict[tuple[str, str], Conversion | None]:
-    """Every known metric in every known spelling → its conversion, or None where the unit
-    cannot express the metric. Worked out once with pint, which is then let go: its
-    registry is tens of thousands of objects the garbage collector would otherwise walk
-    for as long as the process lives."""
-    import pint  # imported on first use: it takes a moment and most paths never need it
-
-    # Decimal arithmetic: with floats pint's offset units come out a few ulps off
-    # (212 degF -> 99.99999999999736 degC).
-    registry: Any = pint.UnitRegistry(non_int_type=Decimal)  # pint is loosely typed
-    table: dict[tuple[str, str], Conversion | None] = {}
-    for metric, canonical in CANONICAL.items():
-        target = _SPELLINGS[normalize_spelling(canonical)]
-        for spelled, source in _SPELLINGS.items():
-            try:
-                zero = registry.Quantity(Decimal(0), source).to(target).magnitude
-                one = registry.Quantity(Decimal(1), source).to(target).magnitude
-            except Exception:  # pint's DimensionalityError and friends
-                table[(metric, spelled)] = None
-                continue
-            table[(metric, spelled)] = Conversion(float(one - zero), float(zero))
-    return table
-
-
-def warm_up() -> None:
-    """Work every conversion out now (about 0.3 s), not on the first reading with a unit:
-    a service calls this at start, before it takes traffic."""
-    _table()
-
-
 @functools.lru_cache(maxsize=4096)
 def conversion(metric: str, unit: str | None) -> Conversion:
     """How to bring `metric` given in `unit` to its canonical unit.
@@ -134,12 +111,13 @@ def conversion(metric: str, unit: str | None) -> Conversion:
     spelled = normalize_spelling(unit)
     if spelled == normalize_spelling(canonical):
         return IDENTITY
-    if spelled not in _SPELLINGS:
+    known = UNITS.get(spelled)
+    if known is None:
         raise UnitError(f"unknown unit {unit!r} for {metric} (canonical {canonical})")
-    found = _table()[(metric, spelled)]
-    if found is None:
+    target, scale, offset = known
+    if target != canonical:
         raise UnitError(f"{unit!r} cannot express {metric} (canonical {canonical})")
-    return found
+    return Conversion(scale, offset)
 
 
 def to_canonical(metric: str, value: float, unit: str | None) -> float:

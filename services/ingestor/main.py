@@ -27,7 +27,6 @@ from shared.redis_client import create_redis
 from shared.redis_client import is_transient as redis_transient
 from shared.service import run_service
 from shared.settings import CommonSettings
-from shared.units import warm_up as warm_up_units
 
 log = structlog.get_logger(__name__)
 
@@ -35,9 +34,6 @@ log = structlog.get_logger(__name__)
 async def run(common: CommonSettings, settings: IngestorSettings) -> None:
     # The port first: taken, the service exits now and its supervisor restarts it.
     http = listen_socket(settings.http_host, settings.http_port)
-    # pint's work (~0.3 s) now, not on the event loop when the first reading with a unit
-    # arrives; every conversion is then a dict lookup.
-    warm_up_units()
     health = Health("postgres", "redis", "mqtt")
     # Neither connects yet: a start while PostgreSQL or Redis is down waits, not ready.
     pool = await create_pool(common.database_url.get_secret_value(), max_size=4,

@@ -12,7 +12,7 @@ metric is stored as sent, and a unit it carries likewise becomes its device's un
 the metric (the conversion is the identity), which the CSV export labels it with.
 Conversions come from `shared.units.conversion`, cached per (metric, unit), and each
 device's known unit is kept with its conversion, so a value in the unit its device gave
-before costs one dict lookup: no pint on this path.
+before costs one dict lookup.
 """
 
 from __future__ import annotations

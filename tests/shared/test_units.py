@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
-from shared.units import CANONICAL, IDENTITY, UnitError, conversion, to_canonical
+from shared.units import (
+    CANONICAL,
+    IDENTITY,
+    UNITS,
+    UnitError,
+    conversion,
+    normalize_spelling,
+    to_canonical,
+)
 
 
 @pytest.mark.parametrize(("metric", "unit", "value", "canonical"), [
@@ -77,3 +87,39 @@ def test_an_unknown_metric_keeps_its_value_whatever_its_unit() -> None:
 
 def test_conversions_are_cached() -> None:
     assert conversion("pip", "kPa") is conversion("pip", "kPa")
+
+
+# How the committed table (shared/units.UNITS) names each spelling in pint.
+PINT_NAMES = {
+    "bbl/d": "oil_barrel/day", "bpd": "oil_barrel/day", "bbl/day": "oil_barrel/day",
+    "stb/d": "oil_barrel/day", "m3/d": "meter**3/day", "m³/d": "meter**3/day",
+    "m3/day": "meter**3/day", "m3/h": "meter**3/hour", "m³/h": "meter**3/hour",
+    "psi": "psi", "psia": "psi", "psig": "psi", "kpa": "kilopascal", "bar": "bar",
+    "mpa": "megapascal", "pa": "pascal", "a": "ampere", "amp": "ampere", "amps": "ampere",
+    "v": "volt", "kv": "kilovolt", "degc": "degC", "°c": "degC", "c": "degC",
+    "celsius": "degC", "degf": "degF", "°f": "degF", "f": "degF", "fahrenheit": "degF",
+    "k": "kelvin", "kelvin": "kelvin", "mm/s": "millimeter/second",
+    "in/s": "inch/second", "ips": "inch/second", "hz": "hertz",
+    "scf/bbl": "foot**3/oil_barrel", "scf/stb": "foot**3/oil_barrel",
+    "m3/m3": "meter**3/meter**3", "m³/m³": "meter**3/meter**3",
+    "kw": "kilowatt", "w": "watt", "hp": "horsepower", "mw": "megawatt",
+}
+
+
+def test_the_committed_table_is_what_pint_works_out() -> None:
+    """Every spelling converts into the canonical unit pint says, by pint's factors
+    (in Decimal, so exactly), and no spelling pint could convert is missing."""
+    pint = pytest.importorskip("pint")
+    registry = pint.UnitRegistry(non_int_type=Decimal)
+    assert set(PINT_NAMES) == set(UNITS)
+    canonical = {u: PINT_NAMES[normalize_spelling(u)] for u in set(CANONICAL.values())}
+    for spelled, (target, scale, offset) in UNITS.items():
+        converts_to = []
+        for unit, name in canonical.items():
+            try:
+                zero = registry.Quantity(Decimal(0), PINT_NAMES[spelled]).to(name).magnitude
+                one = registry.Quantity(Decimal(1), PINT_NAMES[spelled]).to(name).magnitude
+            except pint.DimensionalityError:
+                continue
+            converts_to.append((unit, float(one - zero), float(zero)))
+        assert converts_to == [(target, scale, offset)], spelled

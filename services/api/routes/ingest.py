@@ -10,7 +10,6 @@ ingestor stays the judge (a reading it rejects is recorded in rejected_messages)
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -153,10 +152,7 @@ async def _parse(obj: dict[str, Any], raw: bytes, device_id: str, received: date
                         f"this key's device {device_id!r}")
     try:
         readings = parse_reading_payload(raw, device_id, received, LIMITS)
-        if any(v.unit is not None and v.number is not None
-               for r in readings for v in r.values):
-            # The first conversion works every unit out with pint (~0.3 s): off the loop.
-            await asyncio.to_thread(_check_units, readings)
+        _check_units(readings)
     except ValidationFailed as exc:
         inner = _FIELD.match(exc.message)
         name = inner[1] if inner else REASON_FIELD.get(exc.reason)
