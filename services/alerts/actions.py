@@ -32,15 +32,15 @@ from pydantic import TypeAdapter, ValidationError
 from services.alerts.metrics import AlertsMetrics
 from services.alerts.rules import EmailAction, WebhookAction
 from services.alerts.settings import AlertsSettings
-from services.alerts.webhooks import (
+from shared import db
+from shared.lifecycle import wait_any
+from shared.retry import Stopped, retry_until_available
+from shared.webhooks import (
     WebhookRefused,
     guarded_client,
     read_secret,
     secret_variable,
 )
-from shared import db
-from shared.lifecycle import wait_any
-from shared.retry import Stopped, retry_until_available
 
 log = structlog.get_logger(__name__)
 Deliverable = WebhookAction | EmailAction

@@ -23,10 +23,10 @@ from services.alerts.limits import (
     limit_text,
     resolved,
 )
-from services.alerts.webhooks import SECRET_NAME_PATTERN
 from shared.contract import DIAGNOSIS_CODES, SEVERITY_RANK
 from shared.errors import ValidationFailed
 from shared.mqtt import NAME_PATTERN
+from shared.webhooks import SECRET_NAME_PATTERN
 
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
 Severity = Literal["info", "warning", "critical"]

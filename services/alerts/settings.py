@@ -5,9 +5,9 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.alerts.webhooks import WebhookPolicy
 from shared.settings import StreamConsumerSettings
 from shared.streams import DIAGNOSTICS, TELEMETRY
+from shared.webhooks import WebhookPolicy
 
 
 class AlertsSettings(StreamConsumerSettings):

@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.alerts.webhooks import ALLOW_SETTING, WebhookPolicy
 from shared.settings import Environment, ServiceSettings, is_placeholder
+from shared.webhooks import ALLOW_SETTING, WebhookPolicy
 
 MIN_JWT_SECRET_LENGTH = 32
 DocsExposure = Literal["off", "authenticated", "public"]
@@ -82,7 +82,7 @@ class ApiSettings(ServiceSettings):
     # production and not served in production.
     metrics_token: SecretStr | None = None
     # The alerts service's webhook allow-list, under its name: rules are refused when
-    # written with a webhook the engine would refuse to send (services/alerts/webhooks.py).
+    # written with a webhook the engine would refuse to send (shared/webhooks.py).
     webhook_allow: str = Field("", validation_alias=ALLOW_SETTING)
 
     @field_validator("webhook_allow")

@@ -8,12 +8,12 @@ import pytest
 from pydantic import ValidationError
 
 from services.alerts.settings import AlertsSettings
-from services.alerts.webhooks import WebhookPolicy
 from services.api.settings import ApiSettings
 from services.diagnostics.settings import DiagnosticsSettings
 from services.ingestor.settings import IngestorSettings
 from shared.broker_accounts import SERVICE_ACCOUNTS
 from shared.settings import CommonSettings, ServiceSettings, load
+from shared.webhooks import WebhookPolicy
 from tests.utils.compose import compose_services
 
 GOOD = {"INSA_DATABASE_URL": "postgresql://insa:a-real-long-secret@db/insa",

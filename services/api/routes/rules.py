@@ -21,12 +21,12 @@ from services.alerts.rules import (
     parse_rule,
     stored_form,
 )
-from services.alerts.webhooks import WebhookPolicy, secret_env_problem
 from services.api import audit
 from services.api.deps import Res, require
 from services.api.pagination import Page, after_id, encode_cursor
 from services.api.security.principal import Principal
 from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.webhooks import WebhookPolicy, secret_env_problem
 
 router = APIRouter(prefix="/rules", tags=["rules"])
 Reader = Annotated[Principal, Depends(require("rules:read"))]

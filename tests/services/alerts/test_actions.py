@@ -1,7 +1,7 @@
 """Rules' webhook and e-mail actions delivered by the worker against real receivers: an
 HTTP server in this event loop that fails, hangs or redirects on purpose, an aiosmtpd SMTP
 server, and this test's database. Webhook targets and keys are guarded
-(services/alerts/webhooks.py): the receivers listen on 127.0.0.1, an internal address,
+(shared/webhooks.py): the receivers listen on 127.0.0.1, an internal address,
 so these tests allow it explicitly, as an operator would."""
 
 from __future__ import annotations
@@ -27,11 +27,10 @@ from aiosmtpd.controller import Controller
 from prometheus_client import CollectorRegistry
 
 from devtools.stack.processes import free_port
-from services.alerts import webhooks
 from services.alerts.actions import DELIVERABLE, DeliveryWorker, enqueue
 from services.alerts.metrics import AlertsMetrics
 from services.alerts.settings import AlertsSettings
-from shared import db
+from shared import db, webhooks
 from tests.utils.receivers import Inbox, Receiver
 from tests.utils.waiting import wait_until
 
