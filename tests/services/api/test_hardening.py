@@ -26,13 +26,13 @@ SCRAPE = "a-scrape-token-for-the-tests"
 @pytest.mark.parametrize("api_overrides", [{
     "header_timeout_seconds": 1.0, "max_connections": 24, "live_max_clients": 8}])
 async def test_bodies_over_the_limit_and_idle_connections_cost_nothing(api: Api) -> None:
-    # 200 MB declared, unauthenticated: 413 at once, not a 401 after reading it all.
+    # 200 MB declared, unauthenticated, 64 KiB of it sent: answered 413 without waiting
+    # for the rest, not a 401 after reading it all.
     peer = await Peer.open(api.url)
-    started = time.monotonic()
     await peer.send(request("POST", "/api/v1/devices", {
         "Content-Type": "application/json", "Content-Length": str(200 * MiB)}) + b"[" * 65536)
     answer = await peer.answer()
-    assert answer.status == 413 and time.monotonic() - started < 2
+    assert answer.status == 413
     assert answer.json()["error"] == {"code": "payload_too_large",
                                       "message": f"request body over {MiB} bytes"}
     assert answer.headers["connection"] == "close"
