@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import pwd
@@ -12,6 +13,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from shared.health import StartupError, listen_socket
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin",
                      "/usr/lib/postgresql/15/bin")
@@ -25,20 +28,47 @@ class DevstackError(RuntimeError):
 # default), where an outgoing connection's local port can never take a chosen port
 # before its server binds it; the local stack's fixed ports lie below 20000.
 TEST_PORTS = range(20000, 32768)
+_recent: collections.deque[int] = collections.deque(maxlen=256)  # handed out lately
 
 
 def free_port() -> int:
-    """A port nothing listens on, outside the ephemeral range."""
-    high = min(TEST_PORTS.stop, _ephemeral_low())
+    """A port nothing listens on, outside the ephemeral range, not handed out before by
+    this process lately, and in this pytest-xdist worker's own share of the range, so that two
+    servers started at once cannot be given the same port before either binds it."""
+    low, high = _share_of(TEST_PORTS.start, min(TEST_PORTS.stop, _ephemeral_low()))
     for _ in range(1000):
-        port = random.randrange(TEST_PORTS.start, high)
+        port = random.randrange(low, high)
+        if port in _recent:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("0.0.0.0", port))
             except OSError:
                 continue
-            return port
-    raise DevstackError(f"no free port in {TEST_PORTS.start}-{high - 1}")
+        _recent.append(port)
+        return port
+    raise DevstackError(f"no free port in {low}-{high - 1}")
+
+
+def _share_of(low: int, high: int) -> tuple[int, int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or workers < 2:
+        return low, high
+    size = (high - low) // workers
+    start = low + int(worker[2:]) * size
+    return start, start + size
+
+
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A socket already listening on a free test port, for a server in this process:
+    holding it closes the window in which another test's server could take the port."""
+    for _ in range(100):
+        try:
+            return listen_socket(host, free_port())
+        except StartupError:
+            continue  # taken between the check and the bind
+    raise DevstackError("no free port to listen on")
 
 
 def _ephemeral_low() -> int:

@@ -5,6 +5,11 @@
   for ever (slowloris). Here a request's headers must be complete within
   `INSA_API_HEADER_TIMEOUT_SECONDS` of the connection opening or of the request's first
   byte, or the connection is closed.
+- a lingering close: a request refused before its body was read (413, or any answer
+  that closes the connection) is followed by a half-close, then what the client is
+  still sending is discarded for up to LINGER_SECONDS before the socket closes. Closed
+  at once with unread bytes, the kernel resets the connection, and the reset can reach
+  the client before it reads the answer: it sees a broken connection, not the 413.
 - `abort(scope)`: resets a client's connection at once. A client that stopped reading
   (the live feed's send timeout) cannot be closed over ASGI: a close waits until the bytes
   already buffered for it are written, which is never.
@@ -21,6 +26,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 64 * 1024 * 1024  # discarded at most, then closed anyway
 ABORT = "insa.abort"  # scope["extensions"] key of a callable that resets the connection
 
 
@@ -40,6 +47,42 @@ def _with_abort(app: Any, transport: Callable[[], asyncio.Transport]) -> Any:
     return app_with_abort
 
 
+class LingeringTransport:
+    """The connection's transport as uvicorn sees it: `close()` while the client is still
+    sending a body half-closes and discards instead (`discard`), then closes."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedH11Protocol) -> None:
+        self._transport, self._protocol = transport, protocol
+        self.lingering: asyncio.TimerHandle | None = None
+        self.discarded = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        transport = self._transport
+        if self.lingering is not None or transport.is_closing():
+            return
+        if self._protocol.conn.their_state is not h11.SEND_BODY or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()  # the answer, then FIN: the client reads it and stops
+        transport.resume_reading()
+        self.lingering = self._protocol.loop.call_later(LINGER_SECONDS, transport.close)
+
+    def is_closing(self) -> bool:
+        return self.lingering is not None or self._transport.is_closing()
+
+    def discard(self, data: bytes) -> None:
+        self.discarded += len(data)
+        if self.discarded > LINGER_BYTES:
+            self._transport.close()
+
+    def stop_lingering(self) -> None:
+        if self.lingering is not None:
+            self.lingering.cancel()
+
+
 class GuardedH11Protocol(H11Protocol):
     header_timeout = 10.0  # set per server by http_protocol()
 
@@ -47,12 +90,18 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self.app = _with_abort(self.app, lambda: self.transport)
         self._header_clock: asyncio.TimerHandle | None = None
+        self._lingering: LingeringTransport | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._lingering = LingeringTransport(transport, self)
+        self.transport = cast(asyncio.Transport, self._lingering)
         self._start_header_clock()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering is not None and self._lingering.lingering is not None:
+            self._lingering.discard(data)  # the rest of a refused body
+            return
         if self._header_clock is None and self.conn.their_state is h11.IDLE:
             self._start_header_clock()  # the first byte of the next request
         super().data_received(data)
@@ -61,6 +110,8 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_clock()
+        if self._lingering is not None:
+            self._lingering.stop_lingering()
         super().connection_lost(exc)
 
     def _start_header_clock(self) -> None:
