@@ -33,6 +33,7 @@ from services.diagnostics.limits import LimitBook
 from services.diagnostics.sensors import (
     Key,
     anomalies,
+    cooler_than_its_fluid,
     drifting,
     flatlines,
     impossible_values,
@@ -94,6 +95,7 @@ class DiagnosisEngine:
         view = View(values, state.baseline, state.recent, limits["rules"], limits["ranges"],
                     frozenset(code for code, _ in state.active), equipment)
         if phase == "normal":
+            findings += cooler_than_its_fluid(view, limits)
             findings += drifting(view, limits)
             findings += sensors_reading_well(state.trackers, findings, values)
             if not quiet(view) or any(code not in PER_SENSOR for code, _ in state.trackers):

@@ -86,10 +86,12 @@ DEFAULT_LIMITS: dict[str, Any] = {
         # spikes: this many in 20 readings, each this share away from its neighbours (the
         # swinging share for motor current and frequency, which gas and hunting swing);
         # drift: a metric this share from normal while those tied to it hold within
-        # `tied_still_ratio` (sensors.py, TIED)
+        # `tied_still_ratio` (sensors.py, TIED); a running motor's winding reading this
+        # much below the intake's fluid (sensors.py, cooler_than_its_fluid)
         "sensor_fault": {"flatline_readings": 12, "spikes": 3, "spike_ratio": 0.3,
                          "swinging_spike_ratio": 1.0,
                          "drift_ratio": 0.15, "tied_still_ratio": 0.05,
+                         "temp_margin_degc": 5.0,
                          "physical": {  # outside these a transmitter is broken, not the well
                              "flow_rate": [0, 100000], "pip": [0, 20000],
                              "discharge_pressure": [0, 30000], "wellhead_pressure": [0, 20000],

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from collections.abc import Container, Iterable
@@ -23,12 +24,21 @@ Key = tuple[str, str | None]  # (code, metric for per-sensor codes)
 # its transmitter drifting. Current alone is an overload, the winding's temperature alone
 # overheating, vibration alone bearing wear, and the intake pressure does move alone (the
 # annulus fills and draws down for hours; the tubing, not the intake, sets the discharge
-# pressure), as does the wellhead's (the flowline and separator set it): those are not
-# judged so.
+# pressure): not judged so. The wellhead's moves alone too, but the discharge follows it.
 TIED = {"flow_rate": ("motor_current", "pip", "discharge_pressure", "wellhead_pressure"),
         "discharge_pressure": ("wellhead_pressure", "flow_rate", "motor_current"),
         "intake_temp": ("motor_temp",), "power": ("motor_current",),
-        "motor_current": ("power",), "motor_voltage": ("motor_current", "power")}
+        "motor_current": ("power",), "motor_voltage": ("motor_current", "power"),
+        "wellhead_pressure": ("flow_rate",)}
+# Tied only when the metric falls: a pump's load is its flow against its head, so its
+# current cannot fall while the flow holds (wear, gas and a broken shaft all lose flow);
+# rising, it is an overload (drag, a heavier fluid) at the same flow.
+TIED_FALLING = {"motor_current": ("flow_rate",)}
+# Tied in the metric's own unit, and required: the discharge gauge sits under the tubing's
+# column, itself on the wellhead's pressure, so at one flow a wellhead pressure that moves
+# by some psi moves the discharge by as many (a change of the flowline's or separator's
+# pressure). The wellhead's transmitter drifting moves nothing else.
+TIED_IN_UNITS = {"wellhead_pressure": "discharge_pressure"}
 # Each tied metric may move a fifth as far as the drifting one (the intake drawing down
 # slowly beside a flow meter that reads half), and at least `tied_still_ratio`.
 TIED_SHARE = 0.2
@@ -213,13 +223,47 @@ def drifting(view: View, limits: dict[str, Any]) -> list[Finding]:
         away = view.values[metric] - view.expectations[metric]
         if abs(away) < 8 * view.noise(metric):
             continue
+        if ratio < 1:
+            tied += TIED_FALLING.get(metric, ())
         others = [ratios[m] for m in tied if m in ratios]
         moved = max(still, TIED_SHARE * abs(ratio - 1))
         if not others or any(abs(r - 1) > moved for r in others):
             continue
+        follower = TIED_IN_UNITS.get(metric)
+        if follower is not None:
+            if follower not in ratios or abs(view.values[follower] - view.expectations[
+                    follower]) > TIED_SHARE * abs(away):
+                continue
+            tied += (follower,)
         findings.append(Finding("sensor_fault", 2, 0.75, {
             "metrics": view.show(metric, *tied), "reason": "drift",
             "tied_metrics_steady": [m for m in tied if m in view.ratios]}, subject=metric))
         del view.values[metric]
         del view.ratios[metric]
     return findings
+
+
+def cooler_than_its_fluid(view: View, limits: dict[str, Any]) -> list[Finding]:
+    """A running motor is cooled by the well's fluid flowing past it, and its losses heat
+    it: its winding cannot read cooler than the fluid at the intake. When it does (by
+    `temp_margin_degc` and several times both transmitters' noise), the one that moved
+    away from its own normal is at fault (a winding reading low, an intake reading high).
+    Its values are then left out of the rest."""
+    values = view.values
+    motor, intake = values.get("motor_temp"), values.get("intake_temp")
+    if motor is None or intake is None:
+        return []
+    margin = max(limits["rules"]["sensor_fault"]["temp_margin_degc"],
+                 4 * math.hypot(view.noise("motor_temp"), view.noise("intake_temp")))
+    normal_motor = view.expectations.get("motor_temp")
+    normal_intake = view.expectations.get("intake_temp")
+    if motor >= intake - margin or normal_motor is None or normal_intake is None:
+        return []
+    subject = "motor_temp" if normal_motor - motor >= intake - normal_intake else "intake_temp"
+    finding = Finding("sensor_fault", 2, 0.8, {
+        "metrics": view.show("motor_temp", "intake_temp"),
+        "reason": "winding cooler than the well fluid", "margin_degc": round(margin, 2)},
+        subject=subject)
+    del values[subject]
+    view.ratios.pop(subject, None)
+    return [finding]

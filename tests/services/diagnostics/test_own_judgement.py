@@ -76,6 +76,21 @@ def test_a_drifting_flow_meter_is_a_sensor_fault_not_a_failure() -> None:
         [("sensor_fault", "flow_rate", "drift")]
 
 
+def test_a_winding_reading_cooler_than_the_fluid_that_cools_it_is_a_sensor_fault() -> None:
+    # Winding 85 degC in 70 degC fluid, then its transmitter sinks (no load changed): a
+    # running motor cannot be cooler than the fluid that cools it. Nothing else is told.
+    engine, well = DiagnosisEngine(), Well()
+    events = list(run(engine, well, 200))
+    for k in range(200, 320):
+        values = well.values()
+        values["motor_temp"] *= 1 - 0.45 * min(1.0, (k - 200) / 60)
+        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    raised = [e for e in events if not e.cleared and e.severity != "info"]
+    assert [(e.code, e.metric, e.evidence["reason"]) for e in raised] == \
+        [("sensor_fault", "motor_temp", "winding cooler than the well fluid")]
+    assert raised[0].evidence["metrics"]["motor_temp"]["value"] < 65.0
+
+
 def test_a_broken_shaft_is_told_without_flow_or_discharge_gauges() -> None:
     engine, well = DiagnosisEngine(), Well(sensors=STEADY_SENSORS)
     events = list(run(engine, well, 200))
