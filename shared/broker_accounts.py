@@ -8,7 +8,7 @@ so it can neither join the ingestors' shared subscription nor snoop. Mosquitto
 2.0's plugin has no `%u` patterns, so a device has a role of its own with its
 literal topics. The same definitions serve the initial config file
 (`render_config`, for compose and the local stack) and live provisioning over
-`$CONTROL` (`shared/broker_admin.py`).
+`$CONTROL` (`shared/broker_control.py`).
 """
 
 from __future__ import annotations

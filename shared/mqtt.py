@@ -1,13 +1,10 @@
-"""MQTT helpers: topic names of the contract, and a paho-mqtt client factory."""
+"""The contract's MQTT topic names, and the TLS context every connection uses."""
 
 from __future__ import annotations
 
 import re
 import ssl
 from dataclasses import dataclass
-
-import aiomqtt
-import paho.mqtt.client as paho
 
 from shared.settings import CommonSettings
 
@@ -72,24 +69,3 @@ def tls_context(common: CommonSettings) -> ssl.SSLContext | None:
         return None
     return ssl.create_default_context(
         cafile=str(common.mqtt_ca_file) if common.mqtt_ca_file else None)
-
-
-def aiomqtt_client(common: CommonSettings, username: str, password: str) -> aiomqtt.Client:
-    """An aiomqtt MQTT 5 client (for services that only publish, or ack on receipt)."""
-    return aiomqtt.Client(common.mqtt_host, common.mqtt_port, identifier=username,
-                          username=username, password=password,
-                          protocol=aiomqtt.ProtocolVersion.V5, tls_context=tls_context(common),
-                          keepalive=30)
-
-
-def paho_client(common: CommonSettings, username: str, password: str) -> paho.Client:
-    """A paho-mqtt 2.x MQTT 5 client with credentials and TLS from settings (not connected).
-    Its client id is its username: the broker binds every account to that one."""
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=username,
-                         protocol=paho.MQTTv5)
-    client.username_pw_set(username, password)
-    context = tls_context(common)
-    if context is not None:
-        client.tls_set_context(context)
-    return client
-

@@ -5,55 +5,52 @@ the table, oldest first, then marked; what a crash or an outage left unpublished
 out later, so publication is at-least-once (each event's `id` lets subscribers drop a
 repeat). Replicas take turns: a batch is published and marked under a transaction-level
 advisory lock per outbox, so in the normal case each event goes out once, in order.
-A service subclasses `Outbox` with its table's queries and message shape.
+A service subclasses `Outbox` with its table's queries and message shape. The outbox
+runs the service's broker connection (shared/mqtt_connection.py) for as long as it
+publishes, so its last pass still has one.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
-import aiomqtt
 import asyncpg
 import redis.asyncio as redis
 import structlog
 
 from shared import db
 from shared import redis_client as redis_errors
-from shared.health import Health
 from shared.lifecycle import wait_any
+from shared.mqtt_connection import MqttConnection, MqttUnavailable
 from shared.retry import Stopped, retry_until_available
 
 log = structlog.get_logger(__name__)
 BATCH = 500
 POLL_SECONDS = 2.0  # also picks up what another replica or a previous life left
+CONNECT_WAIT_SECONDS = 5.0  # for the connection, before backing off
 
 
 def _transient(exc: BaseException) -> bool:
     return db.is_transient(exc) or redis_errors.is_transient(exc) or \
-        isinstance(exc, aiomqtt.MqttError | OSError)
+        isinstance(exc, MqttUnavailable | OSError)
 
 
 class Outbox:
     what = "outbox"
 
     def __init__(self, pool: asyncpg.Pool, redis_conn: redis.Redis,
-                 mqtt: Callable[[], aiomqtt.Client], health: Health,
-                 retry_max_delay: float) -> None:
+                 mqtt: MqttConnection, retry_max_delay: float) -> None:
         self.pool = pool
         self.redis = redis_conn
-        self.new_mqtt_client = mqtt
-        self.health = health
+        self.mqtt = mqtt
         self.retry_max_delay = retry_max_delay
         self.wake = asyncio.Event()
-        self._mqtt: aiomqtt.Client | None = None
-        self._broken = False  # a dropped aiomqtt client is replaced, not reused
 
     # --- what a subclass provides ------------------------------------------------------
     async def unpublished(self, conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
         raise NotImplementedError
 
-    async def send(self, mqtt: aiomqtt.Client, row: asyncpg.Record) -> None:
+    async def send(self, row: asyncpg.Record) -> None:
         """Put one event on its stream and MQTT topic."""
         raise NotImplementedError
 
@@ -64,13 +61,14 @@ class Outbox:
     # --- the loop ----------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop`, then once more so what the last batch emitted goes out."""
+        published = asyncio.Event()
+        connection = asyncio.create_task(self.mqtt.run(published), name="mqtt")
         try:
             while True:
                 stopping = stop.is_set()
                 await retry_until_available(
                     self._publish_pending, transient=_transient, what=self.what,
-                    max_delay=self.retry_max_delay, stop=None if stopping else stop,
-                    on_failure=self._failing)
+                    max_delay=self.retry_max_delay, stop=None if stopping else stop)
                 if stopping:
                     break
                 await wait_any(self.wake, stop, timeout=POLL_SECONDS)
@@ -78,15 +76,18 @@ class Outbox:
         except Stopped:
             pass
         finally:
-            await self._disconnect()
+            published.set()
+            await connection
 
     async def _publish_pending(self) -> None:
-        mqtt = await self._connected()  # also at start: readiness says if the broker is there
-        self.health.ok("mqtt")
-        while await self._publish_batch(mqtt):
+        try:
+            await asyncio.wait_for(self.mqtt.connected.wait(), CONNECT_WAIT_SECONDS)
+        except TimeoutError:
+            raise MqttUnavailable("not connected to the broker") from None
+        while await self._publish_batch():
             pass
 
-    async def _publish_batch(self, mqtt: aiomqtt.Client) -> bool:
+    async def _publish_batch(self) -> bool:
         """Publish the oldest unpublished batch and mark it, holding this outbox's
         publisher lock: one publisher at a time across replicas, so each event goes out
         once in the normal case and in the order it was committed. False when there was
@@ -100,7 +101,7 @@ class Outbox:
             published: list[asyncpg.Record] = []
             for row in rows:
                 try:
-                    await self.send(mqtt, row)
+                    await self.send(row)
                 except Exception as exc:
                     failure = exc
                     break
@@ -112,26 +113,3 @@ class Outbox:
         if failure is not None:
             raise failure
         return bool(rows)
-
-    async def _connected(self) -> aiomqtt.Client:
-        if self._broken:
-            self._broken = False
-            await self._disconnect()
-        if self._mqtt is None:
-            client = self.new_mqtt_client()
-            await client.__aenter__()
-            self._mqtt = client
-        return self._mqtt
-
-    async def _disconnect(self) -> None:
-        client, self._mqtt = self._mqtt, None
-        if client is not None:
-            try:
-                await client.__aexit__(None, None, None)
-            except aiomqtt.MqttError:
-                pass
-
-    def _failing(self, exc: BaseException) -> None:
-        if isinstance(exc, aiomqtt.MqttError | OSError):
-            self.health.failing("mqtt", f"{type(exc).__name__}: {exc}")
-            self._broken = True

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import audit, errors
 from services.api.bootstrap import ensure_first_admin
-from services.api.broker import ApiBroker
+from services.api.broker import api_connection
 from services.api.commands import consume_acks, sweep_timeouts
 from services.api.deps import Resources
 from services.api.docs import install_docs
@@ -54,7 +54,6 @@ from services.api.settings import ApiSettings
 from shared import db, redis_client
 from shared.errors import Unauthorized
 from shared.health import Health, probe_dependencies
-from shared.mqtt import tls_context
 from shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
@@ -114,26 +113,24 @@ async def open_resources(common: CommonSettings, settings: ApiSettings, health: 
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
     if secret is None:
         log.warning("INSA_API_JWT_SECRET unset (development): tokens end with this process")
-    loop = asyncio.get_running_loop()
     received: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=10_000)
     pool = await db.create_pool(common.database_url.get_secret_value(), max_size=10,
                                 application_name="insa-api")
     redis_url = common.redis_url.get_secret_value()
     redis_conn = redis_client.create_redis(redis_url)
-    broker = ApiBroker(common.mqtt_host, common.mqtt_port, settings.mqtt_username,
-                       settings.mqtt_password.get_secret_value(),
-                       on_message=lambda topic, payload: loop.call_soon_threadsafe(
-                           keep, received, topic, payload),
-                       tls=tls_context(common))
-    broker.start()
+    mqtt, broker = api_connection(common, settings, health,
+                                  lambda topic, payload: keep(received, topic, payload))
+    stopped = asyncio.Event()
+    connection = asyncio.create_task(mqtt.run(stopped), name="mqtt")
     try:
         yield Resources(settings, pool, redis_conn,
                         Tokens(secret or secrets.token_urlsafe(48),
                                settings.access_token_seconds, settings.refresh_token_seconds,
                                settings.refresh_reuse_grace_seconds),
-                        FailureLimiter(redis_conn), broker, health, received)
+                        FailureLimiter(redis_conn), mqtt, broker, health, received)
     finally:
-        broker.close()
+        stopped.set()
+        await connection
         await redis_conn.aclose()
         await pool.close()
 
@@ -158,8 +155,8 @@ def create_app(common: CommonSettings, settings: ApiSettings,
             await db.until_available(lambda: bootstrap(res), health, max_delay=5.0)
             stop = asyncio.Event()
             tasks = [asyncio.create_task(probe_dependencies(
-                health, {"postgres": lambda: db.ping(res.pool), "redis": res.redis.ping,
-                         "mqtt": res.broker.check}, 5.0, stop), name="probe"),
+                health, {"postgres": lambda: db.ping(res.pool), "redis": res.redis.ping},
+                5.0, stop), name="probe"),
                      *(asyncio.create_task(job(res, stop), name=job.__name__)
                        for job in BACKGROUND)]
             try:

@@ -15,7 +15,6 @@ from fastapi.requests import HTTPConnection
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from services.api import audit
-from services.api.broker import ApiBroker
 from services.api.live import LiveHub
 from services.api.security import keys
 from services.api.security.permissions import PERMISSIONS, allowed
@@ -23,8 +22,10 @@ from services.api.security.principal import Principal
 from services.api.security.ratelimit import FailureLimiter, key_limit
 from services.api.security.tokens import Tokens, account_version
 from services.api.settings import ApiSettings
+from shared.broker_control import BrokerControl
 from shared.errors import Forbidden, NotFound, Unauthorized
 from shared.health import Health
+from shared.mqtt_connection import MqttConnection
 
 EXPORTS_AT_ONCE = 3  # of the pool's 10 connections
 
@@ -37,7 +38,8 @@ class Resources:
     redis: redis.Redis
     tokens: Tokens
     limiter: FailureLimiter
-    broker: ApiBroker
+    mqtt: MqttConnection  # the API's one broker connection
+    broker: BrokerControl  # its `$CONTROL` client (device accounts)
     health: Health
     # What the broker delivered to the API (topic, payload): the devices' command answers.
     received: asyncio.Queue[tuple[str, bytes]]

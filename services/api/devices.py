@@ -21,8 +21,8 @@ import asyncpg
 import orjson
 from pydantic import BaseModel, Field
 
-from services.api.broker import ApiBroker
 from shared.broker_accounts import device_role_name
+from shared.broker_control import BrokerControl
 from shared.equipment import Equipment
 from shared.errors import Conflict, NotFound, ValidationFailed
 
@@ -111,7 +111,7 @@ async def locked(conn: asyncpg.Connection, device_id: str) -> asyncpg.Record:
     return row
 
 
-async def provision(broker: ApiBroker, device_id: str) -> tuple[str, str]:
+async def provision(broker: BrokerControl, device_id: str) -> tuple[str, str]:
     """Create the device's account, or give it a new password when it has one; returns
     (password, "provision" or "rotate").
 
@@ -120,20 +120,20 @@ async def provision(broker: ApiBroker, device_id: str) -> tuple[str, str]:
     way, so setting its password makes the answer right in every case.
     """
     try:
-        password: str = await broker.call(broker.create_device, device_id)
+        password = await broker.create_device(device_id)
         return password, "provision"
     except Conflict:
         await _own_account(broker, device_id)
-        password = await broker.call(broker.rotate_password, device_id)
+        password = await broker.rotate_password(device_id)
         return password, "rotate"
 
 
-async def _own_account(broker: ApiBroker, device_id: str) -> bool:
+async def _own_account(broker: BrokerControl, device_id: str) -> bool:
     """True if the broker has an account of this name that is this device's (its one
     role is the device's own); Conflict if the name is another account's (a bridge, a
     service), which a device of that name must never take over; False if none."""
     try:
-        [answer] = await broker.run({"command": "getClient", "username": device_id})
+        [answer] = await broker.execute({"command": "getClient", "username": device_id})
     except NotFound:
         return False
     roles = [r.get("rolename") for r in answer.get("data", {}).get("client", {}).get("roles", [])]
@@ -143,7 +143,7 @@ async def _own_account(broker: ApiBroker, device_id: str) -> bool:
     return True
 
 
-async def forget(broker: ApiBroker, device_id: str) -> bool:
+async def forget(broker: BrokerControl, device_id: str) -> bool:
     """Delete the device's account and role (connections are dropped); False when it had
     none. The plugin runs both commands even when the first finds nothing."""
     try:
@@ -152,7 +152,7 @@ async def forget(broker: ApiBroker, device_id: str) -> bool:
     except Conflict:  # another account of that name: not the device's to delete
         return False
     try:
-        await broker.call(broker.delete_device, device_id)
+        await broker.delete_device(device_id)
     except NotFound:
         return False
     return True

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.ingestor.intake import Delivery
+from shared.mqtt_connection import Message
 from shared.schemas import Reading, StatusChange
 
 
@@ -25,7 +25,7 @@ class Reject:
 class Parsed:
     """One delivery after parsing: readings, a status change, or a reject."""
 
-    delivery: Delivery
+    delivery: Message
     device_id: str | None
     received: datetime
     kind: str = "unknown"  # telemetry | metric | status | unknown (topic)

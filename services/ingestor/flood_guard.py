@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -26,8 +25,7 @@ import structlog
 from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.rejects import LogWindow
 from services.ingestor.settings import IngestorSettings
-from shared.broker_accounts import CONTROL_TOPIC
-from shared.broker_admin import decode_responses, encode_commands, raise_for_errors
+from shared.broker_control import BrokerControl
 from shared.db import UNAVAILABLE as PG_UNAVAILABLE
 from shared.errors import DependencyUnavailable, InsaError, NotFound
 from shared.lifecycle import wait_any
@@ -63,45 +61,6 @@ class TokenBuckets:
                 if tokens + (now - last) * self.rate >= self.burst]
         for key in full:
             del self._buckets[key]
-
-
-class BrokerControl:
-    """Dynamic-security commands over the ingestor's own MQTT connection.
-
-    Every admin client receives every answer on the response topic; ours are the ones
-    whose correlationData we made."""
-
-    def __init__(self, publish: Callable[[str, bytes], bool], timeout: float = 10.0) -> None:
-        self._publish = publish
-        self.timeout = timeout
-        self._waiting: dict[str, tuple[asyncio.Future[None], list[dict[str, Any]], int]] = {}
-
-    async def execute(self, *commands: dict[str, Any]) -> list[dict[str, Any]]:
-        key = uuid.uuid4().hex
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        answers: list[dict[str, Any]] = []
-        self._waiting[key] = (done, answers, len(commands))
-        try:
-            if not self._publish(CONTROL_TOPIC, encode_commands(commands, key)):
-                raise DependencyUnavailable("not connected to the broker")
-            try:
-                await asyncio.wait_for(done, self.timeout)
-            except TimeoutError:
-                raise DependencyUnavailable("the broker did not answer") from None
-        finally:
-            self._waiting.pop(key, None)
-        raise_for_errors(commands, answers)
-        return answers
-
-    def on_response(self, payload: bytes) -> None:
-        for response in decode_responses(payload):
-            waiting = self._waiting.get(response.get("correlationData", ""))
-            if waiting is None:
-                continue
-            done, answers, expected = waiting
-            answers.append(response)
-            if len(answers) >= expected and not done.done():
-                done.set_result(None)
 
 
 class FloodGuard:

@@ -1,25 +1,15 @@
-"""What the pipeline needs from where messages come in: the delivery, and acks and pauses."""
+"""What the pipeline needs from where messages come in: acks and pauses (the MQTT
+connection, shared/mqtt_connection.py, or a test's stand-in)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-
-@dataclass(slots=True)
-class Delivery:
-    """One inbound message and what is needed to ack it on the connection it came on."""
-
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    redelivered: bool
-    connection: int  # generation: acks for an older connection must not be sent
+from shared.mqtt_connection import Message
 
 
 class Intake(Protocol):
-    def ack(self, delivery: Delivery) -> bool:
+    def ack(self, message: Message) -> bool:
         """Ack, or False when the connection it came on is gone (the broker redelivers)."""
 
     def pause(self) -> None:

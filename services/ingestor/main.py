@@ -7,22 +7,22 @@ from functools import partial
 
 import structlog
 
-from services.ingestor.flood_guard import BrokerControl, FloodGuard
+from services.ingestor.flood_guard import FloodGuard
 from services.ingestor.maintenance import (
     inactivity_sweep_period,
     mark_inactive_devices,
     trim_stream,
 )
 from services.ingestor.metrics import IngestorMetrics
-from services.ingestor.mqtt_source import MqttSource
+from services.ingestor.mqtt_source import device_messages, for_this_replica
 from services.ingestor.parsing import MessageParser
 from services.ingestor.pipeline import Pipeline
 from services.ingestor.settings import IngestorSettings
 from shared import db
+from shared.broker_control import BrokerControl
 from shared.db import create_pool, ping
 from shared.health import Health, listen_socket, probe_dependencies, serve_health
 from shared.lifecycle import Lifecycle, run_periodically
-from shared.mqtt import paho_client
 from shared.redis_client import create_redis
 from shared.redis_client import is_transient as redis_transient
 from shared.service import run_service
@@ -42,16 +42,12 @@ async def run(common: CommonSettings, settings: IngestorSettings) -> None:
     metrics = IngestorMetrics()
     partition = settings.owned()
     guard = FloodGuard(settings, pool, metrics, partition.owns_device)
-    client = paho_client(common, settings.mqtt_username, settings.mqtt_password.get_secret_value())
-    client.manual_ack_set(True)
-    control = BrokerControl(lambda topic, payload: source.publish(topic, payload))
-    source = MqttSource(client, common.mqtt_host, common.mqtt_port, partition=partition,
-                        session_expiry=settings.session_expiry_seconds,
-                        receive_maximum=settings.receive_maximum, health=health,
-                        on_skipped=metrics.other_partition.inc,
-                        on_control=control.on_response)
+    connection = device_messages(common, settings, health)
+    control = BrokerControl(connection)  # the flood guard's, on the same connection
     pipeline = Pipeline(settings, pool, redis_client, metrics, health,
-                        MessageParser(settings, guard.admit, guard.detail), intake=source)
+                        MessageParser(settings, guard.admit, guard.detail), intake=connection)
+    connection.on_message = for_this_replica(connection, partition, pipeline.on_delivery,
+                                             metrics.other_partition.inc)
     lifecycle = Lifecycle(settings.drain_seconds, health)
     drained = asyncio.Event()
 
@@ -61,7 +57,7 @@ async def run(common: CommonSettings, settings: IngestorSettings) -> None:
             drained.set()
 
         lc.spawn("flush", flush_until_drained())
-        lc.spawn("mqtt", source.run(drained, pipeline.on_delivery))
+        lc.spawn("mqtt", connection.run(drained))
         lc.spawn("inactivity", run_periodically(
             partial(mark_inactive_devices, settings, pool, metrics),
             every=inactivity_sweep_period(settings), stop=lc.stopping, what="inactivity",

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from services.ingestor.batch import Parsed, Reject
-from services.ingestor.intake import Delivery
 from services.ingestor.rejects import LogWindow
 from services.ingestor.settings import IngestorSettings
 from shared.errors import ValidationFailed
 from shared.mqtt import parse_device_topic
+from shared.mqtt_connection import Message
 from shared.schemas import (
     Limits,
     Reading,
@@ -43,7 +43,7 @@ class MessageParser:
         # A device repeating a message that trips a parser bug must not flood the log.
         self.error_log = LogWindow(settings.reject_log_window_seconds)
 
-    def parse(self, delivery: Delivery, received: datetime | None = None) -> Parsed:
+    def parse(self, delivery: Message, received: datetime | None = None) -> Parsed:
         received = received or datetime.now(UTC)
         topic = parse_device_topic(delivery.topic)
         device_id = topic.device_id if topic else None
@@ -78,7 +78,7 @@ class MessageParser:
                                       f"{type(exc).__name__}: {exc}")
         return item
 
-    def reject(self, delivery: Delivery, device_id: str | None, reason: str,
+    def reject(self, delivery: Message, device_id: str | None, reason: str,
                detail: str) -> Reject:
         # The detail may quote the payload; PostgreSQL text cannot hold NUL.
         return Reject(delivery.topic, device_id, reason, detail.replace("\x00", "\\x00")[:1000],

@@ -23,7 +23,7 @@ import structlog
 from services.ingestor import repository
 from services.ingestor.batch import Batch, Parsed
 from services.ingestor.flow_control import FlowControl
-from services.ingestor.intake import Delivery, Intake
+from services.ingestor.intake import Intake
 from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.parsing import MessageParser
 from services.ingestor.rejects import RejectLog
@@ -37,6 +37,7 @@ from services.ingestor.settings import IngestorSettings
 from shared import db, redis_client
 from shared.health import Health
 from shared.lifecycle import wait_any
+from shared.mqtt_connection import Message
 from shared.retry import retry_until_available
 from shared.streams import EncodedEntry, TelemetryWriter
 
@@ -74,7 +75,7 @@ class Pipeline:
         self._wake = asyncio.Event()
 
     # --- intake (called on the event loop for every message) ----------------------------
-    def on_delivery(self, delivery: Delivery) -> None:
+    def on_delivery(self, delivery: Message) -> None:
         item = self.parser.parse(delivery)
         self.metrics.messages.labels(item.kind).inc()
         if delivery.redelivered:

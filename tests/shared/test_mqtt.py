@@ -1,4 +1,4 @@
-"""The contract's topic names, and the paho client every service builds from its settings."""
+"""The contract's topic names and the TLS context from settings."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from shared.mqtt import (
     STATUS_FILTER,
     TELEMETRY_FILTER,
     DeviceTopic,
-    paho_client,
     parse_device_topic,
     status_topic,
     telemetry_topic,
@@ -81,17 +80,3 @@ def test_the_tls_context_verifies_the_broker_against_the_configured_ca(
     assert context is not None
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert len(context.get_ca_certs()) == 1  # only the configured CA, not the system store
-
-
-def test_the_paho_client_uses_its_username_as_client_id_over_mqtt5() -> None:
-    client = paho_client(settings(), "insa-ingestor-2", "a-long-enough-secret")
-    assert client._client_id == b"insa-ingestor-2"  # the broker binds each account to it
-    assert client.username == "insa-ingestor-2"
-    assert client.protocol == paho.MQTTv5
-    assert client._ssl_context is None
-
-
-def test_the_paho_client_uses_tls_when_configured(dev_certs: Path) -> None:
-    client = paho_client(settings(mqtt_tls=True, mqtt_ca_file=dev_certs / "ca.crt"),
-                         "insa-ingestor", "a-long-enough-secret")
-    assert isinstance(client._ssl_context, ssl.SSLContext)

@@ -78,7 +78,7 @@ async def send_command(device_id: str, body: CommandIn, res: Res, who: Sender
     payload = orjson.dumps({"id": str(command_id), "name": body.name, "params": body.params,
                             "ts": utc_text(row["created_at"])})
     try:
-        await res.broker.publish(command_topic(device_id), payload,
+        await res.mqtt.publish(command_topic(device_id), payload,
                                  timeout=res.settings.publish_timeout_seconds)
     except InsaError as exc:
         async with res.pool.acquire() as conn, conn.transaction():

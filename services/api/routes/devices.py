@@ -204,7 +204,7 @@ async def delete_device(device_id: str, res: Res, who: Writer) -> None:
         # In the transaction: when the broker cannot be told, the device stays (503).
         had_account = await forget(res.broker, device_id)
         if DESIRED in row["metadata"]:
-            await res.broker.publish(config_topic(device_id), b"", retain=True,
+            await res.mqtt.publish(config_topic(device_id), b"", retain=True,
                                      timeout=res.settings.publish_timeout_seconds)
         await audit.record(conn, who.actor, "device.delete", device_id,
                            broker_account=had_account)

@@ -180,7 +180,7 @@ async def _publish(res: Res, device_id: str, payload: bytes, readings: list[Read
         raise ValidationFailed("payload_too_large", f"body: more than {MAX_BODY_BYTES} bytes",
                                field="body")
     topic = f"insa/devices/{device_id}/telemetry"
-    await res.broker.publish(topic, payload, timeout=res.settings.publish_timeout_seconds)
+    await res.mqtt.publish(topic, payload, timeout=res.settings.publish_timeout_seconds)
     return Accepted(device_id=device_id, topic=topic, readings=len(readings),
                     values=sum(len(r.values) for r in readings),
                     timestamps=[r.ts for r in readings])

@@ -89,7 +89,7 @@ async def set_config(device_id: str, config: ConfigBody, res: Res, who: Writer
         await audit.record(conn, who.actor, "device.config", device_id,
                            version=desired.version)
         # Before the commit: when the broker does not take it, nothing is recorded (503).
-        await res.broker.publish(
+        await res.mqtt.publish(
             config_topic(device_id),
             orjson.dumps({"version": desired.version, "ts": stored["updated_at"],
                           "config": config}),

@@ -5,15 +5,15 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from services.ingestor.flow_control import FlowControl
-from services.ingestor.intake import Delivery
 from services.ingestor.metrics import IngestorMetrics
+from shared.mqtt_connection import Message
 
 
 class RecordingIntake:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def ack(self, delivery: Delivery) -> bool:
+    def ack(self, delivery: Message) -> bool:
         return True
 
     def pause(self) -> None:

@@ -12,15 +12,15 @@ import structlog
 
 from services.ingestor import parsing, rejects
 from services.ingestor.batch import Parsed
-from services.ingestor.intake import Delivery
 from services.ingestor.parsing import MessageParser
 from services.ingestor.settings import IngestorSettings
 from shared.mqtt import telemetry_topic
+from shared.mqtt_connection import Message
 from tests.utils.topics import device_topic
 
 
-def delivery(topic: str, payload: bytes) -> Delivery:
-    return Delivery(topic, payload, mid=1, qos=1, redelivered=False, connection=1)
+def delivery(topic: str, payload: bytes) -> Message:
+    return Message(topic, payload, mid=1, qos=1, redelivered=False, connection=1)
 
 
 @pytest.fixture

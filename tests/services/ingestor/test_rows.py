@@ -9,11 +9,11 @@ import orjson
 import pytest
 
 from services.ingestor.batch import Parsed, Reject
-from services.ingestor.intake import Delivery
 from services.ingestor.parsing import MessageParser
 from services.ingestor.repository import KnownUnit
 from services.ingestor.rows import catalog_firsts, devices_named, map_batch
 from services.ingestor.settings import IngestorSettings
+from shared.mqtt_connection import Message
 from shared.units import conversion
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
@@ -28,7 +28,7 @@ def parser() -> MessageParser:
 
 def parse(parser: MessageParser, topic: str, payload: object, at: datetime = T0) -> Parsed:
     body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    return parser.parse(Delivery(topic, body, 1, 1, False, 1), received=at)
+    return parser.parse(Message(topic, body, 1, 1, False, 1), received=at)
 
 
 def unknown(item: Parsed, reason: str, detail: str) -> Reject:

@@ -1,36 +1,28 @@
-"""Administer broker accounts at run time over `$CONTROL/dynamic-security/v1`.
-
-Synchronous (paho's network thread), so the local stack, tests and a FastAPI
-route (through a worker thread) can all use it. Each call sends one batch of
-dynamic-security commands and waits for the plugin's answer to it.
-"""
+"""The local stack's and the tests' broker administration: synchronous (paho's network
+thread), as their setup code is. Each call sends one batch of dynamic-security commands
+(built by shared/broker_control.py, as the services' own) and waits for the answer."""
 
 from __future__ import annotations
 
-import secrets
 import ssl
 import threading
 import uuid
 from types import TracebackType
 from typing import Any
 
-import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
-from shared.broker_accounts import (
-    ADMIN_ACCOUNT,
-    CONTROL_RESPONSE_TOPIC,
-    CONTROL_TOPIC,
-    device_role,
-    device_role_name,
+from shared.broker_accounts import ADMIN_ACCOUNT, CONTROL_RESPONSE_TOPIC, CONTROL_TOPIC
+from shared.broker_control import (
+    decode_responses,
+    device_account,
+    encode_commands,
+    new_password,
+    raise_for_errors,
+    service_account,
 )
-from shared.errors import Conflict, DependencyUnavailable, InsaError, NotFound
-from shared.schemas import check_device_id
-
-
-class BrokerAdminError(InsaError):
-    code = "broker_admin"
+from shared.errors import DependencyUnavailable
 
 
 class BrokerAdmin:
@@ -115,58 +107,11 @@ class BrokerAdmin:
         raise_for_errors(commands, answers)
         return answers
 
-    def create_device(self, device_id: str, password: str | None = None) -> str:
+    def create_device(self, device_id: str) -> str:
         """A device account bound to its own id and topics; returns its password."""
-        check_device_id(device_id)
-        password = password or secrets.token_urlsafe(24)
-        role = device_role(device_id)
-        self.execute({"command": "createRole", **role},
-                     {"command": "createClient", "username": device_id, "password": password,
-                      "clientid": device_id, "roles": [{"rolename": role["rolename"]}]})
+        password = new_password()
+        self.execute(*device_account(device_id, password))
         return password
 
     def create_service_account(self, username: str, role: str, password: str) -> None:
-        """Another replica's account for an existing service role (its own client id)."""
-        self.execute({"command": "createClient", "username": username, "password": password,
-                      "clientid": username, "roles": [{"rolename": role}]})
-
-    def rotate_password(self, username: str, password: str | None = None) -> str:
-        password = password or secrets.token_urlsafe(24)
-        self.execute({"command": "setClientPassword", "username": username,
-                      "password": password})
-        return password
-
-    def delete_device(self, device_id: str) -> None:
-        self.execute({"command": "deleteClient", "username": device_id},
-                     {"command": "deleteRole", "rolename": device_role_name(device_id)})
-
-
-def encode_commands(commands: tuple[dict[str, Any], ...], key: str) -> bytes:
-    """One `$CONTROL` request; every command carries `key` so its answer can be matched."""
-    return orjson.dumps({"commands": [{**c, "correlationData": key} for c in commands]})
-
-
-def decode_responses(payload: bytes) -> list[dict[str, Any]]:
-    """The answers in one response message (any admin client's; match by correlationData)."""
-    try:
-        responses = orjson.loads(payload)["responses"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return []
-    return [r for r in responses if isinstance(r, dict)] if isinstance(responses, list) else []
-
-
-def raise_for_errors(commands: tuple[dict[str, Any], ...],
-                     answers: list[dict[str, Any]]) -> None:
-    for command, answer in zip(commands, answers, strict=True):
-        if "error" in answer:
-            raise _error(command, answer["error"])
-
-
-def _error(command: dict[str, Any], message: str) -> InsaError:
-    what = f"{command['command']}: {message}"
-    lowered = message.lower()
-    if "already exists" in lowered:
-        return Conflict(what)
-    if "not found" in lowered:
-        return NotFound(what)
-    return BrokerAdminError(what)
+        self.execute(service_account(username, role, password))

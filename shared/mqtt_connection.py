@@ -1,0 +1,339 @@
+"""Every service's one broker connection: paho-mqtt 2.x driven by the service's asyncio
+loop (socket readiness callbacks, as in paho's asyncio example), with
+
+- `publish`: awaits the broker's acknowledgement (PUBACK at QoS 1), or raises
+  `MqttUnavailable` saying why (not connected, refused, no answer in time);
+- subscriptions re-sent on every connect, each message to `on_message`, or to the handler
+  of its exact topic (`handle`: the `$CONTROL` answers);
+- manual acks (`manual_ack=True`): a QoS 1 message is acked only by `ack`, on the
+  connection it came on (the ingestor acks once its rows are committed);
+- `pause`/`resume`: stop reading the socket, so TCP backpressure makes the broker queue;
+- `run`: connects, and reconnects on the shared retry policy, until stopped.
+
+The broker binds each service account to one client id, so a service has one connection
+and every part of it (publisher, `$CONTROL` client, subscriber) shares it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from shared.errors import DependencyUnavailable
+from shared.health import Health
+from shared.lifecycle import wait_any
+from shared.mqtt import tls_context
+from shared.retry import Stopped, retry_until_available
+from shared.settings import CommonSettings
+
+log = structlog.get_logger(__name__)
+READS_PER_WAKEUP = 50
+CLOSE_DRAIN_SECONDS = 2.0
+RECONNECT_MIN_SECONDS = 0.5
+PUBLISH_TIMEOUT_SECONDS = 10.0
+KEEPALIVE_SECONDS = 30
+
+
+class MqttUnavailable(DependencyUnavailable):
+    """The broker could not take a publish now (the caller retries, or answers 503)."""
+
+
+@dataclass(slots=True)
+class Message:
+    """One inbound message and what is needed to ack it on the connection it came on."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    redelivered: bool
+    connection: int  # generation: acks for an older connection must not be sent
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A persistent session (`clean_start` off): the broker keeps subscriptions and queues
+    QoS 1 messages for `expiry_seconds` while the service is away."""
+
+    expiry_seconds: int
+    receive_maximum: int
+
+
+class MqttConnection:
+    def __init__(self, common: CommonSettings, username: str, password: str, *,
+                 health: Health, subscriptions: Sequence[tuple[str, SubscribeOptions]] = (),
+                 on_message: Callable[[Message], None] = lambda _m: None,
+                 manual_ack: bool = False, session: Session | None = None,
+                 reconnect_max_seconds: float = 5.0) -> None:
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=username,
+                             protocol=paho.MQTTv5, manual_ack=manual_ack)
+        client.username_pw_set(username, password)
+        context = tls_context(common)
+        if context is not None:
+            client.tls_set_context(context)
+        self.client = client
+        self.host, self.port = common.mqtt_host, common.mqtt_port
+        self.health = health
+        self.subscriptions = list(subscriptions)
+        self.on_message = on_message
+        self.manual_ack = manual_ack
+        self.session = session
+        self.reconnect_max_seconds = reconnect_max_seconds
+        self.connection = 0  # counts accepted connections
+        self.connected = asyncio.Event()
+        self.paused = False
+        self._handlers: dict[str, Callable[[bytes], None]] = {}
+        self._pending: dict[int, asyncio.Future[ReasonCode]] = {}
+        self._lost = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._misc: asyncio.Task[None] | None = None
+        self._socket: ReadBufferedSocket | None = None
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+
+    def handle(self, topic: str, handler: Callable[[bytes], None]) -> None:
+        """Subscribe to one exact topic and hand its payloads to `handler` (acked at once)."""
+        self._handlers[topic] = handler
+        self.subscriptions.append((topic, SubscribeOptions(qos=1)))
+
+    # --- publishing and acking ----------------------------------------------------------
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                      timeout: float = PUBLISH_TIMEOUT_SECONDS) -> None:
+        """Return once the broker has the message (PUBACK at QoS 1, PUBCOMP at 2, written
+        at 0); raise MqttUnavailable otherwise. A message whose acknowledgement was lost
+        with the connection may still reach the broker once: callers that retry publish
+        at least once."""
+        if not self.connected.is_set():
+            raise MqttUnavailable("not connected to the broker")
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise MqttUnavailable(f"publish failed: {paho.error_string(info.rc)}")
+        done = self._pending[info.mid] = self._loop.create_future()
+        try:
+            reason = await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            raise MqttUnavailable("the broker did not acknowledge in time") from None
+        finally:
+            self._pending.pop(info.mid, None)
+        if reason.is_failure:  # the platform's ACL, not the caller's fault
+            raise MqttUnavailable(f"the broker refused the publish on {topic}: {reason}")
+
+    def ack(self, message: Message) -> bool:
+        """Ack, or False when the connection it came on is gone (the broker redelivers)."""
+        if message.qos == 0:
+            return True
+        if message.connection != self.connection or not self.connected.is_set():
+            return False
+        self.client.ack(message.mid, message.qos)
+        return True
+
+    # --- connection management ----------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, and reconnect (backing off while refused or unreachable, at once after
+        a drop) until `stop` is set; then send what is queued (acks) and disconnect."""
+        while not stop.is_set():
+            try:
+                await retry_until_available(
+                    lambda: self._connect(stop), transient=_is_connect_failure, what="mqtt",
+                    initial=RECONNECT_MIN_SECONDS, max_delay=self.reconnect_max_seconds,
+                    stop=stop,
+                    on_failure=lambda exc: self.health.failing("mqtt", f"connect failed: {exc}"))
+            except Stopped:
+                break
+            await wait_any(stop, self._lost)
+        await self.disconnect()
+
+    async def disconnect(self, timeout: float = 5.0) -> None:
+        """Send the queued packets, then DISCONNECT; paho closes the socket once it is out."""
+        if self.client.socket() is None:
+            return
+        deadline = self._loop.time() + timeout
+        self.client.disconnect()
+        while self.client.socket() is not None and self.client.want_write() \
+                and self._loop.time() < deadline:
+            self.client.loop_write()
+            await asyncio.sleep(0.01)  # the socket buffer may be full: let it drain
+
+    async def _connect(self, stop: asyncio.Event) -> None:
+        """Connect and wait for the broker's answer; a refusal raises, to be retried."""
+        self._lost.clear()
+        props = Properties(PacketTypes.CONNECT)
+        if self.session is not None:
+            props.SessionExpiryInterval = self.session.expiry_seconds
+            props.ReceiveMaximum = self.session.receive_maximum
+        self.client.connect(self.host, self.port, keepalive=KEEPALIVE_SECONDS,
+                            clean_start=self.session is None, properties=props)
+        await wait_any(self.connected, self._lost, stop)
+        if self._lost.is_set():
+            raise NotConnected("connection closed before the broker accepted it")
+
+    # --- paho callbacks (on the event loop) ---------------------------------------------
+    def _on_connect(self, client: paho.Client, _u: object, flags: paho.ConnectFlags,
+                    reason: ReasonCode, _p: Properties | None) -> None:
+        if reason.is_failure:
+            self.health.failing("mqtt", f"broker refused connection: {reason}")
+            log.error("mqtt connection refused", reason=str(reason))
+            return
+        self.connection += 1
+        self.connected.set()
+        self.health.ok("mqtt")
+        log.info("mqtt connected", session_present=flags.session_present,
+                 connection=self.connection)
+        # Re-sent on every connect: a clean session has none, a persistent one may have
+        # expired.
+        if self.subscriptions:
+            client.subscribe(self.subscriptions)
+
+    def _on_disconnect(self, _c: paho.Client, _u: object, _f: paho.DisconnectFlags,
+                       reason: ReasonCode, _p: Properties | None) -> None:
+        self.connected.clear()
+        self.health.failing("mqtt", f"disconnected: {reason}")
+        log.warning("mqtt disconnected", reason=str(reason))
+        for done in self._pending.values():
+            if not done.done():
+                done.set_exception(MqttUnavailable(
+                    "the connection was lost before the broker acknowledged"))
+        self._lost.set()
+
+    def _on_publish(self, _c: paho.Client, _u: object, mid: int, reason: ReasonCode,
+                    _p: Properties | None) -> None:
+        done = self._pending.get(mid)
+        if done is not None and not done.done():
+            done.set_result(reason)
+
+    def _on_message(self, client: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        payload = cast(bytes, msg.payload)  # always bytes on receipt
+        handler = self._handlers.get(msg.topic)
+        if handler is not None:
+            if self.manual_ack and msg.qos:
+                client.ack(msg.mid, msg.qos)
+            handler(payload)
+            return
+        self.on_message(Message(msg.topic, payload, msg.mid, msg.qos, bool(msg.dup),
+                                self.connection))
+
+    # --- socket plumbing (paho's asyncio integration; paho types sockets as a private
+    # protocol, hence Any) ----------------------------------------------------------------
+    def _on_socket_open(self, client: paho.Client, _u: object, sock: Any) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        buffered = ReadBufferedSocket(sock)
+        # paho reads each packet with three or more small recv() calls and one packet per
+        # loop_read(); serving them from one large read and draining the buffer per wake-up
+        # saves syscalls and an event-loop turn per message (see docs/benchmarks.md).
+        client._sock = buffered  # paho 2.x has no public hook for this
+        self._socket = buffered
+        # A new connection must read its CONNACK even while intake is paused; the first
+        # delivery past the window pauses it again.
+        self.paused = False
+        self._loop.add_reader(sock, self._on_readable, buffered)
+        self._misc = self._loop.create_task(self._misc_loop(), name="mqtt-misc")
+
+    def pause(self) -> None:
+        """Stop reading the socket: TCP backpressure makes the broker queue the rest."""
+        if not self.paused and self._socket is not None:
+            self.paused = True
+            self._loop.remove_reader(self._socket)
+            log.debug("mqtt intake paused")
+
+    def resume(self) -> None:
+        if self.paused and self._socket is not None:
+            self.paused = False
+            self._loop.add_reader(self._socket, self._on_readable, self._socket)
+            if self._socket.buffered:
+                self._loop.call_soon(self._on_readable, self._socket)
+            log.debug("mqtt intake resumed")
+
+    def _on_readable(self, buffered: ReadBufferedSocket) -> None:
+        if self.paused or self.client.socket() is not buffered:
+            return
+        self.client.loop_read()
+        # Bounded, so a broker that never stops sending cannot starve other tasks; what
+        # is left in the buffer gets another turn (the socket may not become readable again).
+        for _ in range(READS_PER_WAKEUP):
+            if not buffered.buffered or self.paused or self.client.socket() is not buffered:
+                return
+            self.client.loop_read()
+        if buffered.buffered:
+            self._loop.call_soon(self._on_readable, buffered)
+
+    def _on_socket_close(self, _c: paho.Client, _u: object, sock: Any) -> None:
+        self._loop.remove_reader(sock)
+        self._socket = None
+        if self._misc is not None:
+            self._misc.cancel()
+
+    def _on_register_write(self, client: paho.Client, _u: object, sock: Any) -> None:
+        self._loop.add_writer(sock, client.loop_write)
+
+    def _on_unregister_write(self, _c: paho.Client, _u: object, sock: Any) -> None:
+        self._loop.remove_writer(sock)
+
+    async def _misc_loop(self) -> None:
+        while self.client.loop_misc() == paho.MQTT_ERR_SUCCESS:
+            await asyncio.sleep(1)
+
+
+class ReadBufferedSocket:
+    """A socket whose recv() is served from one large read; everything else is the socket's."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._data = b""
+        self._pos = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._data) - self._pos
+
+    def recv(self, size: int) -> bytes:
+        if self._pos >= len(self._data):
+            data = self._sock.recv(1 << 18)  # raises BlockingIOError when nothing is there
+            if not data:
+                return data  # connection closed
+            self._data, self._pos = data, 0
+        chunk = self._data[self._pos:self._pos + size]
+        self._pos += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        """Close without a TCP reset: closing with unread data in the receive buffer (the
+        broker keeps sending while intake is paused) makes the kernel send RST, and the
+        broker then drops what it had not yet read of ours: the last acks."""
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+            self._sock.settimeout(CLOSE_DRAIN_SECONDS)
+            deadline = time.monotonic() + CLOSE_DRAIN_SECONDS
+            while time.monotonic() < deadline and self._sock.recv(1 << 16):
+                pass  # discard until the broker closes its side
+        except OSError:
+            pass
+        finally:
+            self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class NotConnected(Exception):
+    """The broker refused or dropped the connection before accepting it."""
+
+
+def _is_connect_failure(exc: BaseException) -> bool:
+    return isinstance(exc, OSError | NotConnected)
