@@ -246,10 +246,10 @@ def diagnose(file: Path, limits_file: Path | None, devices_file: Path | None) ->
     JSON lines, in file order. Bad lines are reported on stderr and skipped."""
     import orjson
 
-    from services.alerts.offline import load_devices
-    from services.diagnostics.engine import DiagnosisEngine
-    from services.diagnostics.limits import LimitBook
-    from services.diagnostics.offline import read_file
+    from shared.alerting.offline import load_devices
+    from shared.diagnosis.engine import DiagnosisEngine
+    from shared.diagnosis.limits import LimitBook
+    from shared.diagnosis.offline import read_file
 
     try:
         limits = LimitBook.from_json(limits_file.read_bytes()) if limits_file else LimitBook()
@@ -290,8 +290,8 @@ def rules() -> None:
               help="Also reset built-in rules that were changed since they were loaded.")
 def rules_load_defaults(database_url: str, replace: bool) -> None:
     """Add the built-in ESP rule set (protection from each well's equipment, critical diagnoses)."""
-    from services.alerts.defaults import load_defaults
     from shared import db
+    from shared.alerting.defaults import load_defaults
 
     async def load() -> tuple[int, int]:
         conn = await db.connect(database_url)
@@ -326,11 +326,11 @@ def rules_backtest(file: Path, rules_file: Path | None, devices_file: Path | Non
     transition goes to stdout as a JSON line. Nothing is stored or published."""
     import orjson
 
-    from services.alerts.offline import Diagnosis, load_devices, load_rules, replay
-    from services.diagnostics.engine import DiagnosisEngine
-    from services.diagnostics.events import Reading
-    from services.diagnostics.limits import LimitBook
-    from services.diagnostics.offline import read_file
+    from shared.alerting.offline import Diagnosis, load_devices, load_rules, replay
+    from shared.diagnosis.engine import DiagnosisEngine
+    from shared.diagnosis.events import Reading
+    from shared.diagnosis.limits import LimitBook
+    from shared.diagnosis.offline import read_file
 
     try:
         rules = load_rules(rules_file.read_bytes() if rules_file else None)

@@ -1,7 +1,7 @@
 """`insa bench alerts`: how many metric values one alert engine evaluates per second, and
 how long a reading takes to become a published alert.
 
-1. engine: the pure engine (services/alerts/evaluation.py) in this process, 200 rules of
+1. engine: the pure engine (shared/alerting/evaluation.py) in this process, 200 rules of
    every type over the simulated fleet (services/simulator: physical wells, some faulty,
    setpoint steps and stops), timers ticked once per reading interval;
 2. service: the alerts service on private PostgreSQL (durable), Redis and Mosquitto
@@ -41,10 +41,10 @@ from devtools.stack.servers import (
     stop_and_remove,
 )
 from devtools.stack.service_process import ServiceProcess, service_environment
-from services.alerts.evaluation import Device, Engine
-from services.alerts.rules import Rule, parse_rule, stored_form
-from services.diagnostics.events import Reading
+from shared.alerting.evaluation import Device, Engine
+from shared.alerting.rules import Rule, parse_rule, stored_form
 from shared.contract import DIAGNOSIS_CODES
+from shared.diagnosis.events import Reading
 from shared.migrate import migrate
 
 TRIP_METRIC = "bench_trip"  # phase 3: 1 trips the latency rule, 0 clears it

@@ -26,8 +26,6 @@ from devtools.bench.ingest import CpuSampler
 from devtools.registry import DIAGNOSTICS
 from devtools.stack.servers import start_broker, start_postgres, start_redis, stop_and_remove
 from devtools.stack.service_process import ServiceProcess, service_environment
-from services.diagnostics.engine import DiagnosisEngine
-from services.diagnostics.events import Reading
 from services.simulator.scenario_file import (
     FleetConfig,
     canonical_values,
@@ -35,6 +33,8 @@ from services.simulator.scenario_file import (
     make_instruments,
     plan_fleet,
 )
+from shared.diagnosis.engine import DiagnosisEngine
+from shared.diagnosis.events import Reading
 from shared.migrate import migrate
 from shared.streams import TELEMETRY, TelemetryWriter, encode_telemetry
 

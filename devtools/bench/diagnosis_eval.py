@@ -24,11 +24,11 @@ from typing import Any
 import orjson
 
 from devtools.bench import random_wells
-from services.diagnostics.engine import DiagnosisEngine
-from services.diagnostics.offline import read_file
 from services.simulator.faults import FAULTS
 from services.simulator.scenario_file import FleetConfig, generate
 from shared.contract import SEVERITY_RANK
+from shared.diagnosis.engine import DiagnosisEngine
+from shared.diagnosis.offline import read_file
 
 WITHIN_READINGS = 30
 READINGS_PER_WELL = 1500

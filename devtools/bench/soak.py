@@ -42,12 +42,12 @@ from devtools.stack.servers import (
     stop_and_remove,
 )
 from devtools.stack.service_process import ServiceProcess, service_environment
-from services.alerts.defaults import load_defaults
-from services.alerts.rules import parse_rule, stored_form
 from services.simulator.faults import FAULT_KINDS
 from services.simulator.instruments import NO_GLITCHES
 from services.simulator.main import Device, SimulatorConfig
 from shared import db
+from shared.alerting.defaults import load_defaults
+from shared.alerting.rules import parse_rule, stored_form
 from shared.migrate import migrate
 
 EVENTS = ("redis", "postgres", "broker", "kill ingestor", "kill diagnostics", "kill alerts",

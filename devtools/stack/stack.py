@@ -254,8 +254,8 @@ def up(cfg: StackConfig) -> str:
 
 async def _load_default_rules(dsn: str) -> None:
     """The built-in alert rules, so a newcomer sees alerts for the simulator's faults."""
-    from services.alerts.defaults import load_defaults
     from shared import db
+    from shared.alerting.defaults import load_defaults
 
     conn = await db.connect(dsn)
     try:

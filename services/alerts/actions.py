@@ -30,9 +30,9 @@ import structlog
 from pydantic import TypeAdapter, ValidationError
 
 from services.alerts.metrics import AlertsMetrics
-from services.alerts.rules import EmailAction, WebhookAction
 from services.alerts.settings import AlertsSettings
 from shared import db
+from shared.alerting.rules import EmailAction, WebhookAction
 from shared.lifecycle import wait_any
 from shared.retry import Stopped, retry_until_available
 from shared.webhooks import (

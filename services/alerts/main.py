@@ -8,17 +8,17 @@ from functools import partial
 import structlog
 
 from services.alerts.actions import DeliveryWorker
-from services.alerts.evaluation import Engine
 from services.alerts.metrics import AlertsMetrics
 from services.alerts.notifications import listen
 from services.alerts.publishing import AlertPublisher
 from services.alerts.settings import AlertsSettings
-from services.alerts.store import CHANGED_CHANNEL
 from services.alerts.watching import Watcher
 from shared import db, redis_client
+from shared.alerting.evaluation import Engine
+from shared.alerting.store import CHANGED_CHANNEL
 from shared.health import Health, listen_socket, probe_dependencies, serve_health
 from shared.lifecycle import Lifecycle, run_periodically
-from shared.mqtt import aiomqtt_client
+from shared.mqtt_connection import MqttConnection
 from shared.service import run_service
 from shared.settings import CommonSettings
 from shared.streams import StreamConsumer
@@ -41,11 +41,11 @@ async def run(common: CommonSettings, settings: AlertsSettings) -> None:
     pool = await db.create_pool(dsn, max_size=6, application_name="insa-alerts")
     redis_conn = redis_client.create_redis(common.redis_url.get_secret_value())
     metrics = AlertsMetrics()
-    mqtt = partial(aiomqtt_client, common, settings.mqtt_username,
-                   settings.mqtt_password.get_secret_value())
+    mqtt = MqttConnection(common, settings.mqtt_username,
+                          settings.mqtt_password.get_secret_value(), health=health)
     worker = DeliveryWorker(pool, settings, metrics)
-    publisher = AlertPublisher(pool, redis_conn, mqtt, metrics, health,
-                               settings.retry_max_delay_seconds, on_queued=worker.wake.set)
+    publisher = AlertPublisher(pool, redis_conn, mqtt, metrics, settings.retry_max_delay_seconds,
+                               on_queued=worker.wake.set)
     watcher = Watcher(Engine(), pool, settings.owned(),
                       metrics, health, retry_max_delay=settings.retry_max_delay_seconds,
                       on_committed=publisher.wake.set, batch=settings.batch)

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import aiomqtt
 import asyncpg
 import orjson
 import redis.asyncio as redis
@@ -21,9 +20,9 @@ from pydantic import TypeAdapter
 
 from services.alerts import actions
 from services.alerts.metrics import AlertsMetrics
-from services.alerts.rules import Action, MqttAction
-from shared.health import Health
+from shared.alerting.rules import Action, MqttAction
 from shared.mqtt import alerts_topic
+from shared.mqtt_connection import MqttConnection
 from shared.outbox import Outbox
 from shared.streams import ALERTS
 from shared.timefmt import utc_text
@@ -56,9 +55,9 @@ class AlertPublisher(Outbox):
     what = "alert outbox"
 
     def __init__(self, pool: asyncpg.Pool, redis_conn: redis.Redis,
-                 mqtt: Callable[[], aiomqtt.Client], metrics: AlertsMetrics, health: Health,
-                 retry_max_delay: float, on_queued: Callable[[], None]) -> None:
-        super().__init__(pool, redis_conn, mqtt, health, retry_max_delay)
+                 mqtt: MqttConnection, metrics: AlertsMetrics, retry_max_delay: float,
+                 on_queued: Callable[[], None]) -> None:
+        super().__init__(pool, redis_conn, mqtt, retry_max_delay)
         self.metrics = metrics
         self.on_queued = on_queued
 
@@ -75,16 +74,16 @@ class AlertPublisher(Outbox):
             WHERE e.published_at IS NULL ORDER BY e.id LIMIT $1
             """, limit)
 
-    async def send(self, mqtt: aiomqtt.Client, row: asyncpg.Record) -> None:
+    async def send(self, row: asyncpg.Record) -> None:
         body = orjson.dumps(event_message(row))
         await self.redis.xadd(ALERTS, {"alert": body})
-        await mqtt.publish(alerts_topic(row["severity"], row["device_id"]), body, qos=1)
+        await self.mqtt.publish(alerts_topic(row["severity"], row["device_id"]), body)
         # A rule's MQTT actions go out on this same connection: the broker binds the
         # insa-alerts account to one client id, so a second connection would knock
         # this one off. They are as at-least-once as the event itself.
         for action in _actions(row):
             if isinstance(action, MqttAction):
-                await mqtt.publish(action.topic, body, qos=action.qos)
+                await self.mqtt.publish(action.topic, body, qos=action.qos)
 
     async def mark_published(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]
                              ) -> None:

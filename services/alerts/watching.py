@@ -22,11 +22,11 @@ import asyncpg
 import orjson
 import structlog
 
-from services.alerts import store
-from services.alerts.conditions import RateOfChange, WindowStat
-from services.alerts.evaluation import Device, Engine, Transition
 from services.alerts.metrics import AlertsMetrics
 from shared import db
+from shared.alerting import store
+from shared.alerting.conditions import RateOfChange, WindowStat
+from shared.alerting.evaluation import Device, Engine, Transition
 from shared.health import Health
 from shared.partition import Partition
 from shared.streams import StreamMessage, TelemetryEntry, decode_diagnosis, decode_telemetry

@@ -18,11 +18,11 @@ import asyncpg
 import orjson
 import structlog
 
-from services.diagnostics import repository
-from services.diagnostics.engine import DiagnosisEngine
-from services.diagnostics.events import DiagnosisEvent, Reading
 from services.diagnostics.metrics import DiagnosticsMetrics
 from shared import db
+from shared.diagnosis import repository
+from shared.diagnosis.engine import DiagnosisEngine
+from shared.diagnosis.events import DiagnosisEvent, Reading
 from shared.health import Health
 from shared.partition import Partition
 from shared.streams import StreamMessage, decode_telemetry

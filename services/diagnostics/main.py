@@ -8,16 +8,16 @@ from functools import partial
 import asyncpg
 import structlog
 
-from services.diagnostics import repository
-from services.diagnostics.engine import DiagnosisEngine
 from services.diagnostics.judging import Judge
 from services.diagnostics.metrics import DiagnosticsMetrics
 from services.diagnostics.publishing import Publisher
 from services.diagnostics.settings import DiagnosticsSettings
 from shared import db, redis_client
+from shared.diagnosis import repository
+from shared.diagnosis.engine import DiagnosisEngine
 from shared.health import Health, listen_socket, probe_dependencies, serve_health
 from shared.lifecycle import Lifecycle, run_periodically
-from shared.mqtt import aiomqtt_client
+from shared.mqtt_connection import MqttConnection
 from shared.service import run_service
 from shared.settings import CommonSettings
 from shared.streams import StreamConsumer
@@ -46,9 +46,9 @@ async def run(common: CommonSettings, settings: DiagnosticsSettings) -> None:
     redis_conn = redis_client.create_redis(common.redis_url.get_secret_value())
     metrics = DiagnosticsMetrics()
     engine = DiagnosisEngine(max_devices=settings.max_devices)
-    publisher = Publisher(pool, redis_conn, partial(
-        aiomqtt_client, common, settings.mqtt_username, settings.mqtt_password.get_secret_value()),
-        metrics, health, settings.retry_max_delay_seconds)
+    mqtt = MqttConnection(common, settings.mqtt_username,
+                          settings.mqtt_password.get_secret_value(), health=health)
+    publisher = Publisher(pool, redis_conn, mqtt, metrics, settings.retry_max_delay_seconds)
     judge = Judge(engine, pool, settings.owned(), metrics, health,
                   replay_readings=settings.replay_readings,
                   retry_max_delay=settings.retry_max_delay_seconds,

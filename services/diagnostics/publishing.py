@@ -3,17 +3,14 @@ through the `diagnoses` table as an outbox (shared/outbox.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import aiomqtt
 import asyncpg
 import orjson
 import redis.asyncio as redis
 
-from services.diagnostics import repository
 from services.diagnostics.metrics import DiagnosticsMetrics
-from shared.health import Health
+from shared.diagnosis import repository
 from shared.mqtt import diagnostics_topic
+from shared.mqtt_connection import MqttConnection
 from shared.outbox import Outbox
 from shared.streams import DIAGNOSTICS, encode_diagnosis
 from shared.timefmt import utc_text
@@ -23,9 +20,9 @@ class Publisher(Outbox):
     what = "diagnosis outbox"
 
     def __init__(self, pool: asyncpg.Pool, redis_conn: redis.Redis,
-                 mqtt: Callable[[], aiomqtt.Client], metrics: DiagnosticsMetrics,
-                 health: Health, retry_max_delay: float) -> None:
-        super().__init__(pool, redis_conn, mqtt, health, retry_max_delay)
+                 mqtt: MqttConnection, metrics: DiagnosticsMetrics,
+                 retry_max_delay: float) -> None:
+        super().__init__(pool, redis_conn, mqtt, retry_max_delay)
         self.metrics = metrics
 
     async def unpublished(self, conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
@@ -36,7 +33,7 @@ class Publisher(Outbox):
         await repository.mark_published(conn, [row["id"] for row in rows])
         self.metrics.published.inc(len(rows))
 
-    async def send(self, mqtt: aiomqtt.Client, row: asyncpg.Record) -> None:
+    async def send(self, row: asyncpg.Record) -> None:
         event = {"id": row["id"], "device_id": row["device_id"],
                  "ts": utc_text(row["ts"]), "code": row["code"],
                  "severity": row["severity"], "cleared": row["cleared"],
@@ -46,4 +43,4 @@ class Publisher(Outbox):
             event["metric"] = row["metric"]
         await self.redis.xadd(DIAGNOSTICS, encode_diagnosis(  # type: ignore[arg-type]
             row["device_id"], int(row["ts"].timestamp() * 1000), event))
-        await mqtt.publish(diagnostics_topic(row["device_id"]), orjson.dumps(event), qos=1)
+        await self.mqtt.publish(diagnostics_topic(row["device_id"]), orjson.dumps(event))

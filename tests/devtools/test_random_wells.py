@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 
 from devtools.bench import random_wells
-from services.diagnostics.offline import read_file
+from shared.diagnosis.offline import read_file
 
 
 def test_a_fleet_is_the_same_for_a_seed_and_another_for_another(tmp_path: Path) -> None:

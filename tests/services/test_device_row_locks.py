@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from services.alerts import store
-from services.alerts.evaluation import OpenAlert, Transition
 from services.ingestor.repository import write_batch
+from shared.alerting import store
+from shared.alerting.evaluation import OpenAlert, Transition
 
 DEVICES = 40
 SECONDS = 4.0

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from services.alerts.evaluation import Device, Engine, Transition
-from services.alerts.rules import Rule, parse_rule
+from shared.alerting.evaluation import Device, Engine, Transition
+from shared.alerting.rules import Rule, parse_rule
 
 Point = tuple[float, float]
 Seen = list[tuple[str, float]]

@@ -1,5 +1,5 @@
 """Alerts: the list, one alert with its transitions, and the people's side of the
-lifecycle (acknowledge, resolve) through services/alerts/store.py, which records the
+lifecycle (acknowledge, resolve) through shared/alerting/store.py, which records the
 actor and tells the engines; the engines publish the events from alert_events."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import asyncpg
 from fastapi import APIRouter, Body, Depends, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
-from services.alerts import store
 from services.api import audit
 from services.api.deps import Res, require, visible
 from services.api.pagination import Page
 from services.api.routes._keyset import after, check_window, cursor_of
 from services.api.security.principal import Principal
+from shared.alerting import store
 from shared.errors import NotFound
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])

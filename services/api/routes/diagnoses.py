@@ -17,12 +17,12 @@ from services.api.middleware import body_limit
 from services.api.pagination import Page, decode_cursor, encode_cursor
 from services.api.routes._keyset import after, check_window, cursor_of
 from services.api.security.principal import Principal
-from services.diagnostics import repository
-from services.diagnostics.catalog import CODES, action_for
-from services.diagnostics.engine import DiagnosisEngine
-from services.diagnostics.events import DiagnosisEvent, Reading
-from services.diagnostics.offline import FILE_LIMITS, UnitMemory
 from shared.contract import DIAGNOSIS_CODES
+from shared.diagnosis import repository
+from shared.diagnosis.catalog import CODES, action_for
+from shared.diagnosis.engine import DiagnosisEngine
+from shared.diagnosis.events import DiagnosisEvent, Reading
+from shared.diagnosis.offline import FILE_LIMITS, UnitMemory
 from shared.errors import NotFound, ValidationFailed
 from shared.mqtt import NAME_PATTERN
 from shared.schemas import parse_reading_payload

@@ -1,19 +1,32 @@
-"""Alert rules: CRUD and backtests. Every rule is validated by services/alerts/rules.py
+"""Alert rules: CRUD and backtests. Every rule is validated by shared/alerting/rules.py
 before it is written (the same schema the engine loads), and running engines pick up a
 change by themselves (the `rules` table's NOTIFY trigger)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args
 
 import asyncpg
 from fastapi import APIRouter, Body, Depends, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    Field,
+    GetJsonSchemaHandler,
+    TypeAdapter,
+    create_model,
+)
+from pydantic.json_schema import JsonSchemaValue, SkipJsonSchema
+from pydantic_core import CoreSchema
 
-from services.alerts.backtest import backtest
-from services.alerts.limits import attributes_needed
-from services.alerts.rules import (
+from services.api import audit
+from services.api.deps import Res, require
+from services.api.pagination import Page, after_id, encode_cursor
+from services.api.security.principal import Principal
+from shared.alerting.backtest import backtest
+from shared.alerting.limits import attributes_needed
+from shared.alerting.rules import (
     RULE_TYPES,
     Rule,
     Scope,
@@ -21,10 +34,6 @@ from services.alerts.rules import (
     parse_rule,
     stored_form,
 )
-from services.api import audit
-from services.api.deps import Res, require
-from services.api.pagination import Page, after_id, encode_cursor
-from services.api.security.principal import Principal
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.webhooks import WebhookPolicy, secret_env_problem
 
@@ -40,8 +49,38 @@ COLUMNS = "id, name, enabled, builtin, definition, created_at, updated_at"
 EXAMPLE = {"type": "threshold", "name": "motor hot", "metric": "motor_temp", "op": ">",
            "value": 100, "severity": "critical", "for_seconds": 120,
            "message": "{device_id}: motor {value} degC {threshold}"}
-RuleBody = Annotated[dict[str, Any], Body(
-    description="A rule as services/alerts/rules.py defines it (docs/architecture.md, "
+
+
+class _DescribedAs:
+    """Validated as the JSON object it is, described in the OpenAPI schema as `described`.
+
+    A rule body stays a plain object to FastAPI: `parse_rule` validates it, and a bad rule
+    is refused as before (422, `invalid_rule`, a message and `field` naming the bad field,
+    not FastAPI's own error list). The schema clients read is the rule models' own: one
+    of the rule types by `type`, each with its fields."""
+
+    def __init__(self, described: Any) -> None:
+        self.core_schema = TypeAdapter(described).core_schema
+
+    def __get_pydantic_json_schema__(self, core_schema: CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return handler(self.core_schema)
+
+
+def _definitions(rule: Any) -> Any:
+    """What `stored_form` keeps of each rule type (all but name and enabled, which are
+    columns of their own), as models for the schema only."""
+    members = get_args(get_args(rule)[0])
+    stored = tuple(create_model(f"{m.__name__}Definition", __base__=m, __doc__=m.__doc__,
+                                name=(SkipJsonSchema[str], ""),
+                                enabled=(SkipJsonSchema[bool], True)) for m in members)
+    return Annotated[Union[stored], Field(discriminator="type")]  # noqa: UP007 (built at run time)
+
+
+RuleJson = Annotated[dict[str, Any], _DescribedAs(Rule)]
+DefinitionJson = Annotated[dict[str, Any], _DescribedAs(_definitions(Rule))]
+RuleBody = Annotated[RuleJson, Body(
+    description="A rule as shared/alerting/rules.py defines it (docs/architecture.md, "
                 "\"Alerts\"): name, type and the type's fields; thresholds in canonical "
                 "units.", examples=[EXAMPLE])]
 
@@ -60,7 +99,9 @@ class RuleOut(BaseModel):
     enabled: bool
     builtin: bool = Field(description="Loaded by `insa rules load-defaults`")
     type: str = Field(examples=["threshold"])
-    definition: dict[str, Any] = Field(description="The rule without name and enabled",
+    definition: DefinitionJson = Field(description="The rule without name and enabled "
+                                       "(as its type describes, unless `problem` says it "
+                                       "no longer validates)",
                                        examples=[{k: v for k, v in EXAMPLE.items()
                                                   if k != "name"}])
     problem: str | None = Field(None, description="Why this stored rule no longer "
@@ -82,7 +123,7 @@ class BacktestIn(BaseModel):
 
 
 class UnsavedBacktestIn(BacktestIn):
-    rule: dict[str, Any] = Field(examples=[EXAMPLE])
+    rule: RuleJson = Field(examples=[EXAMPLE])
 
 
 class WouldRaise(BaseModel):

@@ -7,9 +7,9 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from services.alerts.evaluation import Engine
 from services.alerts.metrics import AlertsMetrics
 from services.alerts.watching import BACKLOG_SECONDS, Watcher
+from shared.alerting.evaluation import Engine
 from shared.health import Health
 from shared.partition import Partition
 from shared.streams import StreamMessage

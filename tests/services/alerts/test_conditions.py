@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from services.alerts.conditions import Window
-from services.alerts.evaluation import Device, Transition
-from services.alerts.rules import Rule
+from shared.alerting.conditions import Window
+from shared.alerting.evaluation import Device, Transition
+from shared.alerting.rules import Rule
 from tests.utils.alert_engine import (
     Point,
     Seen,

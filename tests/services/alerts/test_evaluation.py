@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from services.alerts.evaluation import Device
+from shared.alerting.evaluation import Device
 from tests.utils.alert_engine import (
     Point,
     Seen,

@@ -1,4 +1,4 @@
-"""Limits from each device (services/alerts/limits.py) in the pure engine: a rule's value
+"""Limits from each device (shared/alerting/limits.py) in the pure engine: a rule's value
 from the device's equipment attributes, or relative to the well's own learned normal;
 devices that lack an attribute skipped and said so; stops and starts not judged."""
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.alerts.evaluation import Device
+from shared.alerting.evaluation import Device
 from shared.errors import ValidationFailed
 from tests.utils.alert_engine import engine_with, feed, rule, series
 

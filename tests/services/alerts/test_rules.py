@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.alerts.rules import (
+from shared.alerting.rules import (
     RULE_TYPES,
     CompareRule,
     DiagnosisRule,

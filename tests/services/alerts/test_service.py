@@ -18,12 +18,12 @@ import redis
 from devtools.registry import ALERTS as ALERTS_SERVICE
 from devtools.stack.servers import RunningBroker, RunningRedis
 from devtools.stack.service_process import ServiceProcess, replica_account
-from services.alerts import store
-from services.alerts.backtest import backtest
-from services.alerts.defaults import load_defaults
 from services.alerts.publishing import iso
-from services.alerts.rules import parse_rule, stored_form
 from shared import db
+from shared.alerting import store
+from shared.alerting.backtest import backtest
+from shared.alerting.defaults import load_defaults
+from shared.alerting.rules import parse_rule, stored_form
 from shared.mqtt import telemetry_topic
 from shared.streams import ALERTS, encode_diagnosis
 from shared.streams import DIAGNOSTICS as DIAGNOSTICS_STREAM

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-from services.alerts import store
-from services.alerts.evaluation import Engine, Transition
-from services.alerts.rules import parse_rule, stored_form
 from shared import db
+from shared.alerting import store
+from shared.alerting.evaluation import Engine, Transition
+from shared.alerting.rules import parse_rule, stored_form
 
 
 async def test_two_engines_renotify_and_escalate_an_alert_once(db_url: str) -> None:

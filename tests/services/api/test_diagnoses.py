@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 
 from services.api.routes.diagnoses import MAX_READINGS
-from services.diagnostics.catalog import CODES, action_for
 from services.simulator.scenario_file import (
     FleetConfig,
     fleet_records,
@@ -17,6 +16,7 @@ from services.simulator.scenario_file import (
     plan_fleet,
 )
 from shared import db
+from shared.diagnosis.catalog import CODES, action_for
 from tests.fixtures.api import Api
 from tests.utils.db import fetchval
 

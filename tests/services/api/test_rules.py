@@ -13,8 +13,8 @@ import pytest
 
 from devtools.stack.servers import RunningBroker
 from devtools.stack.service_process import ServiceProcess
-from services.alerts.defaults import DEFAULT_RULES, load_defaults
 from shared import db
+from shared.alerting.defaults import DEFAULT_RULES, load_defaults
 from shared.mqtt import telemetry_topic
 from tests.fixtures.api import Api
 from tests.utils.db import execute, fetch, fetchval

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.diagnostics.engine import DiagnosisEngine
-from services.diagnostics.events import DiagnosisEvent, Reading
-from services.diagnostics.limits import LimitBook
+from shared.diagnosis.engine import DiagnosisEngine
+from shared.diagnosis.events import DiagnosisEvent, Reading
+from shared.diagnosis.limits import LimitBook
 
 T0 = 1_790_000_000.0
 

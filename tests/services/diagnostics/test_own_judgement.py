@@ -4,8 +4,8 @@ a broken shaft without a flow meter, and a cause replacing its symptom."""
 
 from __future__ import annotations
 
-from services.diagnostics.engine import DiagnosisEngine
-from services.diagnostics.events import Reading
+from shared.diagnosis.engine import DiagnosisEngine
+from shared.diagnosis.events import Reading
 from tests.services.diagnostics.test_engine import T0, Well, alarms, run
 
 STEADY_SENSORS = ("vsd_frequency", "pip", "motor_current", "motor_temp", "vibration",

@@ -8,8 +8,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.diagnostics.baseline import Baseline
-from services.diagnostics.sensors import Key, SpikeWatch
+from shared.diagnosis.baseline import Baseline
+from shared.diagnosis.sensors import Key, SpikeWatch
 
 RECENT_READINGS = 24
 

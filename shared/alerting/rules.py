@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from services.alerts.limits import (
+from shared.alerting.limits import (
     Attribute,
     Baseline,
     Limit,

@@ -16,9 +16,9 @@ from typing import Any
 
 import asyncpg
 
-from services.alerts import store
-from services.alerts.evaluation import Device, Engine, Transition
-from services.alerts.rules import (
+from shared.alerting import store
+from shared.alerting.evaluation import Device, Engine, Transition
+from shared.alerting.rules import (
     CompareRule,
     DiagnosisRule,
     RateOfChangeRule,

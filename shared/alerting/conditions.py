@@ -13,8 +13,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from enum import Enum
 
-from services.alerts.limits import Attribute, Baseline, bands_problem
-from services.alerts.rules import (
+from shared.alerting.limits import Attribute, Baseline, bands_problem
+from shared.alerting.rules import (
     CompareRule,
     DiagnosisRule,
     NoDataRule,

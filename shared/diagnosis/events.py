@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.diagnostics.catalog import CODES, action_for
+from shared.diagnosis.catalog import CODES, action_for
 from shared.timefmt import utc_text
 
 

@@ -1,5 +1,7 @@
 """Database side of the alert engine: rules, the device catalog, open alerts and their
-transitions, evaluation progress, and the manual acknowledge and resolve.
+transitions, evaluation progress, and the manual acknowledge and resolve. The alerts
+service writes the engine's transitions through it, the API the people's acknowledge
+and resolve, and the backtest reads the device catalog through it.
 
 Concurrency: a transition is written only if the row is still in the state the engine
 saw (`WHERE state = before`), and a new alert only if none is open for its (rule,
@@ -17,8 +19,8 @@ from typing import Any
 import asyncpg
 import structlog
 
-from services.alerts.evaluation import Device, Key, OpenAlert, Transition
-from services.alerts.rules import Rule, parse_rule
+from shared.alerting.evaluation import Device, Key, OpenAlert, Transition
+from shared.alerting.rules import Rule, parse_rule
 from shared.errors import Conflict, NotFound, ValidationFailed
 
 log = structlog.get_logger(__name__)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from services.alerts.conditions import (
+from shared.alerting.conditions import (
     Compare,
     Condition,
     DiagnosisMatch,
@@ -28,8 +28,8 @@ from services.alerts.conditions import (
     WindowStat,
     condition_for,
 )
-from services.alerts.limits import uses_attributes
-from services.alerts.rules import (
+from shared.alerting.limits import uses_attributes
+from shared.alerting.rules import (
     CompareRule,
     DiagnosisRule,
     NoDataRule,

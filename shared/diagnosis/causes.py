@@ -3,10 +3,10 @@ own, and which are symptoms or evidence of another (docs/architecture.md, "Diagn
 
 from __future__ import annotations
 
-from services.diagnostics.sensors import Key
-from services.diagnostics.signatures import HYDRAULIC
-from services.diagnostics.state import Active, WellState
-from services.diagnostics.view import Finding
+from shared.diagnosis.sensors import Key
+from shared.diagnosis.signatures import HYDRAULIC
+from shared.diagnosis.state import Active, WellState
+from shared.diagnosis.view import Finding
 
 
 def one_hydraulic_cause(findings: list[Finding], state: WellState) -> None:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.diagnostics.baseline import Baseline
-from services.diagnostics.view import Finding, View, confidence, evidence, round4
+from shared.diagnosis.baseline import Baseline
+from shared.diagnosis.view import Finding, View, confidence, evidence, round4
 
 HYDRAULIC = ("gas_lock", "pump_off", "broken_shaft", "closed_valve")
 

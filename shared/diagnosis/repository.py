@@ -1,5 +1,6 @@
-"""Database side of the diagnostics service: events and open diagnoses, per-device
-progress, the replay that rebuilds the engine after a restart, limits, the outbox."""
+"""Database side of diagnosis: events and open diagnoses, per-device progress, the replay
+that rebuilds the engine after a restart, limits, the outbox. The diagnostics service
+writes through it; the API reads the limits (`load_limits`) for its dry run."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from typing import Any, NamedTuple
 import asyncpg
 import structlog
 
-from services.diagnostics.catalog import action_for
-from services.diagnostics.events import DiagnosisEvent, Reading
-from services.diagnostics.limits import DEFAULT_LIMITS, LimitBook, check_shape
+from shared.diagnosis.catalog import action_for
+from shared.diagnosis.events import DiagnosisEvent, Reading
+from shared.diagnosis.limits import DEFAULT_LIMITS, LimitBook, check_shape
 from shared.units import CANONICAL
 
 log = structlog.get_logger(__name__)

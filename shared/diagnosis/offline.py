@@ -13,7 +13,7 @@ from typing import IO
 
 import orjson
 
-from services.diagnostics.events import Reading
+from shared.diagnosis.events import Reading
 from shared.errors import ValidationFailed
 from shared.schemas import Limits, parse_reading_payload, parse_timestamp
 from shared.units import UnitError, to_canonical

@@ -1,5 +1,6 @@
 """The diagnosis engine: readings in, diagnosis events out. Pure (no I/O), one instance
-per process; the service and `insa diagnose` both drive it.
+per process; the diagnostics service, `insa diagnose` and the API's dry run
+(`POST /diagnostics/analyze`) all drive it.
 
 Per well it keeps a bounded state: the learned baseline, the last few readings, the
 operating phase, and per diagnosis a short history of findings. A diagnosis is raised
@@ -20,17 +21,17 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable
 from typing import Any
 
-from services.diagnostics.catalog import SEVERITIES
-from services.diagnostics.causes import (
+from shared.diagnosis.catalog import SEVERITIES
+from shared.diagnosis.causes import (
     explained,
     fold_symptoms_into_causes,
     one_hydraulic_cause,
     supersede,
     symptom_rank,
 )
-from services.diagnostics.events import DiagnosisEvent, Reading
-from services.diagnostics.limits import LimitBook
-from services.diagnostics.sensors import (
+from shared.diagnosis.events import DiagnosisEvent, Reading
+from shared.diagnosis.limits import LimitBook
+from shared.diagnosis.sensors import (
     Key,
     anomalies,
     cooler_than_its_fluid,
@@ -40,7 +41,7 @@ from services.diagnostics.sensors import (
     sensors_reading_well,
     spiking,
 )
-from services.diagnostics.signatures import (
+from shared.diagnosis.signatures import (
     FAULT_CHECKS,
     bearing_wear,
     broken_shaft,
@@ -48,8 +49,8 @@ from services.diagnostics.signatures import (
     usual_band,
     vsd_out_of_range,
 )
-from services.diagnostics.state import Active, Tracker, WellState
-from services.diagnostics.view import Finding, View
+from shared.diagnosis.state import Active, Tracker, WellState
+from shared.diagnosis.view import Finding, View
 
 NO_EQUIPMENT: dict[str, float] = {}
 PER_SENSOR = ("sensor_fault", "anomaly")  # codes judged per metric, outside the fault checks

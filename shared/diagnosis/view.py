@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.diagnostics.baseline import Baseline
+from shared.diagnosis.baseline import Baseline
 
 HYSTERESIS = 0.25
 

@@ -4,7 +4,7 @@ transition out. Nothing is read from or written to a database.
 
 The caller brings the readings in event-time order and what diagnoses each one causes
 (the CLI runs the diagnosis engine, as the diagnostics service does between the two
-streams), so this module depends on no other service. The engine's timer (pending
+streams), so this module depends on no service. The engine's timer (pending
 `for`, no data, re-notify, escalation) runs on a grid of `tick_seconds` of event time
 between readings, as the live timer does on the wall clock.
 """
@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from services.alerts import store
-from services.alerts.defaults import DEFAULT_RULES
-from services.alerts.evaluation import Device, Engine, Transition
-from services.alerts.rules import Rule, parse_rule
+from shared.alerting import store
+from shared.alerting.defaults import DEFAULT_RULES
+from shared.alerting.evaluation import Device, Engine, Transition
+from shared.alerting.rules import Rule, parse_rule
 from shared.equipment import Equipment
 from shared.errors import ValidationFailed
 from shared.timefmt import utc_text

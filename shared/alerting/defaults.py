@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from services.alerts.rules import parse_rule, stored_form
+from shared.alerting.rules import parse_rule, stored_form
 from shared.contract import DIAGNOSIS_CODES
 
 BUILTIN = {"source": "builtin"}

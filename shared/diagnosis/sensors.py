@@ -10,8 +10,8 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.diagnostics.baseline import Baseline
-from services.diagnostics.view import Finding, View
+from shared.diagnosis.baseline import Baseline
+from shared.diagnosis.view import Finding, View
 
 NOT_ANOMALOUS = ("vsd_frequency",)  # a setpoint, not a measurement of the well
 # Readings that can hold at exactly 0 in a running well (no flow when dead-headed, an
