@@ -22,7 +22,7 @@ from shared.migrate import migrate
 from tests.utils.db import count_seqs, stored_seqs
 from tests.utils.devices import LOAD_GENERATOR, connect_device, publish_at_rate
 from tests.utils.readings import assert_exactly_once, readings
-from tests.utils.streams import stream_seqs
+from tests.utils.streams import all_streamed
 from tests.utils.waiting import wait_until
 
 
@@ -76,7 +76,7 @@ async def test_starting_with_postgres_and_redis_down_waits_instead_of_exiting(
     await wait_until(lambda: count_seqs(db_url), lambda n: n >= count, timeout=60,
                      what="every reading stored once the dependencies are back")
     assert_exactly_once(await stored_seqs(db_url), count)
-    assert stream_seqs(redis_server.url) == set(range(count))
+    await all_streamed(redis_server.url, count)
     await wait_until(lambda: _ready(ingestor), _status(200), what="readiness after recovery")
     assert_alive(ingestor)
     device.close()
