@@ -1,11 +1,12 @@
-"""The platform's services as the dev tooling sees them: the one place to register one.
+"""The platform's services as the dev tooling sees them.
 
 A service named `x` lives in `services/x/` with its entry point `services/x/main.py`
-(run as `insa run x`), reads `INSA_X_*` settings, connects to the broker as the
-account of the same name (`insa-x`, a role in `shared/broker_accounts.py`), and
-serves health and metrics on an HTTP port. Adding it here puts it in the local
-stack (`make run`) and gives tests and benchmarks a process launcher for it
-(`devtools.stack.service_process`).
+(registered in pyproject.toml's `insa.services` group, run as `insa run x`), reads
+`INSA_X_*` settings, connects to the broker as the account of the same name (`insa-x`,
+a role in `shared/broker_accounts.py`), and serves health and metrics on an HTTP port.
+Adding it here puts it in the local stack (`make run`) and gives tests and benchmarks a
+process launcher for it (`devtools.stack.service_process`); a test checks that this list
+and the entry points agree.
 """
 
 from __future__ import annotations

@@ -6,20 +6,20 @@ It lives beside the services because it names them; `shared/` never does.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import sys
 from datetime import datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import click
 
+SERVICES = "insa.services"  # the entry-point group services register in (pyproject.toml)
+
 
 def runnable_services() -> list[str]:
-    """Every `services/<name>/main.py` with a main(): `insa run <name>` needs no list."""
-    root = Path(__file__).parent
-    return sorted(p.parent.name for p in root.glob("*/main.py")
-                  if "\ndef main(" in p.read_text())
+    """The services installed in the `insa.services` entry-point group."""
+    return sorted(ep.name for ep in entry_points(group=SERVICES))
 
 
 @click.group()
@@ -45,7 +45,8 @@ def migrate(database_url: str) -> None:
 def run(service: str) -> None:
     """Run one service in the foreground (settings from INSA_* environment variables; bad
     ones end it with status 1 and the reason)."""
-    importlib.import_module(f"services.{service}.main").main()
+    [entry] = entry_points(group=SERVICES, name=service)
+    entry.load()()
 
 
 @main.command("broker-accounts")

@@ -21,6 +21,21 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from shared.mqtt import (
+    ALERTS_FILTER,
+    ANY,
+    COMMAND_ACK_FILTER,
+    DIAGNOSTICS_FILTER,
+    METRIC_FILTER,
+    NOTIFY_FILTER,
+    STATUS_FILTER,
+    TELEMETRY_FILTER,
+    command_ack_topic,
+    command_topic,
+    config_topic,
+    status_topic,
+    telemetry_topic,
+)
 from shared.schemas import check_device_id
 
 ADMIN_ACCOUNT = "insa-admin"
@@ -42,7 +57,7 @@ def _write(*topics: str) -> list[Acl]:
     return [{"acltype": "publishClientSend", "topic": t, "allow": True} for t in topics]
 
 
-DEVICE_TOPICS = "insa/devices/+/telemetry", "insa/devices/+/telemetry/+", "insa/devices/+/status"
+DEVICE_TOPICS = TELEMETRY_FILTER, METRIC_FILTER, STATUS_FILTER
 BROKER_ADMIN = [*_write("$CONTROL/dynamic-security/#"),
                 *_read("$CONTROL/dynamic-security/#")]
 
@@ -53,17 +68,16 @@ SERVICE_ROLES: dict[str, list[Acl]] = {
     # is a production secret like theirs (docs/architecture.md, "Flood guard").
     "insa-ingestor": [*_read(*DEVICE_TOPICS, "$SYS/broker/#", CONTROL_RESPONSE_TOPIC),
                       *_write(CONTROL_TOPIC)],
-    "insa-diagnostics": _write("insa/diagnostics/#"),
+    "insa-diagnostics": _write(DIAGNOSTICS_FILTER),
     # insa/notify/#: the topics rules choose for their own MQTT actions.
-    "insa-alerts": [*_write("insa/alerts/#", "insa/notify/#"), *_read("insa/diagnostics/#")],
+    "insa-alerts": [*_write(ALERTS_FILTER, NOTIFY_FILTER), *_read(DIAGNOSTICS_FILTER)],
     # The API provisions device accounts, so it administers the broker too; it publishes
     # device keys' HTTP-ingested readings on their telemetry topic (one ingest path).
-    "insa-api": [*_write("insa/devices/+/command", "insa/devices/+/config",
-                         "insa/devices/+/telemetry"),
-                 *_read("insa/devices/+/command/ack", "insa/devices/+/status", "insa/alerts/#",
-                        "insa/diagnostics/#"), *BROKER_ADMIN],
+    "insa-api": [*_write(command_topic(ANY), config_topic(ANY), TELEMETRY_FILTER),
+                 *_read(COMMAND_ACK_FILTER, STATUS_FILTER, ALERTS_FILTER, DIAGNOSTICS_FILTER),
+                 *BROKER_ADMIN],
     # Operators' dashboards and other systems that follow alerts and diagnoses.
-    "insa-subscriber": _read("insa/alerts/#", "insa/notify/#", "insa/diagnostics/#"),
+    "insa-subscriber": _read(ALERTS_FILTER, NOTIFY_FILTER, DIAGNOSTICS_FILTER),
     # The broker's container healthcheck: one $SYS topic, nothing else.
     "insa-health": _read("$SYS/broker/uptime"),
     ADMIN_ACCOUNT: BROKER_ADMIN,
@@ -80,11 +94,10 @@ def device_role_name(device_id: str) -> str:
 
 
 def device_role(device_id: str) -> dict[str, Any]:
-    base = f"insa/devices/{device_id}"
-    own = (f"{base}/command", f"{base}/config")
+    own = (command_topic(device_id), config_topic(device_id))
     return {"rolename": device_role_name(device_id),
-            "acls": [*_write(f"{base}/telemetry", f"{base}/telemetry/+", f"{base}/status",
-                             f"{base}/command/ack"),
+            "acls": [*_write(telemetry_topic(device_id), telemetry_topic(device_id, ANY),
+                             status_topic(device_id), command_ack_topic(device_id)),
                      *[{"acltype": "subscribeLiteral", "topic": t, "allow": True} for t in own],
                      *[{"acltype": "publishClientReceive", "topic": t, "allow": True}
                        for t in own]]}

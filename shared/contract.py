@@ -1,11 +1,17 @@
 """Vocabulary of the diagnosis and alert contracts (docs/payloads.md, docs/diagnosis.md)
-that several services speak: severities, in rising order, and the diagnosis codes."""
+that several services speak: the severities, in rising order. (The diagnosis codes are
+shared/diagnosis/catalog.py's.) The database's CHECK constraints (migrations 0007, 0009)
+hold the same three words."""
 
 from __future__ import annotations
 
-SEVERITIES = ("info", "warning", "critical")
-SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
+from typing import Literal, get_args
 
-DIAGNOSIS_CODES = ("gas_lock", "pump_off", "broken_shaft", "closed_valve", "overload",
-                   "underload", "overheating", "bearing_wear", "vsd_out_of_range",
-                   "sensor_fault", "anomaly")
+# A raised condition: what the health score and the fleet view count as a problem.
+Raised = Literal["warning", "critical"]
+Severity = Literal["info", Raised]  # the one list; everything below is derived from it
+
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
+RAISED: tuple[Raised, ...] = get_args(Raised)
+INFO, WARNING, CRITICAL = SEVERITIES
+SEVERITY_RANK: dict[str, int] = {s: rank for rank, s in enumerate(SEVERITIES, start=1)}

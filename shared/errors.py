@@ -15,13 +15,19 @@ class InsaError(Exception):
 
 
 class ValidationFailed(InsaError):
-    """Input that is not acceptable; `reason` is a stable label (used for reject metrics)."""
+    """Input that is not acceptable; `reason` is a stable label (used for reject metrics),
+    `field` where in the input, if the raiser knows: a dotted path (`ts`,
+    `telemetry.pip.unit`), also in `data` (the api answers it as `details.field`)."""
 
     code = "validation"
 
-    def __init__(self, reason: str, message: str, **data: object) -> None:
+    def __init__(self, reason: str, message: str, *, field: str | None = None,
+                 **data: object) -> None:
+        if field is not None:
+            data["field"] = field
         super().__init__(message, **data)
         self.reason = reason
+        self.field = field
 
 
 class NotFound(InsaError):

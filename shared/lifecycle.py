@@ -28,6 +28,11 @@ class StartupError(RuntimeError):
     exits with a non-zero status so its supervisor restarts it."""
 
 
+class PartFailed(RuntimeError):
+    """A long-lived part of the service failed: the process exits with a non-zero status
+    so its supervisor restarts it, the part with it."""
+
+
 class Lifecycle:
     """What a service's tasks share: the stop signal and the task group to spawn into."""
 
@@ -66,19 +71,18 @@ class Lifecycle:
                 loop.remove_signal_handler(sig)
 
     def _on_task_done(self, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self._failed(task.get_name(), task.exception())
+        exc = failure(task)
+        if exc is not None:
+            self._failed(task.get_name(), exc)
 
     def _failed(self, part: str, exc: BaseException | None) -> None:
         """A part failed: the TaskGroup now cancels the others; past a grace period the
         process ends anyway, so it never lingers without its parts."""
         if self._hard_exit is not None or isinstance(exc, asyncio.CancelledError):
             return
-        log.error("service part failed; stopping", part=part, error=describe(exc))
-        self._hard_exit = threading.Timer(self.drain_seconds + HARD_EXIT_GRACE_SECONDS,
-                                          _exit_now, args=(part,))
-        self._hard_exit.daemon = True
-        self._hard_exit.start()
+        log_part_failed(part, exc)
+        self._hard_exit = exit_unless_stopped(self.drain_seconds + HARD_EXIT_GRACE_SECONDS,
+                                              part)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self.stopping.is_set():
@@ -97,6 +101,40 @@ class Lifecycle:
                 log.warning("drain deadline passed; cancelling", task=task.get_name())
                 task.cancel()
         self.stopped.set()
+
+
+def failure(task: asyncio.Task[Any]) -> BaseException | None:
+    """What a finished task failed with; None when it returned or was cancelled."""
+    return None if task.cancelled() else task.exception()
+
+
+def log_part_failed(part: str, exc: BaseException | None) -> None:
+    log.error("service part failed; stopping", part=part, error=describe(exc))
+
+
+def exit_unless_stopped(seconds: float, part: str) -> threading.Timer:
+    """After a part failed: end the process in `seconds` should the others not have
+    stopped by then (a daemon timer, so a process that did stop is not held up)."""
+    timer = threading.Timer(seconds, _exit_now, args=(part,))
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def spawn_part(name: str, coro: Coroutine[Any, Any, Any],
+               on_failure: Callable[[str, BaseException], None]) -> asyncio.Task[Any]:
+    """A named long-lived task outside a Lifecycle (the API's, whose signals and shutdown
+    uvicorn owns): should it fail, it is logged as a Lifecycle logs its parts, at once,
+    and `on_failure(name, error)` decides what follows."""
+    def done(task: asyncio.Task[Any]) -> None:
+        exc = failure(task)
+        if exc is not None:
+            log_part_failed(name, exc)
+            on_failure(name, exc)
+
+    task = asyncio.create_task(coro, name=name)
+    task.add_done_callback(done)
+    return task
 
 
 def _exit_now(part: str) -> None:

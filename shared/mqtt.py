@@ -1,12 +1,15 @@
-"""The contract's MQTT topic names, and the TLS context every connection uses."""
+"""The contract's MQTT topic names (built and parsed here only), the device and metric
+name pattern, and the TLS context every connection uses."""
 
 from __future__ import annotations
 
 import re
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from shared.settings import CommonSettings
+if TYPE_CHECKING:  # settings import partition, which parses topics with this module
+    from shared.settings import CommonSettings
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 NAME_RE = re.compile(NAME_PATTERN)
@@ -20,26 +23,55 @@ def is_reserved_name(name: str) -> bool:
     return name.lower().startswith(RESERVED_PREFIX)
 
 
-TELEMETRY_FILTER = "insa/devices/+/telemetry"
-METRIC_FILTER = "insa/devices/+/telemetry/+"
-STATUS_FILTER = "insa/devices/+/status"
+# The topic tree, built here only (docs/payloads.md). A filter is a builder given a
+# wildcard: `telemetry_topic(ANY)` is "insa/devices/+/telemetry".
+ROOT = "insa"
+ANY, REST = "+", "#"  # MQTT's one-level and multi-level wildcards
+
+
+def device_topic(device_id: str, *rest: str) -> str:
+    return "/".join((ROOT, "devices", device_id, *rest))
 
 
 def telemetry_topic(device_id: str, metric: str | None = None) -> str:
-    base = f"insa/devices/{device_id}/telemetry"
-    return f"{base}/{metric}" if metric else base
+    return device_topic(device_id, "telemetry", metric) if metric else \
+        device_topic(device_id, "telemetry")
 
 
 def status_topic(device_id: str) -> str:
-    return f"insa/devices/{device_id}/status"
+    return device_topic(device_id, "status")
+
+
+def command_topic(device_id: str) -> str:
+    return device_topic(device_id, "command")
+
+
+def command_ack_topic(device_id: str) -> str:
+    return device_topic(device_id, "command", "ack")
+
+
+def config_topic(device_id: str) -> str:
+    return device_topic(device_id, "config")
 
 
 def diagnostics_topic(device_id: str) -> str:
-    return f"insa/diagnostics/{device_id}"
+    return f"{ROOT}/diagnostics/{device_id}"
 
 
 def alerts_topic(severity: str, device_id: str) -> str:
-    return f"insa/alerts/{severity}/{device_id}"
+    return f"{ROOT}/alerts/{severity}/{device_id}"
+
+
+# Rules' own MQTT actions publish under this prefix (the broker grants no other).
+NOTIFY_PREFIX = f"{ROOT}/notify/"
+
+TELEMETRY_FILTER = telemetry_topic(ANY)
+METRIC_FILTER = telemetry_topic(ANY, ANY)
+STATUS_FILTER = status_topic(ANY)
+COMMAND_ACK_FILTER = command_ack_topic(ANY)
+DIAGNOSTICS_FILTER = diagnostics_topic(REST)
+ALERTS_FILTER = f"{ROOT}/alerts/{REST}"
+NOTIFY_FILTER = NOTIFY_PREFIX + REST
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +81,15 @@ class DeviceTopic:
     metric: str | None = None
 
 
+def topic_device_id(topic: str) -> str:
+    """The device id of a device topic (its third level), without checking the rest."""
+    return topic.split("/", 3)[2] if topic.count("/") >= 2 else topic
+
+
 def parse_device_topic(topic: str) -> DeviceTopic | None:
     """Split an inbound device topic; None when it is not one the ingestor takes."""
     parts = topic.split("/")
-    if len(parts) < 4 or parts[0] != "insa" or parts[1] != "devices":
+    if len(parts) < 4 or parts[0] != ROOT or parts[1] != "devices":
         return None
     device_id, kind = parts[2], parts[3]
     if kind == "telemetry" and len(parts) == 4:
@@ -62,6 +99,14 @@ def parse_device_topic(topic: str) -> DeviceTopic | None:
     if kind == "status" and len(parts) == 4:
         return DeviceTopic(device_id, "status")
     return None
+
+
+def parse_command_ack_topic(topic: str) -> str | None:
+    """The device id of a command answer's topic; None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[:2] != [ROOT, "devices"] or parts[3:] != ["command", "ack"]:
+        return None
+    return parts[2]
 
 
 def tls_context(common: CommonSettings) -> ssl.SSLContext | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 
+from shared.mqtt import topic_device_id
+
 
 class Partition:
     """Replica `index` of `count`: which devices (or their MQTT topics) are its own."""
@@ -20,7 +22,7 @@ class Partition:
     def owns_topic(self, topic: str) -> bool:
         if self.count == 1:
             return True
-        return self.owns_device(topic.split("/", 3)[2] if topic.count("/") >= 2 else topic)
+        return self.owns_device(topic_device_id(topic))
 
     def owns_device(self, device: str) -> bool:
         if self.count == 1:

@@ -24,7 +24,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticCustomError
 
 from shared.errors import ValidationFailed
-from shared.mqtt import NAME_RE, RESERVED_PREFIX, is_reserved_name
+from shared.mqtt import NAME_PATTERN, NAME_RE, RESERVED_PREFIX, is_reserved_name
 
 # Keys of a reading that are not metrics when the reading is flat.
 RESERVED_KEYS = frozenset({"ts", "timestamp", "seq", "device_id", "telemetry", "metadata"})
@@ -155,18 +155,19 @@ def _pydantic_reason(exc: PydanticValidationError) -> ValidationFailed:
     first = next((e for e in errors if _is_timestamp_error(e)), errors[0])
     loc = [str(p) for p in first["loc"]]
     if loc and loc[-1] in UNION_MEMBERS:  # a metric value matching none of the union
-        return ValidationFailed("schema_violation", f"{'.'.join(loc[:-1])}: must be a number, "
-                                "bool, string or {value, unit, quality} object")
+        where = ".".join(loc[:-1])
+        return ValidationFailed("schema_violation", f"{where}: must be a number, bool, string "
+                                "or {value, unit, quality} object", field=where or None)
     where = ".".join(p for p in loc if p != "MetricObject") or "payload"
     reason = "invalid_timestamp" if _is_timestamp_error(first) else "schema_violation"
-    return ValidationFailed(reason, f"{where}: {first['msg']}")
+    return ValidationFailed(reason, f"{where}: {first['msg']}", field=where)
 
 
 _valid_names: set[str] = set()  # names seen valid; devices repeat the same few names
 _VALID_NAMES_MAX = 100_000
 
 
-def _check_name(kind: str, name: str) -> None:
+def _check_name(kind: str, name: str, field: str | None = None) -> None:
     if name in _valid_names:
         return
     if NAME_RE.fullmatch(name):
@@ -174,11 +175,11 @@ def _check_name(kind: str, name: str) -> None:
             _valid_names.add(name)
         return
     raise ValidationFailed(f"bad_{kind}_name", f"{kind} name {name[:64]!r} does not match "
-                                               "[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+                                               f"{NAME_PATTERN}", field=field)
 
 
 def _value(metric: str, raw: MetricValue) -> Value:
-    _check_name("metric", metric)
+    _check_name("metric", metric, "telemetry")  # a reading's key (a topic's is checked first)
     quality = unit = None
     # An exact type check: isinstance() against a pydantic model goes through its
     # metaclass in Python and was 7% of the ingestor's CPU.
@@ -189,11 +190,13 @@ def _value(metric: str, raw: MetricValue) -> Value:
     if isinstance(raw, int | float):
         number = float(raw)
         if not math.isfinite(number):
-            raise ValidationFailed("non_finite_number", f"{metric}: value is not finite")
+            raise ValidationFailed("non_finite_number", f"{metric}: value is not finite",
+                                   field=metric)
         return Value(metric, number, None, quality, unit)
     assert isinstance(raw, str)
     if "\x00" in raw:
-        raise ValidationFailed("schema_violation", f"{metric}: text contains a NUL character")
+        raise ValidationFailed("schema_violation", f"{metric}: text contains a NUL character",
+                               field=metric)
     return Value(metric, None, raw, quality, unit)
 
 
@@ -207,16 +210,17 @@ def _timestamp(ts: datetime | None, received: datetime, limits: Limits) -> datet
         if ahead > limits.max_future_skew:
             raise ValidationFailed("timestamp_in_future",
                                    f"timestamp {ts.isoformat()} is more than "
-                                   f"{limits.max_future_skew} ahead of the ingestor's clock")
+                                   f"{limits.max_future_skew} ahead of the ingestor's clock",
+                                   field="ts")
         if -ahead > limits.max_past_age:
             raise ValidationFailed("timestamp_too_old",
                                    f"timestamp {ts.isoformat()} is more than "
                                    f"{limits.max_past_age / timedelta(days=1):.10g} days behind "
-                                   "the ingestor's clock (the past bound)")
+                                   "the ingestor's clock (the past bound)", field="ts")
         return ts.astimezone(UTC)
     except (OverflowError, ValueError) as exc:
         raise ValidationFailed("invalid_timestamp", f"timestamp {ts.isoformat()} is out of "
-                                                    f"range: {exc}") from None
+                                                    f"range: {exc}", field="ts") from None
 
 
 def parse_timestamp(text: str, limits: Limits) -> datetime:
@@ -243,12 +247,14 @@ def _one_reading(obj: Any, device_id: str, received: datetime, limits: Limits) -
     if model.device_id is not None and model.device_id != device_id:
         raise ValidationFailed("device_id_mismatch",
                                f"payload device_id {model.device_id[:64]!r} does not match "
-                               f"topic device {device_id!r}")
+                               f"topic device {device_id!r}", field="device_id")
     if not raw_values:
-        raise ValidationFailed("no_values", "reading carries no metric values")
+        raise ValidationFailed("no_values", "reading carries no metric values",
+                               field="telemetry")
     if len(raw_values) > limits.max_values_per_reading:
         raise ValidationFailed("too_many_values",
-                               f"{len(raw_values)} values > {limits.max_values_per_reading}")
+                               f"{len(raw_values)} values > {limits.max_values_per_reading}",
+                               field="telemetry")
     values = [_value(name, raw) for name, raw in raw_values.items()]
     if any(type(raw) is MetricObject and raw.ts is not None for raw in raw_values.values()):
         raise ValidationFailed("schema_violation", "a value's own ts is only accepted on "

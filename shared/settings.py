@@ -29,7 +29,8 @@ def is_placeholder(secret: str | None) -> bool:
 class CommonSettings(BaseSettings):
     """What every service shares: environment, logging and where the infrastructure is."""
 
-    model_config = SettingsConfigDict(env_prefix="INSA_", extra="ignore")
+    # An empty variable is unset (compose passes an unset variable on as "").
+    model_config = SettingsConfigDict(env_prefix="INSA_", extra="ignore", env_ignore_empty=True)
 
     env: Environment = "production"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -59,7 +60,7 @@ class CommonSettings(BaseSettings):
 class ServiceSettings(BaseSettings):
     """Per-service base: broker account, HTTP port for health and metrics, drain deadline."""
 
-    model_config = SettingsConfigDict(extra="ignore")
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)  # as above
 
     mqtt_username: str
     mqtt_password: SecretStr

@@ -43,9 +43,10 @@ from devtools.stack.servers import (
 from devtools.stack.service_process import ServiceProcess, service_environment
 from shared.alerting.evaluation import Device, Engine
 from shared.alerting.rules import Rule, parse_rule, stored_form
-from shared.contract import DIAGNOSIS_CODES
+from shared.diagnosis.catalog import DIAGNOSIS_CODES
 from shared.diagnosis.events import Reading
 from shared.migrate import migrate
+from shared.mqtt import ALERTS_FILTER, telemetry_topic
 
 TRIP_METRIC = "bench_trip"  # phase 3: 1 trips the latency rule, 0 clears it
 
@@ -236,7 +237,7 @@ class AlertListener:
         self.client.on_message = lambda _c, _u, msg: self.arrivals.append(
             (time.time(), orjson.loads(msg.payload)))
         self.client.connect("127.0.0.1", broker.port)
-        self.client.subscribe("insa/alerts/#", qos=1)
+        self.client.subscribe(ALERTS_FILTER, qos=1)
         self.client.loop_start()
 
     def latencies(self, rule: str) -> dict[str, list[float]]:
@@ -277,7 +278,7 @@ def publish_steadily(broker: RunningBroker, device_ids: list[str], cfg: BenchCon
             values: dict[str, float] = {m: 100.0 + i for i, m in enumerate(METRICS)}
             values[TRIP_METRIC] = 1.0 if (step + n) % trip_each == 0 else 0.0
             payload = orjson.dumps({"ts": round(time.time() * 1000), "telemetry": values})
-            client.publish(f"insa/devices/{device_id}/telemetry", payload, qos=1)
+            client.publish(telemetry_topic(device_id), payload, qos=1)
             sent += 1
         step += 1
     for client in clients:

@@ -26,7 +26,7 @@ import orjson
 from devtools.bench import random_wells
 from services.simulator.faults import FAULTS
 from services.simulator.scenario_file import FleetConfig, generate
-from shared.contract import SEVERITY_RANK
+from shared.contract import INFO, SEVERITY_RANK
 from shared.diagnosis.engine import DiagnosisEngine
 from shared.diagnosis.offline import read_file
 
@@ -78,7 +78,7 @@ def score_fleet(data: Path, labels_path: Path, attributes_path: Path | None,
     for reading in read_file(data, lambda _n, _e: None):
         times[reading.device_id].append(reading.ts)
         for event in engine.process(reading):
-            if not event.cleared and event.severity != "info":
+            if not event.cleared and event.severity != INFO:
                 alarms[event.device_id].append((event.ts, event.code, event.severity))
     faults: list[dict[str, Any]] = []
     healthy_false: list[dict[str, Any]] = []

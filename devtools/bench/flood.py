@@ -28,6 +28,7 @@ from devtools.registry import INGESTOR
 from devtools.stack.servers import start_broker, start_postgres, start_redis, stop_and_remove
 from devtools.stack.service_process import ServiceProcess, ingestor_environment
 from shared.migrate import migrate
+from shared.mqtt import telemetry_topic
 
 FLOODER = "flood-0000"
 LINE_BATCH = 5000  # flood lines written to mosquitto_pub per write
@@ -41,7 +42,7 @@ def flood(port: int, password: str, qos: int, seconds: float) -> tuple[int, floa
     proc = subprocess.Popen(
         [binary, "-h", "127.0.0.1", "-p", str(port), "-u", FLOODER, "-P", password,
          "-i", FLOODER, "-q", str(qos), "-M", "2000", "-l",
-         "-t", f"insa/devices/{FLOODER}/telemetry"],
+         "-t", telemetry_topic(FLOODER)],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert proc.stdin is not None
     started, sent = time.time(), 0

@@ -38,6 +38,7 @@ from devtools.stack.service_process import (
     replica_overrides,
 )
 from shared.migrate import migrate
+from shared.mqtt import TELEMETRY_FILTER
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def measure_raw_passthrough(broker: RunningBroker, credentials: dict[str, str],
     sub = subprocess.Popen(
         [binary, "-h", "127.0.0.1", "-p", str(broker.port), "-u", "insa-ingestor",
          "-P", broker.credentials["insa-ingestor"], "-i", "insa-ingestor", "-q", "1",
-         "-t", "insa/devices/+/telemetry", "-C", str(total)], stdout=subprocess.DEVNULL)
+         "-t", TELEMETRY_FILTER, "-C", str(total)], stdout=subprocess.DEVNULL)
     time.sleep(0.5)  # subscribed before the first publish
     started = time.monotonic()
     publish_all(broker.port, credentials, per_device, units=units)

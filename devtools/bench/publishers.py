@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from shared.mqtt import telemetry_topic
+
 METRICS = ("flow_rate", "pip", "discharge_pressure", "motor_current", "motor_temp",
            "intake_temp", "vibration", "vsd_frequency", "gor", "power")
 # `--units`: every value as a {value, unit} object, in a unit the ingestor converts where
@@ -50,7 +52,7 @@ class DevicePublisher:
         self.proc = subprocess.Popen(
             [binary, "-h", "127.0.0.1", "-p", str(port), "-u", device_id, "-P", password,
              "-i", device_id, "-q", "1", "-M", "200", "-l",
-             "-t", f"insa/devices/{device_id}/telemetry"],
+             "-t", telemetry_topic(device_id)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.thread = threading.Thread(target=self._feed, name=f"feed-{device_id}", daemon=True)
 
@@ -130,7 +132,7 @@ class TrackedDevice:
 
     def publish(self, seq: int) -> None:
         payload = reading_line(seq, time.time_ns() // 1000).rstrip(b"\n")
-        info = self.client.publish(f"insa/devices/{self.device_id}/telemetry", payload, qos=1)
+        info = self.client.publish(telemetry_topic(self.device_id), payload, qos=1)
         self._seq_of_mid[info.mid] = seq
 
     def close(self) -> None:

@@ -23,11 +23,11 @@ from typing import Any
 
 import orjson
 
+from shared.diagnosis.catalog import FAULT_CODES
 from shared.units import conversion
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
-FAULTS = ("gas_lock", "pump_off", "broken_shaft", "closed_valve", "overload", "underload",
-          "overheating", "bearing_wear", "vsd_out_of_range", "sensor_fault")
+FAULTS = FAULT_CODES  # every named failure, in the catalog's order (the seeds depend on it)
 # Sensors each fault cannot be seen without; every well has current and frequency.
 NEEDS = {"pump_off": ("pip",), "overheating": ("motor_temp",), "bearing_wear": ("vibration",),
          "closed_valve": ("wellhead_pressure",), "gas_lock": ("pip",)}

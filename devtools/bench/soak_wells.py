@@ -19,7 +19,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from services.simulator.main import Device
-from shared.mqtt import telemetry_topic
+from shared.mqtt import ALERTS_FILTER, telemetry_topic
 
 QUIET = logging.getLogger("insa.soak.mqtt")  # the wells' clients: a broker restart is expected
 QUIET.setLevel(logging.CRITICAL)
@@ -73,7 +73,7 @@ async def follow_alerts(port: int, password: str, received: list[int]) -> None:
                                       username="insa-subscriber", password=password, logger=QUIET,
                                       protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
                                       properties=_session(3600), keepalive=15) as client:
-                await client.subscribe("insa/alerts/#", qos=1)
+                await client.subscribe(ALERTS_FILTER, qos=1)
                 async for message in client.messages:
                     received.append(orjson.loads(message.payload)["id"])
         except aiomqtt.MqttError:

@@ -32,6 +32,7 @@ from devtools.stack.processes import (
     wait_for_postgres,
 )
 from shared.broker_accounts import SERVICE_ACCOUNTS
+from shared.mqtt import ALERTS_FILTER, DIAGNOSTICS_FILTER
 
 START_RETRIES = 1_000_000
 # Keys of secrets.env: the API's token signing key and its first admin's password.
@@ -330,10 +331,10 @@ def summary(cfg: StackConfig, applied: list[str], storage: str, already_running:
         f"{SIMULATOR_FAULT_ONSET_S // 60} min after start: "
         + ", ".join(f"sim-esp-{n:03d} {fault}" for n, fault in SIMULATOR_SCENARIOS.items()
                     if n <= cfg.simulator_devices) + "\n"
-        "  diagnoses   SELECT * FROM open_diagnoses, or subscribe to insa/diagnostics/# "
+        f"  diagnoses   SELECT * FROM open_diagnoses, or subscribe to {DIAGNOSTICS_FILTER} "
         "(account insa-subscriber)\n"
         "  alerts      built-in rules loaded (insa rules load-defaults): SELECT * FROM alerts, "
-        "or subscribe to insa/alerts/# (account insa-subscriber)\n"
+        f"or subscribe to {ALERTS_FILTER} (account insa-subscriber)\n"
         f"  API         http://127.0.0.1:{cfg.http_ports['api']}/api/v1/docs  log in as admin "
         f"with the {API_ADMIN_PASSWORD} of {cfg.rundir / 'secrets.env'}:\n"
         f"              curl -s -X POST http://127.0.0.1:{cfg.http_ports['api']}/api/v1/auth/login "

@@ -16,10 +16,9 @@ from services.alerts.watching import Watcher
 from shared import db, redis_client
 from shared.alerting.evaluation import Engine
 from shared.alerting.store import CHANGED_CHANNEL
-from shared.health import Health, listen_socket, probe_dependencies, serve_health
 from shared.lifecycle import Lifecycle, run_periodically
 from shared.mqtt_connection import MqttConnection
-from shared.service import run_service
+from shared.service import Worker, run_service, worker
 from shared.settings import CommonSettings
 from shared.streams import StreamConsumer
 
@@ -34,12 +33,14 @@ async def report_lag(consumers: list[StreamConsumer], metrics: AlertsMetrics) ->
 
 
 async def run(common: CommonSettings, settings: AlertsSettings) -> None:
-    # The port first: taken, the service exits now and its supervisor restarts it.
-    http = listen_socket(settings.http_host, settings.http_port)
-    health = Health("postgres", "redis", "mqtt")
-    dsn = common.database_url.get_secret_value()
-    pool = await db.create_pool(dsn, max_size=6, application_name="insa-alerts")
-    redis_conn = redis_client.create_redis(common.redis_url.get_secret_value())
+    async with worker("alerts", common, settings, pool_size=6,
+                      probe_interval=settings.probe_interval_seconds) as w:
+        await serve(common, settings, w)
+
+
+async def serve(common: CommonSettings, settings: AlertsSettings, w: Worker) -> None:
+    health, pool, redis_conn = w.health, w.pool, w.redis
+    dsn = common.database_url.get_secret_value()  # the rules listener connects on its own
     metrics = AlertsMetrics()
     mqtt = MqttConnection(common, settings.mqtt_username,
                           settings.mqtt_password.get_secret_value(), health=health)
@@ -52,7 +53,6 @@ async def run(common: CommonSettings, settings: AlertsSettings) -> None:
     consumers = [StreamConsumer(redis_conn, stream, settings.group, settings.consumer,
                                 settings.consumer_settings(), transient=db.is_transient)
                  for stream in (settings.telemetry_stream, settings.diagnostics_stream)]
-    lifecycle = Lifecycle(settings.drain_seconds, health)
     evaluated = asyncio.Event()
 
     async def start(lc: Lifecycle) -> None:
@@ -89,18 +89,12 @@ async def run(common: CommonSettings, settings: AlertsSettings) -> None:
         lc.spawn("lag", run_periodically(
             partial(report_lag, consumers, metrics), every=settings.probe_interval_seconds,
             stop=lc.stopping, what="lag", transient=redis_client.is_transient))
-        lc.spawn("probe", probe_dependencies(
-            health, {"postgres": lambda: db.ping(pool), "redis": redis_conn.ping},
-            settings.probe_interval_seconds, lc.stopping))
-        lc.spawn("http", serve_health(health, http, lc.stopped), drains=False)
         log.info("alerts started", group=settings.group, consumer=settings.consumer,
                  http_port=settings.http_port)
 
     try:
-        await lifecycle.run(start)
+        await w.run(start)
     finally:
-        await redis_conn.aclose()
-        await pool.close()
         log.info("alerts stopped")
 
 

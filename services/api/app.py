@@ -54,6 +54,7 @@ from services.api.settings import ApiSettings
 from shared import db, redis_client
 from shared.errors import Unauthorized
 from shared.health import Health, probe_dependencies
+from shared.lifecycle import describe, spawn_part
 from shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
@@ -63,8 +64,11 @@ ROUTERS = (auth.router, users.router, api_keys.router, audit_log.router,
            devices.router, provisioning.router, commands.router,
            telemetry.router, rejects.router, ingest.router, analytics.router, live.router)
 # Long-running jobs of the API (e.g. command answers and timeouts), run for the app's
-# lifetime with its resources until `stop` is set.
+# lifetime with its resources until `stop` is set. Each is a part of the service, as a
+# worker's tasks are (shared/lifecycle.py): one that fails is logged with its name and
+# error at once, fails readiness, and is reported to create_app's `on_part_failed`.
 Background = Callable[[Resources, asyncio.Event], Coroutine[Any, Any, None]]
+PartFailure = Callable[[str, BaseException], None]
 BACKGROUND: tuple[Background, ...] = (consume_acks, sweep_timeouts, live.live_feed,
                                       audit.upkeep)
 
@@ -108,8 +112,8 @@ class HttpMetrics:
 
 
 @asynccontextmanager
-async def open_resources(common: CommonSettings, settings: ApiSettings, health: Health
-                         ) -> AsyncIterator[Resources]:
+async def open_resources(common: CommonSettings, settings: ApiSettings, health: Health,
+                         part_failed: PartFailure) -> AsyncIterator[Resources]:
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
     if secret is None:
         log.warning("INSA_API_JWT_SECRET unset (development): tokens end with this process")
@@ -121,7 +125,7 @@ async def open_resources(common: CommonSettings, settings: ApiSettings, health: 
     mqtt, broker = api_connection(common, settings, health,
                                   lambda topic, payload: keep(received, topic, payload))
     stopped = asyncio.Event()
-    connection = asyncio.create_task(mqtt.run(stopped), name="mqtt")
+    connection = spawn_part("mqtt", mqtt.run(stopped), part_failed)
     try:
         yield Resources(settings, pool, redis_conn,
                         Tokens(secret or secrets.token_urlsafe(48),
@@ -130,7 +134,7 @@ async def open_resources(common: CommonSettings, settings: ApiSettings, health: 
                         FailureLimiter(redis_conn), mqtt, broker, health, received)
     finally:
         stopped.set()
-        await connection
+        await asyncio.gather(connection, return_exceptions=True)  # a failure: logged already
         await redis_conn.aclose()
         await pool.close()
 
@@ -145,25 +149,34 @@ def keep(received: asyncio.Queue[tuple[str, bytes]], topic: str, payload: bytes)
 
 
 def create_app(common: CommonSettings, settings: ApiSettings,
-               registry: CollectorRegistry = REGISTRY) -> FastAPI:
+               registry: CollectorRegistry = REGISTRY,
+               on_part_failed: PartFailure | None = None) -> FastAPI:
+    """`on_part_failed(name, error)`: what the process does when a background part fails
+    (services/api/main.py ends it, as a worker ends; by default only readiness fails)."""
     health = Health("postgres", "redis", "mqtt")
+
+    def part_failed(part: str, exc: BaseException) -> None:
+        health.failing(part, f"failed: {describe(exc)}")  # for good: nothing restarts it
+        if on_part_failed is not None:
+            on_part_failed(part, exc)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_resources(common, settings, health) as res:
+        async with open_resources(common, settings, health, part_failed) as res:
             app.state.resources = res
             await db.until_available(lambda: bootstrap(res), health, max_delay=5.0)
             stop = asyncio.Event()
-            tasks = [asyncio.create_task(probe_dependencies(
+            tasks = [spawn_part("probe", probe_dependencies(
                 health, {"postgres": lambda: db.ping(res.pool), "redis": res.redis.ping},
-                5.0, stop), name="probe"),
-                     *(asyncio.create_task(job(res, stop), name=job.__name__)
+                5.0, stop), part_failed),
+                     *(spawn_part(job.__name__, job(res, stop), part_failed)
                        for job in BACKGROUND)]
             try:
                 yield
             finally:
                 health.stopping = True
                 stop.set()
+                # A part that failed was logged when it did; the others end on `stop`.
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     # The docs and the schema are routes of our own (install_docs), as INSA_API_DOCS says.

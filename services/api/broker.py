@@ -13,10 +13,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from services.api.settings import ApiSettings
 from shared.broker_control import BrokerControl
 from shared.health import Health
+from shared.mqtt import COMMAND_ACK_FILTER
 from shared.mqtt_connection import MqttConnection
 from shared.settings import CommonSettings
 
-ACK_TOPIC = "insa/devices/+/command/ack"
 RECONNECT_MAX_SECONDS = 10.0
 
 
@@ -26,7 +26,7 @@ def api_connection(common: CommonSettings, settings: ApiSettings, health: Health
     """The connection (command answers go to `received`) and its `$CONTROL` client."""
     mqtt = MqttConnection(common, settings.mqtt_username,
                           settings.mqtt_password.get_secret_value(), health=health,
-                          subscriptions=[(ACK_TOPIC, SubscribeOptions(qos=1))],
+                          subscriptions=[(COMMAND_ACK_FILTER, SubscribeOptions(qos=1))],
                           on_message=lambda message: received(message.topic, message.payload),
                           reconnect_max_seconds=RECONNECT_MAX_SECONDS)
     return mqtt, BrokerControl(mqtt)

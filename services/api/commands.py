@@ -26,6 +26,8 @@ from prometheus_client import Counter
 
 from services.api.deps import Resources
 from shared.db import is_data_error, is_transient
+from shared.mqtt import parse_command_ack_topic
+from shared.retry import Stopped, retry_until_available
 
 log = structlog.get_logger(__name__)
 
@@ -68,8 +70,8 @@ class Ack:
 
 
 def parse_ack(topic: str, payload: bytes) -> Ack:
-    parts = topic.split("/")
-    if len(parts) != 5 or parts[:2] != ["insa", "devices"] or parts[3:] != ["command", "ack"]:
+    device_id = parse_command_ack_topic(topic)
+    if device_id is None:
         raise BadAck("other_topic", "not a command answer topic")
     try:
         body = orjson.loads(payload)
@@ -84,7 +86,7 @@ def parse_ack(topic: str, payload: bytes) -> Ack:
     status = body.get("status")
     if status not in ACK_STATUSES:
         raise BadAck("malformed", f"status: not one of {sorted(ACK_STATUSES)}")
-    return Ack(parts[2], command_id, status, body.get("result"))
+    return Ack(device_id, command_id, status, body.get("result"))
 
 
 async def apply_ack(conn: asyncpg.Connection | asyncpg.Pool, ack: Ack) -> str:
@@ -110,22 +112,19 @@ async def handle(res: Resources, topic: str, payload: bytes, stop: asyncio.Event
         log.warning("command answer ignored", topic=topic, outcome=exc.outcome,
                     reason=str(exc), payload=payload[:200].decode(errors="replace"))
         return exc.outcome
-    delay = 0.5
-    while True:
-        try:
-            return await apply_ack(res.pool, ack)
-        except Exception as exc:
-            if is_data_error(exc) or not is_transient(exc):
-                # E.g. a result PostgreSQL refuses (a \u0000 in a string): this answer's
-                # fault; waiting cannot help.
-                log.warning("command answer not stored", topic=topic,
-                            command_id=str(ack.command_id), error=f"{type(exc).__name__}: "
-                                                                  f"{exc}")
-                return "error"
-            log.warning("database unavailable; command answer waits", error=str(exc))
-        if await stopped(stop, delay):
-            return "error"
-        delay = min(delay * 2, RETRY_MAX_SECONDS)
+    try:
+        return await retry_until_available(
+            lambda: apply_ack(res.pool, ack), what="database (command answers)",
+            # E.g. a result PostgreSQL refuses (a \u0000 in a string) is this answer's
+            # fault: waiting cannot help.
+            transient=lambda exc: is_transient(exc) and not is_data_error(exc),
+            initial=0.5, max_delay=RETRY_MAX_SECONDS, stop=stop)
+    except Stopped:
+        return "error"
+    except Exception as exc:
+        log.warning("command answer not stored", topic=topic, command_id=str(ack.command_id),
+                    error=f"{type(exc).__name__}: {exc}")
+        return "error"
 
 
 async def stopped(stop: asyncio.Event, seconds: float) -> bool:

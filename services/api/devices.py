@@ -25,10 +25,11 @@ from shared.broker_accounts import device_role_name
 from shared.broker_control import BrokerControl
 from shared.equipment import Equipment
 from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.mqtt import NAME_PATTERN
 
 TAGS, DESIRED, ATTRIBUTES = "tags", "desired_config", "attributes"
 RESERVED_METADATA = frozenset({TAGS, DESIRED, ATTRIBUTES})
-DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+DEVICE_ID_PATTERN = f"^{NAME_PATTERN}$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$"
 METADATA_MAX_BYTES = 16 * 1024
 CONFIG_MAX_BYTES = 32 * 1024
@@ -156,11 +157,3 @@ async def forget(broker: BrokerControl, device_id: str) -> bool:
     except NotFound:
         return False
     return True
-
-
-def config_topic(device_id: str) -> str:
-    return f"insa/devices/{device_id}/config"
-
-
-def command_topic(device_id: str) -> str:
-    return f"insa/devices/{device_id}/command"

@@ -1,8 +1,11 @@
 """API entry point: settings, then uvicorn serving the app (it owns SIGTERM: it stops
-accepting, finishes in-flight requests within the drain deadline, then runs shutdown)."""
+accepting, finishes in-flight requests within the drain deadline, then runs shutdown).
+A background part that fails ends the process as it ends a worker (shared/lifecycle.py):
+the same drain, then a non-zero exit, so the supervisor restarts the API and the part."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import uvicorn
@@ -12,6 +15,12 @@ from services.api.app import create_app
 from services.api.connections import GuardedWebSocketProtocol, http_protocol
 from services.api.settings import ApiSettings
 from shared.health import listen_socket, serve_on
+from shared.lifecycle import (
+    HARD_EXIT_GRACE_SECONDS,
+    PartFailed,
+    describe,
+    exit_unless_stopped,
+)
 from shared.service import run_service
 from shared.settings import CommonSettings
 
@@ -43,8 +52,25 @@ def server_config(app: FastAPI, settings: ApiSettings, **extra: Any) -> uvicorn.
 async def serve(common: CommonSettings, settings: ApiSettings) -> None:
     # The port first: taken, the API exits now and its supervisor restarts it.
     sock = listen_socket(settings.http_host, settings.http_port)
-    config = server_config(create_app(common, settings), settings)
-    await serve_on(uvicorn.Server(config), sock, "the API server")
+    failed: list[tuple[str, BaseException]] = []
+    hard_exit: list[threading.Timer] = []
+
+    def stop_serving(part: str, exc: BaseException) -> None:
+        if failed:
+            return
+        failed.append((part, exc))
+        server.should_exit = True  # uvicorn's own graceful shutdown, as on SIGTERM
+        hard_exit.append(exit_unless_stopped(
+            settings.drain_seconds + HARD_EXIT_GRACE_SECONDS, part))
+
+    server = uvicorn.Server(server_config(create_app(common, settings,
+                                                     on_part_failed=stop_serving), settings))
+    await serve_on(server, sock, "the API server")
+    for timer in hard_exit:  # stopped in time
+        timer.cancel()
+    if failed:
+        part, exc = failed[0]
+        raise PartFailed(f"{part} failed: {describe(exc)}") from exc
 
 
 def main() -> None:

@@ -102,11 +102,6 @@ class ApiSettings(ServiceSettings):
             raise ValueError("keep the audit trail at least 7 days (or 0: for ever)")
         return value
 
-    @field_validator("jwt_secret", "admin_password", "docs", "metrics_token", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if value == "" else value  # compose passes unset variables as ""
-
     @model_validator(mode="after")
     def _connections_for_the_live_feed(self) -> ApiSettings:
         if self.max_connections <= self.live_max_clients:

@@ -23,7 +23,7 @@ from services.api.deps import visible
 from services.api.pagination import decode_cursor, encode_cursor
 from services.api.security.principal import Principal
 from shared.errors import NotFound, ValidationFailed
-from shared.mqtt import NAME_RE
+from shared.mqtt import NAME_PATTERN, NAME_RE
 from shared.units import CANONICAL
 
 ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)  # the rollups' bucket origin
@@ -94,7 +94,7 @@ def names(raw: str | None, field: str = "metrics") -> list[str] | None:
     for name in found:
         if not NAME_RE.fullmatch(name):
             raise ValidationFailed("bad_metrics", f"{field}: {name[:64]!r} is not a metric "
-                                   "name ([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})", field=field)
+                                   f"name ({NAME_PATTERN})", field=field)
     return found
 
 

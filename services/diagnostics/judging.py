@@ -22,7 +22,7 @@ from services.diagnostics.metrics import DiagnosticsMetrics
 from shared import db
 from shared.diagnosis import repository
 from shared.diagnosis.engine import DiagnosisEngine
-from shared.diagnosis.events import DiagnosisEvent, Reading
+from shared.diagnosis.events import DiagnosisEvent, OpenDiagnosis, Reading
 from shared.health import Health
 from shared.partition import Partition
 from shared.streams import StreamMessage, decode_telemetry
@@ -111,8 +111,9 @@ class Judge:
             for reading in past.readings:
                 self.engine.process(reading)
             self.engine.reset_diagnoses(device_id, [
-                (row["code"], row["metric"] or None, row["severity"], row["confidence"],
-                 row["evidence"], row["since"].timestamp()) for row in past.open])
+                OpenDiagnosis(row["code"], row["metric"] or None, row["severity"],
+                              row["confidence"], row["evidence"], row["since"].timestamp())
+                for row in past.open])
             if past.readings:
                 log.info("engine state rebuilt", device=device_id,
                          readings=len(past.readings), open_diagnoses=len(past.open))

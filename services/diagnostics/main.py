@@ -15,10 +15,9 @@ from services.diagnostics.settings import DiagnosticsSettings
 from shared import db, redis_client
 from shared.diagnosis import repository
 from shared.diagnosis.engine import DiagnosisEngine
-from shared.health import Health, listen_socket, probe_dependencies, serve_health
 from shared.lifecycle import Lifecycle, run_periodically
 from shared.mqtt_connection import MqttConnection
-from shared.service import run_service
+from shared.service import Worker, run_service, worker
 from shared.settings import CommonSettings
 from shared.streams import StreamConsumer
 
@@ -38,12 +37,13 @@ async def report_lag(consumer: StreamConsumer, metrics: DiagnosticsMetrics) -> N
 
 
 async def run(common: CommonSettings, settings: DiagnosticsSettings) -> None:
-    # The port first: taken, the service exits now and its supervisor restarts it.
-    http = listen_socket(settings.http_host, settings.http_port)
-    health = Health("postgres", "redis", "mqtt")
-    pool = await db.create_pool(common.database_url.get_secret_value(), max_size=4,
-                                application_name="insa-diagnostics")
-    redis_conn = redis_client.create_redis(common.redis_url.get_secret_value())
+    async with worker("diagnostics", common, settings, pool_size=4,
+                      probe_interval=settings.probe_interval_seconds) as w:
+        await serve(common, settings, w)
+
+
+async def serve(common: CommonSettings, settings: DiagnosticsSettings, w: Worker) -> None:
+    health, pool, redis_conn = w.health, w.pool, w.redis
     metrics = DiagnosticsMetrics()
     engine = DiagnosisEngine(max_devices=settings.max_devices)
     mqtt = MqttConnection(common, settings.mqtt_username,
@@ -55,7 +55,6 @@ async def run(common: CommonSettings, settings: DiagnosticsSettings) -> None:
                   on_committed=publisher.wake.set)
     consumer = StreamConsumer(redis_conn, settings.stream, settings.group, settings.consumer,
                               settings.consumer_settings(), transient=db.is_transient)
-    lifecycle = Lifecycle(settings.drain_seconds, health)
     judged = asyncio.Event()
 
     async def start(lc: Lifecycle) -> None:
@@ -71,19 +70,13 @@ async def run(common: CommonSettings, settings: DiagnosticsSettings) -> None:
         lc.spawn("lag", run_periodically(
             partial(report_lag, consumer, metrics), every=settings.probe_interval_seconds,
             stop=lc.stopping, what="lag", transient=redis_client.is_transient))
-        lc.spawn("probe", probe_dependencies(
-            health, {"postgres": lambda: db.ping(pool), "redis": redis_conn.ping},
-            settings.probe_interval_seconds, lc.stopping))
-        lc.spawn("http", serve_health(health, http, lc.stopped), drains=False)
         await refresh_limits(engine, pool)
         log.info("diagnostics started", group=settings.group, consumer=settings.consumer,
                  http_port=settings.http_port)
 
     try:
-        await lifecycle.run(start)
+        await w.run(start)
     finally:
-        await redis_conn.aclose()
-        await pool.close()
         log.info("diagnostics stopped", readings_skipped=engine.skipped)
 
 

@@ -20,25 +20,22 @@ from services.ingestor.pipeline import Pipeline
 from services.ingestor.settings import IngestorSettings
 from shared import db
 from shared.broker_control import BrokerControl
-from shared.db import create_pool, ping
-from shared.health import Health, listen_socket, probe_dependencies, serve_health
 from shared.lifecycle import Lifecycle, run_periodically
-from shared.redis_client import create_redis
 from shared.redis_client import is_transient as redis_transient
-from shared.service import run_service
+from shared.service import Worker, run_service, worker
 from shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
 
 
 async def run(common: CommonSettings, settings: IngestorSettings) -> None:
-    # The port first: taken, the service exits now and its supervisor restarts it.
-    http = listen_socket(settings.http_host, settings.http_port)
-    health = Health("postgres", "redis", "mqtt")
-    # Neither connects yet: a start while PostgreSQL or Redis is down waits, not ready.
-    pool = await create_pool(common.database_url.get_secret_value(), max_size=4,
-                             application_name="insa-ingestor")
-    redis_client = create_redis(common.redis_url.get_secret_value())
+    async with worker("ingestor", common, settings, pool_size=4,
+                      probe_interval=settings.probe_interval_seconds) as w:
+        await serve(common, settings, w)
+
+
+async def serve(common: CommonSettings, settings: IngestorSettings, w: Worker) -> None:
+    health, pool, redis_client = w.health, w.pool, w.redis
     metrics = IngestorMetrics()
     partition = settings.owned()
     guard = FloodGuard(settings, pool, metrics, partition.owns_device)
@@ -48,7 +45,6 @@ async def run(common: CommonSettings, settings: IngestorSettings) -> None:
                         MessageParser(settings, guard.admit, guard.detail), intake=connection)
     connection.on_message = for_this_replica(connection, partition, pipeline.on_delivery,
                                              metrics.other_partition.inc)
-    lifecycle = Lifecycle(settings.drain_seconds, health)
     drained = asyncio.Event()
 
     async def start(lc: Lifecycle) -> None:
@@ -67,19 +63,13 @@ async def run(common: CommonSettings, settings: IngestorSettings) -> None:
             every=settings.stream_trim_interval_seconds, stop=lc.stopping, what="stream-trim",
             transient=redis_transient))
         lc.spawn("flood-guard", guard.run(lc.stopping, control))
-        lc.spawn("probe", probe_dependencies(
-            health, {"postgres": lambda: ping(pool), "redis": redis_client.ping},
-            settings.probe_interval_seconds, lc.stopping))
-        lc.spawn("http", serve_health(health, http, lc.stopped), drains=False)
         log.info("ingestor started", client_id=settings.mqtt_username,
                  partition=f"{settings.partition}/{settings.partitions}",
                  http_port=settings.http_port)
 
     try:
-        await lifecycle.run(start)
+        await w.run(start)
     finally:
-        await redis_client.aclose()
-        await pool.close()
         # Anything still pending was not acked: the broker redelivers it to the next one.
         log.info("ingestor stopped", unacked=pipeline.flow.pending,
                  acks_skipped=pipeline.acks_skipped)

@@ -96,5 +96,6 @@ def check_units(readings: list[Reading]) -> list[Reading]:
                 try:
                     conversion(v.metric, v.unit)
                 except UnitError as exc:
-                    raise ValidationFailed("bad_unit", str(exc)) from None
+                    raise ValidationFailed("bad_unit", str(exc),
+                                           field=f"telemetry.{v.metric}.unit") from None
     return readings

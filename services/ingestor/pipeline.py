@@ -141,8 +141,9 @@ class Pipeline:
                 try:
                     rows = await self._map(conn, items)
                     written = await repository.write_batch(
-                        conn, rows.numbers, rows.texts, list(rows.latest.values()),
-                        rows.seen, rows.statuses, rows.rejects, rows.unit_rows())
+                        conn, numbers=rows.numbers, texts=rows.texts,
+                        latest=list(rows.latest.values()), seen=rows.seen,
+                        statuses=rows.statuses, rejects=rows.rejects, units=rows.unit_rows())
                     self.device_units.remember(rows.units)  # committed
                 except BaseException as exc:
                     if db.is_broken_connection(exc):
@@ -162,7 +163,7 @@ class Pipeline:
             reject = self.parser.reject(item.delivery, item.device_id, "storage_error",
                                         f"{type(exc).__name__}: {exc}")
             return await self._store([Parsed(item.delivery, item.device_id, item.received,
-                                             item.kind, reject=reject)])
+                                             kind=item.kind, reject=reject)])
         self._count(rows, written)
         return rows
 
@@ -181,7 +182,7 @@ class Pipeline:
         known = await self.device_units.load(conn, [devices[n] for n in names if n in devices])
         return map_batch(items, devices, metrics, lambda item, reason, detail:
                          self.parser.reject(item.delivery, item.device_id, reason, detail),
-                         known, self.catalog.kinds, self.bounds)
+                         units=known, kinds=self.catalog.kinds, bounds=self.bounds)
 
     def _count(self, rows: BatchRows, written: repository.Written) -> None:
         self.metrics.rows.labels("telemetry").inc(written.telemetry_rows)

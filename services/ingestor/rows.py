@@ -20,14 +20,30 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from services.ingestor.batch import Parsed, Reject
-from services.ingestor.repository import KnownUnit, LatestRow, NumberRow, TextRow, UnitRow
+from services.ingestor.repository import (
+    KnownUnit,
+    LatestRow,
+    NumberRow,
+    Seen,
+    StatusRow,
+    TextRow,
+    UnitRow,
+)
 from shared.streams import EncodedEntry, encode_telemetry
-from shared.units import CANONICAL, IDENTITY, Conversion, conversion
+from shared.units import CANONICAL, IDENTITY, conversion
 
 UNKNOWN_DEVICE = "device is not registered and auto-provisioning is off"
+Bound = tuple[float, float]  # a metric's plausible range: low, high
+
+
+@dataclass(slots=True)
+class Flood:
+    """A device's rate_limited rejects of a batch, merged into its first one."""
+
+    at: int  # index of that first one in BatchRows.rejects
+    count: int = 0
 
 
 @dataclass(slots=True)
@@ -37,19 +53,19 @@ class BatchRows:
     numbers: list[NumberRow] = field(default_factory=list)
     texts: list[TextRow] = field(default_factory=list)
     latest: dict[tuple[int, int], LatestRow] = field(default_factory=dict)
-    # device -> (latest receive time, whether telemetry came after any status in the batch)
-    seen: dict[int, tuple[datetime, bool]] = field(default_factory=dict)
-    statuses: list[tuple[int, bool, datetime]] = field(default_factory=list)
+    seen: dict[int, Seen] = field(default_factory=dict)  # devices that sent telemetry
+    statuses: list[StatusRow] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     stream: list[EncodedEntry] = field(default_factory=list)
-    # Devices whose units changed in this batch -> their whole new metric -> (unit,
-    # conversion) mapping (replaces the ingestor's cached one once committed), and the
-    # (device, metric) -> unit rows to upsert.
+    # Devices whose units changed in this batch -> their whole new metric -> known unit
+    # mapping (replaces the ingestor's cached one once committed), and the (device,
+    # metric) -> unit rows to upsert.
     units: dict[int, dict[str, KnownUnit]] = field(default_factory=dict)
     unit_changes: dict[tuple[int, int], str] = field(default_factory=dict)
 
     def unit_rows(self) -> list[UnitRow]:
-        return [(device, metric, unit) for (device, metric), unit in self.unit_changes.items()]
+        return [UnitRow(device, metric, unit)
+                for (device, metric), unit in self.unit_changes.items()]
 
 
 def devices_named(items: list[Parsed]) -> set[str]:
@@ -75,34 +91,36 @@ def _text_for_number(metric: str, text: str) -> tuple[str, str]:
     return "text_for_number", f"{metric} is a numeric metric; got the text {text[:40]!r}"
 
 
-def _implausible(metric: str, number: float, bound: tuple[float, float]) -> tuple[str, str]:
+def _implausible(metric: str, number: float, bound: Bound) -> tuple[str, str]:
     unit = CANONICAL.get(metric, "")
+    low, high = bound
     return "implausible_value", (f"{metric} {number:.6g} {unit} is outside its plausible "
-                                 f"range [{bound[0]:g}, {bound[1]:g}] {unit}".replace("  ", " "))
+                                 f"range [{low:g}, {high:g}] {unit}".replace("  ", " "))
 
 
 def _learn(rows: BatchRows, units: Mapping[int, Mapping[str, KnownUnit]], device: int,
-           name: str, metric: int, unit: str, conv: Conversion) -> dict[str, KnownUnit]:
-    """`device` now gives `name` in `unit`: copy-on-write, `units` is never changed."""
+           learned: Mapping[str, tuple[int, KnownUnit]]) -> None:
+    """`device` now gives each metric of `learned` (name -> its id and the unit) in that
+    unit: copy-on-write, `units` is never changed."""
     known = rows.units.get(device)
     if known is None:
         known = rows.units[device] = dict(units.get(device) or {})
-    known[name] = (unit, conv)
-    rows.unit_changes[(device, metric)] = unit
-    return known
+    for name, (metric, got) in learned.items():
+        known[name] = got
+        rows.unit_changes[(device, metric)] = got.unit
 
 
 def _add_readings(rows: BatchRows, item: Parsed, device: int, metrics: dict[str, int],
                   units: Mapping[int, Mapping[str, KnownUnit]],
                   kinds: Mapping[str, str | None],
-                  bounds: Mapping[str, tuple[float, float]]) -> tuple[str, str] | None:
+                  bounds: Mapping[str, Bound]) -> tuple[str, str] | None:
     """Add an item's values to `rows` in one pass, converted to canonical units, or, at
     the first value that must not be stored (text for a numeric metric, a number past
     its plausible range), take back what it added and return why (reason, detail)."""
     assert item.device_id is not None
     added = (len(rows.numbers), len(rows.texts), len(rows.stream))
     known = rows.units.get(device) or units.get(device)  # None: never gave a unit
-    learned: dict[str, tuple[int, str, Conversion]] = {}  # applied once the item is kept
+    learned: dict[str, tuple[int, KnownUnit]] = {}  # name -> (id, unit): once the item is kept
     fresh: list[LatestRow] = []  # likewise
     add_number, add_text, add_fresh = rows.numbers.append, rows.texts.append, fresh.append
     for reading in item.readings:
@@ -122,32 +140,43 @@ def _add_readings(rows: BatchRows, item: Parsed, device: int, metrics: dict[str,
                 got = None if known is None else known.get(name)
                 # A unit it had not given before, kept for every metric: one stored as
                 # sent is labelled with its own device's unit, not the catalog's first.
-                if unit is not None and (got is None or got[0] != unit):
-                    got = (unit, conversion(name, unit))  # identity for another metric
-                    learned[name] = (metric, unit, got[1])
+                if unit is not None and (got is None or got.unit != unit):
+                    got = KnownUnit(unit, conversion(name, unit))  # identity: another metric
+                    learned[name] = (metric, got)
                     known = {**(known or {}), name: got}
-                if got is not None and got[1] is not IDENTITY:  # identity: as sent
-                    number = number * got[1].scale + got[1].offset
+                if got is not None and (conv := got.conversion) is not IDENTITY:  # else as sent
+                    number = number * conv.scale + conv.offset
                 bound = bounds.get(name)
-                if bound is not None and not bound[0] <= number <= bound[1]:
-                    return _take_back(rows, added, _implausible(name, number, bound))
+                if bound is not None:
+                    low, high = bound
+                    if not low <= number <= high:
+                        return _take_back(rows, added, _implausible(name, number, bound))
                 add_number((ts, device, metric, number, v.quality))
                 entry[name] = number
             add_fresh((device, metric, ts, number, v.text, v.quality))
         rows.stream.append(encode_telemetry(
             item.device_id, int(ts.timestamp() * 1000), entry, reading.seq))
-    for name, (metric, unit, conv) in learned.items():
-        _learn(rows, units, device, name, metric, unit, conv)
+    if learned:
+        _learn(rows, units, device, learned)
+    latest = rows.latest
     for row in fresh:
-        current = rows.latest.get((row[0], row[1]))
-        if current is None or current[2] < row[2]:
-            rows.latest[(row[0], row[1])] = row
+        _device, metric, ts, _value, _text, _quality = row
+        key = (device, metric)
+        current = latest.get(key)
+        if current is not None:
+            _device, _metric, newest, _value, _text, _quality = current
+            if newest >= ts:  # a late reading never wins
+                continue
+        latest[key] = row
     return None
 
 
 def _take_back(rows: BatchRows, added: tuple[int, int, int], why: tuple[str, str]
                ) -> tuple[str, str]:
-    del rows.numbers[added[0]:], rows.texts[added[1]:], rows.stream[added[2]:]
+    """Drop what an item added (`added`: the lengths of rows.numbers, .texts and .stream
+    before it) and return why."""
+    numbers, texts, stream = added
+    del rows.numbers[numbers:], rows.texts[texts:], rows.stream[stream:]
     return why
 
 
@@ -155,41 +184,48 @@ def map_batch(items: list[Parsed], devices: dict[str, int], metrics: dict[str, i
               reject: Callable[[Parsed, str, str], Reject],
               units: Mapping[int, Mapping[str, KnownUnit]] | None = None,
               kinds: Mapping[str, str | None] | None = None,
-              bounds: Mapping[str, tuple[float, float]] | None = None) -> BatchRows:
+              bounds: Mapping[str, Bound] | None = None) -> BatchRows:
     """Rows for `items`; an item whose device has no id becomes `reject(item,
     "unknown_device", ...)`, one with a bad value (`_add_readings`) a reject of its reason.
     `units`: device id -> metric name -> the unit the device last gave (committed) and its
     conversion; `kinds`: metric -> 'number' or 'text'; `bounds`: plausible ranges."""
     rows = BatchRows()
     units, kinds, bounds = units or {}, kinds or {}, bounds or {}
-    limited: dict[str | None, list[int]] = {}  # device -> [index in rejects, count]
+    limited: dict[str | None, Flood] = {}  # by device
     for item in items:
         if item.reject is None and item.device_id not in devices:
             item.reject = reject(item, "unknown_device", UNKNOWN_DEVICE)
         if item.reject is None and item.readings:
             assert item.device_id is not None
-            bad = _add_readings(rows, item, devices[item.device_id], metrics, units, kinds,
-                                bounds)
+            bad = _add_readings(rows, item, devices[item.device_id], metrics=metrics,
+                                units=units, kinds=kinds, bounds=bounds)
             if bad is not None:
                 item.reject = reject(item, *bad)
         if item.reject is not None:
             if item.reject.reason == "rate_limited":  # a flood: one record per device
-                merged = limited.setdefault(item.device_id, [len(rows.rejects), 0])
-                merged[1] += 1
-                if merged[1] > 1:
+                flood = limited.get(item.device_id)
+                if flood is None:
+                    flood = limited[item.device_id] = Flood(len(rows.rejects))
+                flood.count += 1
+                if flood.count > 1:
                     continue
             rows.rejects.append(item.reject)
             continue
         assert item.device_id is not None
         device = devices[item.device_id]
-        last_seen = rows.seen.get(device, (item.received, False))[0]
+        seen = rows.seen.get(device)
+        if seen is None:
+            last_seen = item.received
+        else:
+            last_seen, _online = seen
         if item.status is not None:
-            rows.statuses.append((device, item.status.online, item.status.ts))
-            if device in rows.seen:  # a later status outranks earlier telemetry
+            rows.statuses.append(StatusRow(device, item.status.online, item.status.ts))
+            if seen is not None:  # a later status outranks earlier telemetry
                 rows.seen[device] = (last_seen, False)
             continue
         rows.seen[device] = (max(last_seen, item.received), True)
-    for at, count in limited.values():
-        if count > 1:  # a copy: a retried batch is mapped again from the same items
-            rows.rejects[at] = dataclasses.replace(rows.rejects[at], count=count)
+    for flood in limited.values():
+        if flood.count > 1:  # a copy: a retried batch is mapped again from the same items
+            rows.rejects[flood.at] = dataclasses.replace(rows.rejects[flood.at],
+                                                         count=flood.count)
     return rows

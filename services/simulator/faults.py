@@ -14,47 +14,48 @@ from dataclasses import dataclass, field
 
 from services.simulator.hydraulics import ATMOSPHERE, GAS_Z, RB_PER_SCF_COEFF
 from services.simulator.well import WellSpec, vsd_range
+from shared.contract import CRITICAL, WARNING, Severity
 
 
 @dataclass(frozen=True)
 class FaultKind:
     code: str
     sudden: bool                      # no ramp: it happens at onset
-    min_severity: str                 # the least a diagnosis should raise once developed
+    min_severity: Severity            # the least a diagnosis should raise once developed
     ramp_hours: tuple[float, float]   # how long it takes to develop, in offline files
     requires: tuple[str, ...]         # sensors without which the signature is invisible
     physics: str
 
 
 FAULT_KINDS: dict[str, FaultKind] = {k.code: k for k in (
-    FaultKind("gas_lock", False, "critical", (0.5, 3.0), ("motor_current",),
+    FaultKind("gas_lock", False, CRITICAL, (0.5, 3.0), ("motor_current",),
               "gas breakthrough overwhelms the separator; gas pockets in the stages "
               "kill the head, flow collapses, the annulus fills (PIP rises)"),
-    FaultKind("pump_off", False, "warning", (2.0, 8.0), ("pip",),
+    FaultKind("pump_off", False, WARNING, (2.0, 8.0), ("pip",),
               "inflow declines (scale, skin, depletion) below the pump's capacity; the "
               "annulus is drawn down to the intake and the pump runs partly empty"),
-    FaultKind("broken_shaft", True, "critical", (0.0, 0.0), ("motor_current",),
+    FaultKind("broken_shaft", True, CRITICAL, (0.0, 0.0), ("motor_current",),
               "the shaft parts: the motor spins unloaded at no-load current, the pump "
               "stands still, no flow, pressures equalise"),
-    FaultKind("closed_valve", False, "critical", (0.05, 2.0), ("motor_current",),
+    FaultKind("closed_valve", False, CRITICAL, (0.05, 2.0), ("motor_current",),
               "a wellhead/flowline valve closes (or paraffin/hydrates block the line): "
               "backpressure rises, the pump is pushed back up its curve to shut-in"),
-    FaultKind("overload", False, "warning", (1.0, 6.0), ("motor_current",),
+    FaultKind("overload", False, WARNING, (1.0, 6.0), ("motor_current",),
               "more torque for the same speed: viscous emulsion, sand, or rubbing "
               "stages; current and losses rise"),
-    FaultKind("underload", False, "warning", (2.0, 8.0), ("motor_current",),
+    FaultKind("underload", False, WARNING, (2.0, 8.0), ("motor_current",),
               "worn/eroded impellers act like smaller ones (affinity in diameter): less "
               "head, less flow, much less power"),
-    FaultKind("overheating", False, "warning", (1.0, 4.0), ("motor_temp",),
+    FaultKind("overheating", False, WARNING, (1.0, 4.0), ("motor_temp",),
               "scale on the motor housing or lost motor oil cuts heat transfer, or a "
               "winding fault adds losses; the winding runs far hotter"),
-    FaultKind("bearing_wear", False, "warning", (4.0, 24.0), ("vibration",),
+    FaultKind("bearing_wear", False, WARNING, (4.0, 24.0), ("vibration",),
               "radial/thrust bearings wear: vibration grows ever faster, a little more "
               "friction torque"),
-    FaultKind("vsd_out_of_range", False, "warning", (0.5, 3.0), ("vsd_frequency",),
+    FaultKind("vsd_out_of_range", False, WARNING, (0.5, 3.0), ("vsd_frequency",),
               "the drive's speed reference drifts or jumps beyond the range it is "
               "configured for; the pump follows the affinity laws"),
-    FaultKind("sensor_fault", True, "warning", (0.0, 0.0), (),
+    FaultKind("sensor_fault", True, WARNING, (0.0, 0.0), (),
               "one transmitter sticks at a value or reads a rail/impossible value "
               "while the well goes on"),
 )}

@@ -19,7 +19,8 @@ from typing import Any
 import asyncpg
 
 from shared.alerting.rules import parse_rule, stored_form
-from shared.contract import DIAGNOSIS_CODES
+from shared.contract import CRITICAL, WARNING
+from shared.diagnosis.catalog import FAULT_CODES
 
 BUILTIN = {"source": "builtin"}
 
@@ -37,39 +38,39 @@ def _attribute(name: str, factor: float = 1.0,
 DEFAULT_RULES: list[dict[str, Any]] = [
     {"type": "threshold", "name": "ESP motor overload", "metric": "motor_current",
      "op": ">", "value": _attribute("motor_rated_current", 1.15, {"factor": 1.35}),
-     "while_running": True, "severity": "critical",
+     "while_running": True, "severity": CRITICAL,
      # Three minutes: a start's inrush is not an overload; a motor overheats in minutes.
      "for_seconds": 180, "renotify_seconds": 3600, "labels": BUILTIN,
      "message": "{device_id}: motor current {value} A {threshold}"},
     {"type": "threshold", "name": "ESP motor over temperature", "metric": "motor_temp",
      "op": ">", "value": _attribute("motor_max_temp", otherwise={"offset": 40.0}),
-     "severity": "critical",
+     "severity": CRITICAL,
      "for_seconds": 60, "renotify_seconds": 3600, "labels": BUILTIN,
      "message": "{device_id}: motor temperature {value} degC {threshold}"},
     {"type": "threshold", "name": "ESP intake pressure below the pump's minimum",
      "metric": "pip", "op": "<",
      "value": _attribute("min_intake_pressure", otherwise={"factor": 0.4}),
-     "severity": "critical", "for_seconds": 120, "renotify_seconds": 3600,
+     "severity": CRITICAL, "for_seconds": 120, "renotify_seconds": 3600,
      "labels": BUILTIN, "message": "{device_id}: intake pressure {value} psi {threshold}"},
     {"type": "range", "name": "ESP flow outside the pump's operating range",
      "metric": "flow_rate", "low": _attribute("pump_min_flow"),
      "high": _attribute("pump_max_flow"), "clear_low": _attribute("pump_min_flow", 1.05),
      "clear_high": _attribute("pump_max_flow", 0.95), "while_running": True,
-     "severity": "warning", "for_seconds": 300, "renotify_seconds": 3600, "labels": BUILTIN,
+     "severity": WARNING, "for_seconds": 300, "renotify_seconds": 3600, "labels": BUILTIN,
      "message": "{device_id}: flow {value} bbl/d is {threshold}"},
     {"type": "range", "name": "ESP VSD outside its configured range",
      "metric": "vsd_frequency", "low": _attribute("vsd_min_hz"),
-     "high": _attribute("vsd_max_hz"), "while_running": True, "severity": "warning",
+     "high": _attribute("vsd_max_hz"), "while_running": True, "severity": WARNING,
      "for_seconds": 120, "renotify_seconds": 3600, "labels": BUILTIN,
      "message": "{device_id}: drive at {value} Hz is {threshold}"},
-    {"type": "no_data", "name": "ESP silent", "after_seconds": 600, "severity": "warning",
+    {"type": "no_data", "name": "ESP silent", "after_seconds": 600, "severity": WARNING,
      "message": "{device_id}: no reading for {value} s", "labels": BUILTIN},
     *({"type": "diagnosis", "name": f"ESP diagnosis: {code}", "code": code,
-       "min_severity": "critical", "severity": "critical", "renotify_seconds": 3600,
+       "min_severity": CRITICAL, "severity": CRITICAL, "renotify_seconds": 3600,
        "message": f"{{device_id}}: {code.replace('_', ' ')} diagnosed critical "
                   "(confidence {value})",
        "labels": BUILTIN}
-      for code in DIAGNOSIS_CODES if code != "anomaly"),
+      for code in FAULT_CODES),
 ]
 
 

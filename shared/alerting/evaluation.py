@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from shared.alerting.conditions import (
     Compare,
@@ -37,6 +38,12 @@ from shared.alerting.rules import (
 )
 
 Key = tuple[int, str]  # (rule id, device id)
+# An alert's state, as stored (alerts.state, alert_events.state) and sent; an open alert
+# is in one of the first three.
+AlertState = Literal["pending", "firing", "acknowledged", "resolved"]
+# A transition of the engine's (alert_events.kind, but a cancelled alert, a pending one
+# whose condition cleared, is deleted: never announced).
+TransitionKind = Literal["pending", "firing", "renotify", "escalated", "resolved", "cancelled"]
 ANY_METRIC = ""
 LEFT, RIGHT = True, False
 
@@ -45,7 +52,7 @@ LEFT, RIGHT = True, False
 class OpenAlert:
     rule_id: int
     device_id: str
-    state: str  # pending, firing, acknowledged
+    state: AlertState  # pending, firing, acknowledged
     severity: str
     active_since: float
     fire_at: float
@@ -58,9 +65,9 @@ class OpenAlert:
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    kind: str  # pending, firing, renotify, escalated, resolved, cancelled
+    kind: TransitionKind
     alert: OpenAlert
-    before: str | None  # the state the store expects the row in; None: a new row
+    before: AlertState | None  # the state the store expects the row in; None: a new row
     at: float
     value: float | None
     severity: str
@@ -166,7 +173,7 @@ class Engine:
             else:
                 continue
             del self.open[key]
-            kind = "cancelled" if alert.state == "pending" else "resolved"
+            kind: TransitionKind = "cancelled" if alert.state == "pending" else "resolved"
             out.append(Transition(kind, alert, alert.state, now, alert.value, alert.severity,
                                   f"rule {key[0]} on {key[1]}: {note}", note=note))
         return out
@@ -328,19 +335,20 @@ class Engine:
         elif alert is not None:
             del self.open[key]
             alert.value = value
-            kind = "cancelled" if alert.state == "pending" else "resolved"
+            kind: TransitionKind = "cancelled" if alert.state == "pending" else "resolved"
             out.append(self._transition(kind, rule, alert, alert.state, ts))
 
     def _fire(self, rule: Rule, alert: OpenAlert, at: float, out: list[Transition],
-              before: str | None = "pending") -> None:
+              before: AlertState | None = "pending") -> None:
         alert.state = "firing"
         alert.fired_at = alert.last_notified_at = at
         out.append(self._transition("firing", rule, alert, before, at))
 
     @staticmethod
-    def _transition(kind: str, rule: Rule, alert: OpenAlert, before: str | None,
-                    at: float, notified_before: float | None = None) -> Transition:
-        state = "resolved" if kind in ("resolved", "cancelled") else alert.state
+    def _transition(kind: TransitionKind, rule: Rule, alert: OpenAlert,
+                    before: AlertState | None, at: float,
+                    notified_before: float | None = None) -> Transition:
+        state: AlertState = "resolved" if kind in ("resolved", "cancelled") else alert.state
         return Transition(kind, alert, before, at, alert.value, alert.severity,
                           rule.render(alert.device_id, alert.value, state, alert.severity),
                           threshold=rule.threshold, notified_before=notified_before)

@@ -23,13 +23,13 @@ from shared.alerting.limits import (
     limit_text,
     resolved,
 )
-from shared.contract import DIAGNOSIS_CODES, SEVERITY_RANK
+from shared.contract import SEVERITY_RANK, WARNING, Severity
+from shared.diagnosis.catalog import DIAGNOSIS_CODES
 from shared.errors import ValidationFailed
-from shared.mqtt import NAME_PATTERN
+from shared.mqtt import NAME_PATTERN, NOTIFY_PREFIX
 from shared.webhooks import SECRET_NAME_PATTERN
 
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
-Severity = Literal["info", "warning", "critical"]
 Name = Annotated[str, Field(pattern=f"^{NAME_PATTERN}$")]
 Seconds = Annotated[float, Field(ge=0, le=366 * 86400)]
 Window = Annotated[float, Field(gt=0, le=7 * 86400)]
@@ -37,7 +37,7 @@ Window = Annotated[float, Field(gt=0, le=7 * 86400)]
 # What a message template may name.
 TEMPLATE_FIELDS = frozenset({"rule", "device_id", "metric", "value", "threshold",
                              "severity", "state"})
-NOTIFY_TOPIC_PREFIX = "insa/notify/"  # rules' own MQTT topics live here (broker ACL)
+_LEVEL = r"[A-Za-z0-9_.:-]+"  # one level of a rule's own topic, under NOTIFY_PREFIX
 
 
 class _Number(float):
@@ -112,7 +112,7 @@ class EmailAction(Strict):
 
 class MqttAction(Strict):
     kind: Literal["mqtt"]
-    topic: Annotated[str, Field(pattern=r"^insa/notify/[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*$",
+    topic: Annotated[str, Field(pattern=f"^{NOTIFY_PREFIX}{_LEVEL}(/{_LEVEL})*$",
                                 max_length=256)]
     qos: Literal[0, 1] = 1
 
@@ -124,7 +124,7 @@ class RuleBase(Strict):
     name: str = Field(min_length=1, max_length=128)
     description: str = Field("", max_length=2000)
     enabled: bool = True
-    severity: Severity = "warning"
+    severity: Severity = WARNING
     scope: Scope = Scope()
     message: str = Field("{rule} on {device_id}: {metric} {value} ({threshold})",
                          min_length=1, max_length=1000)
@@ -325,7 +325,7 @@ class DiagnosisRule(RuleBase):
 
     type: Literal["diagnosis"]
     code: Literal[(*DIAGNOSIS_CODES, "*")]  # type: ignore[valid-type]
-    min_severity: Severity = "warning"
+    min_severity: Severity = WARNING
     message: str = Field("{rule} on {device_id}: {metric} ({threshold})",
                          min_length=1, max_length=1000)
 

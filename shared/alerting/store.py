@@ -19,7 +19,14 @@ from typing import Any
 import asyncpg
 import structlog
 
-from shared.alerting.evaluation import Device, Key, OpenAlert, Transition
+from shared.alerting.evaluation import (
+    AlertState,
+    Device,
+    Key,
+    OpenAlert,
+    Transition,
+    TransitionKind,
+)
 from shared.alerting.rules import Rule, parse_rule
 from shared.errors import Conflict, NotFound, ValidationFailed
 
@@ -171,8 +178,10 @@ async def commit(conn: asyncpg.Connection, transitions: list[Transition],
     return refused
 
 
-STATE_AFTER = {"pending": "pending", "firing": "firing", "renotify": "firing",
-               "escalated": "firing", "resolved": "resolved"}
+# The alert's state after each transition (but a cancelled alert, which is deleted).
+STATE_AFTER: dict[TransitionKind, AlertState] = {
+    "pending": "pending", "firing": "firing", "renotify": "firing", "escalated": "firing",
+    "resolved": "resolved"}
 
 
 async def _insert(conn: asyncpg.Connection, t: Transition) -> int | None:
@@ -242,7 +251,7 @@ async def resolve(conn: asyncpg.Connection, alert_id: int, actor: str,
 
 
 async def _manual(conn: asyncpg.Connection, alert_id: int, actor: str, note: str | None,
-                  state: str, allowed: tuple[str, ...]) -> asyncpg.Record:
+                  state: AlertState, allowed: tuple[AlertState, ...]) -> asyncpg.Record:
     async with conn.transaction():
         row = await conn.fetchrow("SELECT * FROM alerts WHERE id = $1 FOR UPDATE", alert_id)
         if row is None:

@@ -14,7 +14,9 @@ from the change between consecutive readings, so a drifting level does not infla
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
+from typing import NamedTuple
 
 AFFINITY_EXPONENT = {"flow_rate": 1.0, "head": 2.0, "power": 3.0, "motor_current": 1.5}
 # Smallest noise worth trusting, per metric in canonical units (a transmitter's
@@ -29,6 +31,20 @@ CLIP_SIGMAS = 3.0
 NOISE_ALPHA = 0.02  # per reading: the noise estimate follows the transmitter, not time
 # |x[i] - x[i-1]| of white noise averages 2·sigma/sqrt(pi).
 STEP_TO_SIGMA = math.sqrt(math.pi) / 2
+
+
+class Band(NamedTuple):
+    """Frequencies from `low` to `high`."""
+
+    low: float
+    high: float
+
+
+class Heading(NamedTuple):
+    """A temperature on its way from `start` to `target`."""
+
+    start: float
+    target: float
 
 
 @dataclass(slots=True)
@@ -77,11 +93,11 @@ class Baseline:
         # Where the well is normally run: the lowest and highest operating points it has
         # settled at, widened by a setpoint step only within `inside` (a drive gone out
         # of range is not a new normal).
-        self.hz_band: tuple[float, float] | None = None
+        self.hz_band: Band | None = None
         self.pip_before: float | None = None  # PIP's level before the last rebase
         # The winding's temperature at the last rebase and where it is heading: between
         # the two it is on its way, no anomaly.
-        self.temp_on_its_way: tuple[float, float] | None = None
+        self.temp_on_its_way: Heading | None = None
 
     def learn(self, values: dict[str, float], alpha: float, warmup: int) -> None:
         scale = self._to_reference(values.get("vsd_frequency"))
@@ -96,12 +112,12 @@ class Baseline:
             else:
                 level.learn(value, alpha, warmup)
         heading, temp = self.temp_on_its_way, values.get("motor_temp")
-        if heading is not None and temp is not None and temp >= heading[1]:
+        if heading is not None and temp is not None and temp >= heading.target:
             self.temp_on_its_way = None  # got there
         frequency = values.get("vsd_frequency")
         if frequency is not None and self.reference_hz is None:
             self.reference_hz = frequency
-            self.hz_band = (frequency, frequency)
+            self.hz_band = Band(frequency, frequency)
 
     def _to_reference(self, frequency: float | None) -> float | None:
         if frequency is None or self.reference_hz is None or frequency <= 0:
@@ -140,7 +156,7 @@ class Baseline:
                inside: tuple[float | None, float | None] = (None, None)) -> None:
         """After an operator's setpoint step has settled: the new operating point is normal.
 
-        Levels move to the recent readings' averages at the new frequency; the noise
+        Levels move to the recent readings' medians at the new frequency; the noise
         stays (a transmitter's noise does not change with a setpoint). Two lag: the
         annulus takes hours to settle, so PIP's level before is kept beside (`pip_before`:
         a restart's full annulus is not the new normal to be drawn down from); and the
@@ -157,14 +173,15 @@ class Baseline:
         low, high = inside
         if (low is None or self.reference_hz >= low) and (high is None or
                                                            self.reference_hz <= high):
-            band = self.hz_band or (self.reference_hz, self.reference_hz)
-            self.hz_band = (min(band[0], self.reference_hz), max(band[1], self.reference_hz))
+            band = self.hz_band or Band(self.reference_hz, self.reference_hz)
+            self.hz_band = Band(min(band.low, self.reference_hz),
+                                max(band.high, self.reference_hz))
         self.pip_before = self.expected("pip", None)
         for metric, level in self.levels.items():
             values = [r[metric] for r in recent if metric in r]
             if not values:
                 continue
-            level.mean = sum(values) / len(values)
+            level.mean = statistics.median(values)  # one spike among them moves nothing
         current_after = self.expected("motor_current", self.reference_hz)
         if temp_before is not None and current_before and current_after and before_hz:
             # Losses ∝ I²; more flow past the motor cools it better (∝ velocity^0.8).
@@ -174,4 +191,4 @@ class Baseline:
             level = self.levels["motor_temp"]
             now = level.mean
             level.mean = max(now, temp_before + max(0.0, rise) * (heating - 1))
-            self.temp_on_its_way = (now, level.mean)
+            self.temp_on_its_way = Heading(now, level.mean)

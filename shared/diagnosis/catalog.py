@@ -1,12 +1,13 @@
-"""What each diagnosis code means to an operator: its name and what to do about it."""
+"""The diagnosis codes (the one list: `DIAGNOSIS_CODES` is its keys, in this order) and
+what each means to an operator: its name and what to do about it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.contract import SEVERITIES
+from shared.contract import CRITICAL, SEVERITIES
 
-__all__ = ["CODES", "SEVERITIES", "action_for"]
+__all__ = ["ANOMALY", "CODES", "DIAGNOSIS_CODES", "FAULT_CODES", "SEVERITIES", "action_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +16,9 @@ class Code:
     action: str          # at warning (and info)
     critical_action: str  # at critical
 
+
+# The statistical code: a reading far outside the well's own range, not a named failure.
+ANOMALY = "anomaly"
 
 CODES: dict[str, Code] = {
     "gas_lock": Code(
@@ -76,13 +80,17 @@ CODES: dict[str, Code] = {
         "wiring, power and calibration; diagnoses that need it are unreliable until then.",
         "A transmitter reads a stuck, impossible, spiking or drifting value: check its "
         "wiring, power and calibration; diagnoses that need it are unreliable until then."),
-    "anomaly": Code(
+    ANOMALY: Code(
         "Statistical anomaly",
         "A reading is far outside this well's learned range: look at the trend.",
         "A reading is far outside this well's learned range: look at the trend."),
 }
 
 
+DIAGNOSIS_CODES: tuple[str, ...] = tuple(CODES)
+FAULT_CODES: tuple[str, ...] = tuple(c for c in DIAGNOSIS_CODES if c != ANOMALY)
+
+
 def action_for(code: str, severity: str) -> str:
     entry = CODES[code]
-    return entry.critical_action if severity == "critical" else entry.action
+    return entry.critical_action if severity == CRITICAL else entry.action

@@ -29,7 +29,7 @@ from shared.diagnosis.causes import (
     supersede,
     symptom_rank,
 )
-from shared.diagnosis.events import DiagnosisEvent, Reading
+from shared.diagnosis.events import DiagnosisEvent, OpenDiagnosis, Reading
 from shared.diagnosis.limits import LimitBook
 from shared.diagnosis.sensors import (
     Key,
@@ -84,6 +84,8 @@ class DiagnosisEngine:
         if elapsed > operation["gap_seconds"]:
             state.recent.clear()
             state.flat.clear()
+            if state.judged:  # not the first sight: it may have stopped and started unseen
+                state.load_changed = reading.ts
         state.last_ts = reading.ts
         findings, values = impossible_values(reading.values, limits)
         if "discharge_pressure" in values and "pip" in values:
@@ -94,7 +96,8 @@ class DiagnosisEngine:
             findings += flatlines(state.flat, state.baseline, values, limits)
             findings += spiking(state.spikes, values, state.baseline, limits)
         view = View(values, state.baseline, state.recent, limits["rules"], limits["ranges"],
-                    frozenset(code for code, _ in state.active), equipment)
+                    frozenset(code for code, _ in state.active), equipment,
+                    reading.ts - state.load_changed >= operation["temp_settle_seconds"])
         if phase == "normal":
             findings += cooler_than_its_fluid(view, limits)
             findings += drifting(view, limits)
@@ -139,6 +142,7 @@ class DiagnosisEngine:
             return "stopped"
         if state.phase == "stopped":
             self._enter(state, "starting", ts)
+            state.load_changed = ts
             state.recent.clear()  # the inrush is not what the pump normally does
             state.flat.clear()
         state.phase_readings += 1
@@ -179,7 +183,7 @@ class DiagnosisEngine:
             stepped = arrived - state.at_reference <= operation["step_seconds"]
             state.baseline.rebase(recent, usual_band(state.baseline, equipment, limits)
                                   if stepped else (math.inf, -math.inf))
-            state.at_reference = ts
+            state.at_reference = state.load_changed = ts
             self._enter(state, "normal", 0.0)
 
     @staticmethod
@@ -279,17 +283,15 @@ class DiagnosisEngine:
     def forget(self, device_id: str) -> None:
         self.wells.pop(device_id, None)
 
-    def reset_diagnoses(self, device_id: str,
-                        open_diagnoses: list[tuple[str, str | None, str, float,
-                                                   dict[str, Any], float]]) -> None:
-        """Make the stored open diagnoses (code, metric, severity, confidence, evidence,
-        since) the device's active ones: after a restart the engine continues from what
-        was emitted, so it neither raises them again nor forgets to clear them."""
+    def reset_diagnoses(self, device_id: str, open_diagnoses: list[OpenDiagnosis]) -> None:
+        """Make the stored open diagnoses the device's active ones: after a restart the
+        engine continues from what was emitted, so it neither raises them again nor
+        forgets to clear them."""
         state = self.wells.get(device_id)
         if state is None:
             if not open_diagnoses:
                 return
-            state = self.wells[device_id] = WellState(phase_since=open_diagnoses[0][5])
+            state = self.wells[device_id] = WellState(phase_since=open_diagnoses[0].since)
         window = self.limits.for_device(device_id, self.device_types.get(device_id))[
             "operation"]["confirm_window"]
         state.active.clear()

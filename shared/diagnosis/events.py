@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.diagnosis.catalog import CODES, action_for
 from shared.timefmt import utc_text
@@ -14,6 +14,18 @@ class Reading:
     device_id: str
     ts: float  # epoch seconds
     values: dict[str, float]  # canonical units
+
+
+class OpenDiagnosis(NamedTuple):
+    """A diagnosis standing as stored (open_diagnoses): what a restarted engine continues
+    from."""
+
+    code: str
+    metric: str | None  # per-sensor codes only
+    severity: str
+    confidence: float
+    evidence: dict[str, Any]
+    since: float  # epoch seconds
 
 
 @dataclass(slots=True)

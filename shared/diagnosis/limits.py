@@ -37,6 +37,9 @@ DEFAULT_LIMITS: dict[str, Any] = {
         "startup_seconds": 120.0,
         "setpoint_step_hz": 1.5,        # a frequency change this large is an operator step
         "settle_readings": 6,           # readings after a step before re-learning the baseline
+        # a winding reaches its temperature within a few thermal time constants (10-40 min)
+        # of a start or a setpoint step: its falling alone is judged only after that
+        "temp_settle_seconds": 7200.0,
         "step_seconds": 180.0,          # an operator's step reaches its setpoint within this
         "baseline_hours": 12.0,         # time constant of the learned baseline
         "confirm_readings": 3,          # of the last `confirm_window`, to raise

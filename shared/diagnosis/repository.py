@@ -1,6 +1,7 @@
 """Database side of diagnosis: events and open diagnoses, per-device progress, the replay
 that rebuilds the engine after a restart, limits, the outbox. The diagnostics service
-writes through it; the API reads the limits (`load_limits`) for its dry run."""
+writes through it; the API reads the limits (`load_limits`) for its dry run and
+(`limit_book`) for the wells' health scores."""
 
 from __future__ import annotations
 
@@ -113,10 +114,10 @@ class Judging(NamedTuple):
     equipment: dict[str, dict[str, float]]  # devices.metadata.attributes, where set
 
 
-async def load_limits(conn: asyncpg.Connection) -> Judging:
-    """The limit overrides, and every device's type and equipment. A row that does not
-    fit the limits' shape is left out with an error logged, so one bad row never stops
-    judging."""
+async def limit_book(conn: asyncpg.Connection | asyncpg.Pool) -> LimitBook:
+    """The limits with the `diagnosis_limits` overrides: `for_device` gives a device's
+    effective ones, as the engine judges it. A row that does not fit the limits' shape is
+    left out with an error logged, so one bad row never stops judging."""
     overrides: dict[str, Any] = {"defaults": {}, "device_types": {}, "devices": {}}
     for row in await conn.fetch(
             "SELECT id, device_type, device_id, limits FROM diagnosis_limits ORDER BY id"):
@@ -132,9 +133,15 @@ async def load_limits(conn: asyncpg.Connection) -> Judging:
             overrides["defaults"] = row["limits"]
         else:
             overrides[scope][name] = row["limits"]
+    return LimitBook(overrides)
+
+
+async def load_limits(conn: asyncpg.Connection) -> Judging:
+    """The limits (`limit_book`), and every device's type and equipment."""
+    limits = await limit_book(conn)
     devices = await conn.fetch(
         "SELECT device_id, device_type, metadata -> 'attributes' AS attributes FROM devices")
-    return Judging(LimitBook(overrides), {r["device_id"]: r["device_type"] for r in devices},
+    return Judging(limits, {r["device_id"]: r["device_type"] for r in devices},
                    {r["device_id"]: r["attributes"] for r in devices if r["attributes"]})
 
 

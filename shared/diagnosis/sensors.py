@@ -29,11 +29,16 @@ TIED = {"flow_rate": ("motor_current", "pip", "discharge_pressure", "wellhead_pr
         "discharge_pressure": ("wellhead_pressure", "flow_rate", "motor_current"),
         "intake_temp": ("motor_temp",), "power": ("motor_current",),
         "motor_current": ("power",), "motor_voltage": ("motor_current", "power"),
-        "wellhead_pressure": ("flow_rate",)}
-# Tied only when the metric falls: a pump's load is its flow against its head, so its
+        "wellhead_pressure": ("flow_rate",), "motor_temp": ()}
+# Tied only when the metric falls. A pump's load is its flow against its head, so its
 # current cannot fall while the flow holds (wear, gas and a broken shaft all lose flow);
-# rising, it is an overload (drag, a heavier fluid) at the same flow.
-TIED_FALLING = {"motor_current": ("flow_rate",)}
+# rising, it is an overload (drag, a heavier fluid) at the same flow. A winding's
+# temperature is its fluid's plus a rise set by its losses (current) and its cooling (the
+# flow past it): it cannot fall while those hold, once it has settled after a start or a
+# setpoint step (View.temp_settled); rising alone, it is overheating.
+TIED_FALLING = {"motor_current": ("flow_rate",),
+                "motor_temp": ("motor_current", "flow_rate", "pip", "discharge_pressure",
+                               "intake_temp")}
 # Tied in the metric's own unit, and required: the discharge gauge sits under the tubing's
 # column, itself on the wellhead's pressure, so at one flow a wellhead pressure that moves
 # by some psi moves the discharge by as many (a change of the flowline's or separator's
@@ -126,7 +131,7 @@ def anomalies(view: View, watched: Iterable[Key], active: Container[Key],
         sigma = sigma_of(metric) or 0.0
         score = (value - expected) / sigma if sigma else 0.0
         if metric == "motor_temp" and heading is not None and \
-                heading[0] - 3 * sigma <= value <= heading[1]:
+                heading.start - 3 * sigma <= value <= heading.target:
             score = 0.0  # heating toward a new operating point's temperature
         size = abs(score)
         if size > raise_z or (size > clear_z and ("anomaly", metric) in active):
@@ -224,6 +229,8 @@ def drifting(view: View, limits: dict[str, Any]) -> list[Finding]:
         if abs(away) < 8 * view.noise(metric):
             continue
         if ratio < 1:
+            if metric == "motor_temp" and not view.temp_settled:
+                continue
             tied += TIED_FALLING.get(metric, ())
         others = [ratios[m] for m in tied if m in ratios]
         moved = max(still, TIED_SHARE * abs(ratio - 1))

@@ -278,7 +278,7 @@ def usual_band(baseline: Baseline, equipment: dict[str, float], limits: dict[str
         return (None if low is None else low - margin, None if high is None else high + margin)
     if baseline.hz_band is None:
         return None, None
-    return baseline.hz_band[0] - rule["own_band_hz"], baseline.hz_band[1] + rule["own_band_hz"]
+    return baseline.hz_band.low - rule["own_band_hz"], baseline.hz_band.high + rule["own_band_hz"]
 
 
 def vsd_out_of_range(view: View) -> Finding | None:
@@ -294,16 +294,16 @@ def vsd_out_of_range(view: View) -> Finding | None:
     band = view.baseline.hz_band
     low, high = equipment_range(view.equipment, view.ranges)
     # A well normally run beyond its configured range has a wrong attribute, not a fault.
-    moved = band is None or not (band[0] - rule["own_setpoint_hz"] <= frequency
-                                 <= band[1] + rule["own_setpoint_hz"])
+    moved = band is None or not (band.low - rule["own_setpoint_hz"] <= frequency
+                                 <= band.high + rule["own_setpoint_hz"])
     if moved and ((low is not None and frequency < low - margin) or
                   (high is not None and frequency > high + margin)):
         return Finding("vsd_out_of_range", 3, 0.95, evidence(
             view, ("vsd_frequency",), configured_range=[low, high],
             usual_range=None if band is None else [round4(b) for b in band]))
     if low is None and high is None and band is not None and (
-            frequency < band[0] - view.eased("vsd_out_of_range", rule["own_band_hz"], 0.0) or
-            frequency > band[1] + view.eased("vsd_out_of_range", rule["own_band_hz"], 0.0)):
+            frequency < band.low - view.eased("vsd_out_of_range", rule["own_band_hz"], 0.0) or
+            frequency > band.high + view.eased("vsd_out_of_range", rule["own_band_hz"], 0.0)):
         return Finding("vsd_out_of_range", 2, 0.75, evidence(
             view, ("vsd_frequency",), usual_range=[round4(b) for b in band]))
     hunting = view.raggedness("vsd_frequency")
@@ -356,7 +356,7 @@ def quiet(view: View) -> bool:
     if frequency is None or band is None:
         return True
     rule = view.rules["vsd_out_of_range"]
-    if not band[0] - rule["own_setpoint_hz"] <= frequency <= band[1] + rule["own_setpoint_hz"]:
+    if not band.low - rule["own_setpoint_hz"] <= frequency <= band.high + rule["own_setpoint_hz"]:
         return False
     recent = view.recent
     if len(recent) < 2:

@@ -53,5 +53,7 @@ class WellState:
     since_cause: dict[str, int] = field(default_factory=dict)  # readings since a cause showed
     superseded: dict[str, str] = field(default_factory=dict)  # code -> the one that replaced it
     at_reference: float = -math.inf  # when the frequency last sat at the reference
+    # The last start, settled setpoint step or gap in the data (View.temp_settled).
+    load_changed: float = -math.inf
     judged: int = 0  # readings judged (_judge calls)
     shown: dict[str, int] = field(default_factory=dict)  # code -> `judged` when it last showed

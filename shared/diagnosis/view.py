@@ -34,6 +34,9 @@ class View:
     ranges: dict[str, Any]
     active: frozenset[str] = frozenset()
     equipment: dict[str, float] = field(default_factory=dict)  # shared/equipment.py
+    # The winding has had `temp_settle_seconds` since its load last changed (a start, a
+    # settled setpoint step) to reach its temperature: a few thermal time constants.
+    temp_settled: bool = True
     expectations: dict[str, float] = field(init=False)
     ratios: dict[str, float] = field(init=False)
     _ragged: dict[str, float | None] = field(init=False, default_factory=dict)

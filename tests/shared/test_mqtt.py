@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
@@ -65,7 +66,7 @@ def test_names_are_single_topic_levels_without_wildcards(name: str, valid: bool)
     assert bool(NAME_RE.fullmatch(name)) is valid
 
 
-def settings(**values: object) -> CommonSettings:
+def settings(**values: Any) -> CommonSettings:  # pydantic validates each value
     return CommonSettings(env="development", database_url="postgresql://db/insa",
                           redis_url="redis://redis", **values)
 

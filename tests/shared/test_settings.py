@@ -6,6 +6,7 @@ import ipaddress
 
 import pytest
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from services.alerts.settings import AlertsSettings
 from services.api.settings import ApiSettings
@@ -65,6 +66,21 @@ def test_missing_required_settings_are_named(monkeypatch: pytest.MonkeyPatch) ->
     assert "database_url" in str(exc.value) and "redis_url" in str(exc.value)
 
 
+def test_an_empty_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    # compose passes a variable the operator did not set on as "": the default applies,
+    # or a required one is named as missing.
+    set_env(monkeypatch, INSA_LOG_FORMAT="", INSA_INGESTOR_BATCH_MAX_MESSAGES="",
+            INSA_API_JWT_SECRET="", INSA_API_DOCS="", INSA_REDIS_URL="")
+    with pytest.raises(ValidationError, match="redis_url\n  Field required"):
+        CommonSettings()  # type: ignore[call-arg]
+    monkeypatch.setenv("INSA_REDIS_URL", GOOD["INSA_REDIS_URL"])
+    common, ingestor = load(IngestorSettings)
+    assert common.log_format == "json" and ingestor.batch_max_messages == \
+        IngestorSettings.model_fields["batch_max_messages"].default
+    api = ApiSettings(mqtt_password="api-long-secret-12")
+    assert api.jwt_secret is None and api.docs is None
+
+
 def test_one_webhook_allow_list_for_the_alerts_service_and_the_api(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INSA_ALERTS_WEBHOOK_ALLOW", "10.20.0.0/16, hooks.plant.lan")
@@ -84,7 +100,7 @@ def test_out_of_range_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> Non
         load(IngestorSettings)
 
 
-def _env_names(cls: type) -> set[str]:
+def _env_names(cls: type[BaseSettings]) -> set[str]:
     prefix = cls.model_config.get("env_prefix", "")
     return {f"{prefix}{name}".upper() for name in cls.model_fields}
 

@@ -9,6 +9,7 @@ import redis.asyncio as redis
 
 from devtools.stack.servers import RunningRedis
 from shared.streams import trim_consumed
+from tests.utils.streams import range_entries, read_entries
 
 KEY = "insa:telemetry"
 
@@ -22,7 +23,7 @@ async def client(redis_server: RunningRedis) -> AsyncIterator[redis.Redis]:
     await client.aclose()
 
 
-async def add(client: redis.Redis, count: int) -> list[bytes]:
+async def add(client: redis.Redis, count: int) -> list[bytes | str]:
     return [await client.xadd(KEY, {"n": i}) for i in range(count)]
 
 
@@ -35,10 +36,10 @@ async def test_keeps_everything_from_the_oldest_pending_entry(client: redis.Redi
     ids = await add(client, 100)
     await client.xgroup_create(KEY, "diagnostics", id="0")
     read = await client.xreadgroup("diagnostics", "c1", {KEY: ">"}, count=40)
-    delivered = [entry_id for entry_id, _ in read[0][1]]
+    delivered = [entry_id for entry_id, _ in read_entries(read)[0][1]]
     await client.xack(KEY, "diagnostics", *delivered[:30])  # 30..39 stay pending
     trimmed = await trim_consumed(client, KEY, max_len=1000)
-    remaining = [entry_id for entry_id, _ in await client.xrange(KEY)]
+    remaining = [entry_id for entry_id, _ in range_entries(await client.xrange(KEY))]
     assert 20 <= trimmed.entries <= 30 and trimmed.unread == 0
     assert remaining[-70:] == ids[30:]  # every pending and unread entry is still there
 
@@ -73,7 +74,7 @@ async def test_entries_acked_between_the_group_summary_and_the_pending_query(
     ids = await add(client, 100)
     await client.xgroup_create(KEY, "diagnostics", id="0")
     read = await client.xreadgroup("diagnostics", "c1", {KEY: ">"}, count=60)
-    delivered = [entry_id for entry_id, _ in read[0][1]]
+    delivered = [entry_id for entry_id, _ in read_entries(read)[0][1]]
     pending_summary = client.xpending
 
     async def acked_just_before(name: str, groupname: str) -> object:
@@ -82,6 +83,6 @@ async def test_entries_acked_between_the_group_summary_and_the_pending_query(
 
     monkeypatch.setattr(client, "xpending", acked_just_before)
     trimmed = await trim_consumed(client, KEY, max_len=1000)
-    remaining = [entry_id for entry_id, _ in await client.xrange(KEY)]
+    remaining = [entry_id for entry_id, _ in range_entries(await client.xrange(KEY))]
     assert trimmed.unread == 0 and 50 <= trimmed.entries <= 60
     assert remaining[-40:] == ids[60:]  # the entries nobody read are all still there

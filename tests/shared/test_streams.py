@@ -23,6 +23,7 @@ from shared.streams import (
     encode_telemetry,
     group_backlog,
 )
+from tests.utils.streams import range_entries
 
 STREAM, GROUP = "insa:test", "testers"
 FAST = ConsumerSettings(batch=10, block_ms=50, claim_idle_ms=300, claim_every_seconds=0.1,
@@ -106,7 +107,7 @@ async def test_a_bad_entry_is_retried_then_dead_lettered_and_the_rest_go_on(
     assert counted(registry, "retries") == FAST.max_deliveries - 1
     assert counted(registry, "dead_letters") == 1
     assert await pending(client) == 0
-    [(_, dead)] = await client.xrange(DEAD)
+    [(_, dead)] = range_entries(await client.xrange(DEAD))
     assert dead[b"stream"] == STREAM.encode() and dead[b"group"] == GROUP.encode()
     assert orjson.loads(dead[b"fields"]) == {"n": "4"}
     assert dead[b"error"] == b"ValueError: cannot handle 4"
@@ -208,7 +209,7 @@ async def test_telemetry_entries_round_trip_through_the_writer(client: redis.Red
     entries = [encode_telemetry("esp-1", 1_763_800_000_000 + n, {"pip": 850.5, "mode": "auto"},
                                 n if n else None) for n in range(3)]
     await writer.add(entries)
-    decoded = [decode_telemetry(f) for _, f in await client.xrange(STREAM)]
+    decoded = [decode_telemetry(f) for _, f in range_entries(await client.xrange(STREAM))]
     assert [(d.device_id, d.ts_ms, d.metrics, d.seq) for d in decoded] == [
         ("esp-1", 1_763_800_000_000 + n, {"pip": 850.5, "mode": "auto"}, n if n else None)
         for n in range(3)]

@@ -84,7 +84,8 @@ class MqttClient:
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
         # Back within a second or two after a broker restart, as field devices are.
-        client.reconnect_delay_set(0.2, 1)
+        # paho annotates whole seconds but sleeps for any float it is given.
+        client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -19,8 +20,8 @@ class Answer:
     headers: dict[str, str]
     body: bytes
 
-    def json(self) -> dict[str, object]:
-        found: dict[str, object] = orjson.loads(self.body)
+    def json(self) -> dict[str, Any]:
+        found: dict[str, Any] = orjson.loads(self.body)
         return found
 
 

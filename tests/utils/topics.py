@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from shared.mqtt import status_topic, telemetry_topic
+from shared.mqtt import (
+    command_ack_topic,
+    command_topic,
+    config_topic,
+    status_topic,
+    telemetry_topic,
+)
 
 
 def device_topic(device_id: str, suffix: str) -> str:
@@ -11,6 +17,6 @@ def device_topic(device_id: str, suffix: str) -> str:
     kind, _, metric = suffix.partition("/")
     if kind == "telemetry":
         return telemetry_topic(device_id, metric or None)
-    if suffix == "status":
-        return status_topic(device_id)
-    return f"insa/devices/{device_id}/{suffix}"  # command, config, command/ack: no builder
+    builders = {"status": status_topic, "command": command_topic, "config": config_topic,
+                "command/ack": command_ack_topic}
+    return builders[suffix](device_id)

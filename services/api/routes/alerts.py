@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Body, Depends, Query
@@ -18,13 +18,13 @@ from services.api.pagination import Page
 from services.api.routes._keyset import after, check_window, cursor_of
 from services.api.security.principal import Principal
 from shared.alerting import store
+from shared.alerting.evaluation import AlertState
+from shared.contract import Severity
 from shared.errors import NotFound
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 Reader = Annotated[Principal, Depends(require("alerts:read"))]
 Manager = Annotated[Principal, Depends(require("alerts:manage"))]
-State = Literal["pending", "firing", "acknowledged", "resolved"]
-Severity = Literal["info", "warning", "critical"]
 COLUMNS = """a.id, a.rule_id, r.name AS rule, a.device_id, a.state, a.severity, a.value,
              a.threshold, a.message, a.active_since, a.fire_at, a.fired_at,
              a.acknowledged_at, a.acknowledged_by, a.resolved_at, a.resolved_by,
@@ -89,7 +89,7 @@ async def _alert(conn: asyncpg.Connection | asyncpg.Pool, who: Principal,
 @router.get("", response_model=Page[Alert], summary="List alerts, newest first")
 async def list_alerts(
         res: Res, who: Reader,
-        state: Annotated[list[State] | None, Query(description="Any of these")] = None,
+        state: Annotated[list[AlertState] | None, Query(description="Any of these")] = None,
         severity: Annotated[list[Severity] | None, Query()] = None,
         device_id: str | None = None, rule_id: int | None = None,
         start: Annotated[AwareDatetime | None, Query(description="active_since at or "

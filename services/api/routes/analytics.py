@@ -14,6 +14,7 @@ from services.api import analytics as a
 from services.api import telemetry_queries as q
 from services.api.deps import Res, require
 from services.api.security.principal import Principal
+from shared.contract import CRITICAL, Raised
 from shared.errors import ValidationFailed
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
@@ -63,7 +64,7 @@ class Summary(BaseModel):
 class Issue(BaseModel):
     kind: Literal["diagnosis", "alert"]
     name: str = Field(examples=["gas_lock"])
-    severity: Literal["warning", "critical"]
+    severity: Raised
 
 
 class Performance(BaseModel):
@@ -114,7 +115,7 @@ class Ranked(BaseModel):
     run_fraction: float | None
 
 
-SCOPE = """SELECT id, device_id FROM devices
+SCOPE = """SELECT id, device_id, device_type FROM devices
             WHERE ($1::text IS NULL OR device_type = $1)
               AND ($2::text IS NULL OR metadata -> 'tags' ? $2)
               AND ($3::text IS NULL OR device_id = $3) ORDER BY device_id"""
@@ -154,7 +155,8 @@ async def summary(device_id: str, res: Res, who: Reader,
                   start: Start = None, end: End = None) -> Summary:
     """Per hour or UTC day, from the per-minute rollup: metric means (exact means of the
     readings), maxima of temperature and vibration, the run fraction (the share of minutes
-    with current data whose lowest current is at least 6 A: sampling-rate independent),
+    with current data whose lowest current is at least the well's running current, 6 A
+    unless its diagnosis limits say otherwise: sampling-rate independent),
     runtime, flow per amp over running minutes, and an estimated volume. Default range:
     the last day (hourly) or week (daily), on whole buckets; at most 31 or 92 days."""
     width, default, longest = PERIODS[period]
@@ -169,9 +171,10 @@ async def summary(device_id: str, res: Res, who: Reader,
         raise ValidationFailed("range_too_long", f"end: at most {longest.days} days for "
                                  f"{period}", field="end")
     dev = await q.device(res.pool, who, device_id)
+    [limits] = await a.well_limits(res.pool, [(dev.device_id, dev.device_type)])
     ids = await a.metric_ids(res.pool, SUMMARY_METRICS)
     rows = await res.pool.fetch(SUMMARY, dev.id, list(ids.values()), begin, until, width,
-                                q.ORIGIN, a.RUNNING_MIN_CURRENT_A)
+                                q.ORIGIN, a.running_min_current(limits))
     buckets = []
     for r in rows:
         means = {name: r[f"m{i}"] for i, name in enumerate(SUMMARY_METRICS, start=1)}
@@ -192,14 +195,15 @@ async def summary(device_id: str, res: Res, who: Reader,
 async def performance(device_id: str, res: Res, who: Reader, window_hours: WindowHours = 24,
                       end: End = None) -> Performance:
     """Flow per amp over the window and the health score (0-100), both against the well's
-    own 7-day baseline; the score's parts are given, so it can be read. Definition:
-    docs/api-analytics.md."""
+    own 7-day baseline and judged by its diagnosis limits (overrides included); the
+    score's parts are given, so it can be read. Definition: docs/api-analytics.md."""
     until = q.utc(end, "end") if end else datetime.now(UTC)
     base_start, start, stop = a.window_bounds(until, window_hours)
     dev = await q.device(res.pool, who, device_id)
-    stats = (await a.well_stats(res.pool, [dev.id], until, window_hours))[dev.id]
+    [limits] = await a.well_limits(res.pool, [(dev.device_id, dev.device_type)])
+    stats = (await a.well_stats(res.pool, {dev.id: limits}, until, window_hours))[dev.id]
     issues = (await a.open_issues(res.pool, [dev.device_id]))[dev.device_id]
-    scored = a.health(stats, [i["severity"] for i in issues])
+    scored = a.health(stats, [i["severity"] for i in issues], limits)
     base = stats.base if stats.has_baseline else {}
     base_eff = base.get("efficiency")
     return Performance(
@@ -233,7 +237,7 @@ async def fleet(res: Res, who: Reader, device_type: DeviceType = None, tag: Tag 
              FROM devices d LEFT JOIN telemetry_latest l ON l.device = d.id AND l.metric = $2
             WHERE d.id = ANY($1)""", ids, flow_id, PRODUCING_MIN_BBL_D)
     issues = await a.open_issues(res.pool, names)
-    critical = {kind: sum(any(i["kind"] == kind and i["severity"] == "critical" for i in found)
+    critical = {kind: sum(any(i["kind"] == kind and i["severity"] == CRITICAL for i in found)
                           for found in issues.values()) for kind in ("alert", "diagnosis")}
     scores = await _scores(res, scope, end, window_hours, issues)
     scored = [s["health"] for s in scores if s["health"] is not None]
@@ -268,13 +272,15 @@ async def _scores(res: Res, scope: list[Any], end: datetime | None, hours: int,
                   issues: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     until = q.utc(end, "end") if end else datetime.now(UTC)
     a.window_bounds(until, hours)  # 422 for an end out of range, even with no wells
-    stats = await a.well_stats(res.pool, [r["id"] for r in scope], until, hours)
+    limits = dict(zip((r["id"] for r in scope), await a.well_limits(
+        res.pool, [(r["device_id"], r["device_type"]) for r in scope]), strict=True))
+    stats = await a.well_stats(res.pool, limits, until, hours)
     found = []
     for r in scope:
         s = stats[r["id"]]
         base = s.base.get("efficiency") if s.has_baseline else None
         found.append({"device_id": r["device_id"], "efficiency": s.efficiency,
                       "efficiency_baseline": base, "run_fraction": s.run_fraction,
-                      "health": a.health(s, [i["severity"] for i in issues[r["device_id"]]]
-                                         ).score})
+                      "health": a.health(s, [i["severity"] for i in issues[r["device_id"]]],
+                                         limits[r["id"]]).score})
     return found

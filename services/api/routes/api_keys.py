@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from services.api import audit
 from services.api.deps import Res, require
+from services.api.devices import DEVICE_ID_PATTERN
 from services.api.security import keys
 from services.api.security.principal import Principal
 from shared.errors import NotFound, ValidationFailed
@@ -23,7 +24,7 @@ class KeyIn(BaseModel):
     name: str = Field(min_length=1, max_length=128, examples=["historian-export"])
     role: Literal["admin", "engineer", "operator", "viewer", "device"] = \
         Field(examples=["viewer"])
-    device_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+    device_id: str | None = Field(None, pattern=DEVICE_ID_PATTERN,
                                   description="Required for role device; for other roles "
                                               "it limits the key to that device's data")
     expires_at: datetime | None = None

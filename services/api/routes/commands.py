@@ -14,10 +14,11 @@ from pydantic import BaseModel, Field
 
 from services.api import audit
 from services.api.deps import Res, require, visible
-from services.api.devices import check_size, command_topic
+from services.api.devices import check_size
 from services.api.pagination import Page, decode_cursor, encode_cursor
 from services.api.security.principal import Principal
 from shared.errors import InsaError, NotFound, ValidationFailed
+from shared.mqtt import command_topic
 from shared.timefmt import utc_text
 
 router = APIRouter(tags=["commands"])

@@ -23,7 +23,6 @@ from services.api.devices import (
     TAGS,
     Credentials,
     DeviceOut,
-    config_topic,
     device_out,
     forget,
     locked,
@@ -36,6 +35,7 @@ from services.api.pagination import Page, decode_cursor, encode_cursor
 from services.api.security.principal import Principal
 from shared.equipment import Equipment
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from shared.mqtt import config_topic
 from shared.schemas import check_device_id
 
 router = APIRouter(prefix="/devices", tags=["devices"])

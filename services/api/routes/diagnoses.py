@@ -17,9 +17,9 @@ from services.api.middleware import body_limit
 from services.api.pagination import Page, decode_cursor, encode_cursor
 from services.api.routes._keyset import after, check_window, cursor_of
 from services.api.security.principal import Principal
-from shared.contract import DIAGNOSIS_CODES
+from shared.contract import CRITICAL, Severity
 from shared.diagnosis import repository
-from shared.diagnosis.catalog import CODES, action_for
+from shared.diagnosis.catalog import CODES, DIAGNOSIS_CODES, action_for
 from shared.diagnosis.engine import DiagnosisEngine
 from shared.diagnosis.events import DiagnosisEvent, Reading
 from shared.diagnosis.offline import FILE_LIMITS, UnitMemory
@@ -32,7 +32,6 @@ router = APIRouter(tags=["diagnoses"])
 Reader = Annotated[Principal, Depends(require("diagnoses:read"))]
 Analyst = Annotated[Principal, Depends(require("diagnoses:analyze"))]
 Code = Literal[DIAGNOSIS_CODES]  # type: ignore[valid-type]
-Severity = Literal["info", "warning", "critical"]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 # Two weeks of one reading a minute: about 3 s to parse and judge.
 MAX_READINGS = 20_000
@@ -156,7 +155,7 @@ async def critical_diagnoses(
         device_type: Annotated[str | None, Query(max_length=64)] = None,
         cursor: str | None = None, limit: Limit = 100) -> Page[CurrentDiagnosis]:
     """What needs someone now: the open diagnoses at critical severity."""
-    return await _current(res, who, ["critical"], code, device_type, cursor, limit)
+    return await _current(res, who, [CRITICAL], code, device_type, cursor, limit)
 
 
 # --- dry run -------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ ingestor stays the judge (a reading it rejects is recorded in rejected_messages)
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -22,6 +21,7 @@ from services.api.deps import Res, require
 from services.api.middleware import body_limit
 from services.api.security.principal import Principal
 from shared.errors import Forbidden, ValidationFailed
+from shared.mqtt import telemetry_topic
 from shared.schemas import Limits, Reading, parse_reading_payload
 from shared.units import UnitError, conversion
 
@@ -32,12 +32,6 @@ Device = Annotated[Principal, Depends(require("telemetry:write"))]
 MAX_BODY_BYTES = 256 * 1024
 MAX_BATCH = 1000
 LIMITS = Limits()  # the ingestor's defaults: 5 min into the future, 10 years back
-_FIELD = re.compile(r"^([A-Za-z0-9_.:\[\]-]+): ")
-# Where the parser's messages do not start with the field, the field its reason points at.
-REASON_FIELD = {"invalid_timestamp": "ts", "timestamp_in_future": "ts",
-                "timestamp_too_old": "ts", "missing_timestamp": "ts",
-                "bad_metric_name": "telemetry", "no_values": "telemetry",
-                "too_many_values": "telemetry"}
 
 _METRIC = {"oneOf": [
     {"type": "number"}, {"type": "boolean"}, {"type": "string"},
@@ -154,13 +148,22 @@ async def _parse(obj: dict[str, Any], raw: bytes, device_id: str, received: date
         readings = parse_reading_payload(raw, device_id, received, LIMITS)
         _check_units(readings)
     except ValidationFailed as exc:
-        inner = _FIELD.match(exc.message)
-        name = inner[1] if inner else REASON_FIELD.get(exc.reason)
-        field = "body" + where + ("." + name if name else "")
-        message = exc.message if inner or not name else f"{name}: {exc.message}"
-        message = f"{where}{'.' if inner or name else ' '}{message}" if where else message
-        raise ValidationFailed(exc.reason, message, field=field) from None
+        raise _in_body(exc, where) from None
     return readings
+
+
+def _in_body(exc: ValidationFailed, where: str) -> ValidationFailed:
+    """The parser's error at its place in the request: the field it names in the reading
+    (`exc.field`, a dotted path) under the body, or the reading `where` (`[i]`) in a
+    batch; the message starts with that place."""
+    name = exc.field
+    message = exc.message
+    if name and not message.startswith(f"{name}: "):
+        message = f"{name}: {message}"
+    if where:
+        message = f"{where}{'.' if name else ' '}{message}"
+    return ValidationFailed(exc.reason, message,
+                            field="body" + where + ("." + name if name else ""))
 
 
 def _check_units(readings: list[Reading]) -> None:
@@ -170,8 +173,8 @@ def _check_units(readings: list[Reading]) -> None:
                 try:
                     conversion(v.metric, v.unit)
                 except UnitError as exc:
-                    raise ValidationFailed("bad_unit", f"telemetry.{v.metric}.unit: {exc}"
-                                           ) from None
+                    raise ValidationFailed("bad_unit", str(exc),
+                                           field=f"telemetry.{v.metric}.unit") from None
 
 
 async def _publish(res: Res, device_id: str, payload: bytes, readings: list[Reading]
@@ -179,7 +182,7 @@ async def _publish(res: Res, device_id: str, payload: bytes, readings: list[Read
     if len(payload) > MAX_BODY_BYTES:  # a body within it, grown by the receive time added
         raise ValidationFailed("payload_too_large", f"body: more than {MAX_BODY_BYTES} bytes",
                                field="body")
-    topic = f"insa/devices/{device_id}/telemetry"
+    topic = telemetry_topic(device_id)
     await res.mqtt.publish(topic, payload, timeout=res.settings.publish_timeout_seconds)
     return Accepted(device_id=device_id, topic=topic, readings=len(readings),
                     values=sum(len(r.values) for r in readings),

@@ -23,13 +23,13 @@ from services.api.devices import (
     Credentials,
     DesiredConfig,
     check_size,
-    config_topic,
     forget,
     locked,
     provision,
 )
 from services.api.errors import BROKER_REFUSED
 from services.api.security.principal import Principal
+from shared.mqtt import config_topic
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 Writer = Annotated[Principal, Depends(require("devices:write"))]

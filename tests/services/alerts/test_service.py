@@ -29,6 +29,7 @@ from shared.streams import ALERTS, encode_diagnosis
 from shared.streams import DIAGNOSTICS as DIAGNOSTICS_STREAM
 from tests.utils.db import execute, fetch
 from tests.utils.mqtt_client import Clients, MqttClient
+from tests.utils.streams import range_entries, xadd_fields
 from tests.utils.waiting import wait_until
 
 FAST = {"INSA_ALERTS_TICK_SECONDS": "0.2"}
@@ -110,7 +111,7 @@ async def test_a_subscriber_sees_firing_acknowledged_resolved_in_order(
     assert messages[1]["acknowledged_by"] == "operator-ana"
     assert messages[2]["resolved_by"] == "engine" and messages[2]["value"] == 95.0
     assert messages[0]["rule"] == "motor hot" and messages[0]["threshold"] == "> 100"
-    stream = redis.Redis.from_url(redis_server.url).xrange(ALERTS)
+    stream = range_entries(redis.Redis.from_url(redis_server.url).xrange(ALERTS))
     assert [orjson.loads(f[b"alert"])["event"] for _, f in stream] == \
         ["firing", "acknowledged", "resolved"]
     # The backtest over the same stored history finds the same alert, resolved at the same
@@ -219,10 +220,10 @@ async def test_a_superseded_diagnosis_resolves_its_alert_saying_why(
 
     def diagnosis(n: int, code: str, cleared: bool, **evidence: str) -> None:
         ts = now - 60 + n
-        stream.xadd(DIAGNOSTICS_STREAM, encode_diagnosis("well-s1", int(ts * 1000), {
+        stream.xadd(DIAGNOSTICS_STREAM, xadd_fields(encode_diagnosis("well-s1", int(ts * 1000), {
             "id": n, "device_id": "well-s1", "ts": iso(datetime.fromtimestamp(ts, UTC)),
             "code": code, "severity": "critical", "cleared": cleared, "confidence": 0.9,
-            "evidence": evidence, "action": "check"}))
+            "evidence": evidence, "action": "check"})))
 
     diagnosis(1, "overload", cleared=False)
     subscriber.wait_for_messages(1, 15)

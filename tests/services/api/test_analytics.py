@@ -160,10 +160,51 @@ async def test_fleet_and_rankings(api: Api, db_url: str) -> None:
     assert [(r["device_id"], r["health"]) for r in worst] == [("W-1", W1_HEALTH)]
 
 
+async def test_the_wells_limit_overrides_reach_the_health_score(api: Api, db_url: str) -> None:
+    """The score is judged by the well's own diagnosis limits, merged as the diagnostics
+    merge them: defaults < its type's < its own (diagnosis_limits)."""
+    await fleet(db_url)
+    limits = ("INSERT INTO diagnosis_limits (device_type, device_id, limits) "
+              "VALUES ($1, $2, $3::jsonb)")
+    # W-1 alone: full vibration penalty at 2.5 x baseline, full temperature one at +15 degC.
+    await execute(db_url, limits, None, "W-1", '{"rules": {"bearing_wear": {"critical_ratio": '
+                                               '2.5}, "overheating": {"critical_rise": 15}}}')
+    # Every ESP: normal motor temperature up to 85 degC (W-2 has no baseline: judged by it).
+    await execute(db_url, limits, "esp", None,
+                  '{"ranges": {"motor_temp": {"normal": [60, 85]}}}')
+    viewer = await api.user("viewer")
+    w1 = (await viewer.get("/analytics/wells/W-1/performance", params=params(end=END))).json()
+    assert w1["health_penalties"] == {**W1_PENALTIES,
+                                      "vibration": 4.0,     # 20 · (1.5 - 1.25) / (2.5 - 1.25)
+                                      "motor_temp": 10.0}   # 20 · (10 - 5) / (15 - 5)
+    assert w1["health"] == 55.0                              # 100 - (6 + 4 + 10 + 0 + 25)
+    w2 = (await viewer.get("/analytics/wells/W-2/performance", params=params(end=END))).json()
+    assert w2["health_penalties"]["motor_temp"] == 6.67      # 20 · (95 - 85 - 5) / 15
+    assert w2["health"] == 83.3                              # 100 - (6.67 + 10)
+    everything = (await viewer.get("/analytics/fleet", params=params(end=END))).json()
+    assert everything["average_health"] == round(statistics.fmean([55.0, 83.3]), 1)
+    ranked = (await viewer.get("/analytics/rankings", params=params(by="health",
+                                                                    end=END))).json()
+    assert [(r["device_id"], r["health"]) for r in ranked] == [("W-2", 83.3), ("W-1", 55.0)]
+
+    # The running current too: 1.3 x the 40 A normal low end is 52 A, above W-1's 50 A.
+    await execute(db_url, "UPDATE diagnosis_limits SET limits = limits || $1::jsonb "
+                          "WHERE device_id = 'W-1'",
+                  '{"operation": {"running_min_current_ratio": 1.3}}')
+    w1 = (await viewer.get("/analytics/wells/W-1/performance", params=params(end=END))).json()
+    assert (w1["running_hours"], w1["efficiency"], w1["health"]) == (0, None, None)
+    hour = (await viewer.get("/analytics/wells/W-1/summary", params=params(
+        period="hourly", start=END - timedelta(hours=1), end=END))).json()["buckets"]
+    assert [b["run_fraction"] for b in hour] == [0.0]
+
+
 def test_health_score_edges() -> None:
     assert (ramp(0.05, 0.05, 0.30), ramp(0.175, 0.05, 0.30), ramp(1, 0.05, 0.30)) == \
         pytest.approx((0.0, 0.5, 1.0))
-    base = {"efficiency": 40.0, "motor_current": 50.0, "motor_temp": 80.0, "vibration": 1.0}
+    # A full value at or below the onset (an override's): all or nothing at the full value.
+    assert (ramp(1.1, 1.25, 1.2), ramp(1.2, 1.25, 1.2)) == (0.0, 1.0)
+    base: dict[str, float | None] = {"efficiency": 40.0, "motor_current": 50.0,
+                                     "motor_temp": 80.0, "vibration": 1.0}
     healthy = WellStats(1, hours=24, running_hours=24, flow_rate=2000, motor_current=50,
                         motor_temp=80, vibration=1.0, efficiency=40, base_hours=168, base=base)
     assert health(healthy).score == 100.0

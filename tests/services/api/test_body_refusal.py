@@ -15,7 +15,7 @@ MiB = 1024 * 1024
 
 
 async def test_a_client_sending_an_oversized_body_reads_the_413(api: Api) -> None:
-    refused = []
+    refused: list[int | str] = []
     async with httpx.AsyncClient(timeout=10) as client:
         for _ in range(10):
             try:

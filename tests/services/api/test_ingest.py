@@ -17,6 +17,7 @@ from devtools.stack.service_process import ServiceProcess
 from shared.streams import TELEMETRY
 from tests.fixtures.api import Api
 from tests.utils.db import execute, fetch
+from tests.utils.streams import range_entries
 from tests.utils.waiting import wait_until
 
 
@@ -33,7 +34,7 @@ async def stored(db_url: str) -> list[tuple[datetime, str, float]]:
 async def stream(redis_server: RunningRedis) -> list[dict[str, Any]]:
     conn = redis.Redis.from_url(redis_server.url)
     try:
-        entries = await conn.xrange(TELEMETRY)
+        entries = range_entries(await conn.xrange(TELEMETRY))
     finally:
         await conn.aclose()
     return [{"device_id": f[b"device_id"].decode(), "ts": int(f[b"ts"]),

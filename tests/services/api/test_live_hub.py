@@ -12,6 +12,7 @@ import orjson
 import pytest
 import redis.asyncio as redis
 
+from devtools.stack.servers import RunningRedis
 from services.api.live import LiveHub
 from services.api.live_entries import decode_cursor
 from shared.streams import (
@@ -141,3 +142,24 @@ def test_a_cursor_redis_cannot_read_is_refused() -> None:
     assert decode_cursor("a=1732500000000-0") == {"alerts": (1732500000000, 0)}
     with pytest.raises(ValueError, match="bad cursor part"):
         decode_cursor(f"a={2**64}-0")
+
+
+async def test_the_feed_carries_on_after_a_redis_outage(streams: redis.Redis,
+                                                        redis_server: RunningRedis) -> None:
+    async def next_alert(events: AsyncIterator[tuple[str, str, bytes]]) -> str:
+        while True:
+            name, cursor, _ = await asyncio.wait_for(anext(events), 20)
+            if name == "alert":
+                return position(cursor, "a")
+
+    async with running(LiveHub(streams, heartbeat_seconds=0.5)) as hub, \
+            hub.follow({"alerts"}, None, {}) as feed:
+        async with contextlib.aclosing(feed.events()) as events:
+            await anext(events)
+            first = (await add_alert(streams, "W-1"))[0]
+            assert await next_alert(events) == first
+            redis_server.stop()
+            await asyncio.sleep(1.5)  # the reader fails and backs off meanwhile
+            redis_server.start()  # returns once it listens
+            after = (await add_alert(streams, "W-1"))[0]
+            assert await next_alert(events) == after

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from shared.diagnosis.engine import DiagnosisEngine
-from shared.diagnosis.events import DiagnosisEvent, Reading
+from shared.diagnosis.events import DiagnosisEvent, OpenDiagnosis, Reading
 from shared.diagnosis.limits import LimitBook
 
 T0 = 1_790_000_000.0
@@ -166,7 +166,7 @@ def test_a_device_override_changes_the_threshold() -> None:
 def test_a_restarted_engine_continues_from_stored_open_diagnoses() -> None:
     engine, well = DiagnosisEngine(), Well()
     list(run(engine, well, 100))
-    engine.reset_diagnoses("W-1", [("overload", None, "warning", 0.9, {}, T0)])
+    engine.reset_diagnoses("W-1", [OpenDiagnosis("overload", None, "warning", 0.9, {}, T0)])
     well.current *= 1.2  # still overloaded: not raised again
     assert alarms(list(run(engine, well, 20, start=100))) == []
     well.current /= 1.2  # recovered: the stored diagnosis is cleared

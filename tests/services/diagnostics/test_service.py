@@ -20,6 +20,7 @@ from shared.mqtt import telemetry_topic
 from shared.streams import DEAD, DIAGNOSTICS, TELEMETRY
 from tests.utils.db import execute, fetch, fetchrow
 from tests.utils.mqtt_client import Clients
+from tests.utils.streams import Entry, range_entries
 from tests.utils.waiting import wait_until
 
 INTERVAL = 10.0
@@ -87,7 +88,7 @@ async def test_a_blocked_discharge_is_diagnosed_once_and_published(
     published = [orjson.loads(m.payload) for m in subscriber.wait_for_messages(len(events), 15)]
     assert [(p["code"], p["severity"], p["cleared"]) for p in published] == events
     assert all(m.topic == "insa/diagnostics/well-7" for m in subscriber.messages)
-    entries = redis.Redis.from_url(redis_server.url).xrange(DIAGNOSTICS)
+    entries = range_entries(redis.Redis.from_url(redis_server.url).xrange(DIAGNOSTICS))
     assert [orjson.loads(f[b"diagnosis"])["code"] for _, f in entries] == [e[0] for e in events]
     assert published[0]["action"] and published[0]["evidence"]["metrics"]
 
@@ -117,11 +118,15 @@ async def test_a_drive_is_judged_by_its_own_configured_range(
         await execute(db_url, "INSERT INTO devices (device_id, metadata) VALUES ($1, $2::jsonb)",
                       device_id, orjson.dumps({"attributes": attributes}).decode())
     diagnostics_factory()
+
+    async def all_judged(device_id: str, items: list[tuple[str, bytes]]) -> None:
+        await wait_until(lambda: judged_until(db_url, device_id),
+                         lambda t: t >= last_ts(items), what="every reading judged")
+
     for device_id in ("well-limited", "well-free"):
         items = stepped_well(device_id, HEALTHY + 15, to_hz=62.0)
         clients.device(device_id).publish_many(items)
-        await wait_until(lambda d=device_id: judged_until(db_url, d),  # type: ignore[misc]
-                         lambda t, i=items: t >= last_ts(i), what="every reading judged")
+        await all_judged(device_id, items)
     assert ("vsd_out_of_range", "critical", False) in await diagnoses(db_url, "well-limited")
     assert [e for e in await diagnoses(db_url, "well-free")
             if e[1] in ("warning", "critical")] == []
@@ -165,8 +170,8 @@ async def test_a_poison_entry_is_dead_lettered_and_the_rest_is_judged(
     await wait_until(lambda: judged_until(db_url, "well-9"), lambda t: t >= last_ts(items),
                      what="the good entries judged")
 
-    async def dead() -> list[object]:
-        return list(client.xrange(DEAD))
+    async def dead() -> list[Entry]:
+        return list(range_entries(client.xrange(DEAD)))
 
     (_, fields), = await wait_until(dead, bool, timeout=30, what="the poison dead-lettered")
     assert fields[b"group"] == b"diagnostics" and b"not a telemetry entry" in fields[b"error"]

@@ -86,6 +86,7 @@ async def test_a_flooding_device_is_suspended_in_the_broker_and_others_keep_flow
     row = await wait_until(lambda: fetchrow(db_url, "SELECT * FROM device_suspensions"),
                            lambda r: r is not None and r["confirmed_at"] is not None,
                            timeout=15, what="the flooder's suspension confirmed")
+    assert row is not None
     assert row["device_id"] == "esp-flooder" and row["reason"] == "rate_limited"
     assert not flooder.is_connected
     probe = MqttClient(broker.port, "esp-flooder", broker.credentials["esp-flooder"])
@@ -111,8 +112,9 @@ async def test_a_flooding_device_is_suspended_in_the_broker_and_others_keep_flow
                      WHERE reason = 'rate_limited' AND device_id = 'esp-flooder') AS limited,
                    (SELECT count(*) FROM rejected_messages
                      WHERE reason = 'rate_limited') AS rows"""),
-        lambda r: r["stored"] + r["limited"] >= acked, timeout=30,
+        lambda r: r is not None and r["stored"] + r["limited"] >= acked, timeout=30,
         what="every acknowledged flood message stored or recorded")
+    assert accounted is not None
     assert accounted["stored"] >= 200  # the burst went through
     assert accounted["rows"] < accounted["limited"]  # merged, not one row each
     assert ingestor.metric("insa_ingestor_rejects_total", 'reason="rate_limited"') \

@@ -13,6 +13,7 @@ from devtools.stack.service_process import ServiceProcess
 from shared.mqtt import telemetry_topic
 from tests.utils.db import execute, fetch
 from tests.utils.devices import connect_device
+from tests.utils.streams import range_entries
 from tests.utils.topics import device_topic
 from tests.utils.waiting import wait_until
 
@@ -77,7 +78,7 @@ async def test_every_payload_form_stores_exactly_the_expected_rows(
 
     # One stream entry per reading, after commit, in the design's field format.
     r = redis.Redis.from_url(redis_server.url)
-    entries = r.xrange("insa:telemetry")
+    entries = range_entries(r.xrange("insa:telemetry"))
     assert len(entries) == 8
     first = entries[0][1]
     assert first[b"device_id"] == b"esp-forms" and first[b"seq"] == b"1"

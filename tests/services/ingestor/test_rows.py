@@ -110,7 +110,7 @@ def numbers(rows_: list[tuple]) -> dict[tuple[int, int, datetime], float]:
 
 def known(**units: str) -> dict[str, KnownUnit]:
     """A device's units as the ingestor keeps them: metric -> (unit, conversion)."""
-    return {metric: (unit, conversion(metric, unit)) for metric, unit in units.items()}
+    return {metric: KnownUnit(unit, conversion(metric, unit)) for metric, unit in units.items()}
 
 
 def unit_names(units: dict[int, dict[str, KnownUnit]]) -> dict[int, dict[str, str]]:

@@ -18,6 +18,7 @@ from shared.mqtt import telemetry_topic
 from shared.streams import TELEMETRY
 from tests.utils.db import fetch
 from tests.utils.mqtt_client import Clients
+from tests.utils.streams import range_entries
 from tests.utils.waiting import wait_until
 
 STORED = """
@@ -35,7 +36,7 @@ def stored(rows: list) -> dict[tuple[str, str, int], float]:
 
 def stream(redis_url: str) -> dict[tuple[str, int], dict[str, float]]:
     return {(f[b"device_id"].decode(), int(f[b"seq"])): orjson.loads(f[b"metrics"])
-            for _, f in redis.Redis.from_url(redis_url).xrange(TELEMETRY)}
+            for _, f in range_entries(redis.Redis.from_url(redis_url).xrange(TELEMETRY))}
 
 
 async def test_two_devices_in_different_units_are_stored_canonical(

@@ -13,6 +13,7 @@ from devtools.stack.service_process import ServiceProcess
 from services.simulator.main import Device, SimulatorConfig
 from shared.streams import TELEMETRY
 from tests.utils.db import fetch
+from tests.utils.streams import range_entries
 from tests.utils.waiting import wait_until
 
 
@@ -47,6 +48,6 @@ async def test_simulated_fleet_is_ingested(ingestor: ServiceProcess, broker: Run
         assert row["readings"] >= 3 and row["metrics"] == len(device.spec.sensors)
     stated = {m for d in devices if d.instruments.states_units for m in d.spec.sensors}
     assert rows[0]["units"] == len(stated)  # a metric's first reading carries its unit
-    seqs = sorted(int(f[b"seq"]) for _, f in redis.Redis.from_url(redis_server.url)
-                  .xrange(TELEMETRY) if f[b"device_id"] == b"sim-esp-001")
+    seqs = sorted(int(f[b"seq"]) for _, f in range_entries(redis.Redis.from_url(redis_server.url)
+                  .xrange(TELEMETRY)) if f[b"device_id"] == b"sim-esp-001")
     assert seqs == list(range(len(seqs)))
