@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import random
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -43,7 +44,6 @@ from services.api.live_entries import (
 )
 from shared.errors import DependencyUnavailable, TooManyRequests
 from shared.redis_client import UNAVAILABLE, is_transient
-from shared.retry import Stopped, retry_until_available
 
 log = structlog.get_logger(__name__)
 
@@ -138,6 +138,7 @@ class StreamReader:
                 self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        delay = 0.5
         while not stop.is_set():
             if not self.subscribers:
                 self.position = None
@@ -146,24 +147,22 @@ class StreamReader:
                 self._wake.clear()
                 continue
             try:
-                # Any failure is retried (the feed must come back), on the shared policy.
-                reply = await retry_until_available(
-                    self._read, transient=lambda _exc: True, what=f"live reader {self.key}",
-                    initial=0.5, max_delay=10.0, stop=stop, on_failure=self._failed)
-            except Stopped:
-                return
+                await self.ensure_position()
+                assert self.position is not None
+                reply: Any = await self.client.xread({self.key: format_id(self.position)},
+                                                     count=self.batch, block=self.block_ms)
+                delay = 0.5
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("live reader failed; retrying", stream=self.key)
+                else:
+                    log.warning("live reader: redis unavailable", stream=self.key,
+                                error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 10.0)
+                continue
             for _, entries in reply or ():
                 self.dispatch(entries)
-
-    async def _read(self) -> Any:
-        await self.ensure_position()
-        assert self.position is not None
-        return await self.client.xread({self.key: format_id(self.position)},
-                                       count=self.batch, block=self.block_ms)
-
-    def _failed(self, exc: BaseException) -> None:
-        if not is_transient(exc):  # not an outage: a bug to see in full
-            log.error("live reader failed; retrying", stream=self.key, exc_info=exc)
 
     def dispatch(self, entries: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Offer each entry to its subscribers; synchronous, so a subscriber registered
