@@ -17,6 +17,7 @@ from shared.health import Health
 from shared.mqtt_connection import Message, MqttConnection, MqttUnavailable, Session
 from shared.settings import CommonSettings
 from tests.utils.mqtt_client import Clients
+from tests.utils.tasks import until_stopped
 from tests.utils.waiting import wait_until
 
 
@@ -36,30 +37,27 @@ async def test_publish_waits_for_the_broker_and_says_why_it_did_not_take_it(
     api = connection(broker, "insa-api")
     with pytest.raises(MqttUnavailable, match="not connected"):
         await api.publish("insa/devices/W-1/command", b"{}")
-    stop = asyncio.Event()
-    running = asyncio.create_task(api.run(stop))
-    await asyncio.wait_for(api.connected.wait(), 10)
-    assert api.health.failures == {}
+    async with until_stopped(api.run):
+        await asyncio.wait_for(api.connected.wait(), 10)
+        assert api.health.failures == {}
 
-    await api.publish("insa/devices/W-1/command", b"{}")  # PUBACK: returns
-    with pytest.raises(MqttUnavailable, match="refused the publish on insa/alerts/x"):
-        await api.publish("insa/alerts/x", b"{}")  # not this account's topic
+        await api.publish("insa/devices/W-1/command", b"{}")  # PUBACK: returns
+        with pytest.raises(MqttUnavailable, match="refused the publish on insa/alerts/x"):
+            await api.publish("insa/alerts/x", b"{}")  # not this account's topic
 
-    control = BrokerControl(api)  # subscribes on the next connect: reconnect for it
-    broker.stop()
-    async def up() -> bool:
-        return api.connected.is_set()
+        control = BrokerControl(api)  # subscribes on the next connect: reconnect for it
+        broker.stop()
 
-    await wait_until(up, lambda connected: not connected, what="the drop noticed")
-    assert "mqtt" in api.health.failures
-    broker.start()
-    await asyncio.wait_for(api.connected.wait(), 20)
-    password = await control.create_device("W-9")
-    assert password
-    with pytest.raises(Conflict):
-        await control.create_device("W-9")
-    stop.set()
-    await running
+        async def up() -> bool:
+            return api.connected.is_set()
+
+        await wait_until(up, lambda connected: not connected, what="the drop noticed")
+        assert "mqtt" in api.health.failures
+        broker.start()
+        await asyncio.wait_for(api.connected.wait(), 20)
+        assert await control.create_device("W-9")  # its password
+        with pytest.raises(Conflict):
+            await control.create_device("W-9")
 
 
 async def test_a_message_is_redelivered_until_acked(broker: RunningBroker,
@@ -70,29 +68,19 @@ async def test_a_message_is_redelivered_until_acked(broker: RunningBroker,
                           subscriptions=[("insa/devices/+/telemetry",
                                           SubscribeOptions(qos=1))],
                           on_message=received.put_nowait)
-    stop = asyncio.Event()
-    running = asyncio.create_task(ingestor.run(stop))
-    await asyncio.wait_for(ingestor.connected.wait(), 10)
-    device = clients.device("W-1")
-    device.publish("insa/devices/W-1/telemetry", b'{"pip": 1}', qos=1)
-    first = await asyncio.wait_for(received.get(), 10)
-    assert (first.payload, first.redelivered) == (b'{"pip": 1}', False)
-    stop.set()  # gone without acking it
-    await running
-
-    stop = asyncio.Event()
-    running = asyncio.create_task(ingestor.run(stop))
-    again = await asyncio.wait_for(received.get(), 10)
-    assert again.payload == b'{"pip": 1}' and again.connection == first.connection + 1
-    assert not ingestor.ack(first)  # an ack for the old connection is not sent
-    assert ingestor.ack(again)
-    stop.set()
-    await running
-
-    stop = asyncio.Event()
-    running = asyncio.create_task(ingestor.run(stop))
-    await asyncio.wait_for(ingestor.connected.wait(), 10)
-    await asyncio.sleep(1)
-    assert received.empty()  # acked: not redelivered
-    stop.set()
-    await running
+    async with until_stopped(ingestor.run):
+        await asyncio.wait_for(ingestor.connected.wait(), 10)
+        device = clients.device("W-1")
+        device.publish("insa/devices/W-1/telemetry", b'{"pip": 1}', qos=1)
+        first = await asyncio.wait_for(received.get(), 10)
+        assert (first.payload, first.redelivered) == (b'{"pip": 1}', False)
+    # Gone without acking it: the next connection gets it again.
+    async with until_stopped(ingestor.run):
+        again = await asyncio.wait_for(received.get(), 10)
+        assert again.payload == b'{"pip": 1}' and again.connection == first.connection + 1
+        assert not ingestor.ack(first)  # an ack for the old connection is not sent
+        assert ingestor.ack(again)
+    async with until_stopped(ingestor.run):
+        await asyncio.wait_for(ingestor.connected.wait(), 10)
+        await asyncio.sleep(1)
+        assert received.empty()  # acked: not redelivered

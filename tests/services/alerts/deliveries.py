@@ -5,7 +5,6 @@ settings allow it, as an operator would."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from services.alerts.actions import DELIVERABLE, DeliveryWorker, enqueue
 from services.alerts.metrics import AlertsMetrics
 from services.alerts.settings import AlertsSettings
+from tests.utils.tasks import until_stopped
 from tests.utils.waiting import wait_until
 
 # INSA_*: tests/conftest.py clears these, so it is unset unless a test sets it.
@@ -81,13 +81,8 @@ def counted(metrics: AlertsMetrics, outcome: str, kind: str = "webhook") -> floa
 @contextlib.asynccontextmanager
 async def running(pool: asyncpg.Pool, alerts: AlertsSettings) -> AsyncIterator[DeliveryWorker]:
     worker = DeliveryWorker(pool, alerts, AlertsMetrics(CollectorRegistry()), poll_seconds=0.05)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
+    async with until_stopped(worker.run):
         yield worker
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 async def settled(pool: asyncpg.Pool, count: int = 1, timeout: float = 10) -> list[asyncpg.Record]:

@@ -27,18 +27,14 @@ from tests.utils.live import (
     position,
     xadd,
 )
+from tests.utils.tasks import until_stopped
 
 
 # --- the hub on its own: slow clients, gaps, heartbeats, concurrent resumes ---------------
 @contextlib.asynccontextmanager
 async def running(hub: LiveHub) -> AsyncIterator[LiveHub]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(hub.run(stop))
-    try:
+    async with until_stopped(hub.run):
         yield hub
-    finally:
-        stop.set()
-        await task
 
 
 async def test_a_slow_client_is_cut_off_with_a_resume_cursor(streams: redis.Redis) -> None:
