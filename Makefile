@@ -4,12 +4,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop status test lint bench install clean
+SPARKPLUG := shared/sparkplug
+EDGE := tests/tools/sparkplug_edge
+# Made by the install, not committed: the Sparkplug B protobuf module and the tests' edge
+# node packages. One missing (a fresh work tree, git clean -X) makes the stamp stale too.
+GENERATED := $(SPARKPLUG)/sparkplug_b_pb2.py $(SPARKPLUG)/sparkplug_b_pb2.pyi \
+	$(EDGE)/node_modules/.package-lock.json
 
-$(STAMP): pyproject.toml
+.PHONY: run stop status test lint bench install clean FORCE
+
+$(STAMP): pyproject.toml $(SPARKPLUG)/sparkplug_b.proto $(EDGE)/package-lock.json \
+		$(if $(filter-out $(wildcard $(GENERATED)),$(GENERATED)),FORCE)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m grpc_tools.protoc -I $(SPARKPLUG) --python_out=$(SPARKPLUG) \
+		--pyi_out=$(SPARKPLUG) $(SPARKPLUG)/sparkplug_b.proto
+	# The tests' Sparkplug edge node runs on Node.js: Debian's, where the machine has none.
+	command -v npm >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	npm ci --prefix $(EDGE) --no-audit --no-fund
 	touch $(STAMP)
 
 install: $(STAMP)

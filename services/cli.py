@@ -49,6 +49,20 @@ def run(service: str) -> None:
     entry.load()()
 
 
+@main.command()
+@click.option("--config", "config_file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The site's mapping file (TOML; docs/examples/edge-site.toml).")
+def edge(config_file: Path) -> None:
+    """Run a site's edge connectors: read the OPC UA nodes and Modbus TCP registers the
+    mapping file names and publish them as its gateway, through a local store-and-forward
+    buffer (docs/operations.md, "Edge connectors"). Stops on SIGTERM or SIGINT; exit
+    status 2 for a bad mapping file."""
+    from services.edge.main import main as run_edge
+
+    sys.exit(run_edge(config_file))
+
+
 @main.command("broker-accounts")
 @click.option("--file", "path", type=click.Path(dir_okay=False), required=True,
               help="The dynamic-security plugin's file (created, or updated in place).")

@@ -20,6 +20,9 @@ from shared.broker_accounts import (
     CONTROL_TOPIC,
     device_role,
     device_role_name,
+    gateway_role,
+    gateway_role_name,
+    sparkplug_node_role,
 )
 from shared.errors import Conflict, DependencyUnavailable, InsaError, NotFound
 from shared.mqtt_connection import MqttConnection
@@ -82,6 +85,18 @@ class BrokerControl:
     async def delete_device(self, device_id: str) -> None:
         await self.execute(*delete_device_account(device_id))
 
+    async def create_gateway(self, gateway_id: str, sparkplug: bool = False) -> str:
+        """A gateway's account, bound to its own client id: its own tree, or a Sparkplug
+        edge node's topics; its password."""
+        check_device_id(gateway_id)
+        password = new_password()
+        role = sparkplug_node_role(gateway_id) if sparkplug else gateway_role(gateway_id)
+        await self.execute(*role_account(gateway_id, role, password))
+        return password
+
+    async def delete_gateway(self, gateway_id: str) -> None:
+        await self.execute(*delete_account(gateway_id, gateway_role_name(gateway_id)))
+
 
 # --- commands ----------------------------------------------------------------------------
 def new_password() -> str:
@@ -91,10 +106,14 @@ def new_password() -> str:
 def device_account(device_id: str, password: str) -> tuple[Command, ...]:
     """A device's role (its own topics) and its account, bound to its own client id."""
     check_device_id(device_id)
-    role = device_role(device_id)
+    return role_account(device_id, device_role(device_id), password)
+
+
+def role_account(username: str, role: dict[str, Any], password: str) -> tuple[Command, ...]:
+    """A role of its own and the account holding it, bound to its own client id."""
     return ({"command": "createRole", **role},
-            {"command": "createClient", "username": device_id, "password": password,
-             "clientid": device_id, "roles": [{"rolename": role["rolename"]}]})
+            {"command": "createClient", "username": username, "password": password,
+             "clientid": username, "roles": [{"rolename": role["rolename"]}]})
 
 
 def service_account(username: str, role: str, password: str) -> Command:
@@ -108,8 +127,12 @@ def set_password(username: str, password: str) -> Command:
 
 
 def delete_device_account(device_id: str) -> tuple[Command, ...]:
-    return ({"command": "deleteClient", "username": device_id},
-            {"command": "deleteRole", "rolename": device_role_name(device_id)})
+    return delete_account(device_id, device_role_name(device_id))
+
+
+def delete_account(username: str, rolename: str) -> tuple[Command, ...]:
+    return ({"command": "deleteClient", "username": username},
+            {"command": "deleteRole", "rolename": rolename})
 
 
 def encode_commands(commands: tuple[Command, ...], key: str) -> bytes:
@@ -140,3 +163,41 @@ def _error(command: Command, message: str) -> InsaError:
     if "not found" in lowered:
         return NotFound(what)
     return BrokerAdminError(what)
+
+
+# --- accounts of other roles (subscriber systems: services/api/subscribers.py) -----------
+def create_role(role: dict[str, Any]) -> Command:
+    return {"command": "createRole", **role}
+
+
+def modify_role(role: dict[str, Any]) -> Command:
+    """Replaces the role's ACLs. Its clients stay connected; what they receive is checked
+    against the new ACLs at once, and a filter newly granted needs a new SUBSCRIBE."""
+    return {"command": "modifyRole", **role}
+
+
+def delete_role(rolename: str) -> Command:
+    """Its clients keep their accounts, with nothing allowed."""
+    return {"command": "deleteRole", "rolename": rolename}
+
+
+def client_account(username: str, rolename: str, password: str) -> Command:
+    """An account with one role, bound to its own username as client id. Refused (Conflict)
+    when the username is taken: it never takes over another account."""
+    return {"command": "createClient", "username": username, "password": password,
+            "clientid": username, "roles": [{"rolename": rolename}]}
+
+
+def get_client(username: str) -> Command:
+    return {"command": "getClient", "username": username}
+
+
+def client_roles(answer: Command) -> list[str]:
+    """The role names in a getClient answer."""
+    client = answer.get("data", {}).get("client", {})
+    return [r.get("rolename") for r in client.get("roles", [])]
+
+
+def delete_client(username: str) -> Command:
+    """Deletes the account; its connection is dropped."""
+    return {"command": "deleteClient", "username": username}

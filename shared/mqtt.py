@@ -54,6 +54,25 @@ def config_topic(device_id: str) -> str:
     return device_topic(device_id, "config")
 
 
+def gateway_topic(gateway_id: str, *rest: str) -> str:
+    """A gateway's own tree (docs/payloads.md, "Gateways"): `insa/gateways/<id>/...`."""
+    return "/".join((ROOT, "gateways", gateway_id, *rest))
+
+
+def child_topic(gateway_id: str, device_id: str, *rest: str) -> str:
+    """A gateway's child device's topic: the device topic's tail under the gateway's tree,
+    `insa/gateways/<gateway>/devices/<device>/telemetry` and so on."""
+    return gateway_topic(gateway_id, "devices", device_id, *rest)
+
+
+def downlink_topic(device_id: str, gateway_id: str | None, kind: str) -> str:
+    """Where a device hears its `command` or `config`: its own topic, or its gateway's
+    tree when it is a gateway's child."""
+    if gateway_id is None:
+        return device_topic(device_id, kind)
+    return child_topic(gateway_id, device_id, kind)
+
+
 def diagnostics_topic(device_id: str) -> str:
     return f"{ROOT}/diagnostics/{device_id}"
 
@@ -72,41 +91,74 @@ COMMAND_ACK_FILTER = command_ack_topic(ANY)
 DIAGNOSTICS_FILTER = diagnostics_topic(REST)
 ALERTS_FILTER = f"{ROOT}/alerts/{REST}"
 NOTIFY_FILTER = NOTIFY_PREFIX + REST
+GATEWAY_TELEMETRY_FILTER = gateway_topic(ANY, "telemetry")
+GATEWAY_STATUS_FILTER = gateway_topic(ANY, "status")
+CHILD_TELEMETRY_FILTER = child_topic(ANY, ANY, "telemetry")
+CHILD_METRIC_FILTER = child_topic(ANY, ANY, "telemetry", ANY)
+CHILD_STATUS_FILTER = child_topic(ANY, ANY, "status")
+CHILD_COMMAND_ACK_FILTER = child_topic(ANY, ANY, "command", "ack")
+# What the ingestor takes: devices' own topics, and gateways' for themselves and children.
+DEVICE_FILTERS = TELEMETRY_FILTER, METRIC_FILTER, STATUS_FILTER
+GATEWAY_FILTERS = (GATEWAY_TELEMETRY_FILTER, GATEWAY_STATUS_FILTER, CHILD_TELEMETRY_FILTER,
+                   CHILD_METRIC_FILTER, CHILD_STATUS_FILTER)
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceTopic:
+    """An inbound topic the ingestor takes. `device_id` is the device's, or on a gateway's
+    own topics (kind gateway_telemetry, gateway_status) the gateway's; `gateway` is set
+    for everything a gateway publishes."""
+
     device_id: str
-    kind: str  # "telemetry" | "metric" | "status"
+    kind: str  # "telemetry" | "metric" | "status" | "gateway_telemetry" | "gateway_status"
     metric: str | None = None
+    gateway: str | None = None
 
 
 def topic_device_id(topic: str) -> str:
-    """The device id of a device topic (its third level), without checking the rest."""
+    """The device (or gateway) id of a device topic (its third level), without checking
+    the rest: a gateway's topics all go where the gateway's own do."""
     return topic.split("/", 3)[2] if topic.count("/") >= 2 else topic
 
 
-def parse_device_topic(topic: str) -> DeviceTopic | None:
-    """Split an inbound device topic; None when it is not one the ingestor takes."""
-    parts = topic.split("/")
-    if len(parts) < 4 or parts[0] != ROOT or parts[1] != "devices":
-        return None
-    device_id, kind = parts[2], parts[3]
-    if kind == "telemetry" and len(parts) == 4:
-        return DeviceTopic(device_id, "telemetry")
-    if kind == "telemetry" and len(parts) == 5:
-        return DeviceTopic(device_id, "metric", parts[4])
-    if kind == "status" and len(parts) == 4:
-        return DeviceTopic(device_id, "status")
+def _device_kind(device_id: str, rest: list[str], gateway: str | None) -> DeviceTopic | None:
+    if rest == ["telemetry"]:
+        return DeviceTopic(device_id, "telemetry", gateway=gateway)
+    if len(rest) == 2 and rest[0] == "telemetry":
+        return DeviceTopic(device_id, "metric", rest[1], gateway)
+    if rest == ["status"]:
+        return DeviceTopic(device_id, "status", gateway=gateway)
     return None
 
 
-def parse_command_ack_topic(topic: str) -> str | None:
-    """The device id of a command answer's topic; None for any other topic."""
+def parse_device_topic(topic: str) -> DeviceTopic | None:
+    """Split an inbound device or gateway topic; None when it is not one the ingestor
+    takes."""
     parts = topic.split("/")
-    if len(parts) != 5 or parts[:2] != [ROOT, "devices"] or parts[3:] != ["command", "ack"]:
+    if len(parts) < 4 or parts[0] != ROOT:
         return None
-    return parts[2]
+    if parts[1] == "devices":
+        return _device_kind(parts[2], parts[3:], None)
+    if parts[1] != "gateways":
+        return None
+    gateway = parts[2]
+    if len(parts) == 4 and parts[3] in ("telemetry", "status"):
+        return DeviceTopic(gateway, f"gateway_{parts[3]}", gateway=gateway)
+    if len(parts) >= 6 and parts[3] == "devices":
+        return _device_kind(parts[4], parts[5:], gateway)
+    return None
+
+
+def parse_command_ack_topic(topic: str) -> tuple[str, str | None] | None:
+    """(device id, gateway id or None) of a command answer's topic, from the device
+    itself or its gateway; None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) == 5 and parts[:2] == [ROOT, "devices"] and parts[3:] == ["command", "ack"]:
+        return parts[2], None
+    if (len(parts) == 7 and parts[:2] == [ROOT, "gateways"] and parts[3] == "devices"
+            and parts[5:] == ["command", "ack"]):
+        return parts[4], parts[2]
+    return None
 
 
 def tls_context(common: CommonSettings) -> ssl.SSLContext | None:

@@ -8,7 +8,8 @@ loop (socket readiness callbacks, as in paho's asyncio example), with
 - manual acks (`manual_ack=True`): a QoS 1 message is acked only by `ack`, on the
   connection it came on (the ingestor acks once its rows are committed);
 - `pause`/`resume`: stop reading the socket, so TCP backpressure makes the broker queue;
-- `run`: connects, and reconnects on the shared retry policy, until stopped.
+- `run`: connects, and reconnects on the shared retry policy, until stopped;
+- `will`: an optional Last Will, sent with every CONNECT (a gateway's `offline`).
 
 The broker binds each service account to one client id, so a service has one connection
 and every part of it (publisher, `$CONTROL` client, subscriber) shares it.
@@ -62,6 +63,17 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Will:
+    """What the broker publishes for this connection when it ends without a DISCONNECT
+    (docs/payloads.md, "Status"): retained, so a later subscriber sees it too."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Session:
     """A persistent session (`clean_start` off): the broker keeps subscriptions and queues
     QoS 1 messages for `expiry_seconds` while the service is away."""
@@ -75,10 +87,18 @@ class MqttConnection:
                  health: Health, subscriptions: Sequence[tuple[str, SubscribeOptions]] = (),
                  on_message: Callable[[Message], None] = lambda _m: None,
                  manual_ack: bool = False, session: Session | None = None,
-                 reconnect_max_seconds: float = 5.0) -> None:
+                 reconnect_max_seconds: float = 5.0,
+                 will: Will | Callable[[], Will] | None = None,
+                 health_key: str = "mqtt") -> None:
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=username,
                              protocol=paho.MQTTv5, manual_ack=manual_ack)
         client.username_pw_set(username, password)
+        if isinstance(will, Will):  # paho keeps it for every reconnect
+            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        # A callable is asked for a new one before each connect (a Sparkplug host's STATE
+        # Will carries that connect's timestamp).
+        self._will_for_connect = will if callable(will) else None
+        self.health_key = health_key  # a service with two connections tells them apart
         context = tls_context(common)
         if context is not None:
             client.tls_set_context(context)
@@ -154,7 +174,8 @@ class MqttConnection:
                     lambda: self._connect(stop), transient=_is_connect_failure, what="mqtt",
                     initial=RECONNECT_MIN_SECONDS, max_delay=self.reconnect_max_seconds,
                     stop=stop,
-                    on_failure=lambda exc: self.health.failing("mqtt", f"connect failed: {exc}"))
+                    on_failure=lambda exc: self.health.failing(self.health_key,
+                                                               f"connect failed: {exc}"))
             except Stopped:
                 break
             await wait_any(stop, self._lost)
@@ -178,6 +199,9 @@ class MqttConnection:
         if self.session is not None:
             props.SessionExpiryInterval = self.session.expiry_seconds
             props.ReceiveMaximum = self.session.receive_maximum
+        if self._will_for_connect is not None:
+            will = self._will_for_connect()
+            self.client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         self.client.connect(self.host, self.port, keepalive=KEEPALIVE_SECONDS,
                             clean_start=self.session is None, properties=props)
         await wait_any(self.connected, self._lost, stop)
@@ -188,12 +212,12 @@ class MqttConnection:
     def _on_connect(self, client: paho.Client, _u: object, flags: paho.ConnectFlags,
                     reason: ReasonCode, _p: Properties | None) -> None:
         if reason.is_failure:
-            self.health.failing("mqtt", f"broker refused connection: {reason}")
+            self.health.failing(self.health_key, f"broker refused connection: {reason}")
             log.error("mqtt connection refused", reason=str(reason))
             return
         self.connection += 1
         self.connected.set()
-        self.health.ok("mqtt")
+        self.health.ok(self.health_key)
         log.info("mqtt connected", session_present=flags.session_present,
                  connection=self.connection)
         # Re-sent on every connect: a clean session has none, a persistent one may have
@@ -204,7 +228,7 @@ class MqttConnection:
     def _on_disconnect(self, _c: paho.Client, _u: object, _f: paho.DisconnectFlags,
                        reason: ReasonCode, _p: Properties | None) -> None:
         self.connected.clear()
-        self.health.failing("mqtt", f"disconnected: {reason}")
+        self.health.failing(self.health_key, f"disconnected: {reason}")
         log.warning("mqtt disconnected", reason=str(reason))
         for done in self._pending.values():
             if not done.done():

@@ -114,6 +114,9 @@ class Reading:
     ts: datetime
     seq: int | None
     values: list[Value]
+    # Stored, but neither the latest value nor streamed to diagnosis and alerts (a Sparkplug
+    # metric flagged is_historical: a backfill, not news).
+    historical: bool = False
 
 
 @dataclass(slots=True)
@@ -265,7 +268,33 @@ def _one_reading(obj: Any, device_id: str, received: datetime, limits: Limits) -
 def parse_reading_payload(payload: bytes, device_id: str, received: datetime,
                           limits: Limits) -> list[Reading]:
     """A reading, a flat reading, or an array of them (a store-and-forward backlog)."""
+    return _readings(_loads(payload), device_id, received, limits)
+
+
+def parse_gateway_payload(payload: bytes, received: datetime, limits: Limits
+                          ) -> list[tuple[str, list[Reading] | ValidationFailed]]:
+    """A gateway's batch, `{"<device>": <what the device's own telemetry takes>, ...}`:
+    each child's readings, or why its part is refused (the others stand)."""
     obj = _loads(payload)
+    if not isinstance(obj, dict):
+        raise ValidationFailed("schema_violation",
+                               "a gateway's telemetry must be a JSON object keyed by device id")
+    if not obj:
+        raise ValidationFailed("no_values", "no devices in the gateway's message")
+    if len(obj) > limits.max_readings_per_message:
+        raise ValidationFailed("too_many_values",
+                               f"{len(obj)} devices > {limits.max_readings_per_message}")
+    parts: list[tuple[str, list[Reading] | ValidationFailed]] = []
+    for device_id, part in obj.items():
+        try:
+            check_device_id(device_id)
+            parts.append((device_id, _readings(part, device_id, received, limits)))
+        except ValidationFailed as exc:
+            parts.append((device_id, exc))
+    return parts
+
+
+def _readings(obj: Any, device_id: str, received: datetime, limits: Limits) -> list[Reading]:
     if isinstance(obj, list):
         if not obj:
             raise ValidationFailed("no_values", "empty array of readings")

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools.registry import API, SERVICES, Service
+from devtools.registry import API, INGESTOR, SERVICES, Service
 from devtools.stack.broker import REPO_ROOT, BrokerSpec, prepare_broker
 from devtools.stack.processes import (
     DevstackError,
@@ -31,7 +31,7 @@ from devtools.stack.processes import (
     wait_for_port,
     wait_for_postgres,
 )
-from shared.broker_accounts import SERVICE_ACCOUNTS
+from shared.broker_accounts import SERVICE_ACCOUNTS, SPARKPLUG_ACCOUNT
 from shared.mqtt import ALERTS_FILTER, DIAGNOSTICS_FILTER
 
 START_RETRIES = 1_000_000
@@ -44,6 +44,7 @@ API_JWT_SECRET, API_ADMIN_PASSWORD = "api-jwt-secret", "api-admin-password"
 SIMULATOR_SCENARIOS = {2: "gas_lock", 3: "bearing_wear", 5: "overload", 6: "closed_valve",
                        8: "pump_off", 9: "overheating"}
 SIMULATOR_FAULT_ONSET_S = 300
+SPARKPLUG_HOST_ID = "insa"  # the local stack's Sparkplug B primary host
 SIMULATOR_FAULT_RAMP_S = 600
 
 
@@ -126,6 +127,9 @@ def service_environment(cfg: StackConfig, secret: dict[str, str],
         f"{service.env_prefix}MQTT_PASSWORD": secret[service.account],
         f"{service.env_prefix}HTTP_PORT": str(cfg.http_ports[service.name]),
     }
+    if service is INGESTOR:  # the Sparkplug B host too, on the stack's one replica
+        env["INSA_INGESTOR_SPARKPLUG_HOST_ID"] = SPARKPLUG_HOST_ID
+        env["INSA_INGESTOR_SPARKPLUG_PASSWORD"] = secret[SPARKPLUG_ACCOUNT]
     if service is API:
         env["INSA_API_JWT_SECRET"] = secret[API_JWT_SECRET]
         env["INSA_API_ADMIN_PASSWORD"] = secret[API_ADMIN_PASSWORD]
@@ -332,14 +336,25 @@ def summary(cfg: StackConfig, applied: list[str], storage: str, already_running:
         + ", ".join(f"sim-esp-{n:03d} {fault}" for n, fault in SIMULATOR_SCENARIOS.items()
                     if n <= cfg.simulator_devices) + "\n"
         f"  diagnoses   SELECT * FROM open_diagnoses, or subscribe to {DIAGNOSTICS_FILTER} "
-        "(account insa-subscriber)\n"
+        "with a subscriber account (below)\n"
         "  alerts      built-in rules loaded (insa rules load-defaults): SELECT * FROM alerts, "
-        f"or subscribe to {ALERTS_FILTER} (account insa-subscriber)\n"
+        f"or subscribe to {ALERTS_FILTER} with a subscriber account (below)\n"
         f"  API         http://127.0.0.1:{cfg.http_ports['api']}/api/v1/docs  log in as admin "
         f"with the {API_ADMIN_PASSWORD} of {cfg.rundir / 'secrets.env'}:\n"
-        f"              curl -s -X POST http://127.0.0.1:{cfg.http_ports['api']}/api/v1/auth/login "
-        "-H 'Content-Type: application/json' -d '{\"username\": \"admin\", \"password\": "
-        f"\"'$(grep ^{API_ADMIN_PASSWORD}= {cfg.rundir / 'secrets.env'} | cut -d= -f2-)'\"}}'\n"
+        f"              token=$(curl -s -X POST http://127.0.0.1:{cfg.http_ports['api']}/api/v1"
+        "/auth/login -H 'Content-Type: application/json' -d '{\"username\": \"admin\", "
+        f"\"password\": \"'$(grep ^{API_ADMIN_PASSWORD}= {cfg.rundir / 'secrets.env'} | cut -d= "
+        "-f2-)'\"}' | python3 -c 'import json, sys; "
+        "print(json.load(sys.stdin)[\"access_token\"])')\n"
+        # Each consuming system gets its accounts from the API (docs/operations.md).
+        "  subscribers one MQTT account per consumer of each system that reads alerts and "
+        "diagnoses, username = client id = <system>.<consumer>; as admin (the token above):\n"
+        f"              curl -s -X POST http://127.0.0.1:{cfg.http_ports['api']}/api/v1"
+        "/subscribers -H \"Authorization: Bearer $token\" -H 'Content-Type: application/json' "
+        f"-d '{{\"name\": \"console\", \"topics\": [\"{ALERTS_FILTER}\", "
+        f"\"{DIAGNOSTICS_FILTER}\"], \"consumers\": [\"1\"]}}'\n"
+        f"              mosquitto_sub -p {cfg.mqtt_port} -u console.1 -i console.1 "
+        f"-P <its password> -q 1 -c -v -t '{ALERTS_FILTER}' -t '{DIAGNOSTICS_FILTER}'\n"
         f"  storage     {storage}\n"
         f"  migrations  {', '.join(applied) if applied else 'up to date'}\n"
         f"  logs        {cfg.rundir / 'logs'}\n"

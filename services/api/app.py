@@ -40,11 +40,13 @@ from services.api.routes import (
     commands,
     devices,
     diagnoses,
+    gateways,
     ingest,
     live,
     provisioning,
     rejects,
     rules,
+    subscribers,
     telemetry,
     users,
 )
@@ -59,9 +61,9 @@ from shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
 PREFIX = "/api/v1"
-ROUTERS = (auth.router, users.router, api_keys.router, audit_log.router,
+ROUTERS = (auth.router, users.router, api_keys.router, audit_log.router, subscribers.router,
            diagnoses.router, rules.router, alerts.router,
-           devices.router, provisioning.router, commands.router,
+           devices.router, provisioning.router, gateways.router, commands.router,
            telemetry.router, rejects.router, ingest.router, analytics.router, live.router)
 # Long-running jobs of the API (e.g. command answers and timeouts), run for the app's
 # lifetime with its resources until `stop` is set. Each is a part of the service, as a

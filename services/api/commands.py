@@ -1,12 +1,14 @@
 """Commands after they are sent: the devices' answers and the timeout.
 
-A device answers on `insa/devices/<id>/command/ack` with `{"id", "status", "result"}`.
+A device answers on `insa/devices/<id>/command/ack` with `{"id", "status", "result"}`,
+or its gateway for it on `insa/gateways/<gw>/devices/<id>/command/ack`.
 The API's broker connection puts those messages on `res.received`; `consume_acks` applies
 them. A command's status only moves forward: pending → accepted → done | failed, and
 timed_out (set by `sweep_timeouts` once `expires_at` passes) is final, so a late,
 repeated or reordered answer changes nothing. An answer counts only on its own device's
-topic (the broker lets a device publish on no other), so one device cannot settle
-another's commands by knowing their ids. Every answer not applied is logged and counted
+topic (the broker lets a device publish on no other), or its gateway's for it while the
+device is assigned to that gateway, so one device cannot settle another's commands by
+knowing their ids. Every answer not applied is logged and counted
 (`insa_api_command_acks_total{outcome}`), never fatal.
 
 Several API replicas each receive every answer and each sweep; both are idempotent.
@@ -36,8 +38,8 @@ SWEEP_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
 # The default registry: the one the API's /metrics serves in production.
 ACKS = Counter("insa_api_command_acks_total", "Command answers received, by outcome "
-               "(applied, stale, unknown_command, wrong_device, malformed, other_topic, "
-               "error)", ["outcome"])
+               "(applied, stale, unknown_command, wrong_device, wrong_gateway, malformed, "
+               "other_topic, error)", ["outcome"])
 TIMED_OUT = Counter("insa_api_commands_timed_out_total",
                     "Commands unanswered by their expiry")
 
@@ -67,12 +69,14 @@ class Ack:
     command_id: uuid.UUID
     status: str
     result: Any
+    gateway: str | None = None  # the gateway that answered for the device
 
 
 def parse_ack(topic: str, payload: bytes) -> Ack:
-    device_id = parse_command_ack_topic(topic)
-    if device_id is None:
+    sender = parse_command_ack_topic(topic)
+    if sender is None:
         raise BadAck("other_topic", "not a command answer topic")
+    device_id, gateway = sender
     try:
         body = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -86,11 +90,17 @@ def parse_ack(topic: str, payload: bytes) -> Ack:
     status = body.get("status")
     if status not in ACK_STATUSES:
         raise BadAck("malformed", f"status: not one of {sorted(ACK_STATUSES)}")
-    return Ack(device_id, command_id, status, body.get("result"))
+    return Ack(device_id, command_id, status, body.get("result"), gateway)
 
 
 async def apply_ack(conn: asyncpg.Connection | asyncpg.Pool, ack: Ack) -> str:
     """The outcome: applied, or why not."""
+    if ack.gateway is not None and await conn.fetchval(
+            "SELECT gateway_id FROM devices WHERE device_id = $1", ack.device_id) != ack.gateway:
+        log.warning("command answer from a gateway the device is not assigned to ignored",
+                    command_id=str(ack.command_id), device_id=ack.device_id,
+                    gateway=ack.gateway)
+        return "wrong_gateway"
     if await conn.fetchval(APPLY, ack.command_id, ack.device_id, ack.status,
                            ack.result) is not None:
         return "applied"

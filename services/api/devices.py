@@ -14,6 +14,7 @@ the API never stores a device's password.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -34,7 +35,7 @@ TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$"
 METADATA_MAX_BYTES = 16 * 1024
 CONFIG_MAX_BYTES = 32 * 1024
 COLUMNS = ("device_id, name, device_type, metadata, status, status_changed_at, last_seen, "
-           "created_at, updated_at")
+           "gateway_id, created_at, updated_at")
 
 
 class DesiredConfig(BaseModel):
@@ -55,6 +56,8 @@ class DeviceOut(BaseModel):
     metadata: dict[str, Any] = Field(examples=[{"pump_model": "REDA D460N"}])
     attributes: Equipment = Field(default_factory=Equipment)
     desired_config: DesiredConfig | None = None
+    gateway_id: str | None = Field(None, description="The gateway that publishes for it "
+                                   "(docs/payloads.md, \"Gateways\"); null: none")
     created_at: datetime
     updated_at: datetime
 
@@ -114,46 +117,62 @@ async def locked(conn: asyncpg.Connection, device_id: str) -> asyncpg.Record:
 
 async def provision(broker: BrokerControl, device_id: str) -> tuple[str, str]:
     """Create the device's account, or give it a new password when it has one; returns
-    (password, "provision" or "rotate").
+    (password, "provision" or "rotate")."""
+    return await provision_account(broker, device_id, device_role_name(device_id),
+                                   broker.create_device)
+
+
+async def provision_account(broker: BrokerControl, username: str, rolename: str,
+                            create: Callable[[str], Awaitable[str]]) -> tuple[str, str]:
+    """`create(username)` the account whose one role is `rolename`, or give it a new
+    password when it has one; returns (password, "provision" or "rotate").
 
     Creating first: the plugin makes the role, then the client. When either exists (an
     account made earlier, or a role left behind), the client exists afterwards either
     way, so setting its password makes the answer right in every case.
     """
     try:
-        password = await broker.create_device(device_id)
-        return password, "provision"
+        return await create(username), "provision"
     except Conflict:
-        await _own_account(broker, device_id)
-        password = await broker.rotate_password(device_id)
-        return password, "rotate"
+        await own_account(broker, username, rolename)
+        return await broker.rotate_password(username), "rotate"
 
 
-async def _own_account(broker: BrokerControl, device_id: str) -> bool:
-    """True if the broker has an account of this name that is this device's (its one
-    role is the device's own); Conflict if the name is another account's (a bridge, a
-    service), which a device of that name must never take over; False if none."""
+async def own_account(broker: BrokerControl, username: str, rolename: str) -> bool:
+    """True if the broker has an account of this name whose one role is `rolename` (the
+    device's or gateway's own); Conflict if the name is another account's (a bridge, a
+    service), which must never be taken over; False if none."""
     try:
-        [answer] = await broker.execute({"command": "getClient", "username": device_id})
+        [answer] = await broker.execute({"command": "getClient", "username": username})
     except NotFound:
         return False
     roles = [r.get("rolename") for r in answer.get("data", {}).get("client", {}).get("roles", [])]
-    if roles != [device_role_name(device_id)]:
-        raise Conflict(f"broker account {device_id} exists and is not this device's "
+    if roles != [rolename]:
+        kind = rolename.split(":", 1)[0]  # device, gateway
+        raise Conflict(f"broker account {username} exists and is not this {kind}'s "
                        f"(roles {roles}); it is left alone")
     return True
 
 
 async def forget(broker: BrokerControl, device_id: str) -> bool:
     """Delete the device's account and role (connections are dropped); False when it had
-    none. The plugin runs both commands even when the first finds nothing."""
+    none."""
+    return await forget_account(broker, device_id, device_role_name(device_id),
+                                broker.delete_device)
+
+
+async def forget_account(broker: BrokerControl, username: str, rolename: str,
+                         delete: Callable[[str], Awaitable[None]]) -> bool:
+    """`delete(username)` when it is the account whose one role is `rolename`; False when
+    there is none (or it is another's). The plugin runs both commands even when the first
+    finds nothing."""
     try:
-        if not await _own_account(broker, device_id):
+        if not await own_account(broker, username, rolename):
             return False
-    except Conflict:  # another account of that name: not the device's to delete
+    except Conflict:  # another account of that name: not this one's to delete
         return False
     try:
-        await broker.delete_device(device_id)
+        await delete(username)
     except NotFound:
         return False
     return True

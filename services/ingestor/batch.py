@@ -23,15 +23,20 @@ class Reject:
 
 @dataclass(slots=True)
 class Parsed:
-    """One delivery after parsing: readings, a status change, or a reject."""
+    """One delivery after parsing: readings, a status change, or a reject. A gateway's
+    batch is one delivery with a part per child device (acked once, when all are
+    committed); a part is a Parsed of its own for everything else."""
 
     delivery: Message
     device_id: str | None
     received: datetime
-    kind: str = "unknown"  # telemetry | metric | status | unknown (topic)
+    # telemetry | metric | status | gateway_telemetry | gateway_status | unknown (topic)
+    kind: str = "unknown"
     readings: list[Reading] = field(default_factory=list)
     status: StatusChange | None = None
     reject: Reject | None = None
+    gateway: str | None = None  # the gateway that published it for its child device
+    parts: list[Parsed] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from services.ingestor.mqtt_source import device_messages, for_this_replica
 from services.ingestor.parsing import MessageParser
 from services.ingestor.pipeline import Pipeline
 from services.ingestor.settings import IngestorSettings
+from services.ingestor.sparkplug_host import SparkplugHost
 from shared import db
 from shared.broker_control import BrokerControl
 from shared.lifecycle import Lifecycle, run_periodically
@@ -63,8 +64,12 @@ async def serve(common: CommonSettings, settings: IngestorSettings, w: Worker) -
             every=settings.stream_trim_interval_seconds, stop=lc.stopping, what="stream-trim",
             transient=redis_transient))
         lc.spawn("flood-guard", guard.run(lc.stopping, control))
+        if settings.sparkplug_host_id:
+            host = SparkplugHost(common, settings, health, pipeline)
+            lc.spawn("sparkplug", host.run(lc.stopping))
         log.info("ingestor started", client_id=settings.mqtt_username,
                  partition=f"{settings.partition}/{settings.partitions}",
+                 sparkplug_host=settings.sparkplug_host_id or None,
                  http_port=settings.http_port)
 
     try:

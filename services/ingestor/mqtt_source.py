@@ -1,5 +1,5 @@
-"""The ingestor's subscription: every device's telemetry and status in a persistent
-session, acked only once the data is committed and streamed (the connection itself is
+"""The ingestor's subscription: every device's and gateway's telemetry and status in a
+persistent session, acked only once the data is committed and streamed (the connection itself is
 shared/mqtt_connection.py, with `manual_ack`)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from services.ingestor.settings import IngestorSettings
 from shared.health import Health
-from shared.mqtt import METRIC_FILTER, STATUS_FILTER, TELEMETRY_FILTER
+from shared.mqtt import DEVICE_FILTERS, GATEWAY_FILTERS
 from shared.mqtt_connection import Message, MqttConnection, Session
 from shared.partition import Partition
 from shared.settings import CommonSettings
@@ -26,7 +26,7 @@ def device_messages(common: CommonSettings, settings: IngestorSettings,
     return MqttConnection(
         common, settings.mqtt_username, settings.mqtt_password.get_secret_value(),
         health=health, manual_ack=True,
-        subscriptions=[(f, options) for f in (TELEMETRY_FILTER, METRIC_FILTER, STATUS_FILTER)],
+        subscriptions=[(f, options) for f in (*DEVICE_FILTERS, *GATEWAY_FILTERS)],
         session=Session(settings.session_expiry_seconds, settings.receive_maximum))
 
 

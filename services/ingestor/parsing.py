@@ -17,6 +17,7 @@ from shared.schemas import (
     Limits,
     Reading,
     check_device_id,
+    parse_gateway_payload,
     parse_metric_payload,
     parse_reading_payload,
     parse_status_payload,
@@ -47,17 +48,25 @@ class MessageParser:
         received = received or datetime.now(UTC)
         topic = parse_device_topic(delivery.topic)
         device_id = topic.device_id if topic else None
-        item = Parsed(delivery, device_id, received, topic.kind if topic else "unknown")
+        item = Parsed(delivery, device_id, received, topic.kind if topic else "unknown",
+                      gateway=topic.gateway if topic else None)
         try:
             if topic is None:
                 raise ValidationFailed("unknown_topic", "not an ingestor topic")
             check_device_id(topic.device_id)
-            if not self.admit(topic.device_id):
+            account = topic.device_id
+            if topic.gateway is not None:
+                check_device_id(topic.gateway)
+                account = topic.gateway
+            if not self.admit(account):
                 raise ValidationFailed("rate_limited", self.over_limit)
             if len(delivery.payload) > self.max_payload:
                 raise ValidationFailed("payload_too_large",
                                        f"{len(delivery.payload)} bytes > {self.max_payload}")
-            if topic.kind == "telemetry":
+            if topic.kind == "gateway_telemetry":
+                item.parts = [self._child(item, child, got) for child, got in
+                              parse_gateway_payload(delivery.payload, received, self.limits)]
+            elif topic.kind == "telemetry":
                 item.readings = check_units(parse_reading_payload(
                     delivery.payload, topic.device_id, received, self.limits))
             elif topic.kind == "metric":
@@ -77,6 +86,20 @@ class MessageParser:
             item.reject = self.reject(delivery, device_id, "internal_error",
                                       f"{type(exc).__name__}: {exc}")
         return item
+
+    def _child(self, item: Parsed, device_id: str, got: list[Reading] | ValidationFailed
+               ) -> Parsed:
+        """One child's part of a gateway's batch: its readings, or its own reject."""
+        part = Parsed(item.delivery, device_id, item.received, "telemetry",
+                      gateway=item.gateway)
+        try:
+            if isinstance(got, ValidationFailed):
+                raise got
+            part.readings = check_units(got)
+        except ValidationFailed as exc:
+            part.reject = self.reject(item.delivery, device_id, exc.reason,
+                                      f"device {device_id}: {exc.message}")
+        return part
 
     def reject(self, delivery: Message, device_id: str | None, reason: str,
                detail: str) -> Reject:

@@ -20,8 +20,8 @@ import asyncpg
 import redis.asyncio as redis
 import structlog
 
-from services.ingestor import repository
-from services.ingestor.batch import Batch, Parsed
+from services.ingestor import gateways, repository
+from services.ingestor.batch import Batch, Parsed, Reject
 from services.ingestor.flow_control import FlowControl
 from services.ingestor.intake import Intake
 from services.ingestor.metrics import IngestorMetrics
@@ -77,9 +77,14 @@ class Pipeline:
     # --- intake (called on the event loop for every message) ----------------------------
     def on_delivery(self, delivery: Message) -> None:
         item = self.parser.parse(delivery)
-        self.metrics.messages.labels(item.kind).inc()
         if delivery.redelivered:
             self.metrics.redeliveries.inc()
+        self.submit(item)
+
+    def submit(self, item: Parsed) -> None:
+        """Add an item parsed elsewhere (the Sparkplug host's; acked on its own
+        connection, so its delivery is QoS 0 here)."""
+        self.metrics.messages.labels(item.kind).inc()
         self.batch.add(item)
         self.flow.received()
         if len(self.batch) == 1 or len(self.batch) >= self.settings.batch_max_messages:
@@ -174,15 +179,18 @@ class Pipeline:
         return merged
 
     async def _map(self, conn: asyncpg.Connection, items: list[Parsed]) -> BatchRows:
+        items = await gateways.expand(conn, items, self._reject)
         names = devices_named(items)
         devices = await self.catalog.resolve_devices(conn, names, self.settings.auto_provision)
         units, kinds = catalog_firsts(items)
         metrics = await self.catalog.resolve_metrics(conn, units, kinds) if units else {}
         # Each device's units, read once per device (the first batch that holds it).
         known = await self.device_units.load(conn, [devices[n] for n in names if n in devices])
-        return map_batch(items, devices, metrics, lambda item, reason, detail:
-                         self.parser.reject(item.delivery, item.device_id, reason, detail),
-                         units=known, kinds=self.catalog.kinds, bounds=self.bounds)
+        return map_batch(items, devices, metrics, self._reject, units=known,
+                         kinds=self.catalog.kinds, bounds=self.bounds)
+
+    def _reject(self, item: Parsed, reason: str, detail: str) -> Reject:
+        return self.parser.reject(item.delivery, item.device_id, reason, detail)
 
     def _count(self, rows: BatchRows, written: repository.Written) -> None:
         self.metrics.rows.labels("telemetry").inc(written.telemetry_rows)

@@ -124,7 +124,7 @@ def _add_readings(rows: BatchRows, item: Parsed, device: int, metrics: dict[str,
     fresh: list[LatestRow] = []  # likewise
     add_number, add_text, add_fresh = rows.numbers.append, rows.texts.append, fresh.append
     for reading in item.readings:
-        ts = reading.ts
+        ts, historical = reading.ts, reading.historical
         entry: dict[str, float | str] = {}
         for v in reading.values:
             name, number, unit = v.metric, v.number, v.unit
@@ -153,9 +153,11 @@ def _add_readings(rows: BatchRows, item: Parsed, device: int, metrics: dict[str,
                         return _take_back(rows, added, _implausible(name, number, bound))
                 add_number((ts, device, metric, number, v.quality))
                 entry[name] = number
-            add_fresh((device, metric, ts, number, v.text, v.quality))
-        rows.stream.append(encode_telemetry(
-            item.device_id, int(ts.timestamp() * 1000), entry, reading.seq))
+            if not historical:
+                add_fresh((device, metric, ts, number, v.text, v.quality))
+        if not historical:  # a backfill is stored only: not the latest, not news
+            rows.stream.append(encode_telemetry(
+                item.device_id, int(ts.timestamp() * 1000), entry, reading.seq))
     if learned:
         _learn(rows, units, device, learned)
     latest = rows.latest

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.broker_accounts import SPARKPLUG_ACCOUNT
 from shared.settings import PartitionedSettings
 from shared.units import PLAUSIBLE
 
@@ -49,6 +50,18 @@ class IngestorSettings(PartitionedSettings):
     device_burst: int = Field(5000, ge=1)
     suspend_seconds: float = Field(300.0, gt=0)
     suspend_max_seconds: float = Field(86400.0, gt=0)
+    # Sparkplug B Primary Host Application (docs/architecture.md, "Sparkplug B host"): on
+    # when a host id is set, on one replica only, with an account of its own (a clean
+    # session, which the ingestor's persistent one cannot be).
+    sparkplug_host_id: str = ""
+    sparkplug_username: str = SPARKPLUG_ACCOUNT
+    sparkplug_password: SecretStr = SecretStr("")
+    # How long a gap in an edge node's seq may stay open before the messages held behind it
+    # are taken and a rebirth asked for; what asks for a rebirth; at most one per interval.
+    sparkplug_reorder_timeout_seconds: float = Field(2.0, gt=0)
+    sparkplug_rebirth_on_gap: bool = True
+    sparkplug_rebirth_on_unknown: bool = True
+    sparkplug_rebirth_min_interval_seconds: float = Field(10.0, ge=0)
     # How often PostgreSQL and Redis are probed for readiness, also while idle.
     probe_interval_seconds: float = Field(5.0, gt=0)
 

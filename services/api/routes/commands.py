@@ -18,7 +18,7 @@ from services.api.devices import check_size
 from services.api.pagination import Page, decode_cursor, encode_cursor
 from services.api.security.principal import Principal
 from shared.errors import InsaError, NotFound, ValidationFailed
-from shared.mqtt import command_topic
+from shared.mqtt import downlink_topic
 from shared.timefmt import utc_text
 
 router = APIRouter(tags=["commands"])
@@ -66,8 +66,9 @@ async def send_command(device_id: str, body: CommandIn, res: Res, who: Sender
     timeout = timedelta(seconds=body.timeout_seconds or res.settings.command_timeout_seconds)
     command_id = uuid.uuid4()
     async with res.pool.acquire() as conn, conn.transaction():
-        if await conn.fetchval("SELECT 1 FROM devices WHERE device_id = $1 FOR SHARE",
-                               device_id) is None:
+        device = await conn.fetchrow("SELECT gateway_id FROM devices WHERE device_id = $1 "
+                                     "FOR SHARE", device_id)
+        if device is None:
             raise NotFound(f"device {device_id} does not exist")
         row = await conn.fetchrow(
             f"INSERT INTO commands (id, device_id, name, params, created_by, expires_at) "
@@ -79,8 +80,8 @@ async def send_command(device_id: str, body: CommandIn, res: Res, who: Sender
     payload = orjson.dumps({"id": str(command_id), "name": body.name, "params": body.params,
                             "ts": utc_text(row["created_at"])})
     try:
-        await res.mqtt.publish(command_topic(device_id), payload,
-                                 timeout=res.settings.publish_timeout_seconds)
+        await res.mqtt.publish(downlink_topic(device_id, device["gateway_id"], "command"),
+                               payload, timeout=res.settings.publish_timeout_seconds)
     except InsaError as exc:
         async with res.pool.acquire() as conn, conn.transaction():
             await conn.execute("UPDATE commands SET status = 'failed', result = $2, "

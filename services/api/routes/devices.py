@@ -35,7 +35,7 @@ from services.api.pagination import Page, decode_cursor, encode_cursor
 from services.api.security.principal import Principal
 from shared.equipment import Equipment
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from shared.mqtt import config_topic
+from shared.mqtt import downlink_topic
 from shared.schemas import check_device_id
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -204,7 +204,8 @@ async def delete_device(device_id: str, res: Res, who: Writer) -> None:
         # In the transaction: when the broker cannot be told, the device stays (503).
         had_account = await forget(res.broker, device_id)
         if DESIRED in row["metadata"]:
-            await res.mqtt.publish(config_topic(device_id), b"", retain=True,
+            await res.mqtt.publish(downlink_topic(device_id, row["gateway_id"], "config"), b"",
+                                   retain=True,
                                      timeout=res.settings.publish_timeout_seconds)
         await audit.record(conn, who.actor, "device.delete", device_id,
                            broker_account=had_account)

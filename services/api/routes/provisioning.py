@@ -29,7 +29,7 @@ from services.api.devices import (
 )
 from services.api.errors import BROKER_REFUSED
 from services.api.security.principal import Principal
-from shared.mqtt import config_topic
+from shared.mqtt import downlink_topic
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 Writer = Annotated[Principal, Depends(require("devices:write"))]
@@ -90,7 +90,7 @@ async def set_config(device_id: str, config: ConfigBody, res: Res, who: Writer
                            version=desired.version)
         # Before the commit: when the broker does not take it, nothing is recorded (503).
         await res.mqtt.publish(
-            config_topic(device_id),
+            downlink_topic(device_id, row["gateway_id"], "config"),
             orjson.dumps({"version": desired.version, "ts": stored["updated_at"],
                           "config": config}),
             retain=True, timeout=res.settings.publish_timeout_seconds)

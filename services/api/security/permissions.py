@@ -17,6 +17,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "audit:read": frozenset({"admin"}),
     "devices:read": READERS,
     "devices:write": ENGINEERS,           # create, update, delete, credentials, config
+    "gateways:read": READERS,
+    "gateways:write": ENGINEERS,          # create, update, delete, credentials, assignment
     "telemetry:read": READERS,
     "telemetry:write": frozenset({"device"}),  # its own readings only
     "diagnoses:read": READERS,
@@ -28,12 +30,14 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "commands:read": READERS,
     "commands:send": OPERATORS,
     "live:read": READERS,
+    "subscribers:manage": frozenset({"admin"}),  # subscriber systems' broker accounts
 }
 
 
 # What a principal scoped to one device (a key with a device_id) never has, whatever its
 # role: these act on the whole fleet or on the platform's accounts, not on that device.
-FLEET_ONLY = frozenset({"users:manage", "keys:manage", "audit:read", "rules:write"})
+FLEET_ONLY = frozenset({"users:manage", "keys:manage", "audit:read", "rules:write",
+                        "gateways:read", "gateways:write", "subscribers:manage"})
 
 
 def allowed(role: str, permission: str, device_id: str | None = None) -> bool:

@@ -20,10 +20,12 @@ from devtools.stack.stack import (
     service_environment,
     write_supervisor_config,
 )
+from shared.broker_accounts import SPARKPLUG_ACCOUNT
 from tests.utils.compose import compose_services
 
 SECRETS = dict.fromkeys(["postgres", "redis", API_JWT_SECRET, API_ADMIN_PASSWORD,
-                         *(s.account for s in SERVICES)], "x" * 16)
+                         *(s.account for s in SERVICES), SPARKPLUG_ACCOUNT], "x" * 16)
+SPARKPLUG = {"ingestor"}  # the programs that also run the Sparkplug B host
 
 
 def test_every_program_restarts_and_is_never_given_up_on(tmp_path: Path) -> None:
@@ -66,6 +68,8 @@ def test_each_program_gets_only_the_secrets_it_uses_and_none_is_world_readable(
         environment = parser.get(f"program:{program}", "environment")
         given = {k for k, v in secret.items() if v in environment}
         own = {f"insa-{program}"} if program != "simulator" else set()
+        if program in SPARKPLUG:
+            own.add(SPARKPLUG_ACCOUNT)
         extra = {API_JWT_SECRET, API_ADMIN_PASSWORD} if program == "api" else set()
         assert given == (everyone | own | extra if own else set()), program
     assert (tmp_path / "devices.env").read_text() == f"sim-esp-001={secret['sim-esp-001']}\n"

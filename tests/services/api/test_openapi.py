@@ -15,7 +15,17 @@ from shared.settings import CommonSettings
 BROKER_ACCOUNT_ROUTES = {("post", "/api/v1/devices"),  # with provision: true
                          ("post", "/api/v1/devices/{device_id}/credentials"),
                          ("delete", "/api/v1/devices/{device_id}/credentials"),
-                         ("delete", "/api/v1/devices/{device_id}")}
+                         ("delete", "/api/v1/devices/{device_id}"),
+                         ("post", "/api/v1/gateways"),  # with provision: true
+                         ("delete", "/api/v1/gateways/{gateway_id}"),
+                         ("post", "/api/v1/gateways/{gateway_id}/credentials"),
+                         ("delete", "/api/v1/gateways/{gateway_id}/credentials"),
+                         ("post", "/api/v1/subscribers"),
+                         ("patch", "/api/v1/subscribers/{name}"),
+                         ("delete", "/api/v1/subscribers/{name}"),
+                         ("post", "/api/v1/subscribers/{name}/consumers"),
+                         ("post", "/api/v1/subscribers/{name}/consumers/{consumer}/rotate"),
+                         ("delete", "/api/v1/subscribers/{name}/consumers/{consumer}")}
 
 
 def schema() -> dict[str, Any]:

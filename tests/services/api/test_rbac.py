@@ -44,6 +44,14 @@ MAY_CALL: dict[str, frozenset[str]] = {
     "POST /api-keys": ADMIN,
     "DELETE /api-keys/{key_id}": ADMIN,
     "GET /audit": ADMIN,
+    "GET /subscribers": ADMIN,
+    "POST /subscribers": ADMIN,
+    "GET /subscribers/{name}": ADMIN,
+    "PATCH /subscribers/{name}": ADMIN,
+    "DELETE /subscribers/{name}": ADMIN,
+    "POST /subscribers/{name}/consumers": ADMIN,
+    "POST /subscribers/{name}/consumers/{consumer}/rotate": ADMIN,
+    "DELETE /subscribers/{name}/consumers/{consumer}": ADMIN,
     "GET /devices": READERS,
     "GET /devices/{device_id}": READERS,
     "POST /devices": ENGINEERS,
@@ -52,6 +60,16 @@ MAY_CALL: dict[str, frozenset[str]] = {
     "POST /devices/{device_id}/credentials": ENGINEERS,
     "DELETE /devices/{device_id}/credentials": ENGINEERS,
     "POST /devices/{device_id}/config": ENGINEERS,
+    "GET /gateways": READERS,
+    "GET /gateways/{gateway_id}": READERS,
+    "POST /gateways": ENGINEERS,
+    "PATCH /gateways/{gateway_id}": ENGINEERS,
+    "DELETE /gateways/{gateway_id}": ENGINEERS,
+    "POST /gateways/{gateway_id}/credentials": ENGINEERS,
+    "DELETE /gateways/{gateway_id}/credentials": ENGINEERS,
+    "GET /gateways/{gateway_id}/devices": READERS,
+    "POST /gateways/{gateway_id}/devices": ENGINEERS,
+    "DELETE /gateways/{gateway_id}/devices/{device_id}": ENGINEERS,
     "GET /devices/{device_id}/telemetry": READERS,
     "GET /devices/{device_id}/telemetry/latest": READERS,
     "GET /devices/{device_id}/telemetry/aggregate": READERS,
@@ -88,12 +106,21 @@ MAY_CALL: dict[str, frozenset[str]] = {
 }
 
 # What a key scoped to one device is refused whatever its role: the operations on the
-# platform's accounts, the audit trail and the fleet's rules.
+# platform's accounts, the audit trail, the fleet's rules and its gateways.
 FLEET_ONLY = frozenset({
     "GET /users", "POST /users", "GET /users/{user_id}", "PATCH /users/{user_id}",
     "DELETE /users/{user_id}", "GET /api-keys", "POST /api-keys", "DELETE /api-keys/{key_id}",
     "GET /audit", "POST /rules", "PUT /rules/{rule_id}", "PATCH /rules/{rule_id}",
     "DELETE /rules/{rule_id}", "POST /rules/test", "POST /rules/{rule_id}/test",
+    "GET /gateways", "GET /gateways/{gateway_id}", "POST /gateways",
+    "PATCH /gateways/{gateway_id}", "DELETE /gateways/{gateway_id}",
+    "POST /gateways/{gateway_id}/credentials", "DELETE /gateways/{gateway_id}/credentials",
+    "GET /gateways/{gateway_id}/devices", "POST /gateways/{gateway_id}/devices",
+    "DELETE /gateways/{gateway_id}/devices/{device_id}",
+    "GET /subscribers", "POST /subscribers", "GET /subscribers/{name}",
+    "PATCH /subscribers/{name}", "DELETE /subscribers/{name}",
+    "POST /subscribers/{name}/consumers", "POST /subscribers/{name}/consumers/{consumer}/rotate",
+    "DELETE /subscribers/{name}/consumers/{consumer}",
 })
 
 
