@@ -1,5 +1,6 @@
-"""Load generation for the benchmark: one C `mosquitto_pub -l` per device, fed lines of
-readings by a Python thread, so the publishing side costs little of the machine."""
+"""Load generation for the benchmark: one C `mosquitto_pub -l` per device (or gateway),
+fed lines of readings by a Python thread, so the publishing side costs little of the
+machine. Sparkplug B edge nodes publish binary payloads: sparkplug_publisher.py."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 
 import orjson
 
-from shared.mqtt import telemetry_topic
+from shared.mqtt import gateway_topic, telemetry_topic
 
 METRICS = ("flow_rate", "pip", "discharge_pressure", "motor_current", "motor_temp",
            "intake_temp", "vibration", "vsd_frequency", "gor", "power")
@@ -29,32 +32,44 @@ TYPICAL = {"flow_rate": 2500.0, "pip": 900.0, "discharge_pressure": 3000.0,
            "vsd_frequency": 55.0, "gor": 500.0, "power": 60.0}
 
 
-def reading_line(seq: int, ts_us: int, units: bool = False) -> bytes:
+def reading(seq: int, ts_us: int, units: bool = False) -> dict[str, object]:
     """One 10-metric reading; `ts` is when it is handed to the publisher (µs precision)."""
     ts = datetime.fromtimestamp(ts_us / 1e6, UTC).isoformat()
     values: dict[str, object] = {m: TYPICAL[m] * (1 + (seq % 997) / 10_000)
                                  for m in METRICS}
     if units:
         values = {m: {"value": v, "unit": UNITS[m]} for m, v in values.items()}
-    return orjson.dumps({"ts": ts, "seq": seq, "telemetry": values}) + b"\n"
+    return {"ts": ts, "seq": seq, "telemetry": values}
 
 
-class DevicePublisher:
-    """Publishes `count` readings as one device at QoS 1 through mosquitto_pub."""
+def reading_line(seq: int, ts_us: int, units: bool = False) -> bytes:
+    """One device's reading as a line of its telemetry topic."""
+    return orjson.dumps(reading(seq, ts_us, units)) + b"\n"
 
-    def __init__(self, port: int, device_id: str, password: str, count: int,
-                 rate: float | None = None, units: bool = False) -> None:
-        self.device_id = device_id
+
+def gateway_line(children: Sequence[str], seq: int, ts_us: int, units: bool = False) -> bytes:
+    """A gateway's batch (docs/payloads.md, "Gateways"): one reading of each child, all
+    with this `seq` and `ts`."""
+    one = reading(seq, ts_us, units)
+    return orjson.dumps({child: one for child in children}) + b"\n"
+
+
+class LinePublisher:
+    """Publishes `count` lines (`line(seq, ts_us)`) on `topic` at QoS 1 as one account,
+    through mosquitto_pub -l."""
+
+    def __init__(self, port: int, account: str, password: str, topic: str, count: int,
+                 line: Callable[[int, int], bytes], rate: float | None = None) -> None:
+        self.account = account
         self.count = count
-        self.units = units
-        self.rate = rate  # readings per second for this device; None = as fast as acked
+        self.line = line
+        self.rate = rate  # lines per second for this account; None = as fast as acked
         binary = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
         self.proc = subprocess.Popen(
-            [binary, "-h", "127.0.0.1", "-p", str(port), "-u", device_id, "-P", password,
-             "-i", device_id, "-q", "1", "-M", "200", "-l",
-             "-t", telemetry_topic(device_id)],
+            [binary, "-h", "127.0.0.1", "-p", str(port), "-u", account, "-P", password,
+             "-i", account, "-q", "1", "-M", "200", "-l", "-t", topic],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.thread = threading.Thread(target=self._feed, name=f"feed-{device_id}", daemon=True)
+        self.thread = threading.Thread(target=self._feed, name=f"feed-{account}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -68,8 +83,8 @@ class DevicePublisher:
                 delay = started + seq / self.rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            last_us = max(time.time_ns() // 1000, last_us + 1)  # unique per device
-            self.proc.stdin.write(reading_line(seq, last_us, self.units))
+            last_us = max(time.time_ns() // 1000, last_us + 1)  # unique per account
+            self.proc.stdin.write(self.line(seq, last_us))
             if self.rate:
                 self.proc.stdin.flush()
         self.proc.stdin.close()
@@ -83,21 +98,56 @@ class DevicePublisher:
             raise
         if self.proc.returncode != 0:
             err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-            raise RuntimeError(f"mosquitto_pub for {self.device_id} failed: {err}")
+            raise RuntimeError(f"mosquitto_pub for {self.account} failed: {err}")
 
 
-def publish_all(port: int, credentials: dict[str, str], per_device: int,
-                rate_per_device: float | None = None, timeout: float = 600,
-                units: bool = False) -> float:
-    """Run every device's publisher to completion; returns the wall time it took."""
-    publishers = [DevicePublisher(port, d, p, per_device, rate_per_device, units)
-                  for d, p in credentials.items()]
+class DevicePublisher(LinePublisher):
+    """Publishes `count` readings as one device at QoS 1 through mosquitto_pub."""
+
+    def __init__(self, port: int, device_id: str, password: str, count: int,
+                 rate: float | None = None, units: bool = False) -> None:
+        super().__init__(port, device_id, password, telemetry_topic(device_id), count,
+                         partial(reading_line, units=units), rate)
+        self.device_id = device_id
+        self.units = units
+
+
+class GatewayPublisher(LinePublisher):
+    """Publishes `count` batches as one gateway, each a reading of every child, at QoS 1
+    on its batch topic (`insa/gateways/<gw>/telemetry`) through mosquitto_pub."""
+
+    def __init__(self, port: int, gateway_id: str, password: str, children: Sequence[str],
+                 count: int, rate: float | None = None, units: bool = False) -> None:
+        super().__init__(port, gateway_id, password, gateway_topic(gateway_id, "telemetry"),
+                         count, partial(gateway_line, tuple(children), units=units), rate)
+        self.gateway_id = gateway_id
+
+
+def run_publishers(publishers: Sequence[LinePublisher], timeout: float = 600) -> float:
+    """Run publishers to completion; returns the wall time it took."""
     started = time.monotonic()
     for pub in publishers:
         pub.start()
     for pub in publishers:
         pub.wait(timeout)
     return time.monotonic() - started
+
+
+def publish_all(port: int, credentials: dict[str, str], per_device: int,
+                rate_per_device: float | None = None, timeout: float = 600,
+                units: bool = False) -> float:
+    """Run every device's publisher to completion; returns the wall time it took."""
+    return run_publishers([DevicePublisher(port, d, p, per_device, rate_per_device, units)
+                           for d, p in credentials.items()], timeout)
+
+
+def publish_gateways(port: int, credentials: dict[str, str], children: dict[str, list[str]],
+                     per_gateway: int, rate_per_gateway: float | None = None,
+                     timeout: float = 600, units: bool = False) -> float:
+    """Run every gateway's publisher (`per_gateway` batches) to completion; the wall time."""
+    return run_publishers([GatewayPublisher(port, g, p, children[g], per_gateway,
+                                            rate_per_gateway, units)
+                           for g, p in credentials.items()], timeout)
 
 
 class TrackedDevice:

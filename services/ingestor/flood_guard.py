@@ -68,11 +68,15 @@ class FloodGuard:
                  metrics: IngestorMetrics, owns_device: Callable[[str], bool]) -> None:
         self.enabled = settings.device_rate_limit > 0
         self.buckets = TokenBuckets(settings.device_rate_limit, settings.device_burst)
+        # A gateway speaks for many devices: its own, wider bucket (same suspension).
+        self.gateway_buckets = TokenBuckets(settings.gateway_rate_limit, settings.gateway_burst)
         self.cooldown = settings.suspend_seconds
         self.max_cooldown = settings.suspend_max_seconds
         self.actor = settings.mqtt_username
-        self.detail = (f"over the device's limit of {settings.device_rate_limit:g} messages/s "
-                       f"(burst {settings.device_burst})")
+        self.detail = (f"over the account's message rate limit: {settings.device_rate_limit:g}"
+                       f"/s (burst {settings.device_burst}) for a device, "
+                       f"{settings.gateway_rate_limit:g}/s (burst {settings.gateway_burst}) "
+                       "for a gateway")
         self.pool = pool
         self.metrics = metrics
         self.owns_device = owns_device
@@ -81,10 +85,12 @@ class FloodGuard:
         self._wake = asyncio.Event()
         self._waiting_log = LogWindow(60.0)  # a dependency outage: once a minute, not a tick
 
-    def admit(self, device_id: str) -> bool:
-        """Called for every message before it is parsed: False means drop it as
-        `rate_limited` (and suspend the device if it is not suspended already)."""
-        if not self.enabled or self.buckets.admit(device_id, time.monotonic()):
+    def admit(self, device_id: str, gateway: bool = False) -> bool:
+        """Called for every message before it is parsed, with the account that sent it (a
+        device, or a gateway): False means drop it as `rate_limited` (and suspend the
+        account if it is not suspended already)."""
+        buckets = self.gateway_buckets if gateway else self.buckets
+        if not self.enabled or buckets.admit(device_id, time.monotonic()):
             return True
         if device_id not in self.suspended:
             self.suspended.add(device_id)
@@ -109,6 +115,7 @@ class FloodGuard:
             except InsaError as exc:  # the broker refused a command: try again next tick
                 log.error("flood guard command failed", error=str(exc))
             self.buckets.forget_full(time.monotonic())
+            self.gateway_buckets.forget_full(time.monotonic())
             await wait_any(self._wake, timeout=TICK_SECONDS)
             self._wake.clear()
 

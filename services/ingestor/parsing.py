@@ -32,7 +32,7 @@ MAX_PAST_AGE_DAYS = 1_000_000
 
 class MessageParser:
     def __init__(self, settings: IngestorSettings,
-                 admit: Callable[[str], bool] = lambda _device: True,
+                 admit: Callable[[str, bool], bool] = lambda _account, _gateway: True,
                  over_limit: str = "") -> None:
         # The flood guard: a message it does not admit is rejected unparsed (cheaply).
         self.admit, self.over_limit = admit, over_limit
@@ -58,7 +58,7 @@ class MessageParser:
             if topic.gateway is not None:
                 check_device_id(topic.gateway)
                 account = topic.gateway
-            if not self.admit(account):
+            if not self.admit(account, topic.gateway is not None):
                 raise ValidationFailed("rate_limited", self.over_limit)
             if len(delivery.payload) > self.max_payload:
                 raise ValidationFailed("payload_too_large",

@@ -48,6 +48,9 @@ class IngestorSettings(PartitionedSettings):
     # suspended for a cool-down, doubled for each repeat within a day. 0 turns it off.
     device_rate_limit: float = Field(100.0, ge=0)
     device_burst: int = Field(5000, ge=1)
+    # A gateway's account, which publishes for many devices: the same, wider.
+    gateway_rate_limit: float = Field(2000.0, gt=0)
+    gateway_burst: int = Field(50000, ge=1)
     suspend_seconds: float = Field(300.0, gt=0)
     suspend_max_seconds: float = Field(86400.0, gt=0)
     # Sparkplug B Primary Host Application (docs/architecture.md, "Sparkplug B host"): on

@@ -47,6 +47,7 @@ from shared.sparkplug.topics import (
 
 log = structlog.get_logger(__name__)
 TICK_SECONDS = 0.25
+OFFLINE_TIMEOUT_SECONDS = 2.0
 COMMANDS = child_topic(ANY, ANY, "command")
 CONFIGS = child_topic(ANY, ANY, "config")
 
@@ -80,11 +81,26 @@ class SparkplugHost:
         return Will(self.state_topic, state_payload(False, self.timestamp), qos=1, retain=True)
 
     async def run(self, stop: asyncio.Event) -> None:
+        disconnect = asyncio.Event()  # after the offline STATE, when stopping
         async with asyncio.TaskGroup() as group:
-            group.create_task(self.connection.run(stop), name="sparkplug-mqtt")
+            group.create_task(self.connection.run(disconnect), name="sparkplug-mqtt")
             group.create_task(self._announce(stop), name="sparkplug-state")
             group.create_task(self._send(stop), name="sparkplug-send")
             group.create_task(self._tick(stop), name="sparkplug-gaps")
+            await stop.wait()
+            await self._offline()
+            disconnect.set()
+
+    async def _offline(self) -> None:
+        """An intentional disconnect says so first: `online: false` with this connect's T
+        (the broker discards the Will on a clean DISCONNECT)."""
+        if not self.connection.connected.is_set():
+            return
+        try:
+            await self.connection.publish(self.state_topic, state_payload(False, self.timestamp),
+                                          retain=True, timeout=OFFLINE_TIMEOUT_SECONDS)
+        except InsaError as exc:
+            log.warning("sparkplug offline STATE not published", error=str(exc))
 
     # --- STATE --------------------------------------------------------------------------
     async def _announce(self, stop: asyncio.Event) -> None:

@@ -19,6 +19,7 @@ from shared.mqtt import (
     status_topic,
     telemetry_topic,
     tls_context,
+    topic_device_id,
 )
 from shared.settings import CommonSettings
 
@@ -81,3 +82,21 @@ def test_the_tls_context_verifies_the_broker_against_the_configured_ca(
     assert context is not None
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert len(context.get_ca_certs()) == 1  # only the configured CA, not the system store
+
+
+@pytest.mark.parametrize(("topic", "parsed"), [
+    ("insa/gateways/gw/telemetry", DeviceTopic("gw", "gateway_telemetry", gateway="gw")),
+    ("insa/gateways/gw/status", DeviceTopic("gw", "gateway_status", gateway="gw")),
+    ("insa/gateways/gw/devices/W-1/telemetry", DeviceTopic("W-1", "telemetry", gateway="gw")),
+    ("insa/gateways/gw/devices/W-1/telemetry/pip", DeviceTopic("W-1", "metric", "pip", "gw")),
+    ("insa/gateways/gw/devices/W-1/status", DeviceTopic("W-1", "status", gateway="gw")),
+    ("insa/gateways/gw/devices/W-1/command", None),  # platform → gateway
+    ("insa/gateways/gw/devices/W-1/command/ack", None),  # for the API
+    ("insa/gateways/gw/devices/W-1/telemetry/a/b", None),
+    ("insa/gateways/gw/other", None),
+])
+def test_gateway_topics_parse_to_their_child_device_and_gateway(
+        topic: str, parsed: DeviceTopic | None) -> None:
+    assert parse_device_topic(topic) == parsed
+    # Partitioned replicas split by the gateway, so a batch and its parts stay together.
+    assert topic_device_id(topic) == "gw"

@@ -230,3 +230,25 @@ def test_a_past_bound_beyond_year_1_still_rejects_an_unconvertible_timestamp(
 def test_a_past_bound_beyond_year_1_lets_1900_through(unbounded_parser: MessageParser) -> None:
     item = parsed(unbounded_parser, "telemetry", b'{"ts": "1900-01-01T00:00:00Z", "a": 1}')
     assert item.reject is None and item.readings[0].ts.year == 1900
+
+
+def test_a_gateways_batch_is_a_part_per_child_and_the_flood_guard_counts_the_gateway(
+        ) -> None:
+    asked: list[tuple[str, bool]] = []
+    parser = MessageParser(IngestorSettings(mqtt_password="x" * 16),
+                           admit=lambda account, gateway: asked.append((account, gateway))
+                           or True)
+    item = parser.parse(delivery("insa/gateways/rtu-1/telemetry", orjson.dumps(
+        {"W-1": {"pip": 850}, "W-2": [{"ts": 1796600000, "pip": 1}, {"ts": 1796600060}],
+         "insa-api": {"pip": 2}, "W-3": {"pip": "high", "ts": "yesterday"}})))
+    assert item.reject is None and item.gateway == "rtu-1"
+    parts = {p.device_id: (len(p.readings), p.reject and p.reject.reason) for p in item.parts}
+    assert parts == {"W-1": (1, None), "W-2": (0, "no_values"),
+                     "insa-api": (0, "bad_device_name"), "W-3": (0, "invalid_timestamp")}
+    assert all(p.gateway == "rtu-1" and p.delivery is item.delivery for p in item.parts)
+    child = parser.parse(delivery("insa/gateways/rtu-1/devices/W-1/telemetry/pip", b"850"))
+    assert (child.device_id, child.gateway, child.kind) == ("W-1", "rtu-1", "metric")
+    assert asked == [("rtu-1", True), ("rtu-1", True)]
+    whole = parser.parse(delivery("insa/gateways/rtu-1/telemetry", b"[]"))
+    assert whole.reject is not None and whole.reject.reason == "schema_violation"
+    assert whole.parts == []

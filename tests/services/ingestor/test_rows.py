@@ -74,7 +74,8 @@ def test_an_unregistered_device_becomes_a_reject(parser: MessageParser) -> None:
 
 def test_a_flood_is_one_reject_per_device_and_mapping_again_counts_the_same() -> None:
     flooding = MessageParser(IngestorSettings(mqtt_password="x" * 16),
-                             admit=lambda device: device != "esp-1", over_limit="over")
+                             admit=lambda device, _gateway: device != "esp-1",
+                             over_limit="over")
     items = [parse(flooding, "insa/devices/esp-1/telemetry", {"flow_rate": i})
              for i in range(5)] + [parse(flooding, "insa/devices/esp-2/telemetry", {"x": 1})]
     for _ in range(2):  # a batch retried after an outage is mapped again

@@ -5,6 +5,7 @@ commands from the API as DCMD."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -99,13 +100,16 @@ async def born(edge: EdgeNode, db_url: str) -> None:
                      what="the device's birth values")
 
 
-async def test_the_host_announces_its_state_online_with_its_wills_timestamp(
-        edge: EdgeNode) -> None:
+async def test_the_host_announces_its_state_online_and_offline_when_it_stops(
+        edge: EdgeNode, host: ServiceProcess) -> None:
     # Retained: an edge node that connects later learns the host is online.
     await edge.subscribe(f"spBv1.0/STATE/{HOST}", qos=1)
-    message = await edge.next_message()
-    assert message.retain and message.json["online"] is True
-    assert abs(message.json["timestamp"] - now_ms()) < 60_000
+    online = await edge.next_message()
+    assert online.retain and online.json["online"] is True
+    assert abs(online.json["timestamp"] - now_ms()) < 60_000
+    await asyncio.to_thread(host.stop)  # an intentional stop says so, with the same T
+    offline = await edge.next_message(topic=f"spBv1.0/STATE/{HOST}")
+    assert offline.json == {"online": False, "timestamp": online.json["timestamp"]}
 
 
 async def test_births_aliases_and_data_are_stored_as_the_devices_readings(
