@@ -113,6 +113,9 @@ class MqttConnection:
         self.connection = 0  # counts accepted connections
         self.connected = asyncio.Event()
         self.paused = False
+        # Set to end with MQTT 5's "Disconnect with Will Message" (0x04): the broker then
+        # publishes the Will, which a plain DISCONNECT discards.
+        self.disconnect_with_will = False
         self._handlers: dict[str, Callable[[bytes], None]] = {}
         self._pending: dict[int, asyncio.Future[ReasonCode]] = {}
         self._lost = asyncio.Event()
@@ -186,7 +189,9 @@ class MqttConnection:
         if self.client.socket() is None:
             return
         deadline = self._loop.time() + timeout
-        self.client.disconnect()
+        self.client.disconnect(reasoncode=ReasonCode(
+            PacketTypes.DISCONNECT, "Disconnect with will message")
+            if self.disconnect_with_will else None)
         while self.client.socket() is not None and self.client.want_write() \
                 and self._loop.time() < deadline:
             self.client.loop_write()

@@ -31,12 +31,13 @@ async def expand(conn: asyncpg.Connection, items: list[Parsed],
     auto_register = {r["gateway_id"]: r["auto_register"] for r in await conn.fetch(
         "SELECT gateway_id, auto_register FROM gateways WHERE gateway_id = any($1::text[])",
         names)}
-    children = {p.device_id for p in flat if p.gateway is not None
+    # Only parts still standing name a device: a rejected one may name anything.
+    children = {p.device_id for p in flat if p.gateway is not None and p.reject is None
                 and p.kind != "gateway_status" and p.device_id is not None}
     assigned = await _assignments(conn, children)
     new = sorted({p.device_id for p in flat
-                  if p.device_id is not None and p.device_id not in assigned
-                  and p.kind != "gateway_status" and auto_register.get(p.gateway or "")})
+                  if p.device_id in children and p.device_id not in assigned
+                  and auto_register.get(p.gateway or "")})
     if new:
         parents = {p.device_id: p.gateway for p in flat if p.device_id in new}
         await conn.execute(

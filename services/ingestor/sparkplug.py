@@ -11,19 +11,25 @@ B"): an edge node is the gateway `<group>:<edge>`, its own metrics are the devic
 
 from __future__ import annotations
 
+import math
 import re
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from services.ingestor.batch import Parsed, Reject
+from services.ingestor.parsing import check_units
+from shared.errors import ValidationFailed
 from shared.mqtt_connection import Message
-from shared.schemas import Limits, Reading, StatusChange, Value
+from shared.schemas import Limits, Reading, StatusChange, Value, check_device_id
 from shared.sparkplug import SparkplugError
 from shared.sparkplug.payload import DataType, Metric, Payload, decode, resolve
 from shared.sparkplug.topics import MessageType, Topic
 
 BD_SEQ = "bdSeq"
+MAX_SEQ = 255
+RECENT_SEQS = 32  # seqs taken lately: one seen again is a repeat, not a new gap
 REBIRTH = "Node Control/Rebirth"
 # Metrics that are controls of the edge node, not measurements: not stored.
 CONTROL_PREFIXES = ("Node Control/", "Device Control/")
@@ -36,6 +42,7 @@ QUALITY_PROPERTIES = ("Quality", "quality")
 NOT_A_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
 
 RejectFor = Callable[[Message, str | None, str, str], Reject]
+_LOST = Message("", b"", 0, 0, False, 0)  # what stands for a delivery when none came
 
 
 class UnknownMetric(SparkplugError):
@@ -83,12 +90,12 @@ class NodeSession:
     # seq -> (topic, message, payload, received): held until the gap before them closes.
     held: dict[int, tuple[Topic, Message, Payload, datetime]] = field(default_factory=dict)
     gap_since: float | None = None
+    recent: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_SEQS))
 
 
 @dataclass(slots=True)
 class Outcome:
     items: list[Parsed] = field(default_factory=list)
-    rebirth: list[tuple[str, str]] = field(default_factory=list)  # (group, edge node)
     born: list[str] = field(default_factory=list)  # platform device ids just born
 
 
@@ -110,6 +117,7 @@ class SparkplugSessions:
         self.limits = limits
         self.nodes: dict[tuple[str, str], NodeSession] = {}
         self._asked: dict[tuple[str, str], float] = {}  # last rebirth request (monotonic)
+        self._wanted: set[tuple[str, str]] = set()  # rebirths to ask for when allowed
         # platform device id -> (group, edge node) and the Sparkplug device (None: the node)
         self._index: dict[str, tuple[tuple[str, str], str | None]] = {}
         self.counts: dict[str, int] = {}  # what happened, for metrics and tests
@@ -119,17 +127,27 @@ class SparkplugSessions:
                 now: float) -> Outcome:
         out = Outcome()
         if topic.message_type in (MessageType.NCMD, MessageType.DCMD):
-            return out  # a host's commands (ours included): nothing to store
+            return out  # a host's commands: nothing to store
         key = (topic.group_id, topic.edge_node_id)
         try:
+            for part in _ids(topic, topic.device_id):
+                check_device_id(part)
+        except ValidationFailed as exc:
+            out.items.append(self._rejected(topic, message, received, "bad_sparkplug",
+                                            f"{exc.message} (Sparkplug ids become the "
+                                            "platform's device ids)"))
+            return out
+        try:
             payload = decode(message.payload)
+            if payload.seq is not None and not 0 <= payload.seq <= MAX_SEQ:
+                raise SparkplugError(f"seq {payload.seq} is outside 0-{MAX_SEQ}")
         except SparkplugError as exc:
             out.items.append(self._rejected(topic, message, received, "bad_sparkplug",
                                             str(exc)))
             return out
         kind = topic.message_type
         if kind is MessageType.NBIRTH:
-            self._node_birth(topic, message, payload, received, now, out)
+            self._node_birth(topic, message, payload, received, out)
         elif kind is MessageType.NDEATH:
             self._node_death(topic, message, payload, received, out)
         else:
@@ -139,14 +157,15 @@ class SparkplugSessions:
                 out.items.append(self._rejected(
                     topic, message, received, "sparkplug_no_birth",
                     f"{kind} from edge node {topic.edge_node_id} before its NBIRTH"))
-                self._ask(key, now, out, self.triggers.on_unknown)
+                self._want(key, self.triggers.on_unknown)
                 return out
             self._in_order(session, topic, message, payload, received, now, out)
         return out
 
     def expire_gaps(self, now: float) -> Outcome:
-        """Take messages held past the reorder timeout as they are, and ask for a rebirth:
-        what was missing is lost (Sparkplug data is QoS 0), the rebirth refreshes state."""
+        """Take messages held past the reorder timeout, in seq order, and ask for a
+        rebirth: what was missing is lost (Sparkplug data is QoS 0), the rebirth refreshes
+        the values and aliases."""
         out = Outcome()
         for key, session in self.nodes.items():
             if session.gap_since is None or now - session.gap_since < \
@@ -155,89 +174,125 @@ class SparkplugSessions:
             self._count("seq_gap")
             for seq in sorted(session.held, key=lambda s: (s - session.seq) % 256):
                 topic, message, payload, received = session.held.pop(seq)
-                session.seq = seq
-                self._apply(session, topic, message, payload, received, now, out)
+                self._take(session, seq, topic, message, payload, received, out)
             session.gap_since = None
-            self._ask(key, now, out, self.triggers.on_gap)
+            self._want(key, self.triggers.on_gap)
+        return out
+
+    def rebirths_due(self, now: float) -> list[tuple[str, str]]:
+        """The edge nodes to ask for a rebirth now: wanted, and not asked within
+        `min_interval` (a request held back is sent once the interval has passed, not
+        dropped). Call only when the request can be sent."""
+        due = [key for key in self._wanted if now - self._asked.get(key, -1e18) >=
+               self.triggers.min_interval]
+        for key in due:
+            self._wanted.discard(key)
+            self._asked[key] = now
+            self._count("rebirth_requested")
+        return due
+
+    def lost(self, received: datetime) -> Outcome:
+        """The host's connection ended: every node it knew is offline to it (what they
+        send meanwhile is lost to a clean session), and each must be born again."""
+        out = Outcome()
+        for (group, edge), session in self.nodes.items():
+            if session.online:
+                out.items.append(self._offline(Topic(group, MessageType.NDEATH, edge),
+                                               _LOST, received))
+        self.nodes.clear()
         return out
 
     def edge_node_of(self, device_id: str
                      ) -> tuple[tuple[str, str], str | None, DeviceSession] | None:
         """Where a platform device lives, for a command: its edge node, its Sparkplug
-        device id (None for the node's own metrics) and what its last birth declared."""
+        device id (None for the node's own metrics) and what its last birth declared;
+        None unless it is born and online."""
         found = self._index.get(device_id)
         if found is None:
             return None
         key, device = found
         session = self.nodes.get(key)
-        if session is None:
+        if session is None or not session.online:
             return None
         state = session.node if device is None else session.devices.get(device)
-        return None if state is None else (key, device, state)
+        return None if state is None or not state.online else (key, device, state)
+
+    def knows_node(self, gateway_id: str) -> bool:
+        return any(f"{g}:{e}" == gateway_id for g, e in self.nodes)
 
     # --- births and deaths --------------------------------------------------------------
     def _node_birth(self, topic: Topic, message: Message, payload: Payload,
-                    received: datetime, now: float, out: Outcome) -> None:
+                    received: datetime, out: Outcome) -> None:
+        key = (topic.group_id, topic.edge_node_id)
+        previous = self.nodes.get(key)
+        if previous is not None:  # a rebirth: devices not born again are gone
+            for device, state in previous.devices.items():
+                if state.online:
+                    out.items.append(self._status(topic, message, received, device, False,
+                                                  None))
         node = DeviceSession()
-        bd_seq = _bd_seq(payload)
-        self.nodes[(topic.group_id, topic.edge_node_id)] = NodeSession(
-            bd_seq=bd_seq, seq=payload.seq if payload.seq is not None else 0, node=node)
+        session = self.nodes[key] = NodeSession(bd_seq=_bd_seq(payload), seq=payload.seq or 0,
+                                                node=node)
+        session.recent.append(session.seq)
         self._count("nbirth")
-        device_id, _gateway = _ids(topic, None)
-        self._index[device_id] = ((topic.group_id, topic.edge_node_id), None)
+        device_id, gateway = _ids(topic, None)
+        self._index[device_id] = (key, None)
         out.born.append(device_id)
+        # The gateway (its status in the catalog) and the node's own device.
+        out.items.append(Parsed(message, gateway, received, "gateway_status",
+                                status=StatusChange(True, received), gateway=gateway))
         out.items.append(self._status(topic, message, received, None, True, payload))
-        self._learn(node, payload.metrics)
-        self._readings(topic, message, payload, received, node, None, now, out)
+        self._learn(topic, message, received, node, payload.metrics, out)
+        self._readings(topic, message, payload, received, node, None, out)
 
     def _node_death(self, topic: Topic, message: Message, payload: Payload,
                     received: datetime, out: Outcome) -> None:
         session = self.nodes.get((topic.group_id, topic.edge_node_id))
         bd_seq = _bd_seq(payload)
-        if session is None or not session.online or (
-                bd_seq is not None and session.bd_seq is not None and bd_seq != session.bd_seq):
+        if session is not None and (not session.online or (
+                bd_seq is not None and session.bd_seq is not None and bd_seq != session.bd_seq)):
             self._count("stale_ndeath")  # a late Will of a session a rebirth replaced
             return
         self._count("ndeath")
-        session.online = False
-        session.held.clear()
-        session.gap_since = None
-        out.items.append(self._status(topic, message, received, None, False, None))
-        for device, state in session.devices.items():
-            if state.online:
-                state.online = False
-                out.items.append(self._status(topic, message, received, device, False, None))
+        if session is not None:
+            session.online = False
+            session.held.clear()
+            session.gap_since = None
+        # Unknown to this host (it started after the birth): the catalog knows its devices.
+        out.items.append(self._offline(topic, message, received))
+
+    def _offline(self, topic: Topic, message: Message, received: datetime) -> Parsed:
+        """The node's gateway offline: the ingestor marks each of its devices offline, at
+        the time the death arrived (an NDEATH is a Will, stamped when the node connected)."""
+        _device, gateway = _ids(topic, None)
+        return Parsed(message, gateway, received, "gateway_status",
+                      status=StatusChange(False, received), gateway=gateway)
 
     # --- in order -----------------------------------------------------------------------
     def _in_order(self, session: NodeSession, topic: Topic, message: Message,
                   payload: Payload, received: datetime, now: float, out: Outcome) -> None:
-        if payload.seq is None:
+        seq = payload.seq
+        if seq is None:
             out.items.append(self._rejected(topic, message, received, "bad_sparkplug",
                                             f"{topic.message_type} without a seq"))
             return
-        expected = (session.seq + 1) % 256
-        if payload.seq != expected and session.gap_since is None and \
-                (payload.seq - expected) % 256 > 128:
-            self._count("seq_behind")  # an old one come late: taken, order kept
-            self._apply(session, topic, message, payload, received, now, out)
-            return
-        if payload.seq != expected:
-            session.held[payload.seq] = (topic, message, payload, received)
+        if seq == (session.seq + 1) % 256:
+            self._take(session, seq, topic, message, payload, received, out)
+            while (nxt := (session.seq + 1) % 256) in session.held:
+                self._take(session, nxt, *session.held.pop(nxt), out)
+            if not session.held:
+                session.gap_since = None
+        elif seq in session.recent:
+            self._count("seq_repeated")  # taken already: never twice, never backwards
+        else:  # ahead of a gap (or after a lost reconnect): wait for what is missing
+            session.held[seq] = (topic, message, payload, received)
             if session.gap_since is None:
                 session.gap_since = now
-            return
-        session.seq = payload.seq
-        self._apply(session, topic, message, payload, received, now, out)
-        while (nxt := (session.seq + 1) % 256) in session.held:
-            held_topic, held_message, held_payload, held_received = session.held.pop(nxt)
-            session.seq = nxt
-            self._apply(session, held_topic, held_message, held_payload, held_received, now,
-                        out)
-        if not session.held:
-            session.gap_since = None
 
-    def _apply(self, session: NodeSession, topic: Topic, message: Message, payload: Payload,
-               received: datetime, now: float, out: Outcome) -> None:
+    def _take(self, session: NodeSession, seq: int, topic: Topic, message: Message,
+              payload: Payload, received: datetime, out: Outcome) -> None:
+        session.seq = seq
+        session.recent.append(seq)
         kind, device = topic.message_type, topic.device_id
         if kind is MessageType.DBIRTH:
             assert device is not None
@@ -247,8 +302,8 @@ class SparkplugSessions:
             self._index[device_id] = ((topic.group_id, topic.edge_node_id), device)
             out.born.append(device_id)
             out.items.append(self._status(topic, message, received, device, True, payload))
-            self._learn(state, payload.metrics)
-            self._readings(topic, message, payload, received, state, device, now, out)
+            self._learn(topic, message, received, state, payload.metrics, out)
+            self._readings(topic, message, payload, received, state, device, out)
         elif kind is MessageType.DDEATH:
             assert device is not None
             known = session.devices.get(device)
@@ -257,7 +312,7 @@ class SparkplugSessions:
             self._count("ddeath")
             out.items.append(self._status(topic, message, received, device, False, payload))
         elif kind is MessageType.NDATA:
-            self._readings(topic, message, payload, received, session.node, None, now, out)
+            self._readings(topic, message, payload, received, session.node, None, out)
         elif kind is MessageType.DDATA:
             assert device is not None
             current = session.devices.get(device)
@@ -266,56 +321,80 @@ class SparkplugSessions:
                 out.items.append(self._rejected(
                     topic, message, received, "sparkplug_no_birth",
                     f"DDATA from device {device} before its DBIRTH"))
-                self._ask((topic.group_id, topic.edge_node_id), now, out,
-                          self.triggers.on_unknown)
+                self._want((topic.group_id, topic.edge_node_id), self.triggers.on_unknown)
                 return
-            self._readings(topic, message, payload, received, current, device, now, out)
+            self._readings(topic, message, payload, received, current, device, out)
 
     # --- metrics to readings ------------------------------------------------------------
-    def _learn(self, state: DeviceSession, metrics: Iterable[Metric]) -> None:
+    def _learn(self, topic: Topic, message: Message, received: datetime,
+               state: DeviceSession, metrics: Iterable[Metric], out: Outcome) -> None:
+        """What a birth declares; a metric it cannot declare (no name, no datatype, or a
+        value that does not decode) is a reject, not a reason to ask for a rebirth again."""
+        problems = []
         for m in metrics:
             if m.name is None or m.datatype is None:
+                problems.append(f"birth metric {m.name or m.alias!r} has no "
+                                f"{'name' if m.name is None else 'datatype'}")
                 continue
             known = Known(m.name, m.datatype, _unit(m), metric_name(m, m.name))
             state.by_name[m.name] = known
             if m.alias is not None:
                 state.by_alias[m.alias] = known
+        if problems:
+            out.items.append(self._rejected(topic, message, received, "bad_sparkplug",
+                                            "; ".join(problems)[:900]))
 
     def _readings(self, topic: Topic, message: Message, payload: Payload,
-                  received: datetime, state: DeviceSession, device: str | None, now: float,
+                  received: datetime, state: DeviceSession, device: str | None,
                   out: Outcome) -> None:
         """One item for the node's or device's metrics in this message: readings grouped
-        by timestamp (historical ones apart), or its reject when a metric is unknown (and
-        then a rebirth asked for, which declares the aliases again)."""
+        by timestamp (historical ones apart). A metric the birth did not declare rejects
+        the message and asks for a rebirth; a metric that does not decode, is not finite
+        or gives no name is left out, recorded as a reject beside the rest."""
         device_id, gateway = _ids(topic, device)
         item = Parsed(message, device_id, received, "telemetry", gateway=gateway)
         readings: dict[tuple[datetime, bool], Reading] = {}
+        problems: list[str] = []
         try:
             for metric in payload.metrics:
-                value = self._value(metric, state, topic)
-                if value is None:
+                try:
+                    value = self._value(metric, state, topic)
+                    if value is None:
+                        continue
+                    ts = _time(metric.timestamp or payload.timestamp, received, self.limits)
+                except UnknownMetric:
+                    raise
+                except SparkplugError as exc:
+                    problems.append(str(exc))
                     continue
-                ts = _time(metric.timestamp or payload.timestamp, received, self.limits)
                 group = readings.get((ts, metric.is_historical))
                 if group is None:
                     group = readings[(ts, metric.is_historical)] = Reading(
                         ts, None, [], historical=metric.is_historical)
                 group.values.append(value)
+            if sum(len(r.values) for r in readings.values()) > self.limits.max_values_per_reading:
+                raise ValidationFailed("too_many_values", f"more than "
+                                       f"{self.limits.max_values_per_reading} values")
+            item.readings = check_units(list(readings.values()))
         except UnknownMetric as exc:
             self._count("unknown_alias")
             item.reject = self.reject(message, device_id, "sparkplug_unknown_metric", str(exc))
             out.items.append(item)
-            self._ask((topic.group_id, topic.edge_node_id), now, out, self.triggers.on_unknown)
+            self._want((topic.group_id, topic.edge_node_id), self.triggers.on_unknown)
             return
-        except SparkplugError as exc:
-            item.reject = self.reject(message, device_id, "bad_sparkplug", str(exc))
+        except ValidationFailed as exc:
+            item.readings = []
+            item.reject = self.reject(message, device_id, exc.reason, exc.message)
+        if item.readings or item.reject is not None:
             out.items.append(item)
-            return
-        item.readings = list(readings.values())
-        if item.readings:
-            out.items.append(item)
+        if problems:
+            self._count("bad_metric")
+            out.items.append(self._rejected(topic, message, received, "bad_sparkplug",
+                                            "; ".join(problems)[:900], device))
 
     def _value(self, metric: Metric, state: DeviceSession, topic: Topic) -> Value | None:
+        if metric.error is not None:
+            raise SparkplugError(metric.error)
         known = None
         if metric.alias is not None and metric.name is None:
             known = state.by_alias.get(metric.alias)
@@ -341,7 +420,10 @@ class SparkplugSessions:
         quality = _quality(metric)
         kind, raw = metric.datatype, metric.value
         if kind in NUMERIC and isinstance(raw, bool | int | float):
-            return Value(platform_name, float(raw), None, quality, unit)
+            number = float(raw)
+            if not math.isfinite(number):
+                raise SparkplugError(f"metric {name!r}: {number} is not a finite value")
+            return Value(platform_name, number, None, quality, unit)
         if kind in TEXT and isinstance(raw, str):
             return Value(platform_name, None, raw.replace("\x00", ""), quality, unit)
         self._count("unsupported_datatype")  # arrays, DataSets, Templates, bytes, files
@@ -349,35 +431,25 @@ class SparkplugSessions:
 
     # --- helpers ------------------------------------------------------------------------
     def _status(self, topic: Topic, message: Message, received: datetime,
-                device: str | None, online: bool, payload: Payload | None) -> Parsed:
-        """A birth's status at its timestamp; a death's (`payload` None) when it arrived:
-        an NDEATH is the Will, stamped when the node connected."""
+                device: str | None, online: bool, _payload: Payload | None) -> Parsed:
+        """A birth's or death's status at the time it arrived: one clock for both (an
+        NDEATH is a Will stamped when the node connected, and an edge's clock ahead of ours
+        would otherwise make its death look older than its birth)."""
         device_id, gateway = _ids(topic, device)
-        try:
-            ts = _time(payload.timestamp if payload else None, received, self.limits)
-        except SparkplugError:  # a birth counts even with a bad clock
-            ts = received
         return Parsed(message, device_id, received, "status",
-                      status=StatusChange(online, ts), gateway=gateway)
+                      status=StatusChange(online, received), gateway=gateway)
 
     def _rejected(self, topic: Topic, message: Message, received: datetime, reason: str,
-                  detail: str) -> Parsed:
-        device_id, gateway = _ids(topic, topic.device_id)
+                  detail: str, device: str | None = None) -> Parsed:
+        device_id, gateway = _ids(topic, device or topic.device_id)
         item = Parsed(message, device_id, received, "telemetry", gateway=gateway)
         item.reject = self.reject(message, device_id, reason, detail)
         return item
 
-    def _ask(self, key: tuple[str, str], now: float, out: Outcome, enabled: bool) -> None:
-        """Ask for a rebirth, at most once per `min_interval` per edge node (no storms)."""
-        if not enabled:
-            return
-        last = self._asked.get(key)
-        if last is not None and now - last < self.triggers.min_interval:
-            self._count("rebirth_suppressed")
-            return
-        self._asked[key] = now
-        self._count("rebirth_requested")
-        out.rebirth.append(key)
+    def _want(self, key: tuple[str, str], enabled: bool) -> None:
+        """A rebirth for this node, sent by the host when `rebirths_due` allows it."""
+        if enabled:
+            self._wanted.add(key)
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1

@@ -95,6 +95,7 @@ class DataType(IntEnum):
     DateTimeArray = 34
 
 
+_DATATYPES = frozenset(t.value for t in DataType if t is not DataType.Unknown)
 # DataSet columns and template parameters take these only ("basic types" in the spec).
 _BASIC = frozenset(DataType(n) for n in range(DataType.Int8, DataType.Text + 1))
 
@@ -160,6 +161,9 @@ class Metric:
     metadata: MetaData | None = None
     raw_field: str | None = None  # the protobuf value field that was set ("int_value"...)
     raw_value: RawValue = None
+    # Set when this metric does not decode (a value out of its datatype's range...): the
+    # payload's other metrics still stand (`value` is then None).
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +209,7 @@ def decode(data: bytes) -> Payload:
         seq=message.seq if message.HasField("seq") else None,
         uuid=_text(message.uuid, "uuid") if message.HasField("uuid") else None,
         body=message.body if message.HasField("body") else None,
-        metrics=_metrics(message.metrics, "metric"),
+        metrics=_metrics(message.metrics, "metric", lenient=True),
     )
 
 
@@ -241,7 +245,10 @@ def _label(name: str | None, alias: int | None) -> str:
     return repr(name) if name is not None else f"alias {alias}" if alias is not None else "?"
 
 
-def _metrics(items: Iterable[pb.Payload.Metric], what: str) -> tuple[Metric, ...]:
+def _metrics(items: Iterable[pb.Payload.Metric], what: str, lenient: bool = False
+             ) -> tuple[Metric, ...]:
+    """The metrics; `lenient`: one that does not decode is kept with its `error` (and its
+    name, alias and datatype when those read), else it fails the whole payload."""
     out = []
     for index, item in enumerate(items):
         try:
@@ -251,7 +258,11 @@ def _metrics(items: Iterable[pb.Payload.Metric], what: str) -> tuple[Metric, ...
             alias = item.alias if item.HasField("alias") else None
             known = name is not None or alias is not None
             where = f"{what} {index}" + (f" ({_label(name, alias)})" if known else "")
-            raise SparkplugError(f"{where}: {exc}") from None
+            if not lenient:
+                raise SparkplugError(f"{where}: {exc}") from None
+            datatype = DataType(item.datatype) if item.datatype in _DATATYPES else None
+            out.append(Metric(name=name, alias=alias, timestamp=None, datatype=datatype,
+                              value=None, error=f"{where}: {exc}"))
     return tuple(out)
 
 

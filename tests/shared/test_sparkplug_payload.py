@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -470,8 +471,19 @@ def test_what_we_encode_we_decode(case: tuple[DataType, Any]) -> None:
 ])
 def test_malformed_metrics_from_tahu_raise(tahu: TahuCodec, metric: dict[str, Any],
                                            why: str) -> None:
-    with pytest.raises(SparkplugError, match=why):
-        decode(tahu.encode({"timestamp": NOW, "metrics": [metric]}))
+    assert re.search(why, failure(tahu.encode({"timestamp": NOW, "metrics": [metric]})))
+
+
+def failure(data: bytes) -> str:
+    """Why `data` does not decode: the payload's error, or its one bad metric's (a bad
+    metric does not fail the others: it carries its error)."""
+    try:
+        payload = decode(data)
+    except SparkplugError as exc:
+        return str(exc)
+    errors = [m.error for m in payload.metrics if m.error is not None]
+    assert len(errors) == 1, payload
+    return errors[0]
 
 
 def malformed_protobuf() -> list[tuple[bytes, str]]:
@@ -507,8 +519,17 @@ def malformed_protobuf() -> list[tuple[bytes, str]]:
     *malformed_protobuf(),
 ])
 def test_malformed_bytes_raise(data: bytes, why: str) -> None:
-    with pytest.raises(SparkplugError, match=why):
-        decode(data)
+    assert re.search(why, failure(data))
+
+
+def test_a_bad_metric_leaves_the_others_of_its_payload(tahu: TahuCodec) -> None:
+    payload = decode(tahu.encode({"timestamp": NOW, "metrics": [
+        {"name": "good", "type": "Int32", "value": -5},
+        {"name": "bad", "alias": 3, "type": "UInt16", "value": 70000, "datatype": 6}]}))
+    good, bad = payload.metrics
+    assert (good.value, good.error) == (-5, None)
+    assert (bad.name, bad.alias, bad.value) == ("bad", 3, None)
+    assert bad.error is not None and "metric 1 ('bad')" in bad.error
 
 
 @pytest.mark.parametrize(("value", "datatype", "expected"), [

@@ -258,7 +258,13 @@ async def list_children(gateway_id: str, res: Res, who: Reader, after: str | Non
 async def assign(gateway_id: str, body: Assignment, res: Res, who: Writer) -> Children:
     wanted = sorted(set(body.device_ids))
     async with res.pool.acquire() as conn, conn.transaction():
-        await _locked(conn, gateway_id)
+        gateway = await _locked(conn, gateway_id)
+        foreign = [d for d in wanted if gateway["protocol"] == "sparkplug"
+                   and d != gateway_id and not d.startswith(gateway_id + ":")]
+        if foreign:  # a Sparkplug node's devices are named by the node (docs/payloads.md)
+            raise ValidationFailed("not_sparkplug_device", f"device_ids: {', '.join(foreign[:20])}"
+                                   f" are not {gateway_id} or {gateway_id}:<device>",
+                                   field="device_ids")
         rows = await conn.fetch("SELECT device_id, gateway_id, metadata FROM devices "
                                 "WHERE device_id = any($1::text[]) ORDER BY device_id "
                                 "FOR UPDATE", wanted)

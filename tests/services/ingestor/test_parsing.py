@@ -235,9 +235,12 @@ def test_a_past_bound_beyond_year_1_lets_1900_through(unbounded_parser: MessageP
 def test_a_gateways_batch_is_a_part_per_child_and_the_flood_guard_counts_the_gateway(
         ) -> None:
     asked: list[tuple[str, bool]] = []
-    parser = MessageParser(IngestorSettings(mqtt_password="x" * 16),
-                           admit=lambda account, gateway: asked.append((account, gateway))
-                           or True)
+
+    def admit(account: str, gateway: bool) -> bool:
+        asked.append((account, gateway))
+        return True
+
+    parser = MessageParser(IngestorSettings(mqtt_password="x" * 16), admit=admit)
     item = parser.parse(delivery("insa/gateways/rtu-1/telemetry", orjson.dumps(
         {"W-1": {"pip": 850}, "W-2": [{"ts": 1796600000, "pip": 1}, {"ts": 1796600060}],
          "insa-api": {"pip": 2}, "W-3": {"pip": "high", "ts": "yesterday"}})))

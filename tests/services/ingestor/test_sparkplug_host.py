@@ -107,9 +107,14 @@ async def test_the_host_announces_its_state_online_and_offline_when_it_stops(
     online = await edge.next_message()
     assert online.retain and online.json["online"] is True
     assert abs(online.json["timestamp"] - now_ms()) < 60_000
-    await asyncio.to_thread(host.stop)  # an intentional stop says so, with the same T
+    await asyncio.to_thread(host.stop)  # an intentional stop says so, when it happens
     offline = await edge.next_message(topic=f"spBv1.0/STATE/{HOST}")
-    assert offline.json == {"online": False, "timestamp": online.json["timestamp"]}
+    assert offline.json["online"] is False
+    assert offline.json["timestamp"] >= online.json["timestamp"]
+    # ... and nothing after it: the STATE kept for the next node is offline.
+    await edge.subscribe("spBv1.0/STATE/+", qos=1)
+    retained = await edge.next_message(topic=f"spBv1.0/STATE/{HOST}")
+    assert retained.retain and retained.json == offline.json
 
 
 async def test_births_aliases_and_data_are_stored_as_the_devices_readings(
