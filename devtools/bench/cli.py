@@ -15,8 +15,22 @@ def bench() -> None:
 
 
 @bench.command("ingest")
-@click.option("--messages", type=int, default=100_000, show_default=True)
-@click.option("--devices", type=int, default=20, show_default=True)
+@click.option("--via", type=click.Choice(["device", "gateway", "sparkplug"]), default="device",
+              show_default=True, help="The ingest path: devices' own telemetry topics, "
+              "gateways' batch topic (a reading of each child per message), or Sparkplug B "
+              "edge nodes (a DDATA per reading of a child) to the ingestor's host.")
+@click.option("--messages", type=int, default=100_000, show_default=True,
+              help="Messages in all (a gateway's holds --children readings).")
+@click.option("--devices", type=int, default=20, show_default=True,
+              help="Devices; with --via gateway, gateways; with --via sparkplug, edge nodes.")
+@click.option("--children", type=click.IntRange(1), default=10, show_default=True,
+              help="Child devices per gateway or edge node (--via gateway or sparkplug).")
+@click.option("--sparkplug-qos", type=click.IntRange(0, 1), default=0, show_default=True,
+              help="QoS of the edge nodes' births and data (the specification's is 0).")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Cap phase 2's publishers at this many readings/s in all (default: as "
+              "fast as they go). Sparkplug has no backpressure: at full speed the host "
+              "drops data once the ingestor's window is full.")
 @click.option("--batch", "batch_max_messages", type=int, default=1000, show_default=True,
               help="Ingestor batch size (messages).")
 @click.option("--replicas", type=int, default=1, show_default=True,
@@ -25,18 +39,23 @@ def bench() -> None:
               help="Every value as a {value, unit} object, most in a unit to convert.")
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON result here (default bench-results/ingest-<time>.json).")
-def bench_ingest(messages: int, devices: int, batch_max_messages: int, replicas: int,
-                 units: bool, output: str | None) -> None:
+def bench_ingest(via: str, messages: int, devices: int, children: int, sparkplug_qos: int,
+                 rate: float | None, batch_max_messages: int, replicas: int, units: bool,
+                 output: str | None) -> None:
     """Ingest throughput, latency, loss and duplicates vs the broker's raw pass-through."""
     from devtools.bench.ingest import BenchConfig, report
     from devtools.bench.ingest import run as run_bench
     from shared.logging import configure_logging
 
+    if units and via == "sparkplug":
+        raise click.BadParameter("Sparkplug metrics carry no {value, unit} objects",
+                                 param_hint="--units")
     configure_logging("bench", level="WARNING", fmt="console")
 
     result = run_bench(BenchConfig(messages=messages, devices=devices,
                                    batch_max_messages=batch_max_messages, replicas=replicas,
-                                   units=units),
+                                   units=units, via=via, children=children,
+                                   sparkplug_qos=sparkplug_qos, rate=rate),
                        progress=lambda line: click.echo(line, err=True))
     click.echo(report(result) + f"\nJSON: {save_result('ingest', result, output)}")
 

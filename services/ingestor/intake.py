@@ -16,3 +16,31 @@ class Intake(Protocol):
         """Take no more messages until `resume`."""
 
     def resume(self) -> None: ...
+
+
+class Pausable(Protocol):
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+class WithPaused:
+    """`intake`, whose pauses also pause `others`: connections whose messages need no ack
+    here (the Sparkplug host's QoS 0, acked on arrival) but must wait with it, so a full
+    window holds them back in TCP and the broker instead of growing the batch."""
+
+    def __init__(self, intake: Intake, *others: Pausable) -> None:
+        self.intake, self.others = intake, others
+
+    def ack(self, message: Message) -> bool:
+        return self.intake.ack(message)
+
+    def pause(self) -> None:
+        self.intake.pause()
+        for other in self.others:
+            other.pause()
+
+    def resume(self) -> None:
+        self.intake.resume()
+        for other in self.others:
+            other.resume()

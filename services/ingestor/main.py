@@ -66,6 +66,7 @@ async def serve(common: CommonSettings, settings: IngestorSettings, w: Worker) -
         lc.spawn("flood-guard", guard.run(lc.stopping, control))
         if settings.sparkplug_host_id:
             host = SparkplugHost(common, settings, health, pipeline)
+            pipeline.pause_with_intake(host)
             lc.spawn("sparkplug", host.run(lc.stopping))
         log.info("ingestor started", client_id=settings.mqtt_username,
                  partition=f"{settings.partition}/{settings.partitions}",

@@ -23,7 +23,7 @@ import structlog
 from services.ingestor import gateways, repository
 from services.ingestor.batch import Batch, Parsed, Reject
 from services.ingestor.flow_control import FlowControl
-from services.ingestor.intake import Intake
+from services.ingestor.intake import Intake, Pausable, WithPaused
 from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.parsing import MessageParser
 from services.ingestor.rejects import RejectLog
@@ -80,6 +80,10 @@ class Pipeline:
         if delivery.redelivered:
             self.metrics.redeliveries.inc()
         self.submit(item)
+
+    def pause_with_intake(self, other: Pausable) -> None:
+        """`other` (a connection feeding `submit`) pauses and resumes with the intake."""
+        self.flow.intake = WithPaused(self.flow.intake, other)
 
     def submit(self, item: Parsed) -> None:
         """Add an item parsed elsewhere (the Sparkplug host's; acked on its own

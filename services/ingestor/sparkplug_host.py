@@ -26,7 +26,6 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from services.ingestor.batch import Parsed
 from services.ingestor.pipeline import Pipeline
-from services.ingestor.rejects import LogWindow
 from services.ingestor.settings import IngestorSettings
 from services.ingestor.sparkplug import REBIRTH, Outcome, SparkplugSessions, Triggers
 from shared.errors import InsaError
@@ -74,7 +73,6 @@ class SparkplugHost:
         self.host_id = settings.sparkplug_host_id
         self.state_topic = state_topic(self.host_id)
         self.pipeline = pipeline
-        self.window = settings.receive_maximum
         self.sessions = SparkplugSessions(
             lambda message, device, reason, detail: pipeline.parser.reject(
                 message, device, reason, detail),
@@ -87,7 +85,6 @@ class SparkplugHost:
         self.desired: dict[str, dict[str, Any]] = {}  # device -> its desired config
         self.announced = 0  # the connection whose online STATE is out
         self.stopping = False
-        self.dropped_log = LogWindow(60.0)
         # noLocal: the host never hears its own STATE, NCMD or DCMD back.
         own = SubscribeOptions(qos=1, noLocal=True)
         self.connection = MqttConnection(
@@ -98,6 +95,15 @@ class SparkplugHost:
                            (CONFIGS, SubscribeOptions(qos=1))],
             on_message=self.on_message, will=self._will, health_key="sparkplug")
         self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue()
+
+    # The pipeline's flow control: reading waits while its window is full (QoS 0 has no
+    # ack to hold back); no longer once stopping, when the offline STATE's PUBACK must come.
+    def pause(self) -> None:
+        if not self.stopping:
+            self.connection.pause()
+
+    def resume(self) -> None:
+        self.connection.resume()
 
     def _will(self) -> Will:
         self.timestamp = now_ms()
@@ -112,6 +118,7 @@ class SparkplugHost:
                      group.create_task(self._tick(), name="sparkplug-tick")]
             await stop.wait()
             self.stopping = True
+            self.connection.resume()
             for part in parts:  # nothing may follow the offline STATE
                 part.cancel()
             await self._offline()
@@ -184,9 +191,7 @@ class SparkplugHost:
     def _refused(self, delivery: Message, kind: MessageType, gateway: str,
                  received: datetime) -> bool:
         """Refused before decoding, as the ingestor refuses any message: over the size
-        limit or the gateway's rate (the flood guard); and, while the pipeline holds a
-        full window (its database is away), data is dropped and counted: QoS 0 has no
-        backpressure, and a gap in seq asks the node for a rebirth afterwards."""
+        limit or the gateway's rate (the flood guard)."""
         parser = self.pipeline.parser
         reason = detail = ""
         if len(delivery.payload) > parser.max_payload:
@@ -194,13 +199,6 @@ class SparkplugHost:
                                                   f"{parser.max_payload}"
         elif kind is not MessageType.NDEATH and not parser.admit(gateway, True):
             reason, detail = "rate_limited", parser.over_limit
-        elif self.pipeline.flow.pending >= self.window and kind in (
-                MessageType.NDATA, MessageType.DDATA):
-            self.pipeline.metrics.rejects.labels("sparkplug_dropped").inc()
-            if (held := self.dropped_log.allow("dropped")) is not None:
-                log.warning("sparkplug data dropped: the pipeline's window is full",
-                            dropped_in_last_window=held)
-            return True
         if not reason:
             return False
         self.pipeline.submit(Parsed(delivery, gateway, received, "unknown", gateway=gateway,

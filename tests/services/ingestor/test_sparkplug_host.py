@@ -113,8 +113,9 @@ async def test_the_host_announces_its_state_online_and_offline_when_it_stops(
     assert offline.json["timestamp"] >= online.json["timestamp"]
     # ... and nothing after it: the STATE kept for the next node is offline.
     await edge.subscribe("spBv1.0/STATE/+", qos=1)
-    retained = await edge.next_message(topic=f"spBv1.0/STATE/{HOST}")
-    assert retained.retain and retained.json == offline.json
+    while not (retained := await edge.next_message(topic=f"spBv1.0/STATE/{HOST}")).retain:
+        pass  # a copy of the live one first, on some brokers' overlapping subscriptions
+    assert retained.json == offline.json
 
 
 async def test_births_aliases_and_data_are_stored_as_the_devices_readings(
