@@ -354,6 +354,7 @@ class SparkplugSessions:
         device_id, gateway = _ids(topic, device)
         item = Parsed(message, device_id, received, "telemetry", gateway=gateway)
         readings: dict[tuple[datetime, bool], Reading] = {}
+        times: dict[int | None, datetime] = {}
         problems: list[str] = []
         try:
             for metric in payload.metrics:
@@ -361,7 +362,10 @@ class SparkplugSessions:
                     value = self._value(metric, state, topic)
                     if value is None:
                         continue
-                    ts = _time(metric.timestamp or payload.timestamp, received, self.limits)
+                    ms = metric.timestamp or payload.timestamp
+                    ts = times.get(ms)  # metrics mostly share the payload's time
+                    if ts is None:
+                        ts = times[ms] = _time(ms, received, self.limits)
                 except UnknownMetric:
                     raise
                 except SparkplugError as exc:
@@ -468,6 +472,8 @@ def _bd_seq(payload: Payload) -> int | None:
 
 
 def _unit(metric: Metric) -> str | None:
+    if not metric.properties:
+        return None
     for key in UNIT_PROPERTIES:
         unit = metric.properties.get(key)
         if isinstance(unit, str) and unit:
@@ -476,6 +482,8 @@ def _unit(metric: Metric) -> str | None:
 
 
 def _quality(metric: Metric) -> int | None:
+    if not metric.properties:
+        return None
     for key in QUALITY_PROPERTIES:
         quality = metric.properties.get(key)
         if isinstance(quality, int) and not isinstance(quality, bool) and \

@@ -95,6 +95,7 @@ class DataType(IntEnum):
     DateTimeArray = 34
 
 
+_BY_VALUE = {t.value: t for t in DataType}
 _DATATYPES = frozenset(t.value for t in DataType if t is not DataType.Unknown)
 # DataSet columns and template parameters take these only ("basic types" in the spec).
 _BASIC = frozenset(DataType(n) for n in range(DataType.Int8, DataType.Text + 1))
@@ -187,10 +188,11 @@ class OutMetric:
 
 
 def data_type(value: int) -> DataType:
-    try:
-        return DataType(value)
-    except ValueError:
-        raise SparkplugError(f"unknown datatype {value}") from None
+    # A dict, not DataType(value): the Enum call was a tenth of the host's decoding time.
+    kind = _BY_VALUE.get(value)
+    if kind is None:
+        raise SparkplugError(f"unknown datatype {value}")
+    return kind
 
 
 # ---- decoding --------------------------------------------------------------------------
