@@ -203,3 +203,13 @@ async def test_a_command_from_the_api_reaches_the_device_as_dcmd(
                               lambda r: r.json()["status"] != "pending")
     assert failed.json()["status"] == "failed"
     assert "not in" in failed.json()["result"]["error"]
+    # Desired config: its keys written as metrics, and again after the device's rebirth.
+    config = await api.admin.post(f"/devices/{DEVICE}/config", json={"Speed/Setpoint": 55.0})
+    assert config.status_code == 202, config.text
+    written = await edge.next_message(topic="spBv1.0/North/DCMD/PadA/W1")
+    assert written.payload is not None
+    assert [(m["name"], m["value"]) for m in written.payload["metrics"]] == \
+        [("Speed/Setpoint", 55.0)]
+    await edge.publish("spBv1.0/North/DBIRTH/PadA/W1", dbirth(2))
+    again = await edge.next_message(topic="spBv1.0/North/DCMD/PadA/W1")
+    assert again.payload is not None and again.payload["metrics"][0]["value"] == 55.0
