@@ -26,6 +26,10 @@ class IngestorMetrics:
                                     "Messages the broker redelivered (DUP flag set)")
         self.rejects = counter("rejects_total", "Messages rejected and recorded, by reason",
                                ("reason",))
+        self.sparkplug_events = counter(
+            "sparkplug_events_total", "What the Sparkplug B host saw and did, by event (nbirth, "
+            "dbirth, ndeath, stale_ndeath, seq_gap, seq_repeated, before_birth, unknown_alias, "
+            "bad_metric, rebirth_requested, ...)", ("event",))
         self.rows = counter("rows_written_total", "Rows inserted, by table", ("table",))
         self.duplicate_rows = counter("duplicate_rows_total",
                                       "Rows already stored (redelivered messages)")

@@ -111,8 +111,10 @@ class Triggers:
 
 
 class SparkplugSessions:
-    def __init__(self, reject: RejectFor, triggers: Triggers, limits: Limits) -> None:
+    def __init__(self, reject: RejectFor, triggers: Triggers, limits: Limits,
+                 on_event: Callable[[str], None] = lambda _event: None) -> None:
         self.reject = reject
+        self.on_event = on_event  # each count, as it happens (the ingestor's metric)
         self.triggers = triggers
         self.limits = limits
         self.nodes: dict[tuple[str, str], NodeSession] = {}
@@ -457,6 +459,7 @@ class SparkplugSessions:
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
+        self.on_event(what)
 
 
 def _ids(topic: Topic, device: str | None) -> tuple[str, str]:

@@ -80,7 +80,8 @@ class SparkplugHost:
                      on_unknown=settings.sparkplug_rebirth_on_unknown,
                      reorder_timeout=settings.sparkplug_reorder_timeout_seconds,
                      min_interval=settings.sparkplug_rebirth_min_interval_seconds),
-            pipeline.parser.limits)
+            pipeline.parser.limits,
+            on_event=lambda event: pipeline.metrics.sparkplug_events.labels(event).inc())
         self.timestamp = 0  # T of the current connection's Will and online STATE
         self.desired: dict[str, dict[str, Any]] = {}  # device -> its desired config
         self.announced = 0  # the connection whose online STATE is out
