@@ -63,8 +63,10 @@ DEFAULT_LIMITS: dict[str, Any] = {
         "gas_lock": {"flow_ratio": 0.6, "critical_flow_ratio": 0.3, "current_ratio": 0.9,
                      "erratic_cv": 0.06, "pip_not_below_ratio": 0.85, "gor_ratio": 1.5,
                      # without flow or head: how unloaded the motor must be, and PIP rising
+                     # (or at least holding near normal, not drawn down)
                      "unloaded_ratio": 0.8, "critical_unloaded_ratio": 0.6,
-                     "pip_rising_ratio": 1.03, "whp_falling_ratio": 0.9},
+                     "pip_rising_ratio": 1.03, "whp_falling_ratio": 0.9,
+                     "pip_holding_ratio": 0.97},
         "pump_off": {"pip_ratio": 0.6, "critical_pip_ratio": 0.3, "flow_ratio": 0.85,
                      "current_ratio": 0.95, "collapsed_flow_ratio": 0.5,
                      "pip_ratio_with_collapsed_flow": 0.8, "critical_flow_ratio": 0.2},

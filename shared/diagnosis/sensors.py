@@ -31,19 +31,27 @@ TIED = {"flow_rate": ("motor_current", "pip", "discharge_pressure", "wellhead_pr
         "motor_current": ("power",), "motor_voltage": ("motor_current", "power"),
         "wellhead_pressure": ("flow_rate",), "motor_temp": ()}
 # Tied only when the metric falls. A pump's load is its flow against its head, so its
-# current cannot fall while the flow holds (wear, gas and a broken shaft all lose flow);
-# rising, it is an overload (drag, a heavier fluid) at the same flow. A winding's
-# temperature is its fluid's plus a rise set by its losses (current) and its cooling (the
-# flow past it): it cannot fall while those hold, once it has settled after a start or a
-# setpoint step (View.temp_settled); rising alone, it is overheating.
-TIED_FALLING = {"motor_current": ("flow_rate",),
+# current cannot fall while the flow holds (wear, gas and a broken shaft all lose flow),
+# nor, without a flow meter, while the head it makes at this frequency holds (wear, gas
+# and a broken shaft all lose head too); rising, it is an overload (drag, a heavier
+# fluid) at the same flow. A winding's temperature is its fluid's plus a rise set by its
+# losses (current) and its cooling (the flow past it): it cannot fall while those hold,
+# once it has settled after a start or a setpoint step (View.temp_settled); rising
+# alone, it is overheating.
+TIED_FALLING = {"motor_current": ("flow_rate", "head"),
                 "motor_temp": ("motor_current", "flow_rate", "pip", "discharge_pressure",
                                "intake_temp")}
+# Also holding when the current falls, but saying nothing alone: a pump-off unloads the
+# motor at one head while the annulus is drawn down (the annulus lags the pump by hours).
+ALSO_FALLING = {"motor_current": ("pip",)}
 # Tied in the metric's own unit, and required: the discharge gauge sits under the tubing's
 # column, itself on the wellhead's pressure, so at one flow a wellhead pressure that moves
 # by some psi moves the discharge by as many (a change of the flowline's or separator's
-# pressure). The wellhead's transmitter drifting moves nothing else.
+# pressure). The wellhead's transmitter drifting moves nothing else. (The intake is not
+# so tied: between it and the discharge is the pump, whose head changes much for a
+# little flow on a steep curve, as after a restart while the full annulus is drawn down.)
 TIED_IN_UNITS = {"wellhead_pressure": "discharge_pressure"}
+DERIVED_FROM = {"discharge_pressure": "head"}
 # Each tied metric may move a fifth as far as the drifting one (the intake drawing down
 # slowly beside a flow meter that reads half), and at least `tied_still_ratio`.
 TIED_SHARE = 0.2
@@ -232,9 +240,12 @@ def drifting(view: View, limits: dict[str, Any]) -> list[Finding]:
             if metric == "motor_temp" and not view.temp_settled:
                 continue
             tied += TIED_FALLING.get(metric, ())
-        others = [ratios[m] for m in tied if m in ratios]
+        if not any(m in ratios for m in tied):
+            continue
+        if ratio < 1:
+            tied += ALSO_FALLING.get(metric, ())
         moved = max(still, TIED_SHARE * abs(ratio - 1))
-        if not others or any(abs(r - 1) > moved for r in others):
+        if any(abs(ratios[m] - 1) > moved for m in tied if m in ratios):
             continue
         follower = TIED_IN_UNITS.get(metric)
         if follower is not None:
@@ -247,6 +258,10 @@ def drifting(view: View, limits: dict[str, Any]) -> list[Finding]:
             "tied_metrics_steady": [m for m in tied if m in view.ratios]}, subject=metric))
         del view.values[metric]
         del view.ratios[metric]
+        derived = DERIVED_FROM.get(metric)
+        if derived is not None:
+            view.values.pop(derived, None)
+            view.ratios.pop(derived, None)
     return findings
 
 

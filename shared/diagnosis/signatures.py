@@ -57,6 +57,10 @@ def broken_shaft(view: View) -> Finding | None:
     raisable = steady and _dropped_at_once(view, expected, rule)
     if not (raisable or "broken_shaft" in view.active):
         return Finding("broken_shaft", 0)
+    if not raisable and erratic_current(view):
+        # A parted shaft leaves the motor at a steady no-load current; one gone ragged
+        # since is a pump unloaded by gas (gas_lock), not a broken shaft.
+        return Finding("broken_shaft", 0)
     extra = int(pip is not None and pip >= 1.0)
     return Finding("broken_shaft", 3, confidence(len(signals) + extra, len(signals) + 1, 4),
                    evidence(view, shown, current_step_median=round4(ragged)),
@@ -101,15 +105,15 @@ def gas_lock(view: View) -> Finding | None:
     flow, head = view.ratio("flow_rate"), view.ratio("head")
     lift = flow if flow is not None else head
     ragged = view.raggedness("motor_current")
-    # Ragged for the current it draws now (an unloaded motor's swings are smaller in
-    # amperes), and well beyond what this transmitter's noise makes of a steady motor
-    # (the median second difference of white noise is about 1.65 sigma).
-    erratic = ragged is not None and ragged > max(
-        rule["erratic_cv"] * view.values["motor_current"],
-        3 * 1.65 * view.noise("motor_current") * current)
+    erratic = erratic_current(view)
     gor = view.ratio("gor")
     gassy = gor is not None and gor > rule["gor_ratio"]
     pip = view.ratio("pip")
+    # The annulus filling now: less leaves the well than flows in (a pump-off draws it
+    # down). Said by the trend, as a level learned while a restart's annulus was still
+    # full, or before a setpoint step, may sit far above where PIP is.
+    filling_now = annulus_filling(view)
+    pip_not_down = pip is None or pip >= rule["pip_not_below_ratio"] or filling_now
     # Raggedness or gas is needed to raise it; a pump that stays gas locked may go quiet.
     holding = "gas_lock" in view.active
     if lift is None:  # only the motor, the intake and the wellhead to go on
@@ -117,18 +121,21 @@ def gas_lock(view: View) -> Finding | None:
             return None
         whp = view.ratio("wellhead_pressure")
         # Less leaving the well: the annulus fills, or the wellhead pressure falls away.
-        filling = pip > rule["pip_rising_ratio"] or (
+        filling = pip > rule["pip_rising_ratio"] or filling_now or (
             whp is not None and whp < rule["whp_falling_ratio"])
-        raisable = erratic and (filling or gassy)
+        # Or the annulus is at least not being drawn down (a pump-off is): a motor
+        # unloaded and ragged at a full intake is gas, however fast the sampling that
+        # sees PIP move only slowly (a worn or parted pump's current is steady).
+        holding_level = pip >= rule["pip_holding_ratio"] and not annulus_drawn_down(view)
+        raisable = erratic and (filling or gassy or holding_level)
         present = current < view.eased("gas_lock", rule["unloaded_ratio"], 1.0) and \
-            pip >= rule["pip_not_below_ratio"] and (holding or raisable)
+            pip_not_down and (holding or raisable)
         critical = current < rule["critical_unloaded_ratio"]
     else:
         head_falls = head is None or head < 1.0  # rising head is a restriction, not gas
         present = lift < view.eased("gas_lock", rule["flow_ratio"], 1.0) and \
             current < view.eased("gas_lock", rule["current_ratio"], 1.0) and head_falls and \
-            (pip is None or pip >= rule["pip_not_below_ratio"]) and \
-            (holding or erratic or gassy)
+            pip_not_down and (holding or erratic or gassy)
         raisable = erratic or gassy
         critical = lift < rule["critical_flow_ratio"]
     if not present:
@@ -142,6 +149,32 @@ def gas_lock(view: View) -> Finding | None:
                    evidence(view, ("flow_rate", "head", "motor_current", "pip", "gor",
                                     "motor_temp"), current_step_median=round4(ragged)),
                    held=not raisable)
+
+
+def erratic_current(view: View) -> bool:
+    """The amp chart's ragged line of gas: the current's raggedness, for the current it
+    draws now (an unloaded motor's swings are smaller in amperes), well beyond what this
+    transmitter's noise makes of a steady motor (the median second difference of white
+    noise is about 1.65 sigma), and beyond a coarse transmitter's rounding (a ramp read
+    in whole amperes steps by one)."""
+    ragged, current = view.raggedness("motor_current"), view.ratio("motor_current")
+    if ragged is None or current is None:
+        return False
+    return ragged > max(view.rules["gas_lock"]["erratic_cv"] * view.values["motor_current"],
+                        3 * 1.65 * view.noise("motor_current") * current,
+                        1.5 * view.resolution("motor_current"))
+
+
+def annulus_filling(view: View) -> bool:
+    """PIP rising over the recent readings by several times its transmitter's noise."""
+    change = view.change("pip")
+    return change is not None and change > 4 * view.noise("pip")
+
+
+def annulus_drawn_down(view: View) -> bool:
+    """PIP falling over the recent readings by several times its transmitter's noise."""
+    change = view.change("pip")
+    return change is not None and change < -4 * view.noise("pip")
 
 
 def pump_off(view: View) -> Finding | None:
@@ -161,7 +194,9 @@ def pump_off(view: View) -> Finding | None:
     drawn_down = pip < view.eased("pump_off", rule["pip_ratio"], 1.0) or (
         flow is not None and flow < rule["collapsed_flow_ratio"] and
         pip < view.eased("pump_off", rule["pip_ratio_with_collapsed_flow"], 1.0))
-    if not (drawn_down and unloading):
+    # An annulus filling is the pump lifting less than flows in: no pump-off (however far
+    # below a level learned while it was full PIP may sit).
+    if not (drawn_down and unloading) or annulus_filling(view):
         return Finding("pump_off", 0)
     satisfied = 1 + int(flow is not None and flow < rule["flow_ratio"]) + int(
         current is not None and current < rule["current_ratio"])

@@ -3,6 +3,7 @@ check concludes from it (Finding), and the evidence and confidence a finding car
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -73,6 +74,31 @@ class View:
             abs(c - 2 * b + a) for a, b, c in zip(values, values[1:], values[2:], strict=False))
         self._ragged[metric] = result
         return result
+
+    def resolution(self, metric: str) -> float:
+        """The smallest step between consecutive readings over the last nine: a coarse
+        transmitter's resolution (one reading stepping through whole amperes on a ramp is
+        no ragged line); about 0 for a fine one."""
+        recent = self.recent
+        values = [recent[i][metric] for i in range(max(0, len(recent) - 8), len(recent))
+                  if metric in recent[i]]
+        if metric in self.values:
+            values.append(self.values[metric])
+        steps = [abs(b - a) for a, b in itertools.pairwise(values) if b != a]
+        return min(steps, default=0.0)
+
+    def change(self, metric: str) -> float | None:
+        """How far the metric has moved over the recent readings, in its own unit: the
+        median of the newest third less that of the oldest third (a spike moves
+        neither). None with fewer than nine readings."""
+        recent = self.recent
+        values = [r[metric] for r in recent if metric in r]
+        if metric in self.values:
+            values.append(self.values[metric])
+        if len(values) < 9:
+            return None
+        third = len(values) // 3
+        return statistics.median(values[-third:]) - statistics.median(values[:third])
 
     def noise(self, metric: str) -> float:
         return self.baseline.sigma(metric) or 0.0

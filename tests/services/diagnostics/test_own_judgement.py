@@ -151,3 +151,88 @@ def test_a_cause_replaces_its_more_severe_symptom_at_that_severity() -> None:
                               ("gas_lock", "critical", False)]
     cleared = next(e for e in events if e.code == "underload" and e.cleared)
     assert cleared.evidence["superseded_by"] == "gas_lock"
+
+
+NO_FLOW_METER = ("vsd_frequency", "pip", "discharge_pressure", "motor_current", "motor_temp",
+                 "intake_temp")
+
+
+def test_a_current_falling_while_the_pump_makes_its_head_is_a_sensor_fault() -> None:
+    # No flow meter, but the discharge and intake gauges: the pump still makes its head at
+    # this frequency, so it still lifts what it did and its load cannot have fallen.
+    engine, well = DiagnosisEngine(), Well(sensors=NO_FLOW_METER)
+    events = list(run(engine, well, 200))
+    for k in range(200, 320):
+        values = well.values()
+        values["motor_current"] *= 1 - 0.45 * min(1.0, (k - 200) / 60)  # reads ever lower
+        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    raised = [e for e in events if not e.cleared and e.severity != "info"]
+    assert [(e.code, e.metric, e.evidence["reason"]) for e in raised][:1] == \
+        [("sensor_fault", "motor_current", "drift")]
+    assert "underload" not in [e.code for e in raised]
+
+
+def test_a_worn_pump_unloading_its_motor_is_no_sensor_fault() -> None:
+    # The same current falling, but the head falls with it (worn impellers): the pump.
+    engine, well = DiagnosisEngine(), Well(sensors=NO_FLOW_METER)
+    events = list(run(engine, well, 200))
+    for k in range(200, 320):
+        wear = 1 - 0.3 * min(1.0, (k - 200) / 60)
+        well.current, well.head = 50.0 * (0.3 + 0.7 * wear ** 3), 1900.0 * wear ** 2
+        events += run(engine, well, 1, start=k)
+    raised = [e for e in events if not e.cleared and e.severity != "info"]
+    assert "sensor_fault" not in [e.code for e in raised]
+    assert ("underload", "critical") in [(e.code, e.severity) for e in raised]
+
+
+def gassy_readings(engine: DiagnosisEngine, well: Well, start: int, count: int,
+                   interval: float, ragged: float = 0.12) -> list[DiagnosisEvent]:
+    """The motor unloaded, its current ragged by `ragged` either way (gas), from `start`."""
+    events = []
+    for k in range(start, start + count):
+        values = well.values()
+        values["motor_current"] *= 1 + (ragged if k % 2 else -ragged)
+        events += engine.process(Reading("W-1", T0 + k * interval, values))
+    return events
+
+
+def test_a_gas_lock_is_told_from_a_ragged_unloaded_motor_at_a_full_intake() -> None:
+    # Only current and PIP, sampled every 2 s: the annulus fills far too slowly to be seen
+    # rising, but it is not being drawn down (a pump-off), and a worn or parted pump's
+    # current is steady: the ragged amp chart is gas.
+    engine, well = DiagnosisEngine(), Well(sensors=STEADY_SENSORS)
+    events = list(run(engine, well, 300, interval=2.0))
+    well.current *= 0.55
+    events += gassy_readings(engine, well, 300, 40, 2.0)
+    assert ("gas_lock", "critical", False) in alarms(events)
+
+
+def test_a_steadily_unloaded_motor_at_a_full_intake_is_no_gas_lock() -> None:
+    engine, well = DiagnosisEngine(), Well(sensors=STEADY_SENSORS)
+    events = list(run(engine, well, 300, interval=2.0))
+    for k in range(300, 360):  # worn impellers: the current falls over a minute, steadily
+        well.current = 50.0 * (1 - 0.45 * min(1.0, (k - 300) / 30))
+        events += run(engine, well, 1, start=k, interval=2.0)
+    assert "gas_lock" not in [code for code, _, _ in alarms(events)]
+    assert ("underload", "critical", False) in alarms(events)
+
+
+def test_a_gas_lock_is_told_while_the_annulus_fills_from_below_its_learned_level() -> None:
+    # PIP had been learned high (a full annulus after a restart) and sits well below it
+    # when gas takes hold; the pump lifting less, the annulus fills: not a pump-off.
+    engine, well = DiagnosisEngine(), Well()
+    events = list(run(engine, well, 200))
+    well.pip = 500.0  # drawn down since, slowly, with no other change: the level lags
+    events += run(engine, well, 30, start=200)
+    well.current *= 0.6
+    well.flow *= 0.3
+    events = []
+    for k in range(230, 270):
+        well.pip = 500.0 + 8.0 * (k - 230)  # filling
+        events += gassy_readings(engine, well, k, 1, 30.0)
+    # Until the filling shows, a collapsed flow below the learned level looks pumped off;
+    # once it shows, gas lock replaces it and stands.
+    assert ("gas_lock", "critical", False) in alarms(events)
+    standing = {(e.code, e.metric) for e in events if e.severity != "info" and not e.cleared} - \
+        {(e.code, e.metric) for e in events if e.cleared}
+    assert standing == {("gas_lock", None)}
