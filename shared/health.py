@@ -112,18 +112,24 @@ async def serve_on(server: uvicorn.Server, sock: socket.socket, what: str) -> No
 async def serve_health(health: Health, sock: socket.socket, stop: asyncio.Event,
                        registry: CollectorRegistry | None = None) -> None:
     """Serve on the bound `sock` until `stop` is set (after the service has drained)."""
-    config = uvicorn.Config(health_app(health, registry), log_level="warning",
-                            access_log=False, lifespan="off")
-    server = QuietServer(config)
+    await serve_app(health_app(health, registry), sock, stop, "health and metrics server")
+
+
+async def serve_app(app: Starlette, sock: socket.socket, stop: asyncio.Event,
+                    what: str) -> None:
+    """Serve a small HTTP app on the bound `sock` until `stop` is set; one that stops on
+    its own is a StartupError naming `what`."""
+    server = QuietServer(uvicorn.Config(app, log_level="warning", access_log=False,
+                                        lifespan="off"))
 
     async def exit_when_stopped() -> None:
         await stop.wait()
         server.should_exit = True
 
-    stopper = asyncio.create_task(exit_when_stopped(), name="health-http-stop")
+    stopper = asyncio.create_task(exit_when_stopped(), name=f"{what} stop")
     try:
-        await serve_on(server, sock, "health and metrics server")
+        await serve_on(server, sock, what)
     finally:
         stopper.cancel()
     if not stop.is_set():
-        raise StartupError("health and metrics server stopped on its own")
+        raise StartupError(f"{what} stopped on its own")

@@ -10,7 +10,6 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -20,7 +19,7 @@ from services.edge.buffer import Buffer
 from services.edge.metrics import EdgeMetrics
 from services.edge.publisher import Publisher
 from services.edge.source import Source
-from shared.health import Health, QuietServer, health_app, serve_on
+from shared.health import Health, health_app, serve_app
 from shared.timefmt import utc_text
 
 
@@ -50,15 +49,4 @@ def status_app(gateway: str, health: Health, publisher: Publisher, buffer: Buffe
 
 async def serve_status(app: Starlette, sock: socket.socket, stop: asyncio.Event) -> None:
     """Serve on the bound `sock` until `stop` is set."""
-    server = QuietServer(uvicorn.Config(app, log_level="warning", access_log=False,
-                                        lifespan="off"))
-
-    async def exit_when_stopped() -> None:
-        await stop.wait()
-        server.should_exit = True
-
-    stopper = asyncio.create_task(exit_when_stopped(), name="status-page-stop")
-    try:
-        await serve_on(server, sock, "status page")
-    finally:
-        stopper.cancel()
+    await serve_app(app, sock, stop, "status page")
