@@ -30,6 +30,9 @@ from shared.sparkplug.topics import MessageType, Topic
 BD_SEQ = "bdSeq"
 MAX_SEQ = 255
 RECENT_SEQS = 32  # seqs taken lately: one seen again is a repeat, not a new gap
+# What the host keeps per node is bounded: a node (one account, its own topics only) that
+# invents device ids cannot grow it without end.
+MAX_DEVICES_PER_NODE = 10_000
 REBIRTH = "Node Control/Rebirth"
 # Metrics that are controls of the edge node, not measurements: not stored.
 CONTROL_PREFIXES = ("Node Control/", "Device Control/")
@@ -298,6 +301,12 @@ class SparkplugSessions:
         kind, device = topic.message_type, topic.device_id
         if kind is MessageType.DBIRTH:
             assert device is not None
+            if device not in session.devices and len(session.devices) >= MAX_DEVICES_PER_NODE:
+                out.items.append(self._rejected(
+                    topic, message, received, "bad_sparkplug", f"edge node "
+                    f"{topic.edge_node_id} has {MAX_DEVICES_PER_NODE} devices, the most one "
+                    "node may have"))
+                return
             state = session.devices[device] = DeviceSession()
             self._count("dbirth")
             device_id, _gateway = _ids(topic, device)

@@ -8,6 +8,9 @@ import math
 import time
 from datetime import UTC, datetime
 
+import pytest
+
+from services.ingestor import sparkplug
 from services.ingestor.batch import Parsed
 from services.ingestor.parsing import MessageParser
 from services.ingestor.settings import IngestorSettings
@@ -136,3 +139,15 @@ def test_values_the_ingestor_refuses_are_rejects_not_crashes() -> None:
         OutMetric(None, DataType.Double, 860.0, alias=1)]))
     assert stored(items) == [860.0]
     assert reasons(items) == ["bad_sparkplug"]
+
+
+def test_a_node_may_birth_a_bounded_number_of_devices(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    monkeypatch.setattr(sparkplug, "MAX_DEVICES_PER_NODE", 2)
+    s = sessions()
+    send(s, NODE.format("NBIRTH"), encode(now_ms(), 0, [OutMetric("bdSeq", DataType.UInt64, 0)]))
+    for seq, device in enumerate(("D1", "D2", "D3"), start=1):
+        items = send(s, f"spBv1.0/G/DBIRTH/E/{device}", encode(now_ms(), seq, [
+            OutMetric("pip", DataType.Double, 850.0, alias=1)]))
+    assert reasons(items) == ["bad_sparkplug"] and "the most one node" in str(items[0].reject)
+    assert sorted(s.nodes[("G", "E")].devices) == ["D1", "D2"]
