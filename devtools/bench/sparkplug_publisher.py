@@ -27,7 +27,8 @@ from collections import deque
 import paho.mqtt.client as paho
 
 from devtools.bench.publishers import METRICS, TYPICAL
-from shared.sparkplug.payload import DataType, OutMetric, encode
+from shared.sparkplug.encoding import OutMetric, encode
+from shared.sparkplug.payload import DataType
 from shared.sparkplug.topics import NAMESPACE, parse_state, state_topic
 
 GROUP = "bench"

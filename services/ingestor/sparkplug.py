@@ -12,19 +12,27 @@ B"): an edge node is the gateway `<group>:<edge>`, its own metrics are the devic
 from __future__ import annotations
 
 import math
-import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from services.ingestor.batch import Parsed, Reject
 from services.ingestor.parsing import check_units
+from services.ingestor.sparkplug_values import (
+    NUMERIC,
+    TEXT,
+    Known,
+    metric_name,
+    quality_of,
+    timestamp,
+    unit_of,
+)
 from shared.errors import ValidationFailed
 from shared.mqtt_connection import Message
 from shared.schemas import Limits, Reading, StatusChange, Value, check_device_id
 from shared.sparkplug import SparkplugError
-from shared.sparkplug.payload import DataType, Metric, Payload, decode, resolve
+from shared.sparkplug.payload import Metric, Payload, decode, resolve
 from shared.sparkplug.topics import MessageType, Topic
 
 BD_SEQ = "bdSeq"
@@ -36,44 +44,12 @@ MAX_DEVICES_PER_NODE = 10_000
 REBIRTH = "Node Control/Rebirth"
 # Metrics that are controls of the edge node, not measurements: not stored.
 CONTROL_PREFIXES = ("Node Control/", "Device Control/")
-NUMERIC = frozenset({DataType.Int8, DataType.Int16, DataType.Int32, DataType.Int64,
-                     DataType.UInt8, DataType.UInt16, DataType.UInt32, DataType.UInt64,
-                     DataType.Float, DataType.Double, DataType.Boolean, DataType.DateTime})
-TEXT = frozenset({DataType.String, DataType.Text, DataType.UUID})
-UNIT_PROPERTIES = ("engUnit", "engUnits", "unit")
-QUALITY_PROPERTIES = ("Quality", "quality")
-NOT_A_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
-
 RejectFor = Callable[[Message, str | None, str, str], Reject]
 _LOST = Message("", b"", 0, 0, False, 0)  # what stands for a delivery when none came
 
 
 class UnknownMetric(SparkplugError):
     """An alias or a metric no birth declared: the host's state is behind the node's."""
-
-
-def metric_name(metric: Metric, birth_name: str | None) -> str | None:
-    """The platform's metric name: the `insa_metric` property when the edge node gives one
-    (e.g. `motor_current`, so diagnosis knows it), else the Sparkplug name with `/` as `.`
-    and other characters a name cannot hold as `_`; None when nothing is left."""
-    override = metric.properties.get("insa_metric")
-    if isinstance(override, str) and override:
-        return override
-    name = metric.name or birth_name
-    if not name:
-        return None
-    cleaned = NOT_A_NAME.sub("_", name.strip().replace("/", ".")).lstrip("_.:-")[:128]
-    return cleaned or None
-
-
-@dataclass(slots=True)
-class Known:
-    """A metric as its birth declared it, and its platform name."""
-
-    name: str
-    datatype: DataType
-    unit: str | None
-    platform: str | None
 
 
 @dataclass(slots=True)
@@ -347,7 +323,7 @@ class SparkplugSessions:
                 problems.append(f"birth metric {m.name or m.alias!r} has no "
                                 f"{'name' if m.name is None else 'datatype'}")
                 continue
-            known = Known(m.name, m.datatype, _unit(m), metric_name(m, m.name))
+            known = Known(m.name, m.datatype, unit_of(m), metric_name(m, m.name))
             state.by_name[m.name] = known
             if m.alias is not None:
                 state.by_alias[m.alias] = known
@@ -376,7 +352,7 @@ class SparkplugSessions:
                     ms = metric.timestamp or payload.timestamp
                     ts = times.get(ms)  # metrics mostly share the payload's time
                     if ts is None:
-                        ts = times[ms] = _time(ms, received, self.limits)
+                        ts = times[ms] = timestamp(ms, received, self.limits)
                 except UnknownMetric:
                     raise
                 except SparkplugError as exc:
@@ -431,8 +407,8 @@ class SparkplugSessions:
             "insa_metric" in metric.properties else known.platform
         if platform_name is None:
             raise SparkplugError(f"metric {name!r} gives no usable platform name")
-        unit = _unit(metric) or (known.unit if known else None)
-        quality = _quality(metric)
+        unit = unit_of(metric) or (known.unit if known else None)
+        quality = quality_of(metric)
         kind, raw = metric.datatype, metric.value
         if kind in NUMERIC and isinstance(raw, bool | int | float):
             number = float(raw)
@@ -481,38 +457,3 @@ def _bd_seq(payload: Payload) -> int | None:
         if m.name == BD_SEQ and isinstance(m.value, int) and not isinstance(m.value, bool):
             return m.value
     return None
-
-
-def _unit(metric: Metric) -> str | None:
-    if not metric.properties:
-        return None
-    for key in UNIT_PROPERTIES:
-        unit = metric.properties.get(key)
-        if isinstance(unit, str) and unit:
-            return unit[:32]
-    return None
-
-
-def _quality(metric: Metric) -> int | None:
-    if not metric.properties:
-        return None
-    for key in QUALITY_PROPERTIES:
-        quality = metric.properties.get(key)
-        if isinstance(quality, int) and not isinstance(quality, bool) and \
-                0 <= quality <= 32767:
-            return quality
-    return None
-
-
-def _time(ms: int | None, received: datetime, limits: Limits) -> datetime:
-    """A Sparkplug timestamp (ms since the epoch) within the ingestor's bounds; the receive
-    time when there is none, and a SparkplugError when it is out of them."""
-    if ms is None:
-        return received
-    try:
-        ts = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
-    except OverflowError:
-        raise SparkplugError(f"timestamp {ms} is out of range") from None
-    if ts - received > limits.max_future_skew or received - ts > limits.max_past_age:
-        raise SparkplugError(f"timestamp {ts.isoformat()} is outside the accepted window")
-    return ts

@@ -34,7 +34,8 @@ from shared.mqtt import ANY, child_topic
 from shared.mqtt_connection import Message, MqttConnection, Will
 from shared.settings import CommonSettings
 from shared.sparkplug import SparkplugError
-from shared.sparkplug.payload import DataType, OutMetric, encode
+from shared.sparkplug.encoding import OutMetric, encode
+from shared.sparkplug.payload import DataType
 from shared.sparkplug.topics import (
     NAMESPACE,
     MessageType,

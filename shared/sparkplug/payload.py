@@ -21,9 +21,8 @@ value as `value`; `resolve(metric, datatype)` types it once the host has looked 
 
 from __future__ import annotations
 
-import math
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import TypeAlias
@@ -38,21 +37,19 @@ __all__ = [
     "DataType",
     "MetaData",
     "Metric",
-    "OutMetric",
     "Payload",
     "SparkplugError",
     "Template",
     "TemplateParameter",
     "data_type",
     "decode",
-    "encode",
     "resolve",
     "typed_value",
 ]
 
 _U32 = 1 << 32
 _U64 = 1 << 64
-_FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class DataType(IntEnum):
@@ -109,8 +106,6 @@ PropertyValue: TypeAlias = (
 Value: TypeAlias = "Scalar | ArrayValue | DataSet | Template | None"
 # What the metric's protobuf value field held, decoded no further than its wire type.
 RawValue: TypeAlias = "Scalar | DataSet | Template | None"
-# What `encode` takes: arrays as any sequence (a list or a tuple).
-OutValue: TypeAlias = "Value | Sequence[bool | int | float | str]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,17 +171,6 @@ class Payload:
     metrics: tuple[Metric, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class OutMetric:
-    """A metric for `encode`: by name, alias or both; `value=None` sends is_null."""
-
-    name: str | None
-    datatype: DataType | int
-    value: OutValue
-    alias: int | None = None
-    timestamp: int | None = None
-
-
 def data_type(value: int) -> DataType:
     # A dict, not DataType(value): the Enum call was a tenth of the host's decoding time.
     kind = _BY_VALUE.get(value)
@@ -234,16 +218,16 @@ def resolve(metric: Metric, datatype: int) -> Metric:
     """`metric` typed by the `datatype` its birth gave it (a DATA metric sent without one)."""
     kind = data_type(datatype)
     if metric.datatype is not None and metric.datatype != kind:
-        raise SparkplugError(f"metric {_label(metric.name, metric.alias)} is "
+        raise SparkplugError(f"metric {label(metric.name, metric.alias)} is "
                              f"{metric.datatype.name}, its birth says {kind.name}")
     try:
         value = None if metric.is_null else typed_value(metric.raw_field, metric.raw_value, kind)
     except SparkplugError as exc:
-        raise SparkplugError(f"metric {_label(metric.name, metric.alias)}: {exc}") from None
+        raise SparkplugError(f"metric {label(metric.name, metric.alias)}: {exc}") from None
     return replace(metric, datatype=kind, value=value)
 
 
-def _label(name: str | None, alias: int | None) -> str:
+def label(name: str | None, alias: int | None) -> str:
     return repr(name) if name is not None else f"alias {alias}" if alias is not None else "?"
 
 
@@ -259,7 +243,7 @@ def _metrics(items: Iterable[pb.Payload.Metric], what: str, lenient: bool = Fals
             name = item.name if item.HasField("name") and isinstance(item.name, str) else None
             alias = item.alias if item.HasField("alias") else None
             known = name is not None or alias is not None
-            where = f"{what} {index}" + (f" ({_label(name, alias)})" if known else "")
+            where = f"{what} {index}" + (f" ({label(name, alias)})" if known else "")
             if not lenient:
                 raise SparkplugError(f"{where}: {exc}") from None
             datatype = DataType(item.datatype) if item.datatype in _DATATYPES else None
@@ -444,7 +428,7 @@ def _int(kind: DataType, value: RawValue) -> int:
 
 def _signed(kind: DataType, value: RawValue) -> int:
     number = _int(kind, value)
-    bits = _WIDTH[kind]
+    bits = WIDTH[kind]
     half = 1 << (bits - 1)
     if number < half:
         return number
@@ -457,7 +441,7 @@ def _signed(kind: DataType, value: RawValue) -> int:
 
 def _unsigned(kind: DataType, value: RawValue) -> int:
     number = _int(kind, value)
-    if number >= 1 << _WIDTH[kind]:
+    if number >= 1 << WIDTH[kind]:
         raise SparkplugError(f"{kind.name} value {number} out of range")
     return number
 
@@ -494,12 +478,12 @@ def _typed(cls: type[DataSet] | type[Template]) -> Callable[[DataType, RawValue]
     return convert
 
 
-_WIDTH = {DataType.Int8: 8, DataType.Int16: 16, DataType.Int32: 32, DataType.Int64: 64,
+WIDTH = {DataType.Int8: 8, DataType.Int16: 16, DataType.Int32: 32, DataType.Int64: 64,
           DataType.UInt8: 8, DataType.UInt16: 16, DataType.UInt32: 32, DataType.UInt64: 64,
           DataType.DateTime: 64}
 
 # struct codes of the fixed-size array types (BooleanArray and StringArray are special).
-_PACKED = {DataType.Int8Array: "b", DataType.Int16Array: "h", DataType.Int32Array: "i",
+PACKED = {DataType.Int8Array: "b", DataType.Int16Array: "h", DataType.Int32Array: "i",
            DataType.Int64Array: "q", DataType.UInt8Array: "B", DataType.UInt16Array: "H",
            DataType.UInt32Array: "I", DataType.UInt64Array: "Q", DataType.FloatArray: "f",
            DataType.DoubleArray: "d", DataType.DateTimeArray: "q"}
@@ -511,7 +495,7 @@ def _array(kind: DataType, value: RawValue) -> ArrayValue:
         return _unpack_booleans(data)
     if kind == DataType.StringArray:
         return _unpack_strings(data)
-    code = _PACKED[kind]
+    code = PACKED[kind]
     size = struct.calcsize(code)
     if len(data) % size:
         raise SparkplugError(f"{kind.name} of {len(data)} bytes: not a whole number of "
@@ -567,123 +551,5 @@ _RULES: dict[DataType, _Rule] = {
     DataType.DataSet: (("dataset_value",), _typed(DataSet)),
     DataType.Template: (("template_value",), _typed(Template)),
     **{kind: (("bytes_value",), _array) for kind in (
-        *_PACKED, DataType.BooleanArray, DataType.StringArray)},
+        *PACKED, DataType.BooleanArray, DataType.StringArray)},
 }
-
-
-# ---- encoding (what a host sends) ------------------------------------------------------
-
-
-def encode(timestamp: int | None, seq: int | None, metrics: Iterable[OutMetric]) -> bytes:
-    """An NCMD or DCMD payload, e.g. `encode(now_ms, None, [OutMetric("Node Control/Rebirth",
-    DataType.Boolean, True)])`. SparkplugError if a value does not fit its datatype."""
-    message = pb.Payload()
-    if timestamp is not None:
-        message.timestamp = _uint64(timestamp, "timestamp")
-    if seq is not None:
-        message.seq = _uint64(seq, "seq")
-    for index, metric in enumerate(metrics):
-        try:
-            _encode_metric(message.metrics.add(), metric)
-        except SparkplugError as exc:
-            label = _label(metric.name, metric.alias)
-            raise SparkplugError(f"metric {index} ({label}): {exc}") from None
-    return message.SerializeToString()
-
-
-def _uint64(value: int, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _U64:
-        raise SparkplugError(f"{what} {value!r} is not an unsigned 64-bit integer")
-    return value
-
-
-def _encode_metric(out: pb.Payload.Metric, metric: OutMetric) -> None:
-    if metric.name is None and metric.alias is None:
-        raise SparkplugError("a metric needs a name or an alias")
-    if metric.name is not None:
-        out.name = _encodable_text(metric.name, "name")
-    if metric.alias is not None:
-        out.alias = _uint64(metric.alias, "alias")
-    if metric.timestamp is not None:
-        out.timestamp = _uint64(metric.timestamp, "timestamp")
-    kind = data_type(metric.datatype)
-    out.datatype = kind
-    if metric.value is None:
-        out.is_null = True
-        return
-    raw_field, raw_value = _to_raw(kind, metric.value)
-    setattr(out, raw_field, raw_value)
-
-
-def _encodable_text(value: object, what: str) -> str:
-    if not isinstance(value, str):
-        raise SparkplugError(f"{what} {value!r} is not a string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise SparkplugError(f"{what} {value!r} cannot be encoded as UTF-8") from None
-    return value
-
-
-def _to_raw(kind: DataType, value: OutValue) -> tuple[str, Scalar]:
-    def bad(why: str = "does not fit") -> SparkplugError:
-        return SparkplugError(f"{kind.name} value {value!r} {why}")
-
-    if kind in _WIDTH:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise bad("is not an integer")
-        bits = _WIDTH[kind]
-        signed = kind in (DataType.Int8, DataType.Int16, DataType.Int32, DataType.Int64)
-        low, high = (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
-        if not low <= value < high:
-            raise bad("out of range")
-        raw_field = "long_value" if bits == 64 else "int_value"
-        return raw_field, value % (_U64 if bits == 64 else _U32)  # two's complement
-    if kind in (DataType.Float, DataType.Double):
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise bad("is not a number")
-        number = float(value)
-        if kind == DataType.Float and math.isfinite(number) and abs(number) > _FLOAT32_MAX:
-            raise bad("out of range")
-        return ("float_value" if kind == DataType.Float else "double_value"), number
-    if kind == DataType.Boolean:
-        if not isinstance(value, bool):
-            raise bad("is not a boolean")
-        return "boolean_value", value
-    if kind in (DataType.String, DataType.Text, DataType.UUID):
-        return "string_value", _encodable_text(value, kind.name)
-    if kind in (DataType.Bytes, DataType.File):
-        if not isinstance(value, bytes | bytearray | memoryview):
-            raise bad("is not bytes")
-        return "bytes_value", bytes(value)
-    if kind in _PACKED or kind in (DataType.BooleanArray, DataType.StringArray):
-        if not isinstance(value, Sequence) or isinstance(value, str | bytes):
-            raise bad("is not a sequence")
-        return "bytes_value", _pack(kind, value)
-    raise SparkplugError(f"cannot encode a {kind.name} value")
-
-
-def _pack(kind: DataType, values: Sequence[object]) -> bytes:
-    if kind == DataType.BooleanArray:
-        if not all(isinstance(v, bool) for v in values):
-            raise SparkplugError("BooleanArray values must be booleans")
-        bits = bytearray((len(values) + 7) // 8)
-        for i, v in enumerate(values):
-            if v:
-                bits[i >> 3] |= 0x80 >> (i & 7)
-        return len(values).to_bytes(4, "little") + bytes(bits)
-    if kind == DataType.StringArray:
-        texts = [_encodable_text(v, "StringArray value") for v in values]
-        if any("\0" in t for t in texts):
-            raise SparkplugError("StringArray values cannot contain NUL")
-        return b"".join(t.encode("utf-8") + b"\0" for t in texts)
-    code = _PACKED[kind]
-    if code not in "fd" and any(not isinstance(v, int) or isinstance(v, bool) for v in values):
-        raise SparkplugError(f"{kind.name} values must be integers")
-    if code in "fd" and any(not isinstance(v, int | float) or isinstance(v, bool)
-                            for v in values):
-        raise SparkplugError(f"{kind.name} values must be numbers")
-    try:
-        return struct.pack(f"<{len(values)}{code}", *values)
-    except (struct.error, OverflowError) as exc:
-        raise SparkplugError(f"{kind.name} value out of range: {exc}") from None

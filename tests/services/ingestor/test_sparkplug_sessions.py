@@ -17,7 +17,8 @@ from services.ingestor.settings import IngestorSettings
 from services.ingestor.sparkplug import SparkplugSessions, Triggers
 from shared.mqtt_connection import Message
 from shared.sparkplug import sparkplug_b_pb2 as pb
-from shared.sparkplug.payload import DataType, OutMetric, encode
+from shared.sparkplug.encoding import OutMetric, encode
+from shared.sparkplug.payload import DataType
 from shared.sparkplug.topics import parse_topic
 
 PARSER = MessageParser(IngestorSettings(mqtt_password="x" * 16))
