@@ -1,7 +1,8 @@
-"""Sparkplug B 3.0: the payload codec (`payload`), topics and STATE messages (`topics`).
+"""Sparkplug B 3.0: payloads decoded (`payload`) and encoded (`encoding`), topics and STATE
+messages (`topics`).
 
 The protobuf module `sparkplug_b_pb2` is generated from `sparkplug_b.proto` by `make install`
-(and the image build); it is not committed and never leaves `payload`.
+(and the image build); it is not committed and never leaves `payload` and `encoding`.
 """
 
 
