@@ -10,11 +10,15 @@ EDGE := tests/tools/sparkplug_edge
 # node packages. One missing (a fresh work tree, git clean -X) makes the stamp stale too.
 GENERATED := $(SPARKPLUG)/sparkplug_b_pb2.py $(SPARKPLUG)/sparkplug_b_pb2.pyi \
 	$(EDGE)/node_modules/.package-lock.json
+# The browser the console's tests drive (tests/fixtures/browser.py): Debian's, installed on
+# the machine by the install, so a new machine without it makes the stamp stale too.
+CHROMIUM := /usr/bin/chromium
+NEEDED := $(GENERATED) $(CHROMIUM)
 
 .PHONY: run stop status test lint bench install clean FORCE
 
 $(STAMP): pyproject.toml $(SPARKPLUG)/sparkplug_b.proto $(EDGE)/package-lock.json \
-		$(if $(filter-out $(wildcard $(GENERATED)),$(GENERATED)),FORCE)
+		$(if $(filter-out $(wildcard $(NEEDED)),$(NEEDED)),FORCE)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -24,6 +28,11 @@ $(STAMP): pyproject.toml $(SPARKPLUG)/sparkplug_b.proto $(EDGE)/package-lock.jso
 	command -v npm >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
 	npm ci --prefix $(EDGE) --no-audit --no-fund
+	# The browser tests drive Debian's Chromium (Playwright never downloads one). Without
+	# its recommends (systemd, udev, avahi, printing: nothing a headless browser uses);
+	# fonts-liberation gives screenshots the metrics of the fonts pages ask for (Arial...).
+	test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium fonts-liberation; }
 	touch $(STAMP)
 
 install: $(STAMP)

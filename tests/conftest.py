@@ -8,7 +8,7 @@ import os
 import pytest
 
 pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.services", "tests.fixtures.mqtt",
-                  "tests.fixtures.api"]
+                  "tests.fixtures.api", "tests.fixtures.browser"]
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,8 @@ import asyncio
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -191,49 +192,58 @@ def login(port: int, password: str) -> str:
     return str(response.json()["access_token"])
 
 
-def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, Any]:
-    began = time.monotonic()
-    fd_limit = raise_fd_limit(cfg.sse_clients)
+@contextmanager
+def served_api(data_cfg: DataConfig, api_env: dict[str, str],
+               progress: Callable[[str], None]) -> Iterator[tuple[ServiceProcess, str, Loaded]]:
+    """Private servers, the fleet loaded, and the API running on them as a process: (the
+    process, the admin's password, what was loaded). Everything is removed afterwards."""
     pg, rd, broker = start_postgres(durable=True), start_redis(), start_broker()
     service: ServiceProcess | None = None
     try:
         dsn = pg.spec.dsn()
         asyncio.run(migrate(dsn))
-        progress(f"loading: {cfg.devices:,} devices, {cfg.history_devices} of them with "
-                 f"{cfg.days:g} days of readings at 60 s")
-        data = asyncio.run(load(dsn, cfg.data(), progress))
+        progress(f"loading: {data_cfg.devices:,} devices, {data_cfg.history_devices} of them "
+                 f"with {data_cfg.days:g} days of readings at 60 s")
+        data = asyncio.run(load(dsn, data_cfg, progress))
         loaded = data.summary()
         progress(f"  {loaded['telemetry_rows']:,} rows: simulated in "
                  f"{loaded['simulate_seconds']} s, loaded in {loaded['load_seconds']} s")
         password = secrets.token_urlsafe(24)
-        api_env = {"INSA_API_PAGE_MAX": str(cfg.page_max),
-                   "INSA_API_ACCESS_TOKEN_SECONDS": "86400"}
         env = service_environment(API, dsn, rd.url, broker, INSA_ENV="production",
                                   INSA_LOG_LEVEL="WARNING",
                                   INSA_API_JWT_SECRET=secrets.token_hex(32),
                                   INSA_API_ADMIN_PASSWORD=password, **api_env)
         service = ServiceProcess(API, env, pg.spec.datadir.parent / "api.log")
         service.start()
+        yield service, password, data
+    finally:
+        if service is not None:
+            service.stop()
+        stop_and_remove(broker, rd, pg)
+
+
+def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    began = time.monotonic()
+    fd_limit = raise_fd_limit(cfg.sse_clients)
+    api_env = {"INSA_API_PAGE_MAX": str(cfg.page_max),
+               "INSA_API_ACCESS_TOKEN_SECONDS": "86400"}
+    with served_api(cfg.data(), api_env, progress) as (service, password, data):
         assert service.proc is not None
         token = login(service.http_port, password)
         # Live clients first, on a fresh process: its RSS before them is not yet grown by
         # the large responses below.
         progress(f"live: {cfg.sse_clients} SSE clients on the alerts feed")
-        live = asyncio.run(measure_live(service.http_port, token, rd.url, service.proc.pid,
-                                        cfg.sse_clients, cfg.alerts, cfg.hold_seconds,
-                                        progress))
+        live = asyncio.run(measure_live(service.http_port, token, service.env["INSA_REDIS_URL"],
+                                        service.proc.pid, cfg.sse_clients, cfg.alerts,
+                                        cfg.hold_seconds, progress))
         progress(f"requests: up to {cfg.requests} sequential, then {cfg.concurrency} "
                  f"clients, per endpoint")
         requests = asyncio.run(measure_requests(service.http_port, token, cfg, data,
                                                 service.proc.pid, progress))
-        return {"config": asdict(cfg), "data": loaded, "api_env": api_env,
+        return {"config": asdict(cfg), "data": data.summary(), "api_env": api_env,
                 "endpoints": requests, "live": live, "goals_p95_ms": GOALS,
                 "sse_goal": SSE_GOAL, "fd_limit": fd_limit, "cpus": os.cpu_count(),
                 "seconds": round(time.monotonic() - began, 1)}
-    finally:
-        if service is not None:
-            service.stop()
-        stop_and_remove(broker, rd, pg)
 
 
 def report(result: dict[str, Any]) -> str:

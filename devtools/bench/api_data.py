@@ -96,7 +96,8 @@ def fleets(cfg: DataConfig, end: datetime) -> tuple[FleetConfig, FleetConfig]:
 
 def device_row(index: int, device_id: str) -> tuple[str, str, str, str]:
     tags = [f"field-{'north' if index % 4 < 2 else 'south'}", f"pad-{index % 10}"]
-    return device_id, f"Well {device_id}", "esp", orjson.dumps({"tags": tags}).decode()
+    meta = {"tags": tags, "site": f"Site {index % 12 + 1:02d}"}
+    return device_id, f"Well {device_id}", "esp", orjson.dumps(meta).decode()
 
 
 async def catalog(conn: asyncpg.Connection, device_ids: list[str]) -> tuple[dict[str, int],

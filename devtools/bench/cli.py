@@ -157,6 +157,34 @@ def bench_api(devices: int, history_devices: int, days: float, requests: int,
     click.echo(report(result) + f"\nJSON: {save_result('api', result, output)}")
 
 
+@bench.command("console")
+@click.option("--devices", type=click.IntRange(1), default=5000, show_default=True)
+@click.option("--history-devices", type=click.IntRange(1), default=5, show_default=True,
+              help="Of them, how many have --days of readings at 60 s.")
+@click.option("--days", type=click.FloatRange(min=1), default=30.0, show_default=True)
+@click.option("--requests", type=click.IntRange(10), default=200, show_default=True,
+              help="Sequential requests per page (within --budget).")
+@click.option("--budget", "budget_seconds", type=float, default=30.0, show_default=True,
+              help="Seconds at most per page (at least 10 requests).")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON result here (default bench-results/console-<time>.json).")
+def bench_console(devices: int, history_devices: int, days: float, requests: int,
+                  budget_seconds: float, output: str | None) -> None:
+    """The console's server time (fleet page, a well's 30-day trend) and first-load weight."""
+    from devtools.bench.console import BenchConfig, report
+    from devtools.bench.console import run as run_bench
+    from shared.logging import configure_logging
+
+    if history_devices > devices:
+        raise click.BadParameter("at most --devices", param_hint="--history-devices")
+    configure_logging("bench", level="WARNING", fmt="console")
+    result = run_bench(BenchConfig(devices=devices, history_devices=history_devices,
+                                   days=days, requests=requests,
+                                   budget_seconds=budget_seconds),
+                       progress=lambda s: click.echo(s, err=True))
+    click.echo(report(result) + f"\nJSON: {save_result('console', result, output)}")
+
+
 @bench.command("diagnose-eval")
 @click.option("--seeds", default="101,102,103", show_default=True,
               help="Comma-separated: one fleet per seed and interval.")

@@ -339,6 +339,8 @@ def summary(cfg: StackConfig, applied: list[str], storage: str, already_running:
         "with a subscriber account (below)\n"
         "  alerts      built-in rules loaded (insa rules load-defaults): SELECT * FROM alerts, "
         f"or subscribe to {ALERTS_FILTER} with a subscriber account (below)\n"
+        f"  console     http://127.0.0.1:{cfg.http_ports['api']}/console/  log in as admin "
+        f"with the {API_ADMIN_PASSWORD} of {cfg.rundir / 'secrets.env'}\n"
         f"  API         http://127.0.0.1:{cfg.http_ports['api']}/api/v1/docs  log in as admin "
         f"with the {API_ADMIN_PASSWORD} of {cfg.rundir / 'secrets.env'}:\n"
         f"              token=$(curl -s -X POST http://127.0.0.1:{cfg.http_ports['api']}/api/v1"

@@ -143,7 +143,8 @@ EMAIL_FIELDS = {"rule": "Rule", "device_id": "Device", "severity": "Severity",
                 "active_since": "Active since", "started_at": "Started",
                 "acknowledged_at": "Acknowledged", "acknowledged_by": "Acknowledged by",
                 "resolved_at": "Resolved", "resolved_by": "Resolved by",
-                "at": "Event time", "actor": "Event by"}
+                "shelved_until": "Shelved until", "shelved_by": "Shelved by",
+                "at": "Event time", "actor": "Event by", "note": "Note"}
 
 
 def email_message(action: EmailAction, payload: dict[str, Any], sender: str) -> EmailMessage:

@@ -4,7 +4,10 @@ the transaction that marks the event published, so each is delivered once per ev
 
 The message (docs/payloads.md, "Alert events"): the event's id, the alert's id, rule
 and device, the state and severity after the event, the value and threshold, the
-message, and the alert's times.
+message, the alert's times, and its shelf. Every event goes out and runs the rule's
+actions, a shelved alert's too: a shelf stops the engine's repeats and escalation
+(shared/alerting/evaluation.py), not the news that the alert changed, which the systems
+mirroring alerts (alarm lists, incident tools) need to stay true.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def event_message(row: asyncpg.Record) -> dict[str, Any]:
             "acknowledged_at": iso(row["acknowledged_at"]),
             "acknowledged_by": row["acknowledged_by"],
             "resolved_at": iso(row["resolved_at"]), "resolved_by": row["resolved_by"],
+            "shelved_until": iso(row["shelved_until"]), "shelved_by": row["shelved_by"],
             "labels": row["definition"].get("labels", {})}
 
 
@@ -68,6 +72,12 @@ class AlertPublisher(Outbox):
                    COALESCE(e.value, a.value) AS value, a.rule_id, a.device_id,
                    a.threshold, a.message, a.active_since, a.fired_at, a.acknowledged_at,
                    a.acknowledged_by, a.resolved_at, a.resolved_by,
+                   -- The shelf after this event: the alert's, but exact for the events
+                   -- about the shelf, whatever happened between them and publication.
+                   CASE e.kind WHEN 'shelved' THEN e.shelved_until WHEN 'unshelved' THEN NULL
+                        ELSE a.shelved_until END AS shelved_until,
+                   CASE e.kind WHEN 'shelved' THEN e.actor WHEN 'unshelved' THEN NULL
+                        ELSE a.shelved_by END AS shelved_by,
                    r.name AS rule, r.definition
             FROM alert_events e JOIN alerts a ON a.id = e.alert_id
             JOIN rules r ON r.id = a.rule_id

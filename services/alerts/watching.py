@@ -102,7 +102,9 @@ class Watcher:
                                for t in self.engine.set_device(device_id, device, now)])
 
     async def reread_alerts(self, alert_ids: list[int]) -> None:
-        """A person acknowledged or resolved alerts: take the stored rows."""
+        """A person acknowledged, resolved, shelved or unshelved alerts: take the stored
+        rows (a shelf is the row's `shelved_until`: the timer then skips the alert's
+        repeats and escalation, and announces it again when the shelf ends)."""
         async with self.lock, self.pool.acquire() as conn:
             rows = await conn.fetch("SELECT rule_id, device_id FROM alerts WHERE id = ANY($1)",
                                     alert_ids)

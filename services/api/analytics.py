@@ -284,3 +284,23 @@ def mean(values: Sequence[float]) -> float | None:
 
 def finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+async def scores(conn: asyncpg.Pool | asyncpg.Connection, scope: Sequence[asyncpg.Record],
+                 until: datetime, hours: int, issues: Mapping[str, list[dict[str, Any]]]
+                 ) -> list[dict[str, Any]]:
+    """Efficiency, run fraction and health over the window of each well of `scope` (rows
+    with id, device_id, device_type), given its open issues."""
+    window_bounds(until, hours)  # 422 for an end out of range, even with no wells
+    limits = dict(zip((r["id"] for r in scope), await well_limits(
+        conn, [(r["device_id"], r["device_type"]) for r in scope]), strict=True))
+    stats = await well_stats(conn, limits, until, hours)
+    found = []
+    for r in scope:
+        s = stats[r["id"]]
+        base = s.base.get("efficiency") if s.has_baseline else None
+        found.append({"device_id": r["device_id"], "efficiency": s.efficiency,
+                      "efficiency_baseline": base, "run_fraction": s.run_fraction,
+                      "health": health(s, [i["severity"] for i in issues[r["device_id"]]],
+                                       limits[r["id"]]).score})
+    return found

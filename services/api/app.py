@@ -28,6 +28,7 @@ from services.api import audit, errors
 from services.api.bootstrap import ensure_first_admin
 from services.api.broker import api_connection
 from services.api.commands import consume_acks, sweep_timeouts
+from services.api.console import install_console
 from services.api.deps import Resources
 from services.api.docs import install_docs
 from services.api.middleware import BodyLimit, SecurityHeaders, route_limits
@@ -53,6 +54,7 @@ from services.api.routes import (
 from services.api.security.ratelimit import FailureLimiter
 from services.api.security.tokens import Tokens
 from services.api.settings import ApiSettings
+from services.api.static_files import install_static
 from shared import db, redis_client
 from shared.errors import Unauthorized
 from shared.health import Health, probe_dependencies
@@ -201,6 +203,8 @@ def create_app(common: CommonSettings, settings: ApiSettings,
                        routes=route_limits(ROUTERS, PREFIX))
     app.add_middleware(HttpMetrics, registry=registry)
     install_docs(app, settings.docs_exposure(common.env), PREFIX)
+    install_console(app)
+    install_static(app)  # /static: the pages' scripts and styles (after any mount under it)
 
     @app.get("/health/live", include_in_schema=False)
     async def live() -> dict[str, str]:

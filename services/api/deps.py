@@ -88,22 +88,30 @@ async def authenticate(res: Resources, client: str, token: str | None,
     if token is None:
         raise Unauthorized("authentication required: a bearer token or an X-API-Key")
     claims = res.tokens.decode(token, "access")
+    return await user_principal(res, int(claims["sub"]), claims.get("ver"),
+                                expires=float(claims["exp"]))
+
+
+async def user_principal(res: Resources, user_id: int, version: object,
+                         expires: float | None = None) -> Principal:
+    """The user as they are now, for a credential (a token, a console session) issued at
+    account `version`."""
     row = await res.pool.fetchrow("SELECT username, role, disabled, updated_at FROM users "
-                                  "WHERE id = $1", int(claims["sub"]))
+                                  "WHERE id = $1", user_id)
     if row is None or row["disabled"]:
         raise Unauthorized("account disabled or deleted")
-    version = account_version(row["updated_at"])
-    if claims.get("ver") != version:
-        # The token carries the account's version (its updated_at, strictly increasing
-        # with each change) as it was when the token was issued: any change since
+    current = account_version(row["updated_at"])
+    if version != current:
+        # The credential carries the account's version (its updated_at, strictly
+        # increasing with each change) as it was when it was issued: any change since
         # (password, role, status) ends it. An equality on the database's own value, not
         # issue times compared across clocks or rounded to seconds, so a token issued
         # just before a change is refused and one issued just after is good, however
         # close the two.
-        raise Unauthorized("token issued before a change to the account; log in again")
-    # The stored role, not the token's: a demotion takes effect at once.
-    return Principal("user", int(claims["sub"]), row["username"], row["role"],
-                     expires=float(claims["exp"]), version=version)
+        raise Unauthorized("credential issued before a change to the account; log in again")
+    # The stored role, not the credential's: a demotion takes effect at once.
+    return Principal("user", user_id, row["username"], row["role"], expires=expires,
+                     version=current)
 
 
 async def still_valid(res: Resources, who: Principal) -> bool:

@@ -41,6 +41,13 @@ class ApiSettings(ServiceSettings):
     account_login_window_seconds: int = Field(900, ge=60, le=86_400)
     key_failures_per_minute: int = Field(10, ge=1)
     refresh_failures_per_minute: int = Field(10, ge=1)
+    # The console (services/api/console): a session ends after this long without a
+    # request, and in any case this long after its login. Its cookie is Secure when the
+    # request came over HTTPS (a TLS proxy: X-Forwarded-Proto from forwarded_allow_ips)
+    # or when console_secure_cookie is set.
+    console_idle_seconds: int = Field(1800, ge=60, le=86_400)
+    console_session_seconds: int = Field(12 * 3600, ge=300, le=7 * 86_400)
+    console_secure_cookie: bool = False
     # Days audit_log rows are kept (deleted hourly by the API); 0 keeps them for ever.
     # At least 7: the ingestor's flood guard reads the last day of suspensions.
     audit_retention_days: int = Field(365, ge=0, le=36_500)
@@ -49,6 +56,10 @@ class ApiSettings(ServiceSettings):
     forwarded_allow_ips: str = ""
     # Commands unanswered (no `done`/`failed` on command/ack) after this are timed_out.
     command_timeout_seconds: float = Field(60.0, gt=0, le=86_400)
+    # How short and how long a shelf of an alert may be (POST /alerts/{id}/shelve): the
+    # site's shelving policy. A shelf that outlives what it was for hides a real alarm.
+    alert_shelf_min_seconds: float = Field(300.0, ge=1, le=86_400)
+    alert_shelf_max_seconds: float = Field(7 * 86_400.0, ge=60, le=366 * 86_400)
     # How long HTTP ingest waits for the broker's PUBACK before answering 503.
     publish_timeout_seconds: float = Field(5.0, gt=0, le=60)
     page_max: int = Field(1000, ge=10, le=100_000)

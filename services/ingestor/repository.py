@@ -51,11 +51,13 @@ class KnownUnit(NamedTuple):
 
 
 class StatusRow(NamedTuple):
-    """An explicit status message (or Last Will) of a device."""
+    """An explicit status message (or Last Will) of a device, and what sent it (a
+    device_connections source: device, gateway or sparkplug)."""
 
     device: int
     online: bool
     ts: datetime
+    source: str = "device"
 
 
 class Catalog:
@@ -205,7 +207,7 @@ async def write_batch(conn: asyncpg.Connection, numbers: Sequence[NumberRow],
         if units:
             await upsert_units(conn, units)
         for status in statuses:  # before telemetry, which may come after them
-            await set_status(conn, status.device, status.online, status.ts)
+            await set_status(conn, status.device, status.online, status.ts, status.source)
         if seen:
             await mark_seen(conn, seen)
         if rejects:
@@ -245,34 +247,77 @@ async def upsert_units(conn: asyncpg.Connection, rows: Sequence[UnitRow]) -> Non
         """, *zip(*ordered, strict=True))
 
 
+# Each device's newest rows kept in device_connections (migration 0016): a device that
+# flaps for days holds no more, a quiet one keeps its history.
+CONNECTIONS_KEPT = 500
+
+# A device's rows past the newest CONNECTIONS_KEPT ($2), for the devices in $1: one index
+# probe per device whose status just changed (rare: only actual changes get here).
+PRUNE_CONNECTIONS = """
+    DELETE FROM device_connections AS c
+     USING (SELECT d.id, (SELECT k.id FROM device_connections k WHERE k.device = d.id
+                           ORDER BY k.id DESC OFFSET $2 LIMIT 1) AS cut
+              FROM unnest($1::int[]) AS d(id)) AS p
+     WHERE c.device = p.id AND c.id <= p.cut"""
+
+
 async def mark_seen(conn: asyncpg.Connection, seen: dict[int, Seen]) -> None:
     """Telemetry means the device is alive: last_seen forward and, unless a status message
-    came after it in the batch, status online."""
+    came after it in the batch, status online (a change recorded in device_connections).
+    The devices' rows are locked by write_batch, so `before` is their status now."""
     ids = sorted(seen)
     in_order = [seen[i] for i in ids]
-    await conn.execute(
+    changed = await conn.fetch(
         """
+        WITH v AS (SELECT * FROM unnest($1::int[], $2::timestamptz[], $3::bool[])
+                                 AS v(id, seen, online)),
+             before AS (SELECT d.id, d.status FROM devices d JOIN v ON v.id = d.id),
+             updated AS (
         UPDATE devices AS d
            SET last_seen = GREATEST(d.last_seen, v.seen),
                status = CASE WHEN v.online THEN 'online' ELSE d.status END,
                status_changed_at = CASE WHEN v.online AND d.status <> 'online' THEN v.seen
                                         ELSE d.status_changed_at END,
                updated_at = now()
-          FROM unnest($1::int[], $2::timestamptz[], $3::bool[]) AS v(id, seen, online)
+          FROM v
          WHERE d.id = v.id
            AND (d.last_seen IS NULL OR d.last_seen < v.seen
                 OR (v.online AND d.status <> 'online'))
+        RETURNING d.id, d.status, d.status_changed_at)
+        INSERT INTO device_connections (device, ts, status, previous, source)
+        SELECT u.id, u.status_changed_at, u.status, b.status, 'telemetry'
+          FROM updated u JOIN before b ON b.id = u.id
+         WHERE u.status IS DISTINCT FROM b.status
+        RETURNING device
         """, ids, [last_seen for last_seen, _ in in_order], [online for _, online in in_order])
+    await prune_connections(conn, [r["device"] for r in changed])
 
 
-async def set_status(conn: asyncpg.Connection, device: int, online: bool, ts: datetime) -> None:
-    """An explicit status message (or Last Will); an older one never overrides a newer one."""
-    await conn.execute(
+async def set_status(conn: asyncpg.Connection, device: int, online: bool, ts: datetime,
+                     source: str = "device") -> None:
+    """An explicit status message (or Last Will); an older one never overrides a newer one.
+    An actual change is recorded in device_connections (the row is locked by write_batch,
+    so `before` is its status now)."""
+    changed = await conn.fetch(
         """
+        WITH before AS (SELECT status FROM devices WHERE id = $1),
+             updated AS (
         UPDATE devices SET status = $2, status_changed_at = $3, updated_at = now(),
                last_seen = CASE WHEN $2 = 'online' THEN GREATEST(last_seen, $3) ELSE last_seen END
          WHERE id = $1 AND (status_changed_at IS NULL OR status_changed_at <= $3)
-        """, device, "online" if online else "offline", ts)
+        RETURNING status)
+        INSERT INTO device_connections (device, ts, status, previous, source)
+        SELECT $1, $3, u.status, b.status, $4 FROM updated u, before b
+         WHERE u.status IS DISTINCT FROM b.status
+        RETURNING device
+        """, device, "online" if online else "offline", ts, source)
+    await prune_connections(conn, [r["device"] for r in changed])
+
+
+async def prune_connections(conn: asyncpg.Connection, devices: Sequence[int]) -> None:
+    """Keep each of `devices`' newest CONNECTIONS_KEPT status changes."""
+    if devices:
+        await conn.execute(PRUNE_CONNECTIONS, sorted(set(devices)), CONNECTIONS_KEPT)
 
 
 async def record_rejects(conn: asyncpg.Connection, rejects: Sequence[Reject]) -> None:
@@ -283,11 +328,20 @@ async def record_rejects(conn: asyncpg.Connection, rejects: Sequence[Reject]) ->
 
 
 async def mark_inactive_offline(conn: asyncpg.Connection, after_seconds: float) -> list[str]:
-    """Devices silent for longer than the timeout go offline; returns their ids."""
-    rows = await conn.fetch(
-        """
-        UPDATE devices SET status = 'offline', status_changed_at = now(), updated_at = now()
-         WHERE status = 'online' AND last_seen < now() - make_interval(secs => $1)
-        RETURNING device_id
-        """, after_seconds)
+    """Devices silent for longer than the timeout go offline (each change recorded in
+    device_connections, in the same statement); returns their ids."""
+    async with conn.transaction():
+        rows = await conn.fetch(
+            """
+            WITH gone AS (
+                UPDATE devices SET status = 'offline', status_changed_at = now(),
+                       updated_at = now()
+                 WHERE status = 'online' AND last_seen < now() - make_interval(secs => $1)
+                RETURNING id, device_id, status_changed_at),
+                 logged AS (
+                INSERT INTO device_connections (device, ts, status, previous, source)
+                SELECT id, status_changed_at, 'offline', 'online', 'timeout' FROM gone)
+            SELECT id, device_id FROM gone
+            """, after_seconds)
+        await prune_connections(conn, [r["id"] for r in rows])
     return [r["device_id"] for r in rows]

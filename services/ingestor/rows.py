@@ -31,9 +31,11 @@ from services.ingestor.repository import (
     TextRow,
     UnitRow,
 )
+from shared.sparkplug.topics import NAMESPACE
 from shared.streams import EncodedEntry, encode_telemetry
 from shared.units import CANONICAL, IDENTITY, conversion
 
+SPARKPLUG_PREFIX = NAMESPACE + "/"
 UNKNOWN_DEVICE = "device is not registered and auto-provisioning is off"
 Bound = tuple[float, float]  # a metric's plausible range: low, high
 
@@ -182,6 +184,15 @@ def _take_back(rows: BatchRows, added: tuple[int, int, int], why: tuple[str, str
     return why
 
 
+def status_source(item: Parsed) -> str:
+    """Who said a status (device_connections.source): a Sparkplug birth or death, a
+    gateway for its child (or its own Will for all of them), or the device itself (its
+    status message, or its Last Will, which the broker publishes in its name)."""
+    if item.delivery.topic.startswith(SPARKPLUG_PREFIX):
+        return "sparkplug"
+    return "gateway" if item.gateway is not None else "device"
+
+
 def map_batch(items: list[Parsed], devices: dict[str, int], metrics: dict[str, int],
               reject: Callable[[Parsed, str, str], Reject],
               units: Mapping[int, Mapping[str, KnownUnit]] | None = None,
@@ -221,7 +232,8 @@ def map_batch(items: list[Parsed], devices: dict[str, int], metrics: dict[str, i
         else:
             last_seen, _online = seen
         if item.status is not None:
-            rows.statuses.append(StatusRow(device, item.status.online, item.status.ts))
+            rows.statuses.append(StatusRow(device, item.status.online, item.status.ts,
+                                           status_source(item)))
             if seen is not None:  # a later status outranks earlier telemetry
                 rows.seen[device] = (last_seen, False)
             continue

@@ -8,7 +8,9 @@ Lifecycle: a condition that holds opens a *pending* alert that fires once it has
 for the rule's `for` (by the readings' event time, or by the timer in `tick`), or fires
 at once without one. A clear cancels a pending alert and resolves a firing or
 acknowledged one. Late data: per (device, metric) a value at or before the newest one
-evaluated is skipped, so an old reading neither starts, fires nor clears an alert.
+evaluated is skipped, so an old reading neither starts, fires nor clears an alert. A
+shelved alert (a person put it aside until `shelved_until`) is neither re-notified nor
+escalated; when the shelf ends and it is still open, the timer announces it again.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ Key = tuple[int, str]  # (rule id, device id)
 # is in one of the first three.
 AlertState = Literal["pending", "firing", "acknowledged", "resolved"]
 # A transition of the engine's (alert_events.kind, but a cancelled alert, a pending one
-# whose condition cleared, is deleted: never announced).
-TransitionKind = Literal["pending", "firing", "renotify", "escalated", "resolved", "cancelled"]
+# whose condition cleared, is deleted: never announced). `unshelved`: a shelf ended.
+TransitionKind = Literal["pending", "firing", "renotify", "escalated", "resolved", "cancelled",
+                         "unshelved"]
+SHELF_ENDED = "the shelf ended"  # the note of the engine's unshelved event
 ANY_METRIC = ""
 LEFT, RIGHT = True, False
 
@@ -61,6 +65,7 @@ class OpenAlert:
     last_notified_at: float | None = None
     escalated: bool = False
     id: int | None = None  # set once stored
+    shelved_until: float | None = None  # set by a person (store.shelve), read from the row
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +267,13 @@ class Engine:
             rule = self.rules[alert.rule_id]  # set_rules and adopt keep only rules run here
             if alert.state == "pending" and now >= alert.fire_at:
                 self._fire(rule, alert, now, out)
+            if alert.shelved_until is not None:
+                # Put aside by a person: no repeat, no escalation. Once the shelf ends the
+                # alert is announced again, and re-notify counts from then; an escalation
+                # that came due meanwhile follows on the next tick.
+                if now >= alert.shelved_until:
+                    out.append(self._unshelve(rule, alert, now))
+                continue
             if alert.state != "firing" or alert.fired_at is None:
                 continue
             if rule.escalation is not None and not alert.escalated and \
@@ -337,6 +349,13 @@ class Engine:
             alert.value = value
             kind: TransitionKind = "cancelled" if alert.state == "pending" else "resolved"
             out.append(self._transition(kind, rule, alert, alert.state, ts))
+
+    def _unshelve(self, rule: Rule, alert: OpenAlert, at: float) -> Transition:
+        alert.shelved_until = None
+        if alert.state == "firing":
+            alert.last_notified_at = at
+        return replace(self._transition("unshelved", rule, alert, alert.state, at),
+                       note=SHELF_ENDED)
 
     def _fire(self, rule: Rule, alert: OpenAlert, at: float, out: list[Transition],
               before: AlertState | None = "pending") -> None:

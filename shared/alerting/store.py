@@ -1,13 +1,15 @@
 """Database side of the alert engine: rules, the device catalog, open alerts and their
-transitions, evaluation progress, and the manual acknowledge and resolve. The alerts
-service writes the engine's transitions through it, the API the people's acknowledge
-and resolve, and the backtest reads the device catalog through it.
+transitions, evaluation progress, and the people's acknowledge, resolve, shelve and
+unshelve. The alerts service writes the engine's transitions through it, the API the
+people's changes, and the backtest reads the device catalog through it.
 
 Concurrency: a transition is written only if the row is still in the state the engine
 saw (`WHERE state = before`), and a new alert only if none is open for its (rule,
 device) (the partial unique index). Otherwise another replica or a person got there
 first: the transition is dropped and the engine adopts the stored row instead, so two
-replicas never raise one condition twice.
+replicas never raise one condition twice. The same refusal keeps a shelf that an engine
+has not heard of yet (its notification lost with a connection): a re-notify or an
+escalation of a shelved row is refused, and the engine adopts the row with its shelf.
 """
 
 from __future__ import annotations
@@ -127,7 +129,8 @@ def _open_alert(row: asyncpg.Record) -> OpenAlert:
                      row["active_since"].timestamp(), row["fire_at"].timestamp(),
                      value=row["value"], fired_at=_ts(row["fired_at"]),
                      last_notified_at=_ts(row["last_notified_at"]),
-                     escalated=row["escalated_at"] is not None, id=row["id"])
+                     escalated=row["escalated_at"] is not None, id=row["id"],
+                     shelved_until=_ts(row["shelved_until"]))
 
 
 # --- the engine's transitions -------------------------------------------------------------
@@ -160,7 +163,7 @@ async def commit(conn: asyncpg.Connection, transitions: list[Transition],
                                                   value, note, published_at)
                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
                                 CASE WHEN $2 = 'pending' THEN now() END)
-                        """, t.alert.id, t.kind, STATE_AFTER[t.kind], t.severity, _at(t.at),
+                        """, t.alert.id, t.kind, _state_after(t), t.severity, _at(t.at),
                         ENGINE, t.value, t.note)
             if progress:
                 await conn.execute(
@@ -182,6 +185,11 @@ async def commit(conn: asyncpg.Connection, transitions: list[Transition],
 STATE_AFTER: dict[TransitionKind, AlertState] = {
     "pending": "pending", "firing": "firing", "renotify": "firing", "escalated": "firing",
     "resolved": "resolved"}
+
+
+def _state_after(t: Transition) -> AlertState:
+    """An unshelve leaves the state as it was (firing, or acknowledged)."""
+    return t.alert.state if t.kind == "unshelved" else STATE_AFTER[t.kind]
 
 
 async def _insert(conn: asyncpg.Connection, t: Transition) -> int | None:
@@ -217,21 +225,32 @@ async def _update(conn: asyncpg.Connection, t: Transition) -> bool:
         status = await conn.execute(
             """
             UPDATE alerts SET state = 'resolved', resolved_at = $2, resolved_by = $3,
-                   value = COALESCE($4, value), updated_at = now()
+                   value = COALESCE($4, value), shelved_until = NULL, shelved_by = NULL,
+                   updated_at = now()
             WHERE id = $1 AND state = $5
             """, t.alert.id, at, ENGINE, t.value, t.before)
-    elif t.kind == "escalated":  # once, whichever replica is first
+    elif t.kind == "escalated":  # once, whichever replica is first, and not while shelved
         status = await conn.execute(
             """
             UPDATE alerts SET severity = $3, message = $4, last_notified_at = $2,
                    escalated_at = $2, updated_at = now()
             WHERE id = $1 AND state = 'firing' AND escalated_at IS NULL
+              AND shelved_until IS NULL
             """, t.alert.id, at, t.severity, t.message)
+    elif t.kind == "unshelved":  # once: only while the shelf that ended is still the row's
+        status = await conn.execute(
+            """
+            UPDATE alerts SET shelved_until = NULL, shelved_by = NULL, updated_at = now(),
+                   last_notified_at = CASE WHEN state = 'firing' THEN $2
+                                           ELSE last_notified_at END
+            WHERE id = $1 AND state = $3
+              AND shelved_until <= $2::timestamptz + interval '1 millisecond'
+            """, t.alert.id, at, t.before)
     else:  # renotify: only if no replica has notified since the notice it follows
         status = await conn.execute(
             """
             UPDATE alerts SET last_notified_at = $2, message = $3, updated_at = now()
-            WHERE id = $1 AND state = 'firing'
+            WHERE id = $1 AND state = 'firing' AND shelved_until IS NULL
               AND last_notified_at < $4::timestamptz + interval '1 millisecond'
             """, t.alert.id, at, t.message,
             _at(t.notified_before if t.notified_before is not None else t.at))
@@ -239,6 +258,8 @@ async def _update(conn: asyncpg.Connection, t: Transition) -> bool:
 
 
 # --- people --------------------------------------------------------------------------------
+# Each change locks the row, checks its state, writes it with an event naming the actor
+# (and their note), and tells the engines (NOTIFY insa_alerts), which adopt the row.
 async def acknowledge(conn: asyncpg.Connection, alert_id: int, actor: str,
                       note: str | None = None) -> asyncpg.Record:
     return await _manual(conn, alert_id, actor, note, "acknowledged", ("firing",))
@@ -250,29 +271,81 @@ async def resolve(conn: asyncpg.Connection, alert_id: int, actor: str,
                          ("pending", "firing", "acknowledged"))
 
 
+async def shelve(conn: asyncpg.Connection, alert_id: int, actor: str, until: datetime,
+                 note: str | None = None) -> asyncpg.Record:
+    """Put a firing or acknowledged alert aside until `until` (a shelved one: the new
+    shelf replaces it). The bounds on `until` are the caller's (the API's settings)."""
+    async with conn.transaction():
+        row = await _locked(conn, alert_id)
+        if row["state"] not in ("firing", "acknowledged"):
+            raise Conflict(f"alert {alert_id} is {row['state']}; only a firing or "
+                           f"acknowledged alert can be shelved", alert_id=alert_id,
+                           state=row["state"])
+        updated = await conn.fetchrow(
+            "UPDATE alerts SET shelved_until = $2, shelved_by = $3, updated_at = now() "
+            "WHERE id = $1 RETURNING *", alert_id, until, actor)
+        await _event(conn, row, "shelved", row["state"], actor, note, shelved_until=until)
+    assert updated is not None
+    return updated
+
+
+async def unshelve(conn: asyncpg.Connection, alert_id: int, actor: str,
+                   note: str | None = None) -> asyncpg.Record:
+    """End a shelf now: the `unshelved` event announces the alert again, as the engine's
+    does when a shelf runs out, and re-notify counts from it."""
+    async with conn.transaction():
+        row = await _locked(conn, alert_id)
+        if row["shelved_until"] is None:
+            raise Conflict(f"alert {alert_id} is not shelved", alert_id=alert_id,
+                           state=row["state"])
+        updated = await conn.fetchrow(
+            """
+            UPDATE alerts SET shelved_until = NULL, shelved_by = NULL, updated_at = now(),
+                   last_notified_at = CASE WHEN state = 'firing' THEN now()
+                                           ELSE last_notified_at END
+            WHERE id = $1 RETURNING *
+            """, alert_id)
+        await _event(conn, row, "unshelved", row["state"], actor, note)
+    assert updated is not None
+    return updated
+
+
 async def _manual(conn: asyncpg.Connection, alert_id: int, actor: str, note: str | None,
                   state: AlertState, allowed: tuple[AlertState, ...]) -> asyncpg.Record:
     async with conn.transaction():
-        row = await conn.fetchrow("SELECT * FROM alerts WHERE id = $1 FOR UPDATE", alert_id)
-        if row is None:
-            raise NotFound(f"alert {alert_id} does not exist", alert_id=alert_id)
+        row = await _locked(conn, alert_id)
         if row["state"] not in allowed:
             raise Conflict(f"alert {alert_id} is {row['state']}; cannot make it {state}",
                            alert_id=alert_id, state=row["state"])
         who = "acknowledged" if state == "acknowledged" else "resolved"
+        # A resolve ends the alert, and with it any shelf (nothing is left to announce).
+        shelf = ", shelved_until = NULL, shelved_by = NULL" if state == "resolved" else ""
         updated = await conn.fetchrow(
             f"""
-            UPDATE alerts SET state = $2, {who}_at = now(), {who}_by = $3, updated_at = now()
+            UPDATE alerts SET state = $2, {who}_at = now(), {who}_by = $3,
+                   updated_at = now(){shelf}
             WHERE id = $1 RETURNING *
             """, alert_id, state, actor)
-        await conn.execute(
-            """
-            INSERT INTO alert_events (alert_id, kind, state, severity, at, actor, value, note,
-                                      published_at)
-            VALUES ($1, $2, $2, $3, now(), $4, $5, $6,
-                    CASE WHEN $7 THEN now() END)
-            """, alert_id, state, row["severity"], actor, row["value"], note,
-            row["fired_at"] is None)  # a pending alert was never announced
-        await conn.execute("SELECT pg_notify($1, $2)", CHANGED_CHANNEL, str(alert_id))
+        await _event(conn, row, state, state, actor, note)
     assert updated is not None
     return updated
+
+
+async def _locked(conn: asyncpg.Connection, alert_id: int) -> asyncpg.Record:
+    row = await conn.fetchrow("SELECT * FROM alerts WHERE id = $1 FOR UPDATE", alert_id)
+    if row is None:
+        raise NotFound(f"alert {alert_id} does not exist", alert_id=alert_id)
+    return row
+
+
+async def _event(conn: asyncpg.Connection, row: asyncpg.Record, kind: str, state: str,
+                 actor: str, note: str | None, shelved_until: datetime | None = None) -> None:
+    """A person's event on the alert `row` (as it was before), and the engines told."""
+    await conn.execute(
+        """
+        INSERT INTO alert_events (alert_id, kind, state, severity, at, actor, value, note,
+                                  shelved_until, published_at)
+        VALUES ($1, $2, $3, $4, now(), $5, $6, $7, $8, CASE WHEN $9 THEN now() END)
+        """, row["id"], kind, state, row["severity"], actor, row["value"], note,
+        shelved_until, row["fired_at"] is None)  # a pending alert was never announced
+    await conn.execute("SELECT pg_notify($1, $2)", CHANGED_CHANNEL, str(row["id"]))

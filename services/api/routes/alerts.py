@@ -1,11 +1,13 @@
 """Alerts: the list, one alert with its transitions, and the people's side of the
-lifecycle (acknowledge, resolve) through shared/alerting/store.py, which records the
-actor and tells the engines; the engines publish the events from alert_events."""
+lifecycle (acknowledge, resolve, shelve, unshelve) through shared/alerting/store.py,
+which records the actor and note and tells the engines; the engines publish the events
+from alert_events."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Annotated, Any
 
 import asyncpg
@@ -20,7 +22,8 @@ from services.api.security.principal import Principal
 from shared.alerting import store
 from shared.alerting.evaluation import AlertState
 from shared.contract import Severity
-from shared.errors import NotFound
+from shared.errors import NotFound, ValidationFailed
+from shared.timefmt import utc_text
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 Reader = Annotated[Principal, Depends(require("alerts:read"))]
@@ -28,8 +31,10 @@ Manager = Annotated[Principal, Depends(require("alerts:manage"))]
 COLUMNS = """a.id, a.rule_id, r.name AS rule, a.device_id, a.state, a.severity, a.value,
              a.threshold, a.message, a.active_since, a.fire_at, a.fired_at,
              a.acknowledged_at, a.acknowledged_by, a.resolved_at, a.resolved_by,
-             a.escalated_at, a.last_notified_at, a.updated_at"""
+             a.escalated_at, a.last_notified_at, a.shelved_until, a.shelved_by,
+             a.updated_at"""
 Manual = Callable[[asyncpg.Connection, int, str, str | None], Awaitable[asyncpg.Record]]
+NOTE_MAX = 2000
 
 
 class Alert(BaseModel):
@@ -52,19 +57,24 @@ class Alert(BaseModel):
     resolved_by: str | None = Field(examples=["engine"])
     escalated_at: datetime | None
     last_notified_at: datetime | None
+    shelved_until: datetime | None = Field(
+        description="Shelved until then: no re-notify or escalation meanwhile; null when "
+                    "not shelved. The engine clears it when the shelf ends")
+    shelved_by: str | None = Field(examples=["user:ana"])
     updated_at: datetime
 
 
 class AlertEvent(BaseModel):
     id: int
     kind: str = Field(examples=["acknowledged"], description="pending, firing, renotify, "
-                      "escalated, acknowledged or resolved")
+                      "escalated, acknowledged, resolved, shelved or unshelved")
     state: str = Field(description="The alert's state after it")
     severity: str
     at: datetime
     actor: str = Field(examples=["user:ana"], description="engine, or who acted")
     value: float | None
-    note: str | None
+    note: str | None = Field(description="The person's note, or the engine's reason")
+    shelved_until: datetime | None = Field(description="A shelved event: the shelf's end")
     published_at: datetime | None = Field(description="When it went out on insa:alerts "
                                                       "and MQTT")
 
@@ -74,7 +84,17 @@ class AlertDetail(Alert):
 
 
 class NoteIn(BaseModel):
-    note: str | None = Field(None, max_length=2000, examples=["crew on the way"])
+    note: str | None = Field(None, max_length=NOTE_MAX, examples=["crew on the way"],
+                             description="Kept with the event in the alert's history")
+
+
+class ShelveIn(BaseModel):
+    minutes: float | None = Field(None, gt=0, allow_inf_nan=False, examples=[120],
+                                  description="Shelve for this long (this or until)")
+    until: AwareDatetime | None = Field(None, description="Shelve until then (this or "
+                                                          "minutes)")
+    note: str | None = Field(None, max_length=NOTE_MAX, examples=["pump swap, W-7 down"],
+                             description="Why; kept with the event in the alert's history")
 
 
 async def _alert(conn: asyncpg.Connection | asyncpg.Pool, who: Principal,
@@ -92,6 +112,8 @@ async def list_alerts(
         state: Annotated[list[AlertState] | None, Query(description="Any of these")] = None,
         severity: Annotated[list[Severity] | None, Query()] = None,
         device_id: str | None = None, rule_id: int | None = None,
+        shelved: Annotated[bool | None, Query(description="Only shelved (true) or only "
+                                                          "not shelved (false)")] = None,
         start: Annotated[AwareDatetime | None, Query(description="active_since at or "
                                                                  "after")] = None,
         end: Annotated[AwareDatetime | None, Query(description="active_since before")] = None,
@@ -113,8 +135,10 @@ async def list_alerts(
           AND ($5::timestamptz IS NULL OR a.active_since >= $5)
           AND ($6::timestamptz IS NULL OR a.active_since < $6)
           AND ($7::timestamptz IS NULL OR (a.active_since, a.id) < ($7, $8::bigint))
+          AND ($10::boolean IS NULL OR (a.shelved_until IS NOT NULL) = $10)
         ORDER BY a.active_since DESC, a.id DESC LIMIT $9
-        """, state, severity, device_id, rule_id, start, end, at, last_id, limit + 1)
+        """, state, severity, device_id, rule_id, start, end, at, last_id, limit + 1,
+        shelved)
     items = [Alert(**dict(r)) for r in rows[:limit]]
     return Page(items=items, next_cursor=cursor_of(items[-1].active_since, items[-1].id)
                 if len(rows) > limit else None)
@@ -126,14 +150,13 @@ async def get_alert(alert_id: int, res: Res, who: Reader) -> AlertDetail:
     async with res.pool.acquire() as conn:
         row = await _alert(conn, who, alert_id)
         events = await conn.fetch(
-            "SELECT id, kind, state, severity, at, actor, value, note, published_at "
-            "FROM alert_events WHERE alert_id = $1 ORDER BY id", alert_id)
+            "SELECT id, kind, state, severity, at, actor, value, note, shelved_until, "
+            "published_at FROM alert_events WHERE alert_id = $1 ORDER BY id", alert_id)
     return AlertDetail(**dict(row), events=[AlertEvent(**dict(e)) for e in events])
 
 
 async def _manual(res: Res, who: Principal, alert_id: int, change: Manual, action: str,
-                  body: NoteIn | None) -> Alert:
-    note = body.note if body is not None else None
+                  note: str | None, **detail: Any) -> Alert:
     async with res.pool.acquire() as conn:
         await _alert(conn, who, alert_id)  # 404 for another device's alert
         async with conn.transaction():
@@ -141,8 +164,24 @@ async def _manual(res: Res, who: Principal, alert_id: int, change: Manual, actio
             changed = await change(conn, alert_id, who.actor, note)
             await audit.record(conn, who.actor, action, str(alert_id),
                                device_id=changed["device_id"], rule_id=changed["rule_id"],
-                               note=note)
+                               note=note, **detail)
         return Alert(**dict(await _alert(conn, who, alert_id)))
+
+
+def shelf_end(body: ShelveIn, low: float, high: float, now: datetime) -> datetime:
+    """When the shelf `body` asks for ends: `minutes` from now or `until`, lasting `low`
+    to `high` seconds (the API's settings); 422 naming the field otherwise."""
+    if (body.minutes is None) == (body.until is None):
+        raise ValidationFailed("bad_shelf", "minutes: give minutes or until, one of them",
+                               field="minutes")
+    if body.until is not None:
+        field, seconds = "until", (body.until - now).total_seconds()
+    else:
+        field, seconds = "minutes", (body.minutes or 0.0) * 60
+    if not low <= seconds <= high:  # (checked before a timedelta of it could overflow)
+        raise ValidationFailed("bad_shelf", f"{field}: a shelf lasts {low / 60:g} to "
+                               f"{high / 60:g} minutes from now", field=field)
+    return body.until or now + timedelta(seconds=seconds)
 
 
 NoteBody = Annotated[NoteIn | None, Body()]
@@ -156,7 +195,8 @@ async def acknowledge_alert(alert_id: int, res: Res, who: Manager,
                             body: NoteBody = None) -> Alert:
     """Someone is on it: the alert stays open (and is no longer re-notified) until its
     condition clears or someone resolves it. Only a firing alert can be acknowledged."""
-    return await _manual(res, who, alert_id, store.acknowledge, "alert.acknowledge", body)
+    return await _manual(res, who, alert_id, store.acknowledge, "alert.acknowledge",
+                         body.note if body else None)
 
 
 @router.post("/{alert_id}/resolve", response_model=Alert, responses=CONFLICT,
@@ -164,4 +204,36 @@ async def acknowledge_alert(alert_id: int, res: Res, who: Manager,
 async def resolve_alert(alert_id: int, res: Res, who: Manager, body: NoteBody = None) -> Alert:
     """Ends the alert now (pending, firing or acknowledged); if its condition still
     holds, the next reading that holds it starts a new one."""
-    return await _manual(res, who, alert_id, store.resolve, "alert.resolve", body)
+    return await _manual(res, who, alert_id, store.resolve, "alert.resolve",
+                         body.note if body else None)
+
+
+@router.post("/{alert_id}/shelve", response_model=Alert, responses=CONFLICT,
+             summary="Shelve a firing or acknowledged alert for a while")
+async def shelve_alert(alert_id: int, res: Res, who: Manager, body: ShelveIn) -> Alert:
+    """Put a known alert aside: until the shelf ends the engine neither re-notifies nor
+    escalates it (its state changes are still recorded and published); then, if it is
+    still open, an `unshelved` event announces it again. `minutes` or `until`: by
+    default 5 minutes to 7 days (INSA_API_ALERT_SHELF_MIN_SECONDS, …_MAX_SECONDS). A
+    shelved alert can be shelved again (the new shelf replaces the old one); a resolve
+    ends the shelf."""
+    settings = res.settings
+    until = shelf_end(body, settings.alert_shelf_min_seconds,
+                      settings.alert_shelf_max_seconds, datetime.now(UTC))
+    return await _manual(res, who, alert_id, partial(_shelve, until), "alert.shelve",
+                         body.note, until=utc_text(until))
+
+
+async def _shelve(until: datetime, conn: asyncpg.Connection, alert_id: int, actor: str,
+                  note: str | None) -> asyncpg.Record:
+    return await store.shelve(conn, alert_id, actor, until, note)
+
+
+@router.post("/{alert_id}/unshelve", response_model=Alert, responses=CONFLICT,
+             summary="End an alert's shelf now")
+async def unshelve_alert(alert_id: int, res: Res, who: Manager,
+                         body: NoteBody = None) -> Alert:
+    """As when the shelf runs out: an `unshelved` event announces the alert again, and
+    re-notify counts from it. 409 if the alert is not shelved."""
+    return await _manual(res, who, alert_id, store.unshelve, "alert.unshelve",
+                         body.note if body else None)

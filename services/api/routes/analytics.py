@@ -5,7 +5,7 @@ and docs/api-analytics.md."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, BaseModel, Field
@@ -197,7 +197,7 @@ async def performance(device_id: str, res: Res, who: Reader, window_hours: Windo
     """Flow per amp over the window and the health score (0-100), both against the well's
     own 7-day baseline and judged by its diagnosis limits (overrides included); the
     score's parts are given, so it can be read. Definition: docs/api-analytics.md."""
-    until = q.utc(end, "end") if end else datetime.now(UTC)
+    until = until_of(end)
     base_start, start, stop = a.window_bounds(until, window_hours)
     dev = await q.device(res.pool, who, device_id)
     [limits] = await a.well_limits(res.pool, [(dev.device_id, dev.device_type)])
@@ -215,6 +215,10 @@ async def performance(device_id: str, res: Res, who: Reader, window_hours: Windo
         if stats.efficiency is not None and base_eff else None,
         baseline=base, baseline_hours=stats.base_hours, health=scored.score,
         health_penalties=scored.components, open_issues=[Issue(**i) for i in issues])
+
+
+def until_of(end: datetime | None) -> datetime:
+    return q.utc(end, "end") if end else datetime.now(UTC)
 
 
 @router.get("/fleet", response_model=Fleet, summary="The fleet at a glance")
@@ -239,7 +243,7 @@ async def fleet(res: Res, who: Reader, device_type: DeviceType = None, tag: Tag 
     issues = await a.open_issues(res.pool, names)
     critical = {kind: sum(any(i["kind"] == kind and i["severity"] == CRITICAL for i in found)
                           for found in issues.values()) for kind in ("alert", "diagnosis")}
-    scores = await _scores(res, scope, end, window_hours, issues)
+    scores = await a.scores(res.pool, scope, until_of(end), window_hours, issues)
     scored = [s["health"] for s in scores if s["health"] is not None]
     average = a.mean(scored)
     return Fleet(devices=counts["devices"], online=counts["online"],
@@ -262,25 +266,7 @@ async def rankings(res: Res, who: Reader, by: Literal["efficiency", "health"] = 
     or worst first (`asc`); wells without a value (not running) are left out."""
     scope = await res.pool.fetch(SCOPE, device_type, tag, who.device_id)
     issues = await a.open_issues(res.pool, [r["device_id"] for r in scope])
-    scores = [s for s in await _scores(res, scope, end, window_hours, issues)
+    scores = [s for s in await a.scores(res.pool, scope, until_of(end), window_hours, issues)
               if s[by] is not None]
     scores.sort(key=lambda s: (-s[by] if order == "desc" else s[by], s["device_id"]))
     return [Ranked(rank=n, **s) for n, s in enumerate(scores[:limit], start=1)]
-
-
-async def _scores(res: Res, scope: list[Any], end: datetime | None, hours: int,
-                  issues: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    until = q.utc(end, "end") if end else datetime.now(UTC)
-    a.window_bounds(until, hours)  # 422 for an end out of range, even with no wells
-    limits = dict(zip((r["id"] for r in scope), await a.well_limits(
-        res.pool, [(r["device_id"], r["device_type"]) for r in scope]), strict=True))
-    stats = await a.well_stats(res.pool, limits, until, hours)
-    found = []
-    for r in scope:
-        s = stats[r["id"]]
-        base = s.base.get("efficiency") if s.has_baseline else None
-        found.append({"device_id": r["device_id"], "efficiency": s.efficiency,
-                      "efficiency_baseline": base, "run_fraction": s.run_fraction,
-                      "health": a.health(s, [i["severity"] for i in issues[r["device_id"]]],
-                                         limits[r["id"]]).score})
-    return found

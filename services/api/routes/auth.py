@@ -9,9 +9,9 @@ from pydantic import BaseModel, Field
 
 from services.api import audit
 from services.api.deps import Res, client_of, require
-from services.api.security.passwords import verify_password
+from services.api.security.login import check_password
 from services.api.security.principal import Principal
-from services.api.security.ratelimit import login_limits, refresh_limit
+from services.api.security.ratelimit import refresh_limit
 from services.api.security.tokens import account_version
 from shared.errors import Conflict, Forbidden, Unauthorized
 
@@ -49,27 +49,7 @@ class Me(BaseModel):
              responses={401: {}})
 async def login(body: Login, request: Request, res: Res) -> TokenOut:
     client = client_of(request)
-    limits = login_limits(res.settings, body.username, client)
-    _, account_here, _ = limits
-    # A place in each limit is reserved before the (slow) password check, so guesses
-    # sent in parallel cannot all pass one check, and a locked account refuses even the
-    # right password (a guess is never confirmed). A success gives the places back and
-    # clears the account's count from this client (not from elsewhere: an attacker's).
-    held = await res.limiter.reserve(*limits)
-    try:
-        row = await res.pool.fetchrow("SELECT id, password_hash, role, disabled, updated_at "
-                                      "FROM users WHERE username = $1", body.username)
-        ok = await verify_password(row["password_hash"] if row else None, body.password)
-    except Exception:
-        await res.limiter.release(held)  # no verdict (the database failed)
-        raise
-    if not ok or row is None or row["disabled"]:
-        reason = "disabled" if ok and row is not None else "bad credentials"
-        await audit.record(res.pool, f"user:{body.username}", "auth.login", body.username,
-                           "failure", client=client, reason=reason)
-        raise Unauthorized("wrong username or password")
-    await res.limiter.release(held)
-    await res.limiter.clear(account_here)
+    row = await check_password(res, body.username, body.password, client, via=None)
     async with res.pool.acquire() as conn, conn.transaction():
         pair, _ = await res.tokens.issue(conn, row["id"], body.username, row["role"],
                                          account_version(row["updated_at"]))

@@ -26,7 +26,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "rules:read": READERS,
     "rules:write": ENGINEERS,
     "alerts:read": READERS,
-    "alerts:manage": OPERATORS,           # acknowledge, resolve
+    "alerts:manage": OPERATORS,           # acknowledge, resolve, shelve, unshelve
     "commands:read": READERS,
     "commands:send": OPERATORS,
     "live:read": READERS,

@@ -99,6 +99,8 @@ MAY_CALL: dict[str, frozenset[str]] = {
     "GET /alerts/{alert_id}": READERS,
     "POST /alerts/{alert_id}/acknowledge": OPERATORS,
     "POST /alerts/{alert_id}/resolve": OPERATORS,
+    "POST /alerts/{alert_id}/shelve": OPERATORS,
+    "POST /alerts/{alert_id}/unshelve": OPERATORS,
     "GET /devices/{device_id}/commands": READERS,
     "POST /devices/{device_id}/commands": OPERATORS,
     "GET /commands/{command_id}": READERS,

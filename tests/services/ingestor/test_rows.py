@@ -59,7 +59,7 @@ def test_a_status_after_telemetry_outranks_it(parser: MessageParser) -> None:
     items = [parse(parser, "insa/devices/esp-1/telemetry", {"flow_rate": 1}),
              parse(parser, "insa/devices/esp-1/status", b"offline")]
     rows = map_batch(items, DEVICES, METRICS, unknown)
-    assert [(d, online) for d, online, _ in rows.statuses] == [(1, False)]
+    assert [(s.device, s.online, s.source) for s in rows.statuses] == [(1, False, "device")]
     assert rows.seen == {1: (T0, False)}
 
 
