@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api import errors
 from services.api.console import (
+    alarms,
     api_keys_admin,
     audit_admin,
     devices_admin,
@@ -37,7 +38,7 @@ from shared.errors import InsaError, Unauthorized
 
 log = structlog.get_logger(__name__)
 ROUTERS = (login.router, fleet.router, well.router, devices_admin.router, users_admin.router,
-           api_keys_admin.router, audit_admin.router, rules.router)
+           api_keys_admin.router, audit_admin.router, rules.router, alarms.router)
 Handler = Callable[[Request, Any], Awaitable[Response]]
 
 
