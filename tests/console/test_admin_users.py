@@ -33,9 +33,10 @@ async def test_a_user_created_here_logs_in_with_their_role(api: Api, db_url: str
     created = await submit(admin, USERS, {"username": "ana", "password": PASSWORD,
                                           "role": "engineer"}, USERS)
     assert created.status_code == 303
-    assert created.headers["location"] == "/console/users?done=created&name=ana"
+    assert created.headers["location"] == "/console/users"
     listed = (await admin.get(created.headers["location"])).text
     assert "User ana created." in listed and PASSWORD not in listed
+    assert "User ana created." not in (await admin.get(USERS)).text, "said once"
 
     ana = await console_client(api, "ana")
     fleet = (await ana.get("/console/")).text
@@ -53,22 +54,26 @@ async def test_role_status_and_deletion_end_the_users_sessions(api: Api, db_url:
     bo = await console_client(api, "bo")
 
     changed = await submit(admin, f"{USERS}/{bo_id}/role", {"role": "operator"}, USERS)
-    assert changed.headers["location"] == "/console/users?done=role&name=bo"
+    assert changed.headers["location"] == "/console/users"
+    assert "Role of bo changed" in (await admin.get(USERS)).text
     assert (await bo.get("/console/")).status_code == 303, "bo's session ended"
     row = await fetchrow(db_url, "SELECT role FROM users WHERE id = $1", bo_id)
     assert row is not None and row["role"] == "operator"
 
     disabled = await submit(admin, f"{USERS}/{bo_id}/status", {"disabled": "true"}, USERS)
-    assert disabled.headers["location"] == "/console/users?done=disabled&name=bo"
+    assert disabled.headers["location"] == "/console/users"
+    assert "bo disabled" in (await admin.get(USERS)).text
     assert (await log_in(api, "bo")).status_code == 401
     enabled = await submit(admin, f"{USERS}/{bo_id}/status", {"disabled": "false"}, USERS)
-    assert enabled.headers["location"] == "/console/users?done=enabled&name=bo"
+    assert enabled.headers["location"] == "/console/users"
+    assert "bo enabled" in (await admin.get(USERS)).text
     assert (await log_in(api, "bo")).status_code == 303
 
     confirm = await admin.get(f"{USERS}/{bo_id}/delete")
     assert confirm.status_code == 200 and "Delete user bo" in confirm.text
     deleted = await submit(admin, f"{USERS}/{bo_id}/delete", {}, USERS)
-    assert deleted.headers["location"] == "/console/users?done=deleted&name=bo"
+    assert deleted.headers["location"] == "/console/users"
+    assert "User bo deleted." in (await admin.get(USERS)).text
     assert await fetchrow(db_url, "SELECT 1 FROM users WHERE id = $1", bo_id) is None
     assert (await log_in(api, "bo")).status_code == 401
     assert (await admin.get(f"{USERS}/{bo_id}/delete")).status_code == 404

@@ -8,9 +8,11 @@ import json
 import re
 
 import httpx
+import pytest
 
-from tests.fixtures.api import ADMIN_PASSWORD, Api
-from tests.utils.console import console_client, csrf_token
+from services.api.console.session import COOKIE
+from tests.fixtures.api import ADMIN_PASSWORD, PASSWORD, Api
+from tests.utils.console import CSRF, console_client, csrf_token
 from tests.utils.db import fetch
 
 OUTSIDE = re.compile(r"""(?:src|href|action)=["'](?:https?:)?//""")
@@ -40,6 +42,29 @@ async def test_login_opens_a_session_and_the_fleet_page(api: Api, db_url: str) -
     events = await fetch(db_url, "SELECT action, outcome, detail FROM audit_log "
                                  "WHERE action = 'auth.login' AND detail ->> 'via' = 'console'")
     assert [(e["action"], e["outcome"]) for e in events] == [("auth.login", "success")]
+
+
+@pytest.mark.parametrize("api_overrides", [{"console_secure_cookie": True},
+                                           {"forwarded_allow_ips": "127.0.0.1"}])
+async def test_the_cookie_is_secure_behind_tls(api: Api) -> None:
+    """Set by INSA_API_CONSOLE_SECURE_COOKIE, or seen from a trusted TLS proxy's
+    X-Forwarded-Proto; on logout too."""
+    client = httpx.AsyncClient(base_url=api.url, headers={"X-Forwarded-Proto": "https"})
+    api._clients.append(client)
+    login = await client.post("/console/login", data={"username": "admin",
+                                                      "password": ADMIN_PASSWORD})
+    cookie = login.headers["set-cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/console" in cookie
+    assert f"Max-Age={api.settings.console_session_seconds}" in cookie
+    # The client's jar keeps a Secure cookie from plain HTTP: the proxy's part, by hand.
+    found = re.search(rf"{COOKIE}=([^;]+)", cookie)
+    assert found
+    sent = {"Cookie": f"{COOKIE}={found.group(1)}"}
+    token = CSRF.search((await client.get("/console/", headers=sent)).text)
+    assert token
+    out = await client.post("/console/logout", data={"csrf_token": token.group(1)},
+                            headers=sent)
+    assert out.status_code == 303 and "Secure" in out.headers["set-cookie"]
 
 
 async def test_a_wrong_password_is_refused_at_the_form_and_audited(api: Api,
@@ -80,6 +105,41 @@ async def test_writes_need_the_sessions_csrf_token_and_this_origin(api: Api) -> 
     assert out.status_code == 303 and out.headers["location"] == "/console/login"
     # The session ended on the server, not only in this cookie jar.
     assert (await client.get("/console/")).status_code == 303
+
+
+async def test_a_login_ends_the_session_the_browser_had(api: Api) -> None:
+    """Each login a new id, and the session of the cookie sent with it ended: an id known
+    before the login (planted by someone, or the last user's of this browser) opens
+    nothing after it."""
+    planted = httpx.AsyncClient(base_url=api.url)
+    api._clients.append(planted)
+    planted.cookies.set(COOKIE, "planted-id", domain="127.0.0.1", path="/console")
+    login = await planted.post("/console/login", data={"username": "admin",
+                                                       "password": ADMIN_PASSWORD})
+    assert login.status_code == 303 and planted.cookies[COOKIE] != "planted-id"
+    before = planted.cookies[COOKIE]
+    await api.user("viewer", "vic")
+    again = await planted.post("/console/login", data={"username": "vic",
+                                                       "password": PASSWORD})
+    assert again.status_code == 303 and planted.cookies[COOKIE] != before
+    assert "vic <small>(viewer)</small>" in (await planted.get("/console/")).text
+    stale = httpx.AsyncClient(base_url=api.url)
+    api._clients.append(stale)
+    stale.cookies.set(COOKIE, before, domain="127.0.0.1", path="/console")
+    assert (await stale.get("/console/")).status_code == 303, "the admin's session ended"
+
+
+async def test_a_form_posted_after_the_session_ended_returns_to_its_page(api: Api) -> None:
+    """Not to the address it posted to, which may have no page (GET /console/logout)."""
+    client = await console_client(api, "admin", ADMIN_PASSWORD)
+    token = await csrf_token(client, "/console/users")
+    await api.app.state.resources.redis.flushdb()
+    posted = await client.post("/console/users/1/role", data={
+        "role": "viewer", "csrf_token": token}, headers={"Referer": f"{api.url}/console/users"})
+    assert posted.status_code == 303
+    assert posted.headers["location"] == "/console/login?next=/console/users"
+    out = await client.post("/console/logout", data={"csrf_token": token})
+    assert out.headers["location"] == "/console/login?next=/console/"
 
 
 async def test_a_login_form_posted_from_another_site_is_refused(api: Api) -> None:

@@ -50,7 +50,7 @@ async def test_draft_backtest_create_and_disable_a_rule(api: Api, db_url: str, p
     await page.locator("#rule-form").get_by_role("button", name="Create").click()
     await expect(page.get_by_text("Saved.")).to_be_visible()
     rule_id = await fetchval(db_url, "SELECT id FROM rules WHERE name = 'motor hot on average'")
-    await expect(page).to_have_url(f"{api.url}/console/rules/{rule_id}?saved=true")
+    await expect(page).to_have_url(f"{api.url}/console/rules/{rule_id}")
 
     await page.get_by_role("link", name="Rules", exact=True).first.click()
     row = page.locator(f"#rule-{rule_id}")

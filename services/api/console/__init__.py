@@ -32,7 +32,7 @@ from services.api.console import (
     users_admin,
     well,
 )
-from services.api.console.rendering import render
+from services.api.console.rendering import go, render
 from services.api.console.session import PATH, LoginRequired, login_url
 from shared.errors import InsaError, Unauthorized
 
@@ -47,11 +47,7 @@ def is_console(request: Request) -> bool:
 
 
 def to_login(request: Request, exc: LoginRequired) -> Response:
-    target = login_url(exc.next_path)
-    if request.headers.get("hx-request"):
-        # htmx follows this with a full page load; a 303 would be swapped into the page.
-        return Response(status_code=200, headers={"HX-Redirect": target})
-    return RedirectResponse(target, 303)
+    return go(request, login_url(exc.next_path))
 
 
 def error_page(request: Request, status: int, message: str) -> Response:

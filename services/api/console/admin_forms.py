@@ -16,6 +16,8 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
+from services.api.console.rendering import render
+from services.api.security.principal import Principal
 from shared.errors import Conflict, ValidationFailed
 
 FORM = "form"  # an error that belongs to no one field: shown above the form
@@ -35,7 +37,8 @@ REFUSALS = (ValidationError, ValidationFailed, Conflict, Refused)
 
 
 async def posted(request: Request) -> dict[str, str]:
-    """The form's text fields (the CSRF token left out); files are not expected here."""
+    """The form's text fields (the CSRF token left out), the last value of a name where it
+    has several (a checkbox after its hidden "false"); files are not expected here."""
     found = await request.form()
     return {k: v for k, v in found.items() if isinstance(v, str) and k != "csrf_token"}
 
@@ -86,15 +89,19 @@ def utc_moment(text: str) -> datetime | str | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def local_input(moment: datetime | None) -> str:
-    """A moment as a `datetime-local` input shows it (UTC, to the second)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if moment else ""
-
-
 def see_other(url: str) -> Response:
     """After a write that shows no secret: the page to look at, by GET (a reload does not
     post again)."""
     return RedirectResponse(url, 303)
+
+
+def confirm(request: Request, who: Principal, section: str, title: str, text: str,
+            button: str, action: str, back: str, danger: bool = True) -> Response:
+    """The step before a write that cuts something off: what will happen, a button that
+    posts to `action`, and the way `back`."""
+    return render(request, "admin_confirm.html", {
+        "section": section, "title": title, "text": text, "button": button,
+        "danger": danger, "action": action, "back": back}, who)
 
 
 def context(values: dict[str, Any], errors: Errors | None = None,

@@ -27,7 +27,7 @@ from services.api.console.alarm_list import (
     alarm_page,
     rule_choices,
 )
-from services.api.console.rendering import render
+from services.api.console.rendering import is_htmx, render
 from services.api.console.session import PATH as CONSOLE
 from services.api.console.session import ConsoleUser, safe_next
 from services.api.deps import Res, Resources, authorize
@@ -96,7 +96,7 @@ async def change(request: Request, res: Res, who: Principal, alert_id: int,
     source: From = "list" if values.get("from") == "list" else "detail"
     back = safe_next(values.get("next") or PATH) if source == "list" else f"{PATH}/{alert_id}"
     changed, form = await act(res, who, alert_id, action, values)
-    htmx = request.headers.get("hx-request") == "true"
+    htmx = is_htmx(request)
     if htmx and source == "list":
         alert: Alert = changed or await get_alert(alert_id, res, who)
         return render(request, "_alarm_row.html", {

@@ -10,14 +10,15 @@ the page that answers its creation and nowhere else (`Cache-Control: no-store`).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal, get_args
+from typing import Literal, get_args
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from services.api.console.admin_forms import (
     REFUSALS,
     Errors,
+    confirm,
     context,
     posted,
     refusal,
@@ -25,7 +26,7 @@ from services.api.console.admin_forms import (
     utc_moment,
 )
 from services.api.console.rendering import render
-from services.api.console.session import PATH, ConsoleUser
+from services.api.console.session import PATH, ConsoleUser, flash, take_notice
 from services.api.deps import Res, Resources, authorize
 from services.api.routes import api_keys as api_keys_routes
 from services.api.routes.api_keys import KeyIn, KeyOut
@@ -37,14 +38,12 @@ PERMISSION = "keys:manage"
 router = APIRouter(prefix=BASE, include_in_schema=False)
 FIELDS = frozenset({"name", "role", "device_id", "expires_at"})
 ROLES = get_args(KeyIn.model_fields["role"].annotation)
-Prefix = Annotated[str | None, Query(pattern=r"^[0-9a-f]{16}$")]
 
 
 @router.get("")
-async def keys_page(request: Request, res: Res, who: ConsoleUser,
-                    revoked: Prefix = None) -> Response:
+async def keys_page(request: Request, res: Res, who: ConsoleUser) -> Response:
     await authorize(res, who, PERMISSION, request)
-    return await page(request, res, who, revoked=revoked)
+    return await page(request, res, who, notice=await take_notice(res, request))
 
 
 @router.post("")
@@ -70,13 +69,10 @@ async def confirm_revoke(key_id: int, request: Request, res: Res,
                          who: ConsoleUser) -> Response:
     await authorize(res, who, PERMISSION, request)
     key = await key_of(res, who, key_id)
-    return render(request, "admin_confirm.html", {
-        "section": "API keys", "title": f"Revoke API key {key.name} ({key.prefix})",
-        "text": "The key stops working at once, for every request and every live feed "
-                "using it. A revoked key cannot be restored: a machine that still needs "
-                "access needs a new key.",
-        "button": "Revoke key", "danger": True, "action": f"{BASE}/{key_id}/revoke",
-        "back": BASE}, who)
+    return confirm(request, who, "API keys", f"Revoke API key {key.name} ({key.prefix})",
+                   "The key stops working at once, for every request and every live feed "
+                   "using it. A revoked key cannot be restored: a machine that still needs "
+                   "access needs a new key.", "Revoke key", f"{BASE}/{key_id}/revoke", BASE)
 
 
 @router.post("/{key_id}/revoke")
@@ -84,7 +80,8 @@ async def revoke(key_id: int, request: Request, res: Res, who: ConsoleUser) -> R
     await authorize(res, who, PERMISSION, request)
     key = await key_of(res, who, key_id)
     await api_keys_routes.revoke_key(key_id, res, who)
-    return see_other(f"{BASE}?revoked={key.prefix}")
+    await flash(res, request, f"Key {key.name} ({key.prefix}) revoked: it no longer works.")
+    return see_other(BASE)
 
 
 async def key_of(res: Resources, who: Principal, key_id: int) -> KeyOut:
@@ -105,11 +102,11 @@ def state(key: KeyOut, now: datetime) -> Literal["active", "revoked", "expired"]
 
 async def page(request: Request, res: Resources, who: Principal,
                values: dict[str, str] | None = None, errors: Errors | None = None,
-               status: int = 200, revoked: str | None = None) -> Response:
+               status: int = 200, notice: str | None = None) -> Response:
     """The keys, newest first, and the new-key form."""
     now = datetime.now(UTC)
     keys = [(key, state(key, now))
             for key in reversed(await api_keys_routes.list_keys(res, who))]
     return render(request, "api_keys_admin.html", {
-        "keys": keys, "roles": ROLES, "revoked": revoked,
+        "keys": keys, "roles": ROLES, "notice": notice,
         **context(values or {"role": "viewer"}, errors, FIELDS)}, who, status=status)

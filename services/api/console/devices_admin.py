@@ -20,7 +20,15 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from services.api.console.admin_forms import REFUSALS, Errors, context, posted, refusal, see_other
+from services.api.console.admin_forms import (
+    REFUSALS,
+    Errors,
+    confirm,
+    context,
+    posted,
+    refusal,
+    see_other,
+)
 from services.api.console.device_forms import (
     ATTRIBUTE_INPUTS,
     device_in,
@@ -28,9 +36,9 @@ from services.api.console.device_forms import (
     device_values,
 )
 from services.api.console.rendering import render
-from services.api.console.session import PATH, ConsoleUser
+from services.api.console.session import PATH, ConsoleUser, flash, take_notice
 from services.api.deps import Res, authorize
-from services.api.devices import DEVICE_ID_PATTERN, DeviceOut
+from services.api.devices import DeviceOut
 from services.api.routes import devices as api_devices
 from services.api.routes import provisioning as api_provisioning
 from services.api.security.principal import Principal
@@ -41,7 +49,6 @@ PAGE_SIZE = 50
 router = APIRouter(prefix=BASE, include_in_schema=False)
 FIELDS = frozenset({"device_id", "name", "device_type", "tags", "metadata", "attributes",
                     *(name for name, _, _ in ATTRIBUTE_INPUTS)})
-Done = Literal["registered", "saved", "revoked"]
 Action = Literal["credentials", "revoke", "delete"]
 
 # What each confirmation page says: (title, what happens, button, whether it destroys).
@@ -65,8 +72,7 @@ CONFIRM: dict[str, tuple[str, str, str, bool]] = {
 @router.get("")
 async def devices_page(request: Request, res: Res, who: ConsoleUser,
                        q: Annotated[str | None, Query(max_length=128)] = None,
-                       cursor: Annotated[str | None, Query(max_length=512)] = None,
-                       deleted: Annotated[str | None, Query(pattern=DEVICE_ID_PATTERN)] = None
+                       cursor: Annotated[str | None, Query(max_length=512)] = None
                        ) -> Response:
     """The catalog by device id, 50 a page; `q` a prefix of the id or the name (the
     API's search)."""
@@ -75,7 +81,7 @@ async def devices_page(request: Request, res: Res, who: ConsoleUser,
                                           cursor or None, PAGE_SIZE)
     search = {"q": q} if q else {}
     return render(request, "devices_admin.html", {
-        "devices": page.items, "q": q or "", "deleted": deleted,
+        "devices": page.items, "q": q or "", "notice": await take_notice(res, request),
         "first_url": f"{BASE}?{urlencode(search)}" if cursor else None,
         "next_url": f"{BASE}?{urlencode({**search, 'cursor': page.next_cursor})}"
         if page.next_cursor else None}, who)
@@ -97,18 +103,21 @@ async def register(request: Request, res: Res, who: ConsoleUser) -> Response:
         status, errors = refusal(exc, "device_id")
         return form_page(request, who, None, form, errors, status)
     if created.credentials is None:
-        return see_other(f"{BASE}/{created.device_id}/edit?done=registered")
+        await flash(res, request, "Registered, without MQTT credentials: issue them below "
+                                  "when the device is ready.")
+        return see_other(f"{BASE}/{created.device_id}/edit")
     return render(request, "device_secret.html", {
         "device_id": created.device_id, "credentials": created.credentials,
         "registered": True}, who, status=201)
 
 
 @router.get("/{device_id}/edit")
-async def edit_form(device_id: str, request: Request, res: Res, who: ConsoleUser,
-                    done: Done | None = None) -> Response:
+async def edit_form(device_id: str, request: Request, res: Res, who: ConsoleUser
+                    ) -> Response:
     await authorize(res, who, PERMISSION, request)
     device = await api_devices.get_device(device_id, res, who)
-    return form_page(request, who, device, device_values(device), done=done)
+    return form_page(request, who, device, device_values(device),
+                     notice=await take_notice(res, request))
 
 
 @router.post("/{device_id}/edit")
@@ -122,7 +131,8 @@ async def edit(device_id: str, request: Request, res: Res, who: ConsoleUser) -> 
         status, errors = refusal(exc)
         return form_page(request, who, device, {**form, "device_id": device_id}, errors,
                          status)
-    return see_other(f"{BASE}/{device_id}/edit?done=saved")
+    await flash(res, request, "Saved.")
+    return see_other(f"{BASE}/{device_id}/edit")
 
 
 @router.get("/{device_id}/{action}")
@@ -133,10 +143,8 @@ async def confirm_page(device_id: str, action: Action, request: Request, res: Re
     await authorize(res, who, PERMISSION, request)
     device = await api_devices.get_device(device_id, res, who)
     title, text, button, danger = CONFIRM[action]
-    return render(request, "admin_confirm.html", {
-        "section": "Devices", "title": f"{title}: {device.device_id}", "text": text,
-        "button": button, "danger": danger, "action": f"{BASE}/{device_id}/{action}",
-        "back": f"{BASE}/{device_id}/edit"}, who)
+    return confirm(request, who, "Devices", f"{title}: {device.device_id}", text, button,
+                   f"{BASE}/{device_id}/{action}", f"{BASE}/{device_id}/edit", danger)
 
 
 @router.post("/{device_id}/credentials")
@@ -154,21 +162,24 @@ async def revoke_credentials(device_id: str, request: Request, res: Res,
                              who: ConsoleUser) -> Response:
     await authorize(res, who, PERMISSION, request)
     await api_provisioning.revoke_credentials(device_id, res, who)
-    return see_other(f"{BASE}/{device_id}/edit?done=revoked")
+    await flash(res, request, "Credentials revoked: the device is disconnected and cannot "
+                              "connect until new ones are issued.")
+    return see_other(f"{BASE}/{device_id}/edit")
 
 
 @router.post("/{device_id}/delete")
 async def delete(device_id: str, request: Request, res: Res, who: ConsoleUser) -> Response:
     await authorize(res, who, PERMISSION, request)
     await api_devices.delete_device(device_id, res, who)
-    return see_other(f"{BASE}?{urlencode({'deleted': device_id})}")
+    await flash(res, request, f"Device {device_id} deleted, with its MQTT account.")
+    return see_other(BASE)
 
 
 def form_page(request: Request, who: Principal, device: DeviceOut | None,
               values: dict[str, str], errors: Errors | None = None, status: int = 200,
-              done: Done | None = None) -> Response:
+              notice: str | None = None) -> Response:
     """Registration (`device` None) or the device's own page, with what was typed and
     the API's refusals at their inputs."""
     return render(request, "device_form.html", {
-        "device": device, "attributes": ATTRIBUTE_INPUTS, "done": done,
+        "device": device, "attributes": ATTRIBUTE_INPUTS, "notice": notice,
         **context(values, errors, FIELDS)}, who, status=status)

@@ -53,9 +53,11 @@ PAGE = """SELECT d.id, d.device_id, d.name, d.device_type, d.status, d.last_seen
              AND ($9::text IS NULL OR d.device_id > $9)
              AND ($10::text IS NULL OR d.device_id < $10)
            ORDER BY d.device_id {order} LIMIT $11"""
-CHOICES = """SELECT array(SELECT DISTINCT device_type FROM devices ORDER BY 1) AS types,
+CHOICES = """SELECT array(SELECT DISTINCT device_type FROM devices
+                           WHERE $1::text IS NULL OR device_id = $1 ORDER BY 1) AS types,
                     array(SELECT DISTINCT metadata ->> 'site' FROM devices
-                           WHERE metadata ? 'site' ORDER BY 1) AS sites"""
+                           WHERE metadata ? 'site' AND ($1::text IS NULL OR device_id = $1)
+                           ORDER BY 1) AS sites"""
 
 
 @dataclass(frozen=True)
@@ -125,16 +127,20 @@ async def fleet_rows(pool: asyncpg.Pool, who: Principal, chosen: Filters, after:
     return rows, first if has_before and names else None, last if has_after and names else None
 
 
-_choices: tuple[float, asyncpg.Record] | None = None
+_choices: tuple[asyncpg.Pool, float, asyncpg.Record] | None = None
 
 
-async def filter_choices(pool: asyncpg.Pool) -> asyncpg.Record:
-    """The types and sites the filters offer, read at most every CHOICES_SECONDS: a scan
-    of every device's metadata on each page load would be most of the page's time."""
+async def filter_choices(pool: asyncpg.Pool, who: Principal) -> asyncpg.Record:
+    """The types and sites the filters offer, the whole fleet's read at most every
+    CHOICES_SECONDS (a scan of every device's metadata on each page load would be most of
+    the page's time); a principal of one device gets its device's alone."""
     global _choices
-    if _choices is None or time.monotonic() - _choices[0] > CHOICES_SECONDS:
-        _choices = (time.monotonic(), await pool.fetchrow(CHOICES))
-    return _choices[1]
+    if who.device_id is not None:
+        return await pool.fetchrow(CHOICES, who.device_id)
+    if _choices is None or _choices[0] is not pool or \
+            time.monotonic() - _choices[1] > CHOICES_SECONDS:
+        _choices = (pool, time.monotonic(), await pool.fetchrow(CHOICES, None))
+    return _choices[2]
 
 
 @router.get("/")
@@ -143,7 +149,7 @@ async def fleet_page(request: Request, res: Res, who: ConsoleUser, chosen: Filte
     await authorize(res, who, "devices:read", request)
     rows, prev_key, next_key = await fleet_rows(res.pool, who, chosen, after, before)
     counts = await res.pool.fetchrow(COUNTS, *chosen.args(who))
-    choices = await filter_choices(res.pool)
+    choices = await filter_choices(res.pool, who)
     return render(request, "fleet.html", {
         "rows": rows, "counts": counts, "chosen": chosen, "types": choices["types"],
         "sites": choices["sites"], "refresh": REFRESH_SECONDS,

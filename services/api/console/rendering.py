@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from services.api.security.permissions import allowed
@@ -71,3 +71,15 @@ def render(request: Request, template: str, context: dict[str, Any],
                                       headers={"Content-Security-Policy": POLICY,
                                                "Referrer-Policy": "same-origin",
                                                **(headers or {})})
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def go(request: Request, target: str) -> Response:
+    """To `target` by GET. For htmx, a full page load (HX-Redirect): a 303 would be
+    followed by htmx itself and the whole page swapped into the part that asked."""
+    if is_htmx(request):
+        return Response(status_code=200, headers={"HX-Redirect": target})
+    return RedirectResponse(target, 303)

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from services.api.console import rule_form, rule_inputs
-from services.api.console.rendering import render
+from services.api.console.admin_forms import posted
+from services.api.console.rendering import go, is_htmx, render
 from services.api.console.rule_preview import Preview, preview, window_labels
 from services.api.console.session import PATH as CONSOLE
-from services.api.console.session import ConsoleUser, safe_next
+from services.api.console.session import ConsoleUser, flash, safe_next, take_notice
 from services.api.deps import Res, authorize
 from services.api.routes.rules import (
     RuleOut,
@@ -84,32 +85,13 @@ def row_of(rule: RuleOut) -> dict[str, Any]:
             "condition": condition, "problem": rule.problem, "skipped": rule.skipped}
 
 
-async def form_values(request: Request) -> dict[str, str]:
-    """The posted form (the last value of a name: a checkbox after its hidden "false")."""
-    found: dict[str, str] = {}
-    for key, value in (await request.form()).multi_items():
-        if key != "csrf_token" and isinstance(value, str):
-            found[key] = value
-    return found
-
-
-def is_htmx(request: Request) -> bool:
-    return request.headers.get("hx-request") == "true"
-
-
-def _go(request: Request, target: str) -> Response:
-    if is_htmx(request):  # a full page load, not a page swapped into the form
-        return Response(status_code=200, headers={"HX-Redirect": target})
-    return RedirectResponse(target, 303)
-
-
 # --- list -----------------------------------------------------------------------------------
 @router.get("")
 async def rules_page(request: Request, res: Res, who: ConsoleUser,
                      type: Annotated[RuleType | Literal[""] | None, Query()] = None,
                      enabled: Literal["", "true", "false"] = "",
-                     cursor: Annotated[str | None, Query(max_length=200)] = None,
-                     deleted: Annotated[str | None, Query(max_length=128)] = None) -> Response:
+                     cursor: Annotated[str | None, Query(max_length=200)] = None
+                     ) -> Response:
     await authorize(res, who, "rules:read", request)
     page = await list_rules(res, who, rule_type=type or None,
                             enabled=None if not enabled else enabled == "true",
@@ -120,7 +102,7 @@ async def rules_page(request: Request, res: Res, who: ConsoleUser,
         next_url = f"{PATH}?{urlencode({**chosen, 'cursor': page.next_cursor})}"
     return render(request, "rules.html", {
         "rules": [row_of(r) for r in page.items], "chosen": chosen, "types": RULE_TYPES,
-        "next_url": next_url, "deleted": deleted}, who)
+        "next_url": next_url, "notice": await take_notice(res, request)}, who)
 
 
 @router.post("/{rule_id:int}/enabled")
@@ -138,11 +120,11 @@ async def set_enabled(request: Request, res: Res, who: ConsoleUser, rule_id: int
 
 # --- one rule -------------------------------------------------------------------------------
 def _page(request: Request, who: Principal, rule: RuleOut | None, form: FormView | None,
-          status: int = 200, saved: bool = False) -> Response:
+          status: int = 200, notice: str | None = None) -> Response:
     definition = None if rule is None else orjson.dumps(
         {"name": rule.name, **rule.definition}, option=orjson.OPT_INDENT_2).decode()
     return render(request, "rule.html", {
-        "rule": None if rule is None else row_of(rule), "form": form, "saved": saved,
+        "rule": None if rule is None else row_of(rule), "form": form, "notice": notice,
         "definition": definition, **_form_context()}, who, status=status)
 
 
@@ -188,20 +170,20 @@ async def new_rule(request: Request, res: Res, who: ConsoleUser,
 
 @router.get("/{rule_id:int}")
 async def rule_page(request: Request, res: Res, who: ConsoleUser, rule_id: int,
-                    saved: bool = False) -> Response:
+                    ) -> Response:
     await authorize(res, who, "rules:read", request)
     rule = await get_rule(rule_id, res, who)
     form = None
     if allowed(who.role, "rules:write", who.device_id):  # else: read only
         form = FormView(f"{PATH}/{rule_id}", rule_form.values_of(rule.name, rule.definition),
                         False)
-    return _page(request, who, rule, form, saved=saved)
+    return _page(request, who, rule, form, notice=await take_notice(res, request))
 
 
 async def _save(request: Request, res: Res, who: Principal, rule_id: int | None) -> Response:
     await authorize(res, who, "rules:write", request)
     creating = rule_id is None
-    form = FormView(f"{PATH}/{'new' if creating else rule_id}", await form_values(request),
+    form = FormView(f"{PATH}/{'new' if creating else rule_id}", await posted(request),
                     creating)
     body = None
     try:
@@ -212,7 +194,8 @@ async def _save(request: Request, res: Res, who: Principal, rule_id: int | None)
             saved = await replace_rule(rule_id, body, res, who)
     except (ValidationFailed, Conflict) as exc:
         return await _answer(request, res, who, rule_id, form, _refused(form, exc, body))
-    return _go(request, f"{PATH}/{saved.id}?saved=true")
+    await flash(res, request, "Saved. Running engines use it from their next reading.")
+    return go(request, f"{PATH}/{saved.id}")
 
 
 @router.post("/new")
@@ -234,7 +217,7 @@ async def _redraw(request: Request, res: Res, who: Principal, rule_id: int | Non
     await authorize(res, who, "rules:write", request)
     if rule_id is not None:
         await get_rule(rule_id, res, who)  # 404 for a rule that is not there (any more)
-    values = await form_values(request)
+    values = await posted(request)
     form = FormView(f"{PATH}/{'new' if rule_id is None else rule_id}", values,
                     rule_id is None)
     if not test:
@@ -287,4 +270,5 @@ async def delete(request: Request, res: Res, who: ConsoleUser, rule_id: int) -> 
     await authorize(res, who, "rules:write", request)
     rule = await get_rule(rule_id, res, who)
     await delete_rule(rule_id, res, who)
-    return RedirectResponse(f"{PATH}?deleted={quote(rule.name)}", 303)
+    await flash(res, request, f"Deleted the rule “{rule.name}”.")
+    return RedirectResponse(PATH, 303)

@@ -32,6 +32,7 @@ COOKIE = "insa_console"
 PATH = "/console"
 PREFIX = "insa:console:session:"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+NOTICE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,16 @@ def _key(session_id: str) -> str:
     return PREFIX + hashlib.sha256(session_id.encode()).hexdigest()
 
 
+def _notice_key(session_id: str) -> str:
+    return _key(session_id) + ":notice"
+
+
 async def open_session(res: Resources, response: Response, request: Request, user_id: int,
                        version: int) -> None:
+    """A new session under a new id. The session of any cookie the browser still sent
+    ends here: a login never keeps an id that was known before it (session fixation),
+    nor leaves an earlier session of this browser alive."""
+    await _end(res, request)
     session_id = secrets.token_urlsafe(32)
     value = {"user_id": user_id, "version": version, "csrf": secrets.token_urlsafe(32),
              "started": time.time()}
@@ -67,10 +76,14 @@ async def open_session(res: Resources, response: Response, request: Request, use
                         max_age=res.settings.console_session_seconds)
 
 
-async def close_session(res: Resources, request: Request, response: Response) -> None:
+async def _end(res: Resources, request: Request) -> None:
     session_id = request.cookies.get(COOKIE)
     if session_id:
-        await res.redis.delete(_key(session_id))
+        await res.redis.delete(_key(session_id), _notice_key(session_id))
+
+
+async def close_session(res: Resources, request: Request, response: Response) -> None:
+    await _end(res, request)
     response.delete_cookie(COOKIE, path=PATH, httponly=True, samesite="lax",
                            secure=secure(res, request))
 
@@ -95,9 +108,13 @@ async def session_of(res: Resources, request: Request) -> Session | None:
 
 
 def return_path(request: Request) -> str:
-    """Where to come back after logging in: the page itself, or for an htmx request the
-    page it was made from."""
+    """Where to come back after logging in: the page itself; for an htmx request the page
+    it was made from; for a form's post the page the form was on (its Referer, which the
+    pages' Referrer-Policy sends to this origin), since the address it posted to may have
+    no page (a GET of /console/logout is a 405)."""
     current = request.headers.get("hx-current-url")
+    if not current and request.method not in SAFE_METHODS:
+        current = request.headers.get("referer") or PATH + "/"
     if current:
         parts = urlsplit(current)
         return parts.path + (f"?{parts.query}" if parts.query else "")
@@ -130,6 +147,23 @@ def same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
+async def flash(res: Resources, request: Request, text: str) -> None:
+    """A notice for the next page this session loads that shows one (take_notice): what a
+    write did, said after its redirect without putting any text in the address, so no
+    link can make a page announce something that did not happen."""
+    session_id = request.cookies.get(COOKIE)
+    if session_id:
+        await res.redis.set(_notice_key(session_id), text, ex=NOTICE_SECONDS)
+
+
+async def take_notice(res: Resources, request: Request) -> str | None:
+    session_id = request.cookies.get(COOKIE)
+    if not session_id:
+        return None
+    found = await res.redis.getdel(_notice_key(session_id))
+    return found.decode() if isinstance(found, bytes) else found
+
+
 async def console_user(request: Request, res: Res) -> Principal:
     """The signed-in user, checked as a token is (disabled, changed), and for an unsafe
     method the CSRF token and the origin."""
@@ -139,7 +173,7 @@ async def console_user(request: Request, res: Res) -> Principal:
     try:
         who = await user_principal(res, found.user_id, found.version)
     except Unauthorized as exc:
-        await res.redis.delete(_key(request.cookies[COOKIE]))
+        await _end(res, request)
         raise LoginRequired(return_path(request), exc.message) from exc
     if request.method not in SAFE_METHODS:
         await check_csrf(request, found)

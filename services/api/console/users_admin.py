@@ -11,15 +11,22 @@ they concern, on the row of the user they concern.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.api.console.admin_forms import REFUSALS, Errors, context, posted, refusal, see_other
+from services.api.console.admin_forms import (
+    REFUSALS,
+    Errors,
+    confirm,
+    context,
+    posted,
+    refusal,
+    see_other,
+)
 from services.api.console.rendering import render
-from services.api.console.session import PATH, ConsoleUser
+from services.api.console.session import PATH, ConsoleUser, flash, take_notice
 from services.api.deps import Res, Resources, authorize
 from services.api.routes import users as api_users
 from services.api.security.principal import USER_ROLES, Principal
@@ -28,16 +35,19 @@ BASE = PATH + "/users"
 PERMISSION = "users:manage"
 router = APIRouter(prefix=BASE, include_in_schema=False)
 CREATE_FIELDS = frozenset({"username", "password", "role"})
-NAME_PATTERN = api_users.UserIn.model_fields["username"].metadata[0].pattern
 Done = Literal["created", "role", "disabled", "enabled", "deleted"]
-Name = Annotated[str | None, Query(pattern=NAME_PATTERN)]
+NOTICES: dict[str, str] = {
+    "created": "User {name} created.",
+    "role": "Role of {name} changed; their sessions ended.",
+    "disabled": "{name} disabled: their sessions ended and they cannot log in.",
+    "enabled": "{name} enabled.",
+    "deleted": "User {name} deleted."}
 
 
 @router.get("")
-async def users_page(request: Request, res: Res, who: ConsoleUser, done: Done | None = None,
-                     name: Name = None) -> Response:
+async def users_page(request: Request, res: Res, who: ConsoleUser) -> Response:
     await authorize(res, who, PERMISSION, request)
-    return await page(request, res, who, done=done, name=name)
+    return await page(request, res, who, notice=await take_notice(res, request))
 
 
 @router.post("")
@@ -53,7 +63,7 @@ async def create(request: Request, res: Res, who: ConsoleUser) -> Response:
         # Shown again, but never the password.
         return await page(request, res, who, {"username": fields["username"],
                                                "role": fields["role"]}, errors, status=status)
-    return done_page("created", created.username)
+    return await done_page(request, res, "created", created.username)
 
 
 @router.post("/{user_id}/role")
@@ -85,7 +95,7 @@ async def change(request: Request, res: Resources, who: Principal, user_id: int,
     except REFUSALS as exc:
         status, errors = refusal(exc, field)
         return await page(request, res, who, rows={user_id: errors}, status=status)
-    return done_page(done, changed.username)
+    return await done_page(request, res, done, changed.username)
 
 
 @router.get("/{user_id}/delete")
@@ -93,13 +103,11 @@ async def confirm_delete(user_id: int, request: Request, res: Res,
                          who: ConsoleUser) -> Response:
     await authorize(res, who, PERMISSION, request)
     user = await api_users.get_user(user_id, res, who)
-    return render(request, "admin_confirm.html", {
-        "section": "Users", "title": f"Delete user {user.username}",
-        "text": "The account is deleted: its sessions and tokens end, and it cannot log "
-                "in again. Its entries on the audit trail stay. To stop someone only for "
-                "a while, disable the account instead.",
-        "button": "Delete user", "danger": True, "action": f"{BASE}/{user_id}/delete",
-        "back": BASE}, who)
+    return confirm(request, who, "Users", f"Delete user {user.username}",
+                   "The account is deleted: its sessions and tokens end, and it cannot log "
+                   "in again. Its entries on the audit trail stay. To stop someone only for "
+                   "a while, disable the account instead.", "Delete user",
+                   f"{BASE}/{user_id}/delete", BASE)
 
 
 @router.post("/{user_id}/delete")
@@ -111,21 +119,22 @@ async def delete(user_id: int, request: Request, res: Res, who: ConsoleUser) -> 
     except REFUSALS as exc:
         status, errors = refusal(exc, "delete")
         return await page(request, res, who, rows={user_id: errors}, status=status)
-    return done_page("deleted", user.username)
+    return await done_page(request, res, "deleted", user.username)
 
 
-def done_page(done: Done, name: str) -> Response:
-    return see_other(f"{BASE}?{urlencode({'done': done, 'name': name})}")
+async def done_page(request: Request, res: Resources, done: Done, name: str) -> Response:
+    await flash(res, request, NOTICES[done].format(name=name))
+    return see_other(BASE)
 
 
 async def page(request: Request, res: Resources, who: Principal,
                values: dict[str, str] | None = None, errors: Errors | None = None,
                rows: dict[int, Errors] | None = None, status: int = 200,
-               done: Done | None = None, name: str | None = None) -> Response:
+               notice: str | None = None) -> Response:
     """The users and the new-user form; `errors` are the form's, `rows` a user's own
     (by id: their role, status or deletion refused)."""
     users = await api_users.list_users(res, who)
     return render(request, "users_admin.html", {
-        "users": users, "roles": USER_ROLES, "rows": rows or {}, "done": done,
-        "name": name, **context(values or {"role": "viewer"}, errors, CREATE_FIELDS)},
+        "users": users, "roles": USER_ROLES, "rows": rows or {}, "notice": notice,
+        **context(values or {"role": "viewer"}, errors, CREATE_FIELDS)},
         who, status=status)

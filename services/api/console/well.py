@@ -22,7 +22,7 @@ from pydantic import AwareDatetime
 from services.api import telemetry_queries as q
 from services.api.console import well_queries as wq
 from services.api.console import well_series
-from services.api.console.rendering import render
+from services.api.console.rendering import is_htmx, render
 from services.api.console.session import PATH, ConsoleUser
 from services.api.deps import Res, Resources, authorize
 from services.api.routes.commands import CommandIn, send_command
@@ -138,8 +138,8 @@ async def send(request: Request, res: Res, who: ConsoleUser, device_id: str,
                timeout_seconds: Annotated[str, Form()] = "") -> Response:
     """The API's send_command with the form as its body; a bad field is shown at the field
     (422), a sent command at the top of the list."""
+    await authorize(res, who, "commands:send", request)  # before the well is looked up
     await well(request, res, who, device_id, "commands:read")
-    await authorize(res, who, "commands:send", request)
     values = {"name": name, "params": params, "timeout_seconds": timeout_seconds}
     errors: dict[str, str] = {}
     body: CommandIn | None = None
@@ -165,7 +165,7 @@ async def send(request: Request, res: Res, who: ConsoleUser, device_id: str,
     if errors:
         return await commands_section(request, res, who, device_id, status=422, form={
             "values": values, "errors": errors, "sent": None})
-    if not request.headers.get("hx-request"):
+    if not is_htmx(request):
         return RedirectResponse(f"{base(device_id)}#commands", 303)
     return await commands_section(request, res, who, device_id, form={
         "values": {}, "errors": {}, "sent": sent})
