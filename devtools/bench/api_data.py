@@ -5,8 +5,9 @@ Every device gets a few minutes of readings up to `end` (so each has its row per
 in `telemetry_latest`); the first `history_devices` get `days` of readings instead. Values
 come from the physical simulator (services/simulator: well, pump, instruments with their
 glitches) in canonical units, as the ingestor would have stored them. On plain PostgreSQL
-the rollups (0004) are views over `telemetry`: nothing to fill; on TimescaleDB the
-continuous aggregates are refreshed over the loaded range.
+the hourly rollup's table (0017) fills as the COPYs run (its trigger) and the per-minute
+rollup is a view over `telemetry`; on TimescaleDB the continuous aggregates are refreshed
+over the loaded range.
 """
 
 from __future__ import annotations
