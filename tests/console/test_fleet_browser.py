@@ -25,6 +25,9 @@ async def log_in(page: Page, username: str, password: str) -> None:
     await page.get_by_label("Username").fill(username)
     await page.get_by_label("Password").fill(password)
     await page.get_by_role("button", name="Log in").click()
+    # Until the page's load event its deferred scripts (htmx) may not have run: a change
+    # made before then would be a plain DOM change, unseen by htmx.
+    await page.wait_for_load_state()
 
 
 async def test_login_filter_and_return_after_the_session_ends(
