@@ -7,7 +7,8 @@ in through the console's form as a browser is, this process measures over HTTP/1
 keep-alive on the same machine, sequentially (p50/p95/p99) with the API's CPU per request:
 
 1. the fleet page (first page, a filtered one, a search) and its live refresh;
-2. a well's page and its trend data over 30 days (the chart's JSON, 1,200 px wide);
+2. a well's page and its trend data over 30 days (the JSON of three charts, 1,200 px
+   wide);
 3. the first load's weight: the fleet page and every script and style it references.
 
 Figures are printed, not asserted: goals are in GOALS.
@@ -21,7 +22,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -35,6 +35,7 @@ from devtools.bench.ingest import CpuSampler
 GOALS = {"fleet_page": 150.0, "well_series_30d": 100.0}
 WEIGHT_GOAL_KB = 300
 ASSET = re.compile(r"""(?:src|href)="(/static/[^"]+)\"""")
+CHART_METRICS = ("motor_current", "pip", "flow_rate")  # three charts, as the page opens
 ISSUE_SHARE = 20  # one well in twenty has an open alert and an open diagnosis
 
 
@@ -76,7 +77,6 @@ async def open_issues(dsn: str, data: Loaded) -> int:
 def pages(cfg: BenchConfig, data: Loaded) -> dict[str, Callable[[int], str]]:
     """Each page's path for the n-th request (wells and searches rotate)."""
     wells = data.history_ids
-    start = (data.end - timedelta(days=cfg.days)).isoformat()
     return {
         "fleet_page": lambda n: "/console/",
         "fleet_page_filtered": lambda n: "/console/?status=online&severity=any",
@@ -84,8 +84,8 @@ def pages(cfg: BenchConfig, data: Loaded) -> dict[str, Callable[[int], str]]:
         "fleet_rows_refresh": lambda n: "/console/fleet/rows",
         "well_page": lambda n: f"/console/wells/{wells[n % len(wells)]}",
         "well_series_30d": lambda n: (
-            f"/console/wells/{wells[n % len(wells)]}/series?start={start}"
-            f"&end={data.end.isoformat()}&width={cfg.chart_width}"),
+            f"/console/wells/{wells[n % len(wells)]}/series?range=30d"
+            f"&metrics={','.join(CHART_METRICS)}&width={cfg.chart_width}"),
     }
 
 
