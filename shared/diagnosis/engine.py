@@ -93,8 +93,9 @@ class DiagnosisEngine:
         equipment = self.equipment.get(reading.device_id, NO_EQUIPMENT)
         phase = self._advance_phase(state, values, reading.ts, limits, equipment)
         if phase == "normal":
+            impossible = [f.subject for f in findings if f.subject is not None]
             findings += flatlines(state.flat, state.baseline, values, limits)
-            findings += spiking(state.spikes, values, state.baseline, limits)
+            findings += spiking(state.spikes, values, state.baseline, limits, impossible)
         view = View(values, state.baseline, state.recent, limits["rules"], limits["ranges"],
                     frozenset(code for code, _ in state.active), equipment,
                     reading.ts - state.load_changed >= operation["temp_settle_seconds"])

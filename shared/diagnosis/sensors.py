@@ -25,11 +25,14 @@ Key = tuple[str, str | None]  # (code, metric for per-sensor codes)
 # overheating, vibration alone bearing wear, and the intake pressure does move alone (the
 # annulus fills and draws down for hours; the tubing, not the intake, sets the discharge
 # pressure): not judged so. The wellhead's moves alone too, but the discharge follows it.
+# The fluid at the intake is the reservoir's, at its temperature while the flow into the
+# well holds (the flow, or the intake pressure that balances it): where no winding
+# temperature reads, those say its transmitter drifted.
 TIED = {"flow_rate": ("motor_current", "pip", "discharge_pressure", "wellhead_pressure"),
         "discharge_pressure": ("wellhead_pressure", "flow_rate", "motor_current"),
-        "intake_temp": ("motor_temp",), "power": ("motor_current",),
+        "intake_temp": ("motor_temp", "flow_rate", "pip"), "power": ("motor_current",),
         "motor_current": ("power",), "motor_voltage": ("motor_current", "power"),
-        "wellhead_pressure": ("flow_rate",), "motor_temp": ()}
+        "wellhead_pressure": ("flow_rate", "head"), "motor_temp": ()}
 # Tied only when the metric falls. A pump's load is its flow against its head, so its
 # current cannot fall while the flow holds (wear, gas and a broken shaft all lose flow),
 # nor, without a flow meter, while the head it makes at this frequency holds (wear, gas
@@ -41,13 +44,17 @@ TIED = {"flow_rate": ("motor_current", "pip", "discharge_pressure", "wellhead_pr
 TIED_FALLING = {"motor_current": ("flow_rate", "head"),
                 "motor_temp": ("motor_current", "flow_rate", "pip", "discharge_pressure",
                                "intake_temp")}
-# Also holding when the current falls, but saying nothing alone: a pump-off unloads the
-# motor at one head while the annulus is drawn down (the annulus lags the pump by hours).
+# Also holding when the current falls, where no flow meter reads: a pump-off unloads the
+# motor at one head while the annulus is drawn down, and a worn pump lifting less fills
+# it while its head has barely fallen. A flow meter says it directly (both lift less):
+# the intake, whose level may be one learned hours ago, is then not asked.
 ALSO_FALLING = {"motor_current": ("pip",)}
 # Tied in the metric's own unit, and required: the discharge gauge sits under the tubing's
 # column, itself on the wellhead's pressure, so at one flow a wellhead pressure that moves
 # by some psi moves the discharge by as many (a change of the flowline's or separator's
-# pressure). The wellhead's transmitter drifting moves nothing else. (The intake is not
+# pressure). The wellhead's transmitter drifting moves nothing else. Its flow holding is
+# read from a flow meter or, without one, from the pump's head: at one frequency the pump
+# curve ties the head it makes to the flow it lifts. (The intake is not
 # so tied: between it and the discharge is the pump, whose head changes much for a
 # little flow on a steep curve, as after a restart while the full annulus is drawn down.)
 TIED_IN_UNITS = {"wellhead_pressure": "discharge_pressure"}
@@ -159,13 +166,15 @@ class SpikeWatch:
     readings: deque[float] = field(default_factory=lambda: deque(maxlen=8))
     judged: int = 0
     spikes: deque[int] = field(default_factory=deque)  # `judged` at each, the last 20
+    out: bool = False  # the last reading was impossible (impossible_values)
 
-    def record(self, spike: bool) -> int:
-        """Spikes in the last SPIKE_WINDOW readings, this one counted."""
+    def record(self, spike: bool, readings: int = 1) -> int:
+        """Spikes in the last SPIKE_WINDOW readings, this one counted (`readings` of them
+        where a spike lasted more than one)."""
         self.judged += 1
         spikes = self.spikes
         if spike:
-            spikes.append(self.judged)
+            spikes.extend([self.judged] * readings)
         elif not spikes:
             return 0
         while spikes and spikes[0] <= self.judged - SPIKE_WINDOW:
@@ -174,22 +183,29 @@ class SpikeWatch:
 
 
 def spiking(watches: dict[str, SpikeWatch], values: dict[str, float], baseline: Baseline,
-            limits: dict[str, Any]) -> list[Finding]:
+            limits: dict[str, Any], impossible: Iterable[str] = ()) -> list[Finding]:
     """A transmitter that keeps spiking: the reading before this one stood far from its
     neighbours, by a share of them (a far larger one for SWINGING metrics) and by many
     times its own noise (vibration is ragged by nature), they agree among themselves,
     and this one is back (a step stays away, so it is no spike); a healthy
-    one does that rarely, a failing one every few readings. Its values are then left
-    out."""
+    one does that rarely, a failing one every few readings. A lone impossible reading
+    (`impossible`: a winding read at 500 degC between two at 136) is one of its spikes
+    too. Its values are then left out."""
     rule = limits["rules"]["sensor_fault"]
     plain, swinging, needed = rule["spike_ratio"], rule["swinging_spike_ratio"], rule["spikes"]
     findings = []
+    for metric in impossible:
+        watch = watches.get(metric)
+        if watch is not None and not watch.out:  # a rail held is one fault, not many spikes
+            watch.record(True)
+            watch.out = True
     for metric, value in list(values.items()):
         watch = watches.get(metric)
         if watch is None:
             if metric == "head":
                 continue
             watch = watches[metric] = SpikeWatch()
+        watch.out = False
         readings = watch.readings
         if len(readings) < 5:
             readings.append(value)
@@ -202,17 +218,27 @@ def spiking(watches: dict[str, SpikeWatch], values: dict[str, float], baseline: 
             watch.judged += 1
             continue
         spike = abs(last - value) > 0.4 * ratio * abs(value)
+        lasting = 1
         if spike:
             before = list(readings)[:-1]
             middle = statistics.median(before)
-            away = max(ratio * abs(middle),
-                       8 * (baseline.sigma(metric) or 0.0), 1e-9)
+            share = ratio
+            if last < middle and metric in SWINGING:
+                # Down, the swinging share is reached as a ratio, to 1/(1 + share) of the
+                # neighbours (a whole share down would read zero): half, for a current
+                # below what its motor draws unloaded between two loaded readings.
+                share = ratio / (1 + ratio)
+            away = max(share * abs(middle), 8 * (baseline.sigma(metric) or 0.0), 1e-9)
             # ...from neighbours that agree among themselves (a ragged signal's do not).
             spread = statistics.median(abs(v - middle) for v in before)
             spike = abs(last - middle) > away and abs(value - middle) < away / 2 \
                 and spread < away / 4
+            # A glitch may hold for two readings (the one before last as far out, and the
+            # reading before it back among the rest): both were spikes.
+            lasting = 2 if spike and abs(before[-1] - middle) > away and \
+                abs(before[-2] - middle) < away / 2 else 1
         readings.append(value)
-        count = watch.record(spike)
+        count = watch.record(spike, lasting)
         if count >= needed:
             findings.append(Finding("sensor_fault", 2, 0.8, {
                 "metrics": {metric: {"value": value}}, "reason": "spikes",
@@ -242,7 +268,7 @@ def drifting(view: View, limits: dict[str, Any]) -> list[Finding]:
             tied += TIED_FALLING.get(metric, ())
         if not any(m in ratios for m in tied):
             continue
-        if ratio < 1:
+        if ratio < 1 and "flow_rate" not in ratios:
             tied += ALSO_FALLING.get(metric, ())
         moved = max(still, TIED_SHARE * abs(ratio - 1))
         if any(abs(ratios[m] - 1) > moved for m in tied if m in ratios):
