@@ -5,8 +5,10 @@ loop (socket readiness callbacks, as in paho's asyncio example), with
   `MqttUnavailable` saying why (not connected, refused, no answer in time);
 - subscriptions re-sent on every connect, each message to `on_message`, or to the handler
   of its exact topic (`handle`: the `$CONTROL` answers);
-- manual acks (`manual_ack=True`): a QoS 1 message is acked only by `ack`, on the
-  connection it came on (the ingestor acks once its rows are committed);
+- manual acks (`manual_ack=True`): a QoS 1 message is acked only by `ack` or `ack_all`,
+  on the connection it came on (the ingestor acks once its rows are committed);
+- inbound PUBLISHes split off the socket's bytes and decoded by shared/mqtt_packets.py,
+  the rest of the protocol left to paho;
 - `pause`/`resume`: stop reading the socket, so TCP backpressure makes the broker queue;
 - `run`: connects, and reconnects on the shared retry policy, until stopped;
 - `will`: an optional Last Will, sent with every CONNECT (a gateway's `offline`).
@@ -19,8 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -35,12 +36,12 @@ from shared.errors import DependencyUnavailable
 from shared.health import Health
 from shared.lifecycle import wait_any
 from shared.mqtt import tls_context
+from shared.mqtt_packets import PUBACK, PacketSocket, Publish, pubacks
 from shared.retry import Stopped, retry_until_available
 from shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
-READS_PER_WAKEUP = 50
-CLOSE_DRAIN_SECONDS = 2.0
+PACKETS_PER_WAKEUP = 500
 RECONNECT_MIN_SECONDS = 0.5
 PUBLISH_TIMEOUT_SECONDS = 10.0
 KEEPALIVE_SECONDS = 30
@@ -91,7 +92,7 @@ class MqttConnection:
                  will: Will | Callable[[], Will] | None = None,
                  health_key: str = "mqtt") -> None:
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=username,
-                             protocol=paho.MQTTv5, manual_ack=manual_ack)
+                             protocol=paho.MQTTv5, manual_ack=True)  # acks are ours
         client.username_pw_set(username, password)
         if isinstance(will, Will):  # paho keeps it for every reconnect
             client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
@@ -121,7 +122,7 @@ class MqttConnection:
         self._lost = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._misc: asyncio.Task[None] | None = None
-        self._socket: ReadBufferedSocket | None = None
+        self._socket: PacketSocket | None = None
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -166,6 +167,25 @@ class MqttConnection:
             return False
         self.client.ack(message.mid, message.qos)
         return True
+
+    def ack_all(self, messages: Iterable[Message]) -> int:
+        """Ack QoS 1 messages in one write (a batch's: one packet of PUBACKs, not one per
+        message); returns how many could not be, their connection being gone."""
+        live = self.connection if self.connected.is_set() else None
+        mids: list[int] = []
+        gone = 0
+        for message in messages:
+            if message.qos == 0:
+                continue
+            if message.connection != live:
+                gone += 1
+            elif message.qos == 1:
+                mids.append(message.mid)
+            else:
+                self.client.ack(message.mid, message.qos)
+        if mids:  # paho's own queue, so the bytes go out in order with its other packets
+            self.client._packet_queue(PUBACK, pubacks(mids), 0, 0)
+        return gone
 
     # --- connection management ----------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -247,31 +267,37 @@ class MqttConnection:
         if done is not None and not done.done():
             done.set_result(reason)
 
-    def _on_message(self, client: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-        payload = cast(bytes, msg.payload)  # always bytes on receipt
-        handler = self._handlers.get(msg.topic)
+    def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        """A QoS 2 PUBLISH (the only kind paho still decodes; none is subscribed to)."""
+        self._on_publish_packet(Publish(msg.topic, cast(bytes, msg.payload), msg.mid, msg.qos,
+                                        bool(msg.dup)))
+
+    def _on_publish_packet(self, publish: Publish) -> None:
+        handler = self._handlers.get(publish.topic)
         if handler is not None:
-            if self.manual_ack and msg.qos:
-                client.ack(msg.mid, msg.qos)
-            handler(payload)
-            return
-        self.on_message(Message(msg.topic, payload, msg.mid, msg.qos, bool(msg.dup),
-                                self.connection))
+            handler(publish.payload)
+        else:
+            self.on_message(Message(publish.topic, publish.payload, publish.mid, publish.qos,
+                                    publish.dup, self.connection))
+            if self.manual_ack:
+                return
+        if publish.qos:  # after handling it, as paho's automatic acks are
+            self.client.ack(publish.mid, publish.qos)
 
     # --- socket plumbing (paho's asyncio integration; paho types sockets as a private
     # protocol, hence Any) ----------------------------------------------------------------
     def _on_socket_open(self, client: paho.Client, _u: object, sock: Any) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        buffered = ReadBufferedSocket(sock)
-        # paho reads each packet with three or more small recv() calls and one packet per
-        # loop_read(); serving them from one large read and draining the buffer per wake-up
-        # saves syscalls and an event-loop turn per message (see docs/benchmarks.md).
-        client._sock = buffered  # paho 2.x has no public hook for this
-        self._socket = buffered
+        packets = PacketSocket(sock)
+        # paho reads each packet with three or more recv() calls and decodes a PUBLISH into
+        # objects the services do not use: the PUBLISHes are split off here (one large read
+        # serves hundreds), the rest is served to paho (shared/mqtt_packets.py).
+        client._sock = packets  # paho 2.x has no public hook for this
+        self._socket = packets
         # A new connection must read its CONNACK even while intake is paused; the first
         # delivery past the window pauses it again.
         self.paused = False
-        self._loop.add_reader(sock, self._on_readable, buffered)
+        self._loop.add_reader(sock, self._on_readable, packets)
         self._misc = self._loop.create_task(self._misc_loop(), name="mqtt-misc")
 
     def pause(self) -> None:
@@ -289,18 +315,22 @@ class MqttConnection:
                 self._loop.call_soon(self._on_readable, self._socket)
             log.debug("mqtt intake resumed")
 
-    def _on_readable(self, buffered: ReadBufferedSocket) -> None:
-        if self.paused or self.client.socket() is not buffered:
-            return
-        self.client.loop_read()
-        # Bounded, so a broker that never stops sending cannot starve other tasks; what
-        # is left in the buffer gets another turn (the socket may not become readable again).
-        for _ in range(READS_PER_WAKEUP):
-            if not buffered.buffered or self.paused or self.client.socket() is not buffered:
+    def _on_readable(self, packets: PacketSocket) -> None:
+        # Packet by packet, so a pause takes effect at once; bounded, so a broker that
+        # never stops sending cannot starve other tasks (what is left gets another turn:
+        # the socket may not become readable again).
+        for _ in range(PACKETS_PER_WAKEUP):
+            if self.paused or self.client.socket() is not packets:
                 return
-            self.client.loop_read()
-        if buffered.buffered:
-            self._loop.call_soon(self._on_readable, buffered)
+            packet = packets.next()
+            if packet is None:  # no whole packet buffered
+                if not packets.fill():
+                    return  # wait until the socket is readable
+            elif packet is True:
+                self.client.loop_read()
+            else:
+                self._on_publish_packet(packet)
+        self._loop.call_soon(self._on_readable, packets)
 
     def _on_socket_close(self, _c: paho.Client, _u: object, sock: Any) -> None:
         self._loop.remove_reader(sock)
@@ -317,47 +347,6 @@ class MqttConnection:
     async def _misc_loop(self) -> None:
         while self.client.loop_misc() == paho.MQTT_ERR_SUCCESS:
             await asyncio.sleep(1)
-
-
-class ReadBufferedSocket:
-    """A socket whose recv() is served from one large read; everything else is the socket's."""
-
-    def __init__(self, sock: Any) -> None:
-        self._sock = sock
-        self._data = b""
-        self._pos = 0
-
-    @property
-    def buffered(self) -> int:
-        return len(self._data) - self._pos
-
-    def recv(self, size: int) -> bytes:
-        if self._pos >= len(self._data):
-            data = self._sock.recv(1 << 18)  # raises BlockingIOError when nothing is there
-            if not data:
-                return data  # connection closed
-            self._data, self._pos = data, 0
-        chunk = self._data[self._pos:self._pos + size]
-        self._pos += len(chunk)
-        return chunk
-
-    def close(self) -> None:
-        """Close without a TCP reset: closing with unread data in the receive buffer (the
-        broker keeps sending while intake is paused) makes the kernel send RST, and the
-        broker then drops what it had not yet read of ours: the last acks."""
-        try:
-            self._sock.shutdown(socket.SHUT_WR)
-            self._sock.settimeout(CLOSE_DRAIN_SECONDS)
-            deadline = time.monotonic() + CLOSE_DRAIN_SECONDS
-            while time.monotonic() < deadline and self._sock.recv(1 << 16):
-                pass  # discard until the broker closes its side
-        except OSError:
-            pass
-        finally:
-            self._sock.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
 
 
 class NotConnected(Exception):

@@ -170,12 +170,18 @@ _valid_names: set[str] = set()  # names seen valid; devices repeat the same few 
 _VALID_NAMES_MAX = 100_000
 
 
-def _check_name(kind: str, name: str, field: str | None = None) -> None:
+def _name_ok(name: str) -> bool:
     if name in _valid_names:
-        return
+        return True
     if NAME_RE.fullmatch(name):
         if len(_valid_names) < _VALID_NAMES_MAX:
             _valid_names.add(name)
+        return True
+    return False
+
+
+def _check_name(kind: str, name: str, field: str | None = None) -> None:
+    if _name_ok(name):
         return
     raise ValidationFailed(f"bad_{kind}_name", f"{kind} name {name[:64]!r} does not match "
                                                f"{NAME_PATTERN}", field=field)
@@ -235,7 +241,77 @@ def parse_timestamp(text: str, limits: Limits) -> datetime:
     return _timestamp(ts, datetime.now(UTC), limits)
 
 
+# ISO 8601 as devices write it, which datetime.fromisoformat and pydantic read alike.
+PLAIN_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)")
+PLAIN_KEYS = frozenset({"ts", "seq", "telemetry"})
+OBJECT_KEYS = frozenset({"value", "unit", "quality"})
+
+
+def _plain_value(metric: str, raw: Any) -> Value | None:
+    """A value of the usual kinds, or None for anything else (left to the full parse)."""
+    kind = type(raw)
+    if kind is float or kind is int:
+        return Value(metric, float(raw), None, None, None)
+    if kind is str:
+        return None if "\x00" in raw else Value(metric, None, raw, None, None)
+    if kind is bool:
+        return Value(metric, 1.0 if raw else 0.0, None, None, None)
+    if kind is not dict or not raw.keys() <= OBJECT_KEYS:
+        return None
+    unit, quality = raw.get("unit"), raw.get("quality")
+    if unit is not None and (type(unit) is not str or len(unit) > 32 or "\x00" in unit):
+        return None
+    if quality is not None and (type(quality) is not int or not 0 <= quality <= 32767):
+        return None
+    value = _plain_value(metric, raw.get("value"))
+    if value is not None:
+        value.unit, value.quality = unit, quality
+    return value
+
+
+def _plain_reading(obj: dict[str, Any], received: datetime, limits: Limits) -> Reading | None:
+    """The common reading (`{"ts", "seq", "telemetry": {name: number, ...}}`, or flat) read
+    without pydantic, or None when anything about it is unusual: the full parse then
+    accepts or rejects it, so a reject's reason and detail are always the full parse's."""
+    values = obj.get("telemetry")
+    if values is None:
+        values = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
+        if any(k not in PLAIN_KEYS for k in obj.keys() & RESERVED_KEYS):
+            return None
+    elif type(values) is not dict or not obj.keys() <= PLAIN_KEYS:
+        return None
+    if not values or len(values) > limits.max_values_per_reading:
+        return None
+    seq = obj.get("seq")
+    if seq is not None and (type(seq) is not int or seq < 0):
+        return None
+    raw_ts = obj.get("ts")
+    ts: datetime | None = None
+    try:
+        if isinstance(raw_ts, str) and PLAIN_ISO.fullmatch(raw_ts):
+            ts = datetime.fromisoformat(raw_ts)
+        elif isinstance(raw_ts, int | float) and type(raw_ts) is not bool and raw_ts >= 0:
+            # as `_epoch` reads it
+            ts = datetime.fromtimestamp(raw_ts / 1000 if raw_ts > EPOCH_MS_ABOVE else raw_ts,
+                                        UTC)
+        elif raw_ts is not None:
+            return None
+    except (OverflowError, ValueError, OSError):
+        return None
+    parsed = []
+    for name, raw in values.items():
+        if not _name_ok(name):
+            return None
+        value = _plain_value(name, raw)
+        if value is None:
+            return None
+        parsed.append(value)
+    return Reading(_timestamp(ts, received, limits), seq, parsed)
+
+
 def _one_reading(obj: Any, device_id: str, received: datetime, limits: Limits) -> Reading:
+    if type(obj) is dict and (plain := _plain_reading(obj, received, limits)) is not None:
+        return plain
     if not isinstance(obj, dict):
         raise ValidationFailed("schema_violation", "a reading must be a JSON object")
     try:

@@ -241,15 +241,33 @@ def measure_raw(broker: RunningBroker, fleet: Fleet) -> tuple[Phase, int]:
     return Phase(fleet.messages, time.monotonic() - started, fleet.readings), missed
 
 
-class CpuSampler:
-    """CPU seconds (user + system) a process used, from /proc."""
+def _stat(pid: int | str) -> list[str]:
+    """/proc/<pid>/stat's fields after the command name (field 3 of proc(5) first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
-    def __init__(self, pid: int) -> None:
+
+class CpuSampler:
+    """CPU seconds (user + system) a process used, from /proc; with `children`, those of
+    its children too, live and exited (PostgreSQL's backends are the postmaster's)."""
+
+    def __init__(self, pid: int, children: bool = False) -> None:
         self.pid = pid
+        self.children = children
 
     def seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        fields = _stat(self.pid)
+        ticks = int(fields[11]) + int(fields[12])
+        if self.children:
+            ticks += int(fields[13]) + int(fields[14])  # exited children, once reaped
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        child = _stat(entry.name)
+                    except OSError:
+                        continue  # exited meanwhile
+                    if int(child[1]) == self.pid:
+                        ticks += int(child[11]) + int(child[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rows_written(ingestors: list[ServiceProcess]) -> float:
@@ -257,10 +275,12 @@ def rows_written(ingestors: list[ServiceProcess]) -> float:
 
 
 def measure_fleet(ingestors: list[ServiceProcess], broker: RunningBroker, fleet: Fleet,
-                  rate_per_account: float | None = None, host_id: str | None = None
-                  ) -> tuple[Phase, float, bool]:
+                  rate_per_account: float | None = None, host_id: str | None = None,
+                  servers: dict[str, CpuSampler] | None = None
+                  ) -> tuple[Phase, float, bool, dict[str, float]]:
     """Publish and wait until every value is committed; returns the phase (what was
-    stored, and how long it took), the CPU seconds, and whether every value came. On the
+    stored, and how long it took), the ingestors' CPU seconds, whether every value came,
+    and the CPU seconds of each of `servers` over the same time. On the
     QoS 1 paths a value that does not come is an error (after 900 s); with Sparkplug,
     which has no redelivery, the wait ends `STALL_SECONDS` after the publishers finished
     and no row came, and the phase ends at the last row."""
@@ -268,6 +288,8 @@ def measure_fleet(ingestors: list[ServiceProcess], broker: RunningBroker, fleet:
     rows_before = rows_written(ingestors)
     cpus = [CpuSampler(i.proc.pid) for i in ingestors if i.proc is not None]
     cpu_before = sum(c.seconds() for c in cpus)
+    servers = servers or {}
+    servers_before = {name: c.seconds() for name, c in servers.items()}
     started = time.monotonic()
     failure: list[BaseException] = []
 
@@ -297,13 +319,16 @@ def measure_fleet(ingestors: list[ServiceProcess], broker: RunningBroker, fleet:
     complete = written >= target
     elapsed = (time.monotonic() if complete else last_row_at) - started
     cpu_used = sum(c.seconds() for c in cpus) - cpu_before
+    servers_used = {name: round(c.seconds() - servers_before[name], 2)
+                    for name, c in servers.items()}
     publisher.join()
     if failure:
         raise RuntimeError(f"publisher failed: {failure[0]}") from failure[0]
     if complete:
-        return Phase(fleet.messages, elapsed, fleet.readings), cpu_used, complete
+        return Phase(fleet.messages, elapsed, fleet.readings), cpu_used, complete, servers_used
     stored = int(written) // len(METRICS)  # what came, over the time it took
-    return Phase(stored // fleet.readings_per_message, elapsed, stored), cpu_used, complete
+    return (Phase(stored // fleet.readings_per_message, elapsed, stored), cpu_used, complete,
+            servers_used)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -436,9 +461,12 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
         progress(f"phase 2: ingest with {cfg.replicas} ingestor(s) "
                  "(publish → committed in PostgreSQL → streamed"
                  f"{'' if via == 'sparkplug' else ' → acked'}{capped})")
-        phase, cpu_seconds, complete = measure_fleet(
+        servers = {name: CpuSampler(proc.pid, children=name == "postgres")
+                   for name, proc in (("postgres", pg.proc), ("broker", broker.proc),
+                                      ("redis", rd.proc)) if proc is not None}
+        phase, cpu_seconds, complete, servers_cpu = measure_fleet(
             ingestors, broker, fleet, None if cfg.rate is None
-            else cfg.rate / fleet.readings_per_message / cfg.devices, host_id)
+            else cfg.rate / fleet.readings_per_message / cfg.devices, host_id, servers)
         latencies, stream_lost, stream_dups = check_readings(
             rd.url, fleet.readings_by_device(), by_seq=via != "sparkplug")
         paced_rate = phase.readings_rate * cfg.paced_fraction  # readings/s in all
@@ -450,7 +478,7 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
         progress(f"phase 3: latency at a steady {paced_rate:,.0f} "
                  f"{'messages' if via == 'device' else 'readings'}/s "
                  f"for {cfg.paced_seconds:.0f} s")
-        _paced_phase, _paced_cpu, paced_complete = measure_fleet(
+        _paced_phase, _paced_cpu, paced_complete, _ = measure_fleet(
             ingestors, broker, paced_fleet, paced_per_account_rate, host_id)
         paced, paced_lost, paced_dups = check_readings(
             rd.url, paced_fleet.readings_by_device(), by_seq=via != "sparkplug")
@@ -471,6 +499,7 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
             "readings_per_s": round(phase.readings_rate),
             "values_per_s": round(phase.readings_rate * len(METRICS)),
             "ingestor_cpu_seconds": round(cpu_seconds, 2),
+            "servers_cpu_seconds": servers_cpu,
             "messages_per_cpu_second": round(phase.messages / cpu_seconds)
             if cpu_seconds else None,
             "readings_per_cpu_second": round(phase.readings / cpu_seconds)
@@ -523,6 +552,7 @@ def report_device(result: dict[str, Any]) -> str:
         f"(ingest = {result['ratio_to_raw']:.0%} of raw)",
         f"  ingestor CPU     {result['ingestor_cpu_seconds']} s "
         f"({result['messages_per_cpu_second']:,} messages per CPU-second)",
+        *_servers_line(result),
         f"  publish→commit   {_phase2(result)}: p50 {lat['p50']:.0f} ms, "
         f"p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms"
         f"{' (queueing)' if result.get('rate_cap_readings_per_s') is None else ''}",
@@ -565,6 +595,7 @@ def report_children(result: dict[str, Any]) -> str:
         f"ingest = {result['ratio_to_raw']:.0%} of raw)",
         f"  ingestor CPU     {result['ingestor_cpu_seconds']} s "
         f"({result['readings_per_cpu_second']:,} readings per CPU-second)",
+        *_servers_line(result),
         f"  publish→commit   {_phase2(result)}: p50 {lat['p50']:.0f} ms, "
         f"p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms"
         f"{' (queueing)' if result.get('rate_cap_readings_per_s') is None else ''}",
@@ -590,6 +621,15 @@ def report_children(result: dict[str, Any]) -> str:
 def _phase2(result: dict[str, Any]) -> str:
     cap = result.get("rate_cap_readings_per_s")
     return "at saturation" if cap is None else f"under the {cap:,.0f}/s cap"
+
+
+def _servers_line(result: dict[str, Any]) -> list[str]:
+    """The servers' CPU over phase 2: where the rest of the machine's time went."""
+    cpu = result.get("servers_cpu_seconds")
+    if not cpu:
+        return []
+    return ["  servers CPU      " + ", ".join(f"{name} {seconds} s" for name, seconds in
+                                              cpu.items())]
 
 
 def _rejects_line(result: dict[str, Any]) -> list[str]:

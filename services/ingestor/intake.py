@@ -3,14 +3,16 @@ connection, shared/mqtt_connection.py, or a test's stand-in)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from shared.mqtt_connection import Message
 
 
 class Intake(Protocol):
-    def ack(self, message: Message) -> bool:
-        """Ack, or False when the connection it came on is gone (the broker redelivers)."""
+    def ack_all(self, messages: Iterable[Message]) -> int:
+        """Ack them; returns how many could not be, their connection being gone (the
+        broker redelivers those)."""
 
     def pause(self) -> None:
         """Take no more messages until `resume`."""
@@ -32,8 +34,8 @@ class WithPaused:
     def __init__(self, intake: Intake, *others: Pausable) -> None:
         self.intake, self.others = intake, others
 
-    def ack(self, message: Message) -> bool:
-        return self.intake.ack(message)
+    def ack_all(self, messages: Iterable[Message]) -> int:
+        return self.intake.ack_all(messages)
 
     def pause(self) -> None:
         self.intake.pause()

@@ -209,7 +209,7 @@ class Pipeline:
         self.metrics.stream_entries.inc(len(entries))
 
     def _ack(self, items: list[Parsed]) -> None:
-        skipped = sum(not self.intake.ack(item.delivery) for item in items)
+        skipped = self.intake.ack_all([item.delivery for item in items])
         if skipped:
             self.acks_skipped += skipped
             self.metrics.acks_skipped.inc(skipped)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry
 
 from services.ingestor.flow_control import FlowControl
@@ -13,8 +15,8 @@ class RecordingIntake:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def ack(self, delivery: Message) -> bool:
-        return True
+    def ack_all(self, messages: Iterable[Message]) -> int:
+        return 0
 
     def pause(self) -> None:
         self.calls.append("pause")
