@@ -97,10 +97,24 @@ CHILD_TELEMETRY_FILTER = child_topic(ANY, ANY, "telemetry")
 CHILD_METRIC_FILTER = child_topic(ANY, ANY, "telemetry", ANY)
 CHILD_STATUS_FILTER = child_topic(ANY, ANY, "status")
 CHILD_COMMAND_ACK_FILTER = child_topic(ANY, ANY, "command", "ack")
-# What the ingestor takes: devices' own topics, and gateways' for themselves and children.
-DEVICE_FILTERS = TELEMETRY_FILTER, METRIC_FILTER, STATUS_FILTER
-GATEWAY_FILTERS = (GATEWAY_TELEMETRY_FILTER, GATEWAY_STATUS_FILTER, CHILD_TELEMETRY_FILTER,
-                   CHILD_METRIC_FILTER, CHILD_STATUS_FILTER)
+
+
+# What the ingestor takes: devices' own topics, and gateways' for themselves and children;
+# of one device or gateway (a partitioned replica's), or, given ANY, of all of them.
+def device_filters(device_id: str) -> tuple[str, ...]:
+    return (telemetry_topic(device_id), telemetry_topic(device_id, ANY),
+            status_topic(device_id))
+
+
+def gateway_filters(gateway_id: str) -> tuple[str, ...]:
+    return (gateway_topic(gateway_id, "telemetry"), gateway_topic(gateway_id, "status"),
+            child_topic(gateway_id, ANY, "telemetry"),
+            child_topic(gateway_id, ANY, "telemetry", ANY),
+            child_topic(gateway_id, ANY, "status"))
+
+
+DEVICE_FILTERS = device_filters(ANY)
+GATEWAY_FILTERS = gateway_filters(ANY)
 
 
 @dataclass(frozen=True, slots=True)

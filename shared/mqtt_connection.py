@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import paho.mqtt.client as paho
 import structlog
@@ -41,7 +41,7 @@ from shared.retry import Stopped, retry_until_available
 from shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
-PACKETS_PER_WAKEUP = 500
+PACKETS_PER_WAKEUP = 100
 RECONNECT_MIN_SECONDS = 0.5
 PUBLISH_TIMEOUT_SECONDS = 10.0
 KEEPALIVE_SECONDS = 30
@@ -106,7 +106,8 @@ class MqttConnection:
         self.client = client
         self.host, self.port = common.mqtt_host, common.mqtt_port
         self.health = health
-        self.subscriptions = list(subscriptions)
+        self.subscriptions = dict(subscriptions)  # filter -> options
+        self.retired: tuple[str, ...] = ()  # unsubscribed on every connect (see `retire`)
         self.on_message = on_message
         self.manual_ack = manual_ack
         self.session = session
@@ -135,7 +136,30 @@ class MqttConnection:
     def handle(self, topic: str, handler: Callable[[bytes], None]) -> None:
         """Subscribe to one exact topic and hand its payloads to `handler` (acked at once)."""
         self._handlers[topic] = handler
-        self.subscriptions.append((topic, SubscribeOptions(qos=1)))
+        self.subscriptions[topic] = SubscribeOptions(qos=1)
+
+    def subscribe(self, filters: Iterable[str], options: SubscribeOptions) -> None:
+        """Add subscriptions: sent now if connected, and again on every connect."""
+        new = [f for f in filters if f not in self.subscriptions]
+        for f in new:
+            self.subscriptions[f] = options
+        if new and self.connected.is_set():
+            self._send_subscribe([(f, options) for f in new])
+
+    def unsubscribe(self, filters: Iterable[str]) -> None:
+        gone = [f for f in filters if self.subscriptions.pop(f, None) is not None]
+        if gone and self.connected.is_set():
+            for chunk in _chunks(gone):
+                self.client.unsubscribe(chunk)
+
+    def retire(self, filters: Sequence[str]) -> None:
+        """Filters a persistent session may still hold from an earlier layout: unsubscribed
+        on every connect (a no-op where the session has none)."""
+        self.retired = tuple(filters)
+
+    def _send_subscribe(self, subscriptions: list[tuple[str, SubscribeOptions]]) -> None:
+        for chunk in _chunks(subscriptions):
+            self.client.subscribe(chunk)
 
     # --- publishing and acking ----------------------------------------------------------
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
@@ -247,8 +271,11 @@ class MqttConnection:
                  connection=self.connection)
         # Re-sent on every connect: a clean session has none, a persistent one may have
         # expired.
+        if self.retired:
+            for chunk in _chunks(list(self.retired)):
+                client.unsubscribe(chunk)
         if self.subscriptions:
-            client.subscribe(self.subscriptions)
+            self._send_subscribe(list(self.subscriptions.items()))
 
     def _on_disconnect(self, _c: paho.Client, _u: object, _f: paho.DisconnectFlags,
                        reason: ReasonCode, _p: Properties | None) -> None:
@@ -347,6 +374,15 @@ class MqttConnection:
     async def _misc_loop(self) -> None:
         while self.client.loop_misc() == paho.MQTT_ERR_SUCCESS:
             await asyncio.sleep(1)
+
+
+T = TypeVar("T")
+SUBSCRIPTIONS_PER_PACKET = 1000  # a partitioned ingestor's thousands, in several packets
+
+
+def _chunks(items: list[T]) -> Iterator[list[T]]:
+    for i in range(0, len(items), SUBSCRIPTIONS_PER_PACKET):
+        yield items[i:i + SUBSCRIPTIONS_PER_PACKET]
 
 
 class NotConnected(Exception):

@@ -300,8 +300,12 @@ def _plain_reading(obj: dict[str, Any], received: datetime, limits: Limits) -> R
         return None
     parsed = []
     for name, raw in values.items():
-        if not _name_ok(name):
+        if name not in _valid_names and not _name_ok(name):
             return None
+        kind = type(raw)
+        if kind is float or kind is int:  # most values: no call
+            parsed.append(Value(name, float(raw), None, None, None))
+            continue
         value = _plain_value(name, raw)
         if value is None:
             return None
@@ -430,11 +434,18 @@ def parse_status_payload(payload: bytes, received: datetime, limits: Limits) -> 
     return StatusChange(status == "online", _timestamp(ts, received, limits))
 
 
+_valid_devices: set[str] = set()  # ids seen valid: every message names one
+
+
 def check_device_id(device_id: str) -> None:
     """The contract's pattern (so no `/`, `+` or `#` that would widen a device's topics)
     and not a name of the platform's own broker accounts."""
+    if device_id in _valid_devices:
+        return
     _check_name("device", device_id)
     if is_reserved_name(device_id):
         raise ValidationFailed("bad_device_name", f"device ids starting with "
                                                   f"{RESERVED_PREFIX!r} (in any case) are "
                                                   "reserved for the platform's own accounts")
+    if len(_valid_devices) < _VALID_NAMES_MAX:
+        _valid_devices.add(device_id)

@@ -205,6 +205,16 @@ async def register_gateways(dsn: str, via: str, gateways: list[str]) -> None:
         await conn.close()
 
 
+async def register_devices(dsn: str, devices: list[str]) -> None:
+    """Device rows, as provisioning makes them: a partitioned replica subscribes to its
+    registered devices' topics only."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("INSERT INTO devices (device_id) SELECT unnest($1::text[])", devices)
+    finally:
+        await conn.close()
+
+
 def measure_raw(broker: RunningBroker, fleet: Fleet) -> tuple[Phase, int]:
     """The ceiling: the same publishers into a C subscriber that stores nothing (the
     ingestor's account on its filter, QoS 1; for Sparkplug, the host's account on
@@ -430,7 +440,9 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
     try:
         dsn = pg.spec.dsn()
         asyncio.run(migrate(dsn))
-        if via != "device":
+        if via == "device":
+            asyncio.run(register_devices(dsn, accounts + paced_accounts))
+        else:
             provision_gateways(broker, via, accounts + paced_accounts)
             asyncio.run(register_gateways(dsn, via, accounts + paced_accounts))
         fleet.accounts = {a: broker.credentials[a] for a in accounts}
@@ -512,6 +524,12 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
             "lost": {"storage": stored_lost, "stream": stream_lost + paced_lost},
             "duplicated": {"storage": stored_dups, "stream": stream_dups + paced_dups},
             "rejects": rejects,
+            # What each replica's session was sent: its own devices' messages, and any
+            # of another's (none once partitioned subscriptions are in place).
+            "replica_messages": [{
+                "own": i.metric("insa_ingestor_messages_total"),
+                "other_partition": i.metric("insa_ingestor_other_partition_total")}
+                for i in ingestors],
             "broker_raw_messages_per_s": round(raw.rate),
             "broker_raw_readings_per_s": round(raw.readings_rate),
             "ratio_to_raw": round(phase.rate / raw.rate, 3) if raw.rate else None,
@@ -553,6 +571,7 @@ def report_device(result: dict[str, Any]) -> str:
         f"  ingestor CPU     {result['ingestor_cpu_seconds']} s "
         f"({result['messages_per_cpu_second']:,} messages per CPU-second)",
         *_servers_line(result),
+        *_replicas_line(result),
         f"  publish→commit   {_phase2(result)}: p50 {lat['p50']:.0f} ms, "
         f"p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms"
         f"{' (queueing)' if result.get('rate_cap_readings_per_s') is None else ''}",
@@ -630,6 +649,15 @@ def _servers_line(result: dict[str, Any]) -> list[str]:
         return []
     return ["  servers CPU      " + ", ".join(f"{name} {seconds} s" for name, seconds in
                                               cpu.items())]
+
+
+def _replicas_line(result: dict[str, Any]) -> list[str]:
+    """With replicas: the messages each was sent (all phases), its own and others'."""
+    replicas = result.get("replica_messages") or []
+    if len(replicas) < 2:
+        return []
+    return ["  per replica      " + ", ".join(
+        f"{r['own']:,.0f} own + {r['other_partition']:,.0f} other" for r in replicas)]
 
 
 def _rejects_line(result: dict[str, Any]) -> list[str]:

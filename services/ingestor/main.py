@@ -14,11 +14,12 @@ from services.ingestor.maintenance import (
     trim_stream,
 )
 from services.ingestor.metrics import IngestorMetrics
-from services.ingestor.mqtt_source import device_messages, for_this_replica
+from services.ingestor.mqtt_source import OPTIONS, device_messages, for_this_replica
 from services.ingestor.parsing import MessageParser
 from services.ingestor.pipeline import Pipeline
 from services.ingestor.settings import IngestorSettings
 from services.ingestor.sparkplug_host import SparkplugHost
+from services.ingestor.subscriptions import PartitionSubscriptions
 from shared import db
 from shared.broker_control import BrokerControl
 from shared.lifecycle import Lifecycle, run_periodically
@@ -64,6 +65,11 @@ async def serve(common: CommonSettings, settings: IngestorSettings, w: Worker) -
             every=settings.stream_trim_interval_seconds, stop=lc.stopping, what="stream-trim",
             transient=redis_transient))
         lc.spawn("flood-guard", guard.run(lc.stopping, control))
+        if settings.partitions > 1:
+            subscriptions = PartitionSubscriptions(connection, partition, pool, OPTIONS,
+                                                   health, metrics)
+            lc.spawn("subscriptions", subscriptions.run(
+                lc.stopping, settings.subscription_refresh_seconds))
         if settings.sparkplug_host_id:
             host = SparkplugHost(common, settings, health, pipeline)
             pipeline.pause_with_intake(host)

@@ -62,6 +62,9 @@ class IngestorMetrics:
                                   "1 while a dependency is failing and acks are held back",
                                   ("dependency",))
         self.pending = gauge("pending_messages", "Messages received but not yet acked")
+        self.subscribed = gauge(
+            "partition_subscribed", "Devices and gateways whose topics this partitioned "
+            "replica subscribes to")
         self.pending_high_water = gauge("pending_messages_high_water",
                                         "Most messages ever held unacked (bounded by the "
                                         "receive window)")

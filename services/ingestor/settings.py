@@ -19,6 +19,9 @@ class IngestorSettings(PartitionedSettings):
     http_port: int = Field(8001, ge=0, le=65535)
     # Scale-out (partitions, partition): docs/architecture.md, "Subscriptions".
     session_expiry_seconds: int = Field(7 * 24 * 3600, ge=0)
+    # Partitioned: how often a replica looks for newly registered devices and gateways
+    # to subscribe to (services/ingestor/subscriptions.py).
+    subscription_refresh_seconds: float = Field(1.0, gt=0)
     # Unacked messages the broker may have in flight to us: bounds our memory.
     receive_maximum: int = Field(4000, ge=10, le=65535)
     batch_max_messages: int = Field(1000, ge=1)
