@@ -28,11 +28,12 @@ import asyncpg
 import orjson
 import paho.mqtt.client as paho
 
+from devtools.bench.consumers import start_service
 from devtools.bench.diagnose import BenchConfig as FleetBenchConfig
 from devtools.bench.diagnose import fill_stream, fleet
 from devtools.bench.ingest import CpuSampler, latency_summary
 from devtools.bench.publishers import METRICS
-from devtools.registry import ALERTS, DIAGNOSTICS, INGESTOR, Service
+from devtools.registry import ALERTS, DIAGNOSTICS, INGESTOR
 from devtools.stack.servers import (
     RunningBroker,
     start_broker,
@@ -40,7 +41,7 @@ from devtools.stack.servers import (
     start_redis,
     stop_and_remove,
 )
-from devtools.stack.service_process import ServiceProcess, service_environment
+from devtools.stack.service_process import ServiceProcess
 from shared.alerting.evaluation import Device, Engine
 from shared.alerting.rules import Rule, parse_rule, stored_form
 from shared.diagnosis.catalog import DIAGNOSIS_CODES
@@ -182,15 +183,6 @@ async def load_catalog(dsn: str, device_ids: list[str], definitions: list[dict[s
              for r in parsed(definitions).values()])
     finally:
         await conn.close()
-
-
-def start_service(service: Service, dsn: str, redis_url: str, broker: RunningBroker,
-                  logdir: Any, **overrides: str) -> ServiceProcess:
-    env = service_environment(service, dsn, redis_url, broker, INSA_ENV="production",
-                              INSA_LOG_LEVEL="WARNING", **overrides)
-    process = ServiceProcess(service, env, logdir / f"{service.name}.log")
-    process.start()
-    return process
 
 
 def measure_service(readings: list[Reading], definitions: list[dict[str, Any]],

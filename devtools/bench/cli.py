@@ -37,11 +37,14 @@ def bench() -> None:
               help="Ingestor processes, each taking its partition of the devices.")
 @click.option("--units", is_flag=True,
               help="Every value as a {value, unit} object, most in a unit to convert.")
+@click.option("--pipeline", is_flag=True,
+              help="Run the diagnostics and alerts services too, and report their stream "
+              "backlog over phase 2 and how long it takes to drain.")
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON result here (default bench-results/ingest-<time>.json).")
 def bench_ingest(via: str, messages: int, devices: int, children: int, sparkplug_qos: int,
                  rate: float | None, batch_max_messages: int, replicas: int, units: bool,
-                 output: str | None) -> None:
+                 pipeline: bool, output: str | None) -> None:
     """Ingest throughput, latency, loss and duplicates vs the broker's raw pass-through."""
     from devtools.bench.ingest import BenchConfig, report
     from devtools.bench.ingest import run as run_bench
@@ -55,7 +58,8 @@ def bench_ingest(via: str, messages: int, devices: int, children: int, sparkplug
     result = run_bench(BenchConfig(messages=messages, devices=devices,
                                    batch_max_messages=batch_max_messages, replicas=replicas,
                                    units=units, via=via, children=children,
-                                   sparkplug_qos=sparkplug_qos, rate=rate),
+                                   sparkplug_qos=sparkplug_qos, rate=rate,
+                                   pipeline=pipeline),
                        progress=lambda line: click.echo(line, err=True))
     click.echo(report(result) + f"\nJSON: {save_result('ingest', result, output)}")
 

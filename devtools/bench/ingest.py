@@ -36,6 +36,7 @@ from typing import Any
 import asyncpg
 import redis
 
+from devtools.bench.consumers import BacklogSampler, start_service
 from devtools.bench.publishers import METRICS, publish_all, publish_gateways
 from devtools.bench.sparkplug_publisher import (
     GROUP,
@@ -44,7 +45,7 @@ from devtools.bench.sparkplug_publisher import (
     publish_nodes,
     readings_of_child,
 )
-from devtools.registry import INGESTOR
+from devtools.registry import ALERTS, DIAGNOSTICS, INGESTOR
 from devtools.stack.servers import (
     RunningBroker,
     start_broker,
@@ -92,6 +93,8 @@ class BenchConfig:
     # Sparkplug has no backpressure: the host drops data while the ingestor's window is
     # full, so its loss-free rate is found under a cap.
     rate: float | None = None
+    # The diagnostics and alerts services running too, their stream backlog sampled.
+    pipeline: bool = False
 
 
 @dataclass
@@ -437,6 +440,7 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
     rd = start_redis()
     broker = start_broker(devices=accounts + paced_accounts if via == "device" else ())
     ingestors: list[ServiceProcess] = []
+    consumers: list[ServiceProcess] = []
     try:
         dsn = pg.spec.dsn()
         asyncio.run(migrate(dsn))
@@ -464,10 +468,17 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
                 # Its devices publish thousands of messages/s each: far over the flood
                 # guard's default limit, which still runs (its cost is measured).
                 INSA_INGESTOR_DEVICE_RATE_LIMIT="1000000",
-                INSA_LOG_LEVEL="WARNING", **sparkplug)
+                INSA_LOG_LEVEL="WARNING", **sparkplug,
+                # With consumers, the entries they are done with would be trimmed before
+                # the loss check reads the stream back: no trim within the bench.
+                **({"INSA_INGESTOR_STREAM_TRIM_INTERVAL_SECONDS": "86400"}
+                   if cfg.pipeline else {}))
             log_path = pg.spec.datadir.parent / f"ingestor-{n}.log"
             ingestors.append(ServiceProcess(INGESTOR, env, log_path))
             ingestors[-1].start()
+        consumers = [start_service(s, dsn, rd.url, broker, pg.spec.datadir.parent)
+                     for s in (DIAGNOSTICS, ALERTS)] if cfg.pipeline else []
+        sampler = BacklogSampler(rd.url)
         host_id = SPARKPLUG_HOST_ID if via == "sparkplug" else None
         capped = "" if cfg.rate is None else f", publishers capped at {cfg.rate:,.0f} readings/s"
         progress(f"phase 2: ingest with {cfg.replicas} ingestor(s) "
@@ -476,9 +487,14 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
         servers = {name: CpuSampler(proc.pid, children=name == "postgres")
                    for name, proc in (("postgres", pg.proc), ("broker", broker.proc),
                                       ("redis", rd.proc)) if proc is not None}
+        servers.update((c.service.name, CpuSampler(c.proc.pid)) for c in consumers
+                       if c.proc is not None)
+        sampler.start()
         phase, cpu_seconds, complete, servers_cpu = measure_fleet(
             ingestors, broker, fleet, None if cfg.rate is None
             else cfg.rate / fleet.readings_per_message / cfg.devices, host_id, servers)
+        sampler.stop()
+        backlog = sampler.summary(sampler.drain()) if consumers else None
         latencies, stream_lost, stream_dups = check_readings(
             rd.url, fleet.readings_by_device(), by_seq=via != "sparkplug")
         paced_rate = phase.readings_rate * cfg.paced_fraction  # readings/s in all
@@ -512,6 +528,7 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
             "values_per_s": round(phase.readings_rate * len(METRICS)),
             "ingestor_cpu_seconds": round(cpu_seconds, 2),
             "servers_cpu_seconds": servers_cpu,
+            "consumers_backlog": backlog,
             "messages_per_cpu_second": round(phase.messages / cpu_seconds)
             if cpu_seconds else None,
             "readings_per_cpu_second": round(phase.readings / cpu_seconds)
@@ -543,8 +560,8 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
                 "raw_lost": raw_missed}
         return result
     finally:
-        for ingestor in ingestors:
-            ingestor.stop()
+        for process in (*ingestors, *consumers):
+            process.stop()
         stop_and_remove(broker, rd, pg)
 
 
@@ -572,6 +589,7 @@ def report_device(result: dict[str, Any]) -> str:
         f"({result['messages_per_cpu_second']:,} messages per CPU-second)",
         *_servers_line(result),
         *_replicas_line(result),
+        *_backlog_line(result),
         f"  publish→commit   {_phase2(result)}: p50 {lat['p50']:.0f} ms, "
         f"p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms"
         f"{' (queueing)' if result.get('rate_cap_readings_per_s') is None else ''}",
@@ -658,6 +676,18 @@ def _replicas_line(result: dict[str, Any]) -> list[str]:
         return []
     return ["  per replica      " + ", ".join(
         f"{r['own']:,.0f} own + {r['other_partition']:,.0f} other" for r in replicas)]
+
+
+def _backlog_line(result: dict[str, Any]) -> list[str]:
+    """--pipeline: each consumer group's stream backlog over phase 2, and its drain."""
+    backlog = result.get("consumers_backlog")
+    if not backlog:
+        return []
+    drained = backlog["drained_after_s"]
+    return ["  stream backlog   " + ", ".join(
+        f"{group} largest {n:,}, at end {backlog['at_end'].get(group, 0):,}"
+        for group, n in backlog["largest"].items())
+        + ("; not drained in 300 s" if drained is None else f"; drained {drained} s after")]
 
 
 def _rejects_line(result: dict[str, Any]) -> list[str]:
