@@ -31,7 +31,7 @@ import paho.mqtt.client as paho
 from devtools.bench.consumers import start_service
 from devtools.bench.diagnose import BenchConfig as FleetBenchConfig
 from devtools.bench.diagnose import fill_stream, fleet
-from devtools.bench.ingest import CpuSampler, latency_summary
+from devtools.bench.measure import CpuSampler, latency_summary
 from devtools.bench.publishers import METRICS
 from devtools.registry import ALERTS, DIAGNOSTICS, INGESTOR
 from devtools.stack.servers import (

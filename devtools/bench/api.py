@@ -7,7 +7,7 @@ process (uvicorn, one worker). Measured from this process over HTTP/1.1 keep-ali
 1. the fleet's latest values, every device in one page (`INSA_API_PAGE_MAX` is raised to
    the fleet size for the bench; its default is 1,000), and paged by 1,000;
 2. 24 h of raw readings of one device: one page of 1,000, and every page of the 24 h
-   (by 1,000, and by the raised page_max);
+   (by 1,000, and by the raw readings' own page max, `INSA_API_RAW_PAGE_MAX`: one page);
 3. 30 days of hourly aggregates of one device, aligned to the hour (from the rollup);
 4. (measured first, on the fresh process) K server-sent-event clients on the alerts feed
    held at once; alerts added to `insa:alerts` and the time until each client has each.
@@ -34,7 +34,7 @@ import orjson
 
 from devtools.bench.api_data import DataConfig, Loaded, load
 from devtools.bench.api_live import PREFIX, measure_live, raise_fd_limit, summary
-from devtools.bench.ingest import CpuSampler
+from devtools.bench.measure import CpuSampler
 from devtools.registry import API
 from devtools.stack.servers import start_broker, start_postgres, start_redis, stop_and_remove
 from devtools.stack.service_process import ServiceProcess, service_environment
@@ -54,6 +54,7 @@ class BenchConfig:
     budget_seconds: float = 60.0  # per endpoint and variant (at least 10 requests)
     concurrency: int = 8
     page: int = 1000  # raw pages and the paged fleet (the API's default page_max)
+    raw_page_max: int = 20_000  # INSA_API_RAW_PAGE_MAX (its default): a day in one page
     sse_clients: int = 1000
     alerts: int = 5  # events sent to the held clients, one at a time
     hold_seconds: float = 10.0  # idle, every client connected (CPU and RSS)
@@ -87,7 +88,7 @@ def endpoints(cfg: BenchConfig, data: Loaded) -> list[Endpoint]:
                  walk=True),
         Endpoint("raw_page", raw, {**day, "limit": cfg.page}),
         Endpoint("raw_24h", raw, {**day, "limit": cfg.page}, walk=True),
-        Endpoint("raw_24h_max_page", raw, {**day, "limit": cfg.page_max}, walk=True),
+        Endpoint("raw_24h_max_page", raw, {**day, "limit": cfg.raw_page_max}, walk=True),
         Endpoint("aggregate_1h", f"{raw}/aggregate",
                  {"bucket": "1h", "functions": "avg,min,max",
                   "start": (hour - timedelta(days=cfg.days)).isoformat(),
@@ -226,6 +227,7 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
     began = time.monotonic()
     fd_limit = raise_fd_limit(cfg.sse_clients)
     api_env = {"INSA_API_PAGE_MAX": str(cfg.page_max),
+               "INSA_API_RAW_PAGE_MAX": str(cfg.raw_page_max),
                "INSA_API_ACCESS_TOKEN_SECONDS": "86400"}
     with served_api(cfg.data(), api_env, progress) as (service, password, data):
         assert service.proc is not None
@@ -253,7 +255,8 @@ def report(result: dict[str, Any]) -> str:
              f"(simulated {data['simulate_seconds']} s, loaded {data['load_seconds']} s: COPY "
              f"{data['copy_seconds']} s, VACUUM ANALYZE {data['analyze_seconds']} s; "
              f"{'TimescaleDB' if data['timescaledb'] else 'plain PostgreSQL'}); "
-             f"INSA_API_PAGE_MAX={result['api_env']['INSA_API_PAGE_MAX']}"]
+             f"INSA_API_PAGE_MAX={result['api_env']['INSA_API_PAGE_MAX']}, "
+             f"INSA_API_RAW_PAGE_MAX={result['api_env']['INSA_API_RAW_PAGE_MAX']}"]
     for name, ep in eps.items():
         seq, conc = ep["sequential"], ep["concurrent"]
         what = f"source {ep['source']}, {ep['buckets']:,} buckets" if "source" in ep else \

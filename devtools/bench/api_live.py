@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from devtools.bench.ingest import CpuSampler, latency_summary
+from devtools.bench.measure import CpuSampler, latency_summary
 from shared.streams import ALERTS
 
 PREFIX = "/api/v1"

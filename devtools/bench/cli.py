@@ -46,8 +46,9 @@ def bench_ingest(via: str, messages: int, devices: int, children: int, sparkplug
                  rate: float | None, batch_max_messages: int, replicas: int, units: bool,
                  pipeline: bool, output: str | None) -> None:
     """Ingest throughput, latency, loss and duplicates vs the broker's raw pass-through."""
-    from devtools.bench.ingest import BenchConfig, report
+    from devtools.bench.ingest import BenchConfig
     from devtools.bench.ingest import run as run_bench
+    from devtools.bench.ingest_report import report
     from shared.logging import configure_logging
 
     if units and via == "sparkplug":

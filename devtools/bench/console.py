@@ -30,7 +30,7 @@ import httpx
 from devtools.bench.api import served_api
 from devtools.bench.api_data import DataConfig, Loaded
 from devtools.bench.api_live import summary
-from devtools.bench.ingest import CpuSampler
+from devtools.bench.measure import CpuSampler
 
 GOALS = {"fleet_page": 150.0, "well_series_30d": 100.0}
 WEIGHT_GOAL_KB = 300

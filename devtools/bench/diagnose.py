@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from devtools.bench.ingest import CpuSampler
+from devtools.bench.measure import CpuSampler
 from devtools.registry import DIAGNOSTICS
 from devtools.stack.servers import start_broker, start_postgres, start_redis, stop_and_remove
 from devtools.stack.service_process import ServiceProcess, service_environment

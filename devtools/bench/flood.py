@@ -22,7 +22,8 @@ import asyncpg
 import orjson
 import redis
 
-from devtools.bench.ingest import check_stream, latency_summary
+from devtools.bench.ingest_checks import check_stream
+from devtools.bench.measure import latency_summary
 from devtools.bench.publishers import DevicePublisher
 from devtools.registry import INGESTOR
 from devtools.stack.servers import start_broker, start_postgres, start_redis, stop_and_remove

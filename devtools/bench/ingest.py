@@ -23,27 +23,27 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import statistics
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import asyncpg
-import redis
-
 from devtools.bench.consumers import BacklogSampler, start_service
-from devtools.bench.publishers import METRICS, publish_all, publish_gateways
+from devtools.bench.ingest_checks import check_readings, check_storage, count_rejects
+from devtools.bench.ingest_fleets import (
+    Fleet,
+    account_ids,
+    provision_gateways,
+    register_devices,
+    register_gateways,
+)
+from devtools.bench.measure import CpuSampler, latency_summary
+from devtools.bench.publishers import METRICS
 from devtools.bench.sparkplug_publisher import (
     GROUP,
-    child_ids,
-    gateway_id,
-    publish_nodes,
-    readings_of_child,
 )
 from devtools.registry import ALERTS, DIAGNOSTICS, INGESTOR
 from devtools.stack.servers import (
@@ -58,8 +58,7 @@ from devtools.stack.service_process import (
     ingestor_environment,
     replica_overrides,
 )
-from shared.broker_accounts import SPARKPLUG_ACCOUNT, gateway_role, sparkplug_node_role
-from shared.broker_control import new_password, role_account
+from shared.broker_accounts import SPARKPLUG_ACCOUNT
 from shared.migrate import migrate
 from shared.mqtt import GATEWAY_TELEMETRY_FILTER, TELEMETRY_FILTER
 from shared.sparkplug.topics import NAMESPACE
@@ -112,112 +111,6 @@ class Phase:
         return (self.readings or self.messages) / self.seconds if self.seconds else 0.0
 
 
-@dataclass
-class Fleet:
-    """Who publishes in one phase: devices, gateways with children, or Sparkplug edge
-    nodes with children; `accounts` are their broker accounts (id → password)."""
-
-    via: str
-    accounts: dict[str, str]
-    children: int
-    per_account: int = 0  # messages each account publishes
-    units: bool = False
-    qos: int = 1
-    rebirths_asked: int = 0  # Sparkplug: rebirths the host asked the nodes for
-    children_of: dict[str, list[str]] = field(default_factory=dict)  # platform device ids
-
-    def __post_init__(self) -> None:
-        if self.via == "device":
-            self.children = 1
-        for account in self.accounts:
-            self.children_of[account] = (
-                [account] if self.via == "device"
-                else [f"{account}-child-{k}" for k in range(self.children)]
-                if self.via == "gateway"
-                else [f"{account}:{c}" for c in child_ids(self.children)])
-
-    @property
-    def messages(self) -> int:
-        return self.per_account * len(self.accounts)
-
-    @property
-    def readings_per_message(self) -> int:
-        """A gateway's batch holds a reading of each child; a device's message and a
-        Sparkplug DDATA are one reading."""
-        return self.children if self.via == "gateway" else 1
-
-    def readings_by_device(self) -> dict[str, int]:
-        """Each platform device's readings in this phase."""
-        if self.via != "sparkplug":
-            return {d: self.per_account for ds in self.children_of.values() for d in ds}
-        return {d: readings_of_child(k, self.children, self.per_account)
-                for ds in self.children_of.values() for k, d in enumerate(ds)}
-
-    @property
-    def readings(self) -> int:
-        return sum(self.readings_by_device().values())
-
-    @property
-    def raw_messages(self) -> int:
-        """What a subscriber to all of it receives: with Sparkplug, births too."""
-        births = 1 + self.children if self.via == "sparkplug" else 0
-        return (self.per_account + births) * len(self.accounts)
-
-    def publish(self, port: int, rate_per_account: float | None = None,
-                host_id: str | None = None) -> None:
-        """Every account's messages, to completion (`rate_per_account` messages/s each)."""
-        if self.via == "device":
-            publish_all(port, self.accounts, self.per_account, rate_per_account,
-                        units=self.units)
-        elif self.via == "gateway":
-            publish_gateways(port, self.accounts, self.children_of, self.per_account,
-                             rate_per_account, units=self.units)
-        else:
-            nodes = publish_nodes(port, self.accounts, self.children, self.per_account,
-                                  rate_per_account, self.qos, host_id)
-            self.rebirths_asked += sum(n.rebirths_asked for n in nodes)
-
-
-def account_ids(via: str, prefix: str, count: int) -> list[str]:
-    if via == "device":
-        return [f"{prefix}-{n:04d}" for n in range(count)]
-    if via == "gateway":
-        return [f"{prefix}-gw-{n:04d}" for n in range(count)]
-    return [gateway_id(f"{'node' if prefix == 'bench' else prefix}-{n:04d}")
-            for n in range(count)]
-
-
-def provision_gateways(broker: RunningBroker, via: str, gateways: list[str]) -> None:
-    """Each gateway's (or edge node's) broker account and role, as the platform makes them."""
-    with broker.admin() as admin:
-        for gw in gateways:
-            password = new_password()
-            role = gateway_role(gw) if via == "gateway" else sparkplug_node_role(gw)
-            admin.execute(*role_account(gw, role, password))
-            broker.credentials[gw] = password
-
-
-async def register_gateways(dsn: str, via: str, gateways: list[str]) -> None:
-    """Gateway rows that register their children on first sight (auto_register)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.executemany(
-            "INSERT INTO gateways (gateway_id, protocol, auto_register) VALUES ($1, $2, true)",
-            [(gw, "sparkplug" if via == "sparkplug" else "json") for gw in gateways])
-    finally:
-        await conn.close()
-
-
-async def register_devices(dsn: str, devices: list[str]) -> None:
-    """Device rows, as provisioning makes them: a partitioned replica subscribes to its
-    registered devices' topics only."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("INSERT INTO devices (device_id) SELECT unnest($1::text[])", devices)
-    finally:
-        await conn.close()
-
-
 def measure_raw(broker: RunningBroker, fleet: Fleet) -> tuple[Phase, int]:
     """The ceiling: the same publishers into a C subscriber that stores nothing (the
     ingestor's account on its filter, QoS 1; for Sparkplug, the host's account on
@@ -252,35 +145,6 @@ def measure_raw(broker: RunningBroker, fleet: Fleet) -> tuple[Phase, int]:
         missed = expected - out.read().count(b"\n")
         out.close()
     return Phase(fleet.messages, time.monotonic() - started, fleet.readings), missed
-
-
-def _stat(pid: int | str) -> list[str]:
-    """/proc/<pid>/stat's fields after the command name (field 3 of proc(5) first)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-class CpuSampler:
-    """CPU seconds (user + system) a process used, from /proc; with `children`, those of
-    its children too, live and exited (PostgreSQL's backends are the postmaster's)."""
-
-    def __init__(self, pid: int, children: bool = False) -> None:
-        self.pid = pid
-        self.children = children
-
-    def seconds(self) -> float:
-        fields = _stat(self.pid)
-        ticks = int(fields[11]) + int(fields[12])
-        if self.children:
-            ticks += int(fields[13]) + int(fields[14])  # exited children, once reaped
-            for entry in Path("/proc").iterdir():
-                if entry.name.isdigit():
-                    try:
-                        child = _stat(entry.name)
-                    except OSError:
-                        continue  # exited meanwhile
-                    if int(child[1]) == self.pid:
-                        ticks += int(child[11]) + int(child[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rows_written(ingestors: list[ServiceProcess]) -> float:
@@ -342,82 +206,6 @@ def measure_fleet(ingestors: list[ServiceProcess], broker: RunningBroker, fleet:
     stored = int(written) // len(METRICS)  # what came, over the time it took
     return (Phase(stored // fleet.readings_per_message, elapsed, stored), cpu_used, complete,
             servers_used)
-
-
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1] \
-        if len(values) > 1 else (values[0] if values else 0.0)
-
-
-def latency_summary(latencies: list[float]) -> dict[str, float]:
-    return {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
-            "p99": percentile(latencies, 99), "max": max(latencies, default=0)}
-
-
-def check_stream(redis_url: str, credentials: dict[str, str], per_device: int
-                 ) -> tuple[list[float], int, int]:
-    """For these devices: latencies (ms, stream entry time minus reading ts), lost and
-    duplicated (device, seq)."""
-    return check_readings(redis_url, {d: per_device for d in credentials})
-
-
-def check_readings(redis_url: str, expected: dict[str, int], by_seq: bool = True
-                   ) -> tuple[list[float], int, int]:
-    """For these devices (each with its count of readings): latencies (ms, stream entry
-    time minus reading ts), lost and duplicated readings. A reading is known by its
-    (device, seq), seq 0 to count - 1; or, for readings without a seq (Sparkplug), by
-    (device, ts), which the publisher keeps unique per device."""
-    wanted = {d.encode() for d in expected}
-    client = redis.Redis.from_url(redis_url)
-    seen: dict[tuple[bytes, int], int] = {}
-    latencies: list[float] = []
-    last = "-"
-    while True:
-        chunk: list[Any] = client.xrange("insa:telemetry", min=last, count=10_000)  # type: ignore[assignment]
-        if last != "-":
-            chunk = chunk[1:]
-        if not chunk:
-            break
-        for entry_id, fields in chunk:
-            if fields[b"device_id"] not in wanted:
-                continue
-            key = (fields[b"device_id"], int(fields[b"seq"] if by_seq else fields[b"ts"]))
-            seen[key] = seen.get(key, 0) + 1
-            if seen[key] == 1:
-                latencies.append(int(entry_id.split(b"-")[0]) - int(fields[b"ts"]))
-        last = chunk[-1][0].decode()
-    if by_seq:
-        wanted_keys = {(d.encode(), s) for d, n in expected.items() for s in range(n)}
-        lost = len(wanted_keys - set(seen))
-    else:
-        distinct: dict[bytes, int] = {}
-        for device, _ts in seen:
-            distinct[device] = distinct.get(device, 0) + 1
-        lost = sum(max(0, n - distinct.get(d.encode(), 0)) for d, n in expected.items())
-    duplicated = sum(n - 1 for n in seen.values())
-    return latencies, lost, duplicated
-
-
-async def check_storage(dsn: str, total: int) -> tuple[int, int]:
-    """Lost readings and duplicate rows in the database."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows, distinct = await conn.fetchrow(
-            "SELECT count(*), count(DISTINCT (device, time)) FROM telemetry t "
-            "JOIN metrics m ON m.id = t.metric WHERE m.name = 'flow_rate'")
-    finally:
-        await conn.close()
-    return total - distinct, rows - distinct
-
-
-async def count_rejects(dsn: str) -> dict[str, int]:
-    """Rejected messages by reason (none expected)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        return {r["reason"]: r["n"] for r in await conn.fetch(
-            "SELECT reason, count(*) AS n FROM rejected_messages GROUP BY reason ORDER BY 1")}
-    finally:
-        await conn.close()
 
 
 def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, Any]:
@@ -565,133 +353,3 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
         stop_and_remove(broker, rd, pg)
 
 
-def report(result: dict[str, Any]) -> str:
-    if result.get("via", "device") == "device":
-        return report_device(result)
-    return report_children(result)
-
-
-def report_device(result: dict[str, Any]) -> str:
-    lat = result["latency_ms"]
-    paced = result["paced"]
-    plat = paced["latency_ms"]
-    return "\n".join([
-        f"ingest: {result['messages']:,} messages ({result['values']:,} values"
-        f"{', each with a unit' if result['config'].get('units') else ''}) "
-        f"in {result['seconds']} s, {result['config']['replicas']} ingestor(s)",
-        f"  sustained        {result['messages_per_s']:,} messages/s, "
-        f"{result['values_per_s']:,} values/s"
-        + ("" if result.get("rate_cap_readings_per_s") is None
-           else f" (publishers capped at {result['rate_cap_readings_per_s']:,.0f} messages/s)"),
-        f"  broker raw QoS 1 {result['broker_raw_messages_per_s']:,} messages/s "
-        f"(ingest = {result['ratio_to_raw']:.0%} of raw)",
-        f"  ingestor CPU     {result['ingestor_cpu_seconds']} s "
-        f"({result['messages_per_cpu_second']:,} messages per CPU-second)",
-        *_servers_line(result),
-        *_replicas_line(result),
-        *_backlog_line(result),
-        f"  publish→commit   {_phase2(result)}: p50 {lat['p50']:.0f} ms, "
-        f"p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms"
-        f"{' (queueing)' if result.get('rate_cap_readings_per_s') is None else ''}",
-        f"                   at {paced['messages_per_s']:,} msg/s: p50 {plat['p50']:.0f} ms, "
-        f"p95 {plat['p95']:.0f} ms, p99 {plat['p99']:.0f} ms, max {plat['max']:.0f} ms",
-        f"  lost             storage {result['lost']['storage']}, "
-        f"stream {result['lost']['stream']} (all phases)",
-        f"  duplicated       storage {result['duplicated']['storage']}, "
-        f"stream {result['duplicated']['stream']} (all phases)",
-        *_rejects_line(result),
-    ])
-
-
-def report_children(result: dict[str, Any]) -> str:
-    """--via gateway or sparkplug: messages and readings apart (readings/s compares)."""
-    cfg = result["config"]
-    lat = result["latency_ms"]
-    paced = result["paced"]
-    plat = paced["latency_ms"]
-    sparkplug = result.get("sparkplug")
-    who = (f"{cfg['devices']} gateways of {result['children']} children" if sparkplug is None
-           else f"{cfg['devices']} edge nodes of {result['children']} devices, "
-                f"DDATA at QoS {sparkplug['qos']}")
-    raw = "QoS 1" if sparkplug is None or sparkplug["qos"] else "QoS 0"
-    lines = [
-        f"ingest via {result['via']}: {who}",
-        f"  {result['messages']:,} messages = {result['readings']:,} readings "
-        f"({result['values']:,} values{', each with a unit' if cfg.get('units') else ''}) "
-        + (f"in {result['seconds']} s" if result["readings_stored"] >= result["readings"]
-           else f"sent, {result['readings_stored']:,} stored in {result['seconds']} s "
-                "(to the last that came)")
-        + f", {cfg['replicas']} ingestor(s)",
-        f"  sustained        {result['readings_per_s']:,} readings/s "
-        f"({result['messages_per_s']:,} messages/s, {result['values_per_s']:,} values/s"
-        + ("" if result.get("rate_cap_readings_per_s") is None
-           else f"; publishers capped at {result['rate_cap_readings_per_s']:,.0f} readings/s")
-        + ")",
-        f"  broker raw {raw} {result['broker_raw_readings_per_s']:,} readings/s "
-        f"({result['broker_raw_messages_per_s']:,} messages/s; "
-        f"ingest = {result['ratio_to_raw']:.0%} of raw)",
-        f"  ingestor CPU     {result['ingestor_cpu_seconds']} s "
-        f"({result['readings_per_cpu_second']:,} readings per CPU-second)",
-        *_servers_line(result),
-        f"  publish→commit   {_phase2(result)}: p50 {lat['p50']:.0f} ms, "
-        f"p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms"
-        f"{' (queueing)' if result.get('rate_cap_readings_per_s') is None else ''}",
-        f"                   at {paced['readings_per_s']:,} readings/s: "
-        f"p50 {plat['p50']:.0f} ms, p95 {plat['p95']:.0f} ms, p99 {plat['p99']:.0f} ms, "
-        f"max {plat['max']:.0f} ms",
-        f"  lost             storage {result['lost']['storage']}, "
-        f"stream {result['lost']['stream']} readings (all phases)",
-        f"  duplicated       storage {result['duplicated']['storage']}, "
-        f"stream {result['duplicated']['stream']} readings (all phases)",
-    ]
-    if sparkplug is not None:
-        came = sparkplug["all_values_came"]
-        raw_lost = sparkplug.get("raw_lost")
-        lines.append(f"  sparkplug        every value came: ingest "
-                     f"{'yes' if came['ingest'] else 'NO'}, paced "
-                     f"{'yes' if came['paced'] else 'NO'}; rebirths asked "
-                     f"{sparkplug['rebirths_asked']}"
-                     + (f"; raw subscriber missed {raw_lost} messages" if raw_lost else ""))
-    return "\n".join([*lines, *_rejects_line(result)])
-
-
-def _phase2(result: dict[str, Any]) -> str:
-    cap = result.get("rate_cap_readings_per_s")
-    return "at saturation" if cap is None else f"under the {cap:,.0f}/s cap"
-
-
-def _servers_line(result: dict[str, Any]) -> list[str]:
-    """The servers' CPU over phase 2: where the rest of the machine's time went."""
-    cpu = result.get("servers_cpu_seconds")
-    if not cpu:
-        return []
-    return ["  servers CPU      " + ", ".join(f"{name} {seconds} s" for name, seconds in
-                                              cpu.items())]
-
-
-def _replicas_line(result: dict[str, Any]) -> list[str]:
-    """With replicas: the messages each was sent (all phases), its own and others'."""
-    replicas = result.get("replica_messages") or []
-    if len(replicas) < 2:
-        return []
-    return ["  per replica      " + ", ".join(
-        f"{r['own']:,.0f} own + {r['other_partition']:,.0f} other" for r in replicas)]
-
-
-def _backlog_line(result: dict[str, Any]) -> list[str]:
-    """--pipeline: each consumer group's stream backlog over phase 2, and its drain."""
-    backlog = result.get("consumers_backlog")
-    if not backlog:
-        return []
-    drained = backlog["drained_after_s"]
-    return ["  stream backlog   " + ", ".join(
-        f"{group} largest {n:,}, at end {backlog['at_end'].get(group, 0):,}"
-        for group, n in backlog["largest"].items())
-        + ("; not drained in 300 s" if drained is None else f"; drained {drained} s after")]
-
-
-def _rejects_line(result: dict[str, Any]) -> list[str]:
-    rejects = result.get("rejects") or {}
-    if not rejects:
-        return []
-    return ["  rejected         " + ", ".join(f"{reason} {n}" for reason, n in rejects.items())]

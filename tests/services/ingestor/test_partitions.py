@@ -10,7 +10,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from devtools.bench.ingest import provision_gateways
+from devtools.bench.ingest_fleets import provision_gateways
 from devtools.stack.servers import RunningBroker
 from devtools.stack.service_process import ServiceProcess, replica_overrides
 from shared.mqtt import child_topic
