@@ -24,7 +24,7 @@ from shared import db
 from shared.broker_control import BrokerControl
 from shared.lifecycle import Lifecycle, run_periodically
 from shared.redis_client import is_transient as redis_transient
-from shared.service import Worker, run_service, worker
+from shared.service import Worker, run_service, tune_gc_for_throughput, worker
 from shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
@@ -74,6 +74,7 @@ async def serve(common: CommonSettings, settings: IngestorSettings, w: Worker) -
             host = SparkplugHost(common, settings, health, pipeline)
             pipeline.pause_with_intake(host)
             lc.spawn("sparkplug", host.run(lc.stopping))
+        tune_gc_for_throughput()
         log.info("ingestor started", client_id=settings.mqtt_username,
                  partition=f"{settings.partition}/{settings.partitions}",
                  sparkplug_host=settings.sparkplug_host_id or None,
