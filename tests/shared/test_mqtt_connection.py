@@ -6,6 +6,7 @@ reconnected to."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -84,3 +85,38 @@ async def test_a_message_is_redelivered_until_acked(broker: RunningBroker,
         await asyncio.wait_for(ingestor.connected.wait(), 10)
         await asyncio.sleep(1)
         assert received.empty()  # acked: not redelivered
+
+
+async def test_many_messages_over_tls_arrive_whole_in_order_and_are_acked_at_once(
+        broker: RunningBroker, clients: Clients, dev_certs: Path) -> None:
+    """The PUBLISHes split off the socket's bytes (shared/mqtt_packets.py) over TLS, whose
+    decrypted records do not make the socket readable again: sizes from a few bytes to
+    past a TLS record (16 KB), more than one read's worth, all of them, in order."""
+    received: list[Message] = []
+    tls = common(broker).model_copy(update={
+        "mqtt_port": broker.spec.tls_port, "mqtt_tls": True,
+        "mqtt_ca_file": dev_certs / "ca.crt"})
+    ingestor = MqttConnection(tls, "insa-ingestor", broker.credentials["insa-ingestor"],
+                              health=Health("mqtt"), manual_ack=True,
+                              session=Session(expiry_seconds=300, receive_maximum=5000),
+                              subscriptions=[("insa/devices/+/telemetry",
+                                              SubscribeOptions(qos=1))],
+                              on_message=received.append)
+    sizes = [(n * 7919) % 40_000 for n in range(3000)]
+    async with until_stopped(ingestor.run):
+        await asyncio.wait_for(ingestor.connected.wait(), 10)
+        device = clients.device("W-1")
+        device.publish_many([("insa/devices/W-1/telemetry", n.to_bytes(4, "big") + b"x" * size)
+                             for n, size in enumerate(sizes)])
+
+        async def count() -> int:
+            return len(received)
+
+        await wait_until(count, lambda n: n >= len(sizes), timeout=60, what="every message")
+        assert [int.from_bytes(m.payload[:4], "big") for m in received] == list(range(3000))
+        assert [len(m.payload) - 4 for m in received] == sizes
+        assert ingestor.ack_all(received) == 0
+    async with until_stopped(ingestor.run):  # acked in one write: none comes again
+        await asyncio.wait_for(ingestor.connected.wait(), 10)
+        await asyncio.sleep(1)
+        assert len(received) == len(sizes)
