@@ -37,6 +37,9 @@ def bench() -> None:
               help="Ingestor processes, each taking its partition of the devices.")
 @click.option("--units", is_flag=True,
               help="Every value as a {value, unit} object, most in a unit to convert.")
+@click.option("--malformed", is_flag=True,
+              help="Phase 2's messages all rejected after the full parse (a value no metric "
+              "takes): what a reject costs beside a stored reading (--via device).")
 @click.option("--pipeline", is_flag=True,
               help="Run the diagnostics and alerts services too, and report their stream "
               "backlog over phase 2 and how long it takes to drain.")
@@ -44,7 +47,7 @@ def bench() -> None:
               help="Write the JSON result here (default bench-results/ingest-<time>.json).")
 def bench_ingest(via: str, messages: int, devices: int, children: int, sparkplug_qos: int,
                  rate: float | None, batch_max_messages: int, replicas: int, units: bool,
-                 pipeline: bool, output: str | None) -> None:
+                 malformed: bool, pipeline: bool, output: str | None) -> None:
     """Ingest throughput, latency, loss and duplicates vs the broker's raw pass-through."""
     from devtools.bench.ingest import BenchConfig
     from devtools.bench.ingest import run as run_bench
@@ -60,7 +63,7 @@ def bench_ingest(via: str, messages: int, devices: int, children: int, sparkplug
                                    batch_max_messages=batch_max_messages, replicas=replicas,
                                    units=units, via=via, children=children,
                                    sparkplug_qos=sparkplug_qos, rate=rate,
-                                   pipeline=pipeline),
+                                   pipeline=pipeline, malformed=malformed),
                        progress=lambda line: click.echo(line, err=True))
     click.echo(report(result) + f"\nJSON: {save_result('ingest', result, output)}")
 

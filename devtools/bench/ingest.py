@@ -94,6 +94,9 @@ class BenchConfig:
     rate: float | None = None
     # The diagnostics and alerts services running too, their stream backlog sampled.
     pipeline: bool = False
+    # Phase 2's messages all malformed (devices only): what a reject costs against a
+    # stored reading (publishers.reading).
+    malformed: bool = False
 
 
 @dataclass
@@ -147,7 +150,11 @@ def measure_raw(broker: RunningBroker, fleet: Fleet) -> tuple[Phase, int]:
     return Phase(fleet.messages, time.monotonic() - started, fleet.readings), missed
 
 
-def rows_written(ingestors: list[ServiceProcess]) -> float:
+def rows_written(ingestors: list[ServiceProcess], malformed: bool = False) -> float:
+    """Rows committed so far; for a malformed fleet, the rows its rejects stand for (one
+    a metric value, so the target is the same)."""
+    if malformed:
+        return len(METRICS) * sum(i.metric("insa_ingestor_rejects_total") for i in ingestors)
     return sum(i.metric("insa_ingestor_rows_written_total") for i in ingestors)
 
 
@@ -162,7 +169,7 @@ def measure_fleet(ingestors: list[ServiceProcess], broker: RunningBroker, fleet:
     which has no redelivery, the wait ends `STALL_SECONDS` after the publishers finished
     and no row came, and the phase ends at the last row."""
     target = fleet.readings * len(METRICS)
-    rows_before = rows_written(ingestors)
+    rows_before = rows_written(ingestors, fleet.malformed)
     cpus = [CpuSampler(i.proc.pid) for i in ingestors if i.proc is not None]
     cpu_before = sum(c.seconds() for c in cpus)
     servers = servers or {}
@@ -190,7 +197,7 @@ def measure_fleet(ingestors: list[ServiceProcess], broker: RunningBroker, fleet:
                 and now - last_row_at > STALL_SECONDS:
             break
         time.sleep(0.05)
-        got = rows_written(ingestors) - rows_before
+        got = rows_written(ingestors, fleet.malformed) - rows_before
         if got > written:
             written, last_row_at = got, time.monotonic()
     complete = written >= target
@@ -211,6 +218,8 @@ def measure_fleet(ingestors: list[ServiceProcess], broker: RunningBroker, fleet:
 def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, Any]:
     if cfg.via not in VIAS:
         raise ValueError(f"via must be one of {', '.join(VIAS)}, not {cfg.via!r}")
+    if cfg.malformed and cfg.via != "device":
+        raise ValueError("malformed messages are a device fleet's")
     via = cfg.via
     per_account = cfg.messages // cfg.devices
     qos = cfg.sparkplug_qos if via == "sparkplug" else 1
@@ -220,7 +229,8 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
             "gateway": f"{cfg.devices} gateways of {cfg.children} children",
             "sparkplug": f"{cfg.devices} edge nodes of {cfg.children} devices, "
                          f"QoS {qos}"}[via]
-    fleet = Fleet(via, dict.fromkeys(accounts, ""), cfg.children, per_account, cfg.units, qos)
+    fleet = Fleet(via, dict.fromkeys(accounts, ""), cfg.children, per_account, cfg.units, qos,
+                  malformed=cfg.malformed)
     progress(f"starting private PostgreSQL, Redis, Mosquitto (via {via}: {what}, "
              f"{fleet.messages} messages, {fleet.readings} readings of {len(METRICS)} values"
              f"{', each with a unit' if cfg.units else ''})")
@@ -283,8 +293,10 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
             else cfg.rate / fleet.readings_per_message / cfg.devices, host_id, servers)
         sampler.stop()
         backlog = sampler.summary(sampler.drain()) if consumers else None
+        # A malformed fleet's messages are all rejects: none is streamed or stored.
         latencies, stream_lost, stream_dups = check_readings(
-            rd.url, fleet.readings_by_device(), by_seq=via != "sparkplug")
+            rd.url, {} if cfg.malformed else fleet.readings_by_device(),
+            by_seq=via != "sparkplug")
         paced_rate = phase.readings_rate * cfg.paced_fraction  # readings/s in all
         paced_per_account_rate = paced_rate / fleet.readings_per_message / cfg.devices
         paced_fleet = Fleet(via, {a: broker.credentials[a] for a in paced_accounts},
@@ -299,8 +311,11 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
         paced, paced_lost, paced_dups = check_readings(
             rd.url, paced_fleet.readings_by_device(), by_seq=via != "sparkplug")
         total = fleet.readings
-        stored_lost, stored_dups = asyncio.run(check_storage(dsn, total + paced_fleet.readings))
+        stored_lost, stored_dups = asyncio.run(check_storage(
+            dsn, (0 if cfg.malformed else total) + paced_fleet.readings))
         rejects = asyncio.run(count_rejects(dsn))
+        if cfg.malformed:  # each one recorded as a reject, or lost
+            stored_lost += fleet.messages - rejects.get("schema_violation", 0)
         result: dict[str, Any] = {
             "config": asdict(cfg),
             "via": via,

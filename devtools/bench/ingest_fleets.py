@@ -32,6 +32,7 @@ class Fleet:
     qos: int = 1
     rebirths_asked: int = 0  # Sparkplug: rebirths the host asked the nodes for
     children_of: dict[str, list[str]] = field(default_factory=dict)  # platform device ids
+    malformed: bool = False  # devices only: every message a reject (publishers.reading)
 
     def __post_init__(self) -> None:
         if self.via == "device":
@@ -75,7 +76,7 @@ class Fleet:
         """Every account's messages, to completion (`rate_per_account` messages/s each)."""
         if self.via == "device":
             publish_all(port, self.accounts, self.per_account, rate_per_account,
-                        units=self.units)
+                        units=self.units, malformed=self.malformed)
         elif self.via == "gateway":
             publish_gateways(port, self.accounts, self.children_of, self.per_account,
                              rate_per_account, units=self.units)

@@ -17,7 +17,8 @@ def report_device(result: dict[str, Any]) -> str:
     plat = paced["latency_ms"]
     return "\n".join([
         f"ingest: {result['messages']:,} messages ({result['values']:,} values"
-        f"{', each with a unit' if result['config'].get('units') else ''}) "
+        f"{', each with a unit' if result['config'].get('units') else ''}"
+        f"{', every one malformed: rejected' if result['config'].get('malformed') else ''}) "
         f"in {result['seconds']} s, {result['config']['replicas']} ingestor(s)",
         f"  sustained        {result['messages_per_s']:,} messages/s, "
         f"{result['values_per_s']:,} values/s"

@@ -32,19 +32,24 @@ TYPICAL = {"flow_rate": 2500.0, "pip": 900.0, "discharge_pressure": 3000.0,
            "vsd_frequency": 55.0, "gor": 500.0, "power": 60.0}
 
 
-def reading(seq: int, ts_us: int, units: bool = False) -> dict[str, object]:
-    """One 10-metric reading; `ts` is when it is handed to the publisher (µs precision)."""
+def reading(seq: int, ts_us: int, units: bool = False, malformed: bool = False
+            ) -> dict[str, object]:
+    """One 10-metric reading; `ts` is when it is handed to the publisher (µs precision).
+    `malformed`: its last value an array, which no metric takes: rejected
+    (`schema_violation`) only after the full parse, the dearest reject."""
     ts = datetime.fromtimestamp(ts_us / 1e6, UTC).isoformat()
     values: dict[str, object] = {m: TYPICAL[m] * (1 + (seq % 997) / 10_000)
                                  for m in METRICS}
     if units:
         values = {m: {"value": v, "unit": UNITS[m]} for m, v in values.items()}
+    if malformed:
+        values[METRICS[-1]] = [values[METRICS[-1]]]
     return {"ts": ts, "seq": seq, "telemetry": values}
 
 
-def reading_line(seq: int, ts_us: int, units: bool = False) -> bytes:
+def reading_line(seq: int, ts_us: int, units: bool = False, malformed: bool = False) -> bytes:
     """One device's reading as a line of its telemetry topic."""
-    return orjson.dumps(reading(seq, ts_us, units)) + b"\n"
+    return orjson.dumps(reading(seq, ts_us, units, malformed)) + b"\n"
 
 
 def gateway_line(children: Sequence[str], seq: int, ts_us: int, units: bool = False) -> bytes:
@@ -105,9 +110,10 @@ class DevicePublisher(LinePublisher):
     """Publishes `count` readings as one device at QoS 1 through mosquitto_pub."""
 
     def __init__(self, port: int, device_id: str, password: str, count: int,
-                 rate: float | None = None, units: bool = False) -> None:
+                 rate: float | None = None, units: bool = False,
+                 malformed: bool = False) -> None:
         super().__init__(port, device_id, password, telemetry_topic(device_id), count,
-                         partial(reading_line, units=units), rate)
+                         partial(reading_line, units=units, malformed=malformed), rate)
         self.device_id = device_id
         self.units = units
 
@@ -135,10 +141,11 @@ def run_publishers(publishers: Sequence[LinePublisher], timeout: float = 600) ->
 
 def publish_all(port: int, credentials: dict[str, str], per_device: int,
                 rate_per_device: float | None = None, timeout: float = 600,
-                units: bool = False) -> float:
+                units: bool = False, malformed: bool = False) -> float:
     """Run every device's publisher to completion; returns the wall time it took."""
-    return run_publishers([DevicePublisher(port, d, p, per_device, rate_per_device, units)
-                           for d, p in credentials.items()], timeout)
+    return run_publishers([DevicePublisher(port, d, p, per_device, rate_per_device, units,
+                                           malformed) for d, p in credentials.items()],
+                          timeout)
 
 
 def publish_gateways(port: int, credentials: dict[str, str], children: dict[str, list[str]],
