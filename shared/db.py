@@ -62,13 +62,21 @@ async def connect(dsn: str, application_name: str = "insa") -> asyncpg.Connectio
     return conn
 
 
-async def create_pool(dsn: str, *, max_size: int = 10,
-                      application_name: str = "insa") -> asyncpg.Pool:
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A release without asyncpg's reset query (RESET ALL, UNLISTEN *, CLOSE ALL, advisory
+    unlocks): one round trip less per query. asyncpg still rolls back an open transaction."""
+
+
+async def create_pool(dsn: str, *, max_size: int = 10, application_name: str = "insa",
+                      session_state: bool = True) -> asyncpg.Pool:
     """A pool that connects on first use, so a service starts (and waits, not ready) while
-    PostgreSQL is still down."""
+    PostgreSQL is still down. `session_state=False`: for a user that leaves nothing in a
+    session past its transaction (no SET, LISTEN, session advisory lock, cursor held open
+    outside a transaction), connections go back to the pool without a reset query."""
     pool = await asyncpg.create_pool(
         dsn, min_size=0, max_size=max_size, init=_init_connection,
-        server_settings={"application_name": application_name}, command_timeout=60)
+        server_settings={"application_name": application_name}, command_timeout=60,
+        reset=None if session_state else _keep_session)
     assert pool is not None
     return pool
 

@@ -122,8 +122,10 @@ async def open_resources(common: CommonSettings, settings: ApiSettings, health: 
     if secret is None:
         log.warning("INSA_API_JWT_SECRET unset (development): tokens end with this process")
     received: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=10_000)
+    # The API leaves no session state behind (only SET LOCAL, transaction-level locks,
+    # cursors inside transactions): no reset query after every query.
     pool = await db.create_pool(common.database_url.get_secret_value(), max_size=10,
-                                application_name="insa-api")
+                                application_name="insa-api", session_state=False)
     redis_url = common.redis_url.get_secret_value()
     redis_conn = redis_client.create_redis(redis_url)
     mqtt, broker = api_connection(common, settings, health,

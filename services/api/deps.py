@@ -57,7 +57,8 @@ class Resources:
                             heartbeat_seconds=s.live_heartbeat_seconds)
 
 
-def resources(conn: HTTPConnection) -> Resources:
+async def resources(conn: HTTPConnection) -> Resources:
+    # async: FastAPI runs a plain function dependency in a worker thread, every request.
     found: Resources = conn.app.state.resources
     return found
 

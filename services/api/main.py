@@ -5,6 +5,7 @@ the same drain, then a non-zero exit, so the supervisor restarts the API and the
 
 from __future__ import annotations
 
+import gc
 import threading
 from typing import Any
 
@@ -65,6 +66,9 @@ async def serve(common: CommonSettings, settings: ApiSettings) -> None:
 
     server = uvicorn.Server(server_config(create_app(common, settings,
                                                      on_part_failed=stop_serving), settings))
+    # What start-up made (modules, the app, its routes and schemas) lives for the whole
+    # process: out of the collector's sight, full collections no longer walk it.
+    gc.freeze()
     await serve_on(server, sock, "the API server")
     for timer in hard_exit:  # stopped in time
         timer.cancel()

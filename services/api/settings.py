@@ -63,6 +63,9 @@ class ApiSettings(ServiceSettings):
     # How long HTTP ingest waits for the broker's PUBACK before answering 503.
     publish_timeout_seconds: float = Field(5.0, gt=0, le=60)
     page_max: int = Field(1000, ge=10, le=100_000)
+    # Raw readings' pages are rows of a few numbers: a day of one device (about 17,000 at
+    # a reading a minute of 12 metrics) fits one page.
+    raw_page_max: int = Field(20_000, ge=10, le=100_000)
     # The live feed (SSE and WebSocket), per API process: clients held; events queued per
     # client (one this far behind is cut off with a cursor to resume from); devices one
     # client may follow; entries re-read from Redis for a resume; idle heartbeat interval.

@@ -37,6 +37,7 @@ DEFAULT_FUNCTIONS = ("avg", "min", "max", "count")
 ROLLUP_FUNCTIONS = frozenset({"avg", "min", "max", "sum", "count"})
 ROLLUPS = ((timedelta(hours=1), "telemetry_1h", "rollup_1h"),
            (timedelta(minutes=1), "telemetry_1m", "rollup_1m"))
+ROLLUP_STEPS = {table: step for step, table, _ in ROLLUPS}
 Source = Literal["rollup_1h", "rollup_1m", "raw"]
 _BUCKET = re.compile(r"(\d{1,9})(s|m|h|d)")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -175,6 +176,36 @@ async def metrics(conn: asyncpg.Pool | asyncpg.Connection, dev: Device | None,
     return [Metric(r["id"], r["name"], r["unit"]) for r in rows]
 
 
+# A device and its metrics in one round trip: one row per metric (in id order), or one row
+# with a NULL metric when it has none. $1 device_id; $2 the wanted names (NAMED only).
+_DEVICE_WITH = """
+    SELECT d.id, d.device_id, d.device_type, d.status, d.last_seen, m.id AS metric, m.name,
+           m.unit
+      FROM devices d LEFT JOIN LATERAL ({metrics}) AS m ON true
+     WHERE d.device_id = $1 ORDER BY m.id"""
+DEVICE_WITH_NAMED = _DEVICE_WITH.format(
+    metrics="SELECT id, name, unit FROM metrics WHERE name = ANY($2::text[])")
+DEVICE_WITH_REPORTED = _DEVICE_WITH.format(
+    metrics="SELECT m.id, m.name, m.unit FROM telemetry_latest l JOIN metrics m "
+            "ON m.id = l.metric WHERE l.device = d.id")
+
+
+async def device_and_metrics(pool: asyncpg.Pool, who: Principal, device_id: str,
+                             wanted: list[str] | None) -> tuple[Device, list[Metric]]:
+    """`device` and `metrics` of it at once."""
+    visible(who, device_id)
+    if wanted is None:
+        rows = await pool.fetch(DEVICE_WITH_REPORTED, device_id)
+    else:
+        rows = await pool.fetch(DEVICE_WITH_NAMED, device_id, wanted)
+    if not rows:
+        raise NotFound(f"device {device_id} does not exist")
+    first = rows[0]
+    return (Device(first["id"], first["device_id"], first["device_type"], first["status"],
+                   first["last_seen"]),
+            [Metric(r["metric"], r["name"], r["unit"]) for r in rows if r["metric"] is not None])
+
+
 # The unit of a device's stored values of a metric: the catalog's for a known metric
 # (stored canonical), else the device's own. Needs `m` (metrics), `du` (the device's
 # device_units row) and the known metrics' names as $KNOWN.
@@ -198,24 +229,26 @@ async def device_units(conn: asyncpg.Pool | asyncpg.Connection, dev: Device,
 
 # --- raw range -----------------------------------------------------------------------------
 
-# Per (metric, kind) a LATERAL index range scan on (device, metric, time) that stops at
-# `limit` rows; the union of those is sorted, so a page costs O(metrics · limit) rows
-# whatever the range. The cursor is the last row's (time, metric, kind); $3 is the later
-# of start and the cursor's time, so each scan starts there.
-_RAW_PART = """
-    SELECT t.time, t.metric, {kind} AS kind, t.value, t.value_text, t.quality
-      FROM unnest($2::smallint[]) AS s(id) CROSS JOIN LATERAL (
-           SELECT time, metric, {columns}, quality FROM {table}
-            WHERE device = $1 AND metric = s.id AND time >= $3 AND time < $4
-              AND ($5::timestamptz IS NULL OR time > $5 OR (metric, {kind}) > ($6, $7))
-            ORDER BY time LIMIT $8) AS t"""
-RAW_QUERY = (
-    "SELECT * FROM ("
-    + _RAW_PART.format(kind=0, columns="value, NULL::text AS value_text", table="telemetry")
-    + " UNION ALL "
-    + _RAW_PART.format(kind=1, columns="NULL::float8 AS value, value AS value_text",
-                       table="telemetry_text")
-    + ") AS r ORDER BY time, metric, kind LIMIT $8")
+# Per series (metric, kind) an index range scan on (device, metric, time) that stops at
+# `limit` rows; PostgreSQL merges them in time order (Merge Append) and sorts only the rows
+# of one instant by (metric, kind) (Incremental Sort), so a page reads about `limit` rows
+# whatever the range and sorts none of them whole. The ids are the catalog's integers, so
+# inlined (at most MAX_METRICS, or the ones a device reported). The cursor is the last
+# row's (time, metric, kind): $2 is the later of start and its time, $4 its time again and
+# $5 its (metric, kind) as metric * 2 + kind, so a series after it in that order starts at
+# the cursor's time, the others just after it.
+def raw_query(metric_ids: list[int]) -> str:
+    """$1 device, $2 from, $3 end, $4 the cursor's time (NULL: the first page), $5 its
+    series, $6 limit."""
+    parts = [f"(SELECT time, metric, {kind} AS kind, {columns}, quality FROM {table} "
+             f"WHERE device = $1 AND metric = {int(i)} AND time >= $2 AND time < $3 "
+             f"AND ($4::timestamptz IS NULL OR time > $4 OR {int(i) * 2 + kind} > $5) "
+             f"ORDER BY time LIMIT $6)"
+             for i in metric_ids
+             for kind, table, columns in ((0, "telemetry", "value, NULL::text AS value_text"),
+                                          (1, "telemetry_text", "NULL::float8, value"))]
+    return ("SELECT * FROM (" + " UNION ALL ".join(parts)
+            + ") AS r ORDER BY time, metric, kind LIMIT $6")
 
 
 def raw_cursor(cursor: str | None) -> tuple[datetime, int, int] | None:
@@ -242,12 +275,12 @@ async def raw_page(pool: asyncpg.Pool, dev: Device, found: list[Metric], start: 
         return [], None
     names_by_id = {m.id: m.name for m in found}
     begin = max(start, after[0]) if after else start
-    rows = await pool.fetch(RAW_QUERY, dev.id,
-                            list(names_by_id), begin, end, *(after or (None, None, None)),
-                            limit + 1)
-    items = [{"time": r["time"], "metric": names_by_id[r["metric"]],
-              "value": r["value"] if r["kind"] == 0 else r["value_text"],
-              "quality": r["quality"]} for r in rows[:limit]]
+    rows = await pool.fetch(raw_query(list(names_by_id)), dev.id, begin, end,
+                            after[0] if after else None,
+                            after[1] * 2 + after[2] if after else None, limit + 1)
+    # By position (time, metric, kind, value, value_text, quality): up to raw_page_max rows.
+    items = [{"time": r[0], "metric": names_by_id[r[1]], "value": r[3] if r[2] == 0 else r[4],
+              "quality": r[5]} for r in rows[:limit]]
     last = rows[limit - 1] if len(rows) > limit else None
     return items, (encode_cursor(last["time"].isoformat(), last["metric"], last["kind"])
                    if last is not None else None)
@@ -299,6 +332,28 @@ def aggregate_query(source: Source, table: str, wanted: list[str]) -> str:
              WHERE device = $1 AND metric = ANY($2) AND time >= $3 AND time < $4
              GROUP BY 1, 2)
         SELECT a.*{picks} FROM a{joins} ORDER BY a.metric, a.b"""
+
+
+def rollup_query(table: str) -> str:
+    """A rollup's own buckets, when they are the ones asked for (the width its step): the
+    columns of aggregate_query without regrouping one row per bucket (exact: avg as the
+    rollup holds it, not Σ(avg·count)/Σcount of one row). $1 device, $2 metric ids,
+    $3 start, $4 end."""
+    return f"""
+        SELECT bucket AS b, metric, avg, min, max, avg * count AS sum, count
+          FROM {table}
+         WHERE device = $1 AND metric = ANY($2) AND bucket >= $3 AND bucket < $4
+         ORDER BY metric, bucket"""
+
+
+async def aggregate_rows(pool: asyncpg.Pool, source: Source, table: str, wanted: list[str],
+                         dev: Device, metric_ids: list[int], start: datetime, end: datetime,
+                         width: timedelta) -> list[asyncpg.Record]:
+    """Rows of aggregate_query (b, metric, the functions) by metric, then bucket."""
+    if source != "raw" and width == ROLLUP_STEPS[table]:
+        return await pool.fetch(rollup_query(table), dev.id, metric_ids, start, end)
+    return await pool.fetch(aggregate_query(source, table, wanted), dev.id, metric_ids,
+                            start, end, width, ORIGIN)
 
 
 # --- export --------------------------------------------------------------------------------

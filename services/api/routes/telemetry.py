@@ -8,6 +8,7 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -89,15 +90,14 @@ class Aggregate(BaseModel):
 async def raw(device_id: str, res: Res, who: Reader, metrics: Metrics = None,
               start: Start = None, end: End = None, cursor: str | None = None,
               limit: Annotated[int | None, Query(ge=1, description="At most the server's "
-                                                 "page_max")] = None) -> Response:
+                                                 "raw_page_max")] = None) -> Response:
     """Numeric and text values by (time, metric); the cursor continues after the last
     row, so pages neither overlap nor skip while new readings arrive. Start defaults to
     a day before end."""
     begin, until = q.window(start, end, DAY)
-    size = _limit(res, limit)
+    size = _limit(limit, res.settings.raw_page_max)
     after = q.raw_cursor(cursor)
-    dev = await q.device(res.pool, who, device_id)
-    found = await q.metrics(res.pool, dev, q.names(metrics))
+    dev, found = await q.device_and_metrics(res.pool, who, device_id, q.names(metrics))
     items, next_cursor = await q.raw_page(res.pool, dev, found, begin, until, after, size)
     return j.response({"items": items, "next_cursor": next_cursor})
 
@@ -125,7 +125,7 @@ async def fleet_latest(res: Res, who: Reader, metrics: Metrics = None,
                        limit: Annotated[int | None, Query(ge=1)] = None) -> Response:
     """One page of devices (all of them, a device_type, or a tag) with their latest values,
     read from telemetry_latest by its primary key: one index probe per device."""
-    size = _limit(res, limit)
+    size = _limit(limit, res.settings.page_max)
     key = decode_cursor(cursor, 1)
     if key is not None and not isinstance(key[0], str):
         raise ValidationFailed("bad_cursor", "cursor: not a cursor this endpoint returned",
@@ -155,18 +155,17 @@ async def aggregate(device_id: str, res: Res, who: Reader, metrics: Metrics = No
     width = q.bucket_width(bucket)
     wanted = q.functions(functions)
     q.check_buckets(begin, until, width)
-    dev = await q.device(res.pool, who, device_id)
-    found = await q.metrics(res.pool, dev, q.names(metrics))
+    dev, found = await q.device_and_metrics(res.pool, who, device_id, q.names(metrics))
     source, table = q.source_for(width, begin, until, wanted)
     series: dict[str, list[dict[str, Any]]] = {m.name: [] for m in found}
     if found:
-        names_by_id = {m.id: m.name for m in found}
         keys = ("bucket", *(f for f in q.FUNCTIONS if f in wanted))  # Bucket's field order
-        rows = await res.pool.fetch(q.aggregate_query(source, table, wanted), dev.id,
-                                    list(names_by_id), begin, until, width, q.ORIGIN)
-        for r in rows:
-            series[names_by_id[r["metric"]]].append(
-                dict(zip(keys, (r["b"], *(r[f] for f in keys[1:])), strict=True)))
+        values = itemgetter("b", *keys[1:])
+        # Per row one C-level pick of its values and a dict: thousands of buckets a request.
+        add_to = {m.id: series[m.name].append for m in found}
+        for r in await q.aggregate_rows(res.pool, source, table, wanted, dev,
+                                        [m.id for m in found], begin, until, width):
+            add_to[r["metric"]](dict(zip(keys, values(r), strict=True)))
     return j.response({"device_id": dev.device_id, "start": begin, "end": until,
                        "bucket": bucket.strip(), "bucket_seconds": int(width.total_seconds()),
                        "functions": wanted, "source": source, "series": series})
@@ -185,8 +184,7 @@ async def export_csv(device_id: str, res: Res, who: Reader, metrics: Metrics = N
     5,000 rows, so no range is ever held whole in memory. Start defaults to a day before
     end."""
     begin, until = q.window(start, end, DAY)
-    dev = await q.device(res.pool, who, device_id)
-    found = await q.metrics(res.pool, dev, q.names(metrics))
+    dev, found = await q.device_and_metrics(res.pool, who, device_id, q.names(metrics))
     if res.exports.locked():
         raise DependencyUnavailable("as many exports as the API runs at once are running; "
                                     "retry shortly")
@@ -252,8 +250,7 @@ def _drain(buffer: io.StringIO) -> bytes:
     return data
 
 
-def _limit(res: Res, limit: int | None) -> int:
-    page_max: int = res.settings.page_max
+def _limit(limit: int | None, page_max: int) -> int:
     if limit is not None and limit > page_max:
         raise ValidationFailed("bad_limit", f"limit: at most {page_max}", field="limit")
     return limit or min(500, page_max)

@@ -17,7 +17,9 @@ import httpx
 import pytest
 
 from devtools.stack.service_process import ServiceProcess
-from services.api.routes.telemetry import spreadsheet_safe
+from services.api.pagination import Page
+from services.api.routes.telemetry import DeviceLatest, spreadsheet_safe
+from services.api.settings import ApiSettings
 from services.api.telemetry_queries import ORIGIN
 from tests.fixtures.api import Api
 from tests.utils.db import execute, fetchval
@@ -65,12 +67,21 @@ async def test_raw_range_pages_neither_overlap_nor_skip(api: Api, db_url: str) -
     none = await viewer.get("/devices/W-1/telemetry", params={"metrics": "nothing"})
     assert none.json() == {"items": [], "next_cursor": None}
 
+    # Raw pages may be larger than any other list's (INSA_API_RAW_PAGE_MAX): a whole day.
+    assert api.settings.raw_page_max > api.settings.page_max
+    whole = await viewer.get("/devices/W-1/telemetry", params=params(
+        start=T0, end=T0 + timedelta(hours=1), limit=api.settings.raw_page_max))
+    assert [(i["time"], i["metric"], i["value"]) for i in whole.json()["items"]] == got
+    fleet = await viewer.get("/telemetry/latest", params={"limit": api.settings.page_max + 1})
+    assert fleet.status_code == 422, fleet.text
 
+
+RAW_PAGE_MAX = ApiSettings.model_fields["raw_page_max"].default
 BAD_INPUT: list[tuple[str, dict[str, Any], str]] = [  # route, query, field named
     ("telemetry", {"start": iso(T0), "end": iso(T0)}, "end"),
     ("telemetry", {"start": iso(T0 + timedelta(hours=1)), "end": iso(T0)}, "end"),
     ("telemetry", {"end": "0001-01-01T00:00:00Z"}, "start"),
-    ("telemetry", {"limit": 1001}, "limit"),
+    ("telemetry", {"limit": RAW_PAGE_MAX + 1}, "limit"),
     ("telemetry", {"cursor": "not-a-cursor"}, "cursor"),
     ("telemetry", {"metrics": "flow rate"}, "metrics"),
     ("telemetry/aggregate", {"bucket": "0m"}, "bucket"),
@@ -141,6 +152,38 @@ async def test_latest_of_a_device_and_of_the_fleet(api: Api, db_url: str) -> Non
     assert second["next_cursor"] is None
 
 
+async def test_the_fleet_page_is_what_its_model_writes_byte_for_byte(api: Api,
+                                                                       db_url: str) -> None:
+    """PostgreSQL writes the fleet's JSON (telemetry_json.LATEST_FLEET): it must be the
+    documented model's own serialization, to the byte (times with Z and microseconds,
+    whole floats with .0, escaped text, each device's own unit, nulls)."""
+    await seed(db_url, "W-1", [(T0 + timedelta(microseconds=250_000), "flow_rate", 2400.0),
+                               (T0 + timedelta(seconds=1, microseconds=1), "pip", 850.125),
+                               (T0, "mode", 'say "hi" \\ \u00e9\t\u2713'),
+                               (T0, "odd_metric", -0.001), (T0, "small", 0.000125)],
+               status="online")
+    await seed(db_url, "W-2", [(T0, "flow_rate", -12.0)], device_type="rtu")
+    await execute(db_url, "INSERT INTO devices (device_id) VALUES ('W-3')")  # nothing yet
+    await execute(db_url, "UPDATE devices SET last_seen = $1 WHERE device_id = 'W-1'",
+                  T0 + timedelta(seconds=2, microseconds=5))
+    await execute(db_url, "UPDATE telemetry_latest SET quality = 100 "
+                  "WHERE metric = (SELECT id FROM metrics WHERE name = 'pip')")
+    await execute(db_url, "INSERT INTO device_units (device, metric, unit) SELECT d.id, m.id, "
+                  "'m\u00b3/\"d\"' FROM devices d, metrics m "
+                  "WHERE d.device_id = 'W-1' AND m.name = 'odd_metric'")
+    response = await api.admin.get("/telemetry/latest")
+    assert response.status_code == 200, response.text
+    items = response.json()["items"]
+    assert [d["device_id"] for d in items] == ["W-1", "W-2", "W-3"]
+    assert items[0]["metrics"]["odd_metric"]["unit"] == 'm\u00b3/"d"'
+    assert items[2]["metrics"] == {} and items[2]["last_seen"] is None
+    assert response.content == \
+        Page[DeviceLatest].model_validate_json(response.content).model_dump_json().encode()
+    paged = await api.admin.get("/telemetry/latest", params={"limit": 2})
+    assert paged.content == \
+        Page[DeviceLatest].model_validate_json(paged.content).model_dump_json().encode()
+
+
 def expected_buckets(rows: list[Row], metric: str, start: datetime, end: datetime,
                      width: timedelta) -> list[dict[str, Any]]:
     """The aggregates computed here, from the same rows."""
@@ -180,6 +223,8 @@ async def test_aggregates_equal_the_same_rows_computed_here(api: Api, db_url: st
          "rollup_1h"),
         ("2h", T0, T0 + timedelta(hours=4), ["avg", "count"], "rollup_1h"),
         ("15m", T0, T0 + timedelta(hours=2), ["avg", "max", "count"], "rollup_1m"),
+        ("1m", T0, T0 + timedelta(minutes=40), ["avg", "min", "max", "sum", "count"],
+         "rollup_1m"),  # the rollup's own rows, as with 1h on rollup_1h
         ("1h", T0 + timedelta(minutes=30), T0 + timedelta(hours=3), ["avg"], "rollup_1m"),
         ("1h", T0, T0 + timedelta(hours=3), ["avg", "stddev"], "raw"),
         ("1h", T0 + timedelta(seconds=1), T0 + timedelta(hours=3), ["sum"], "raw"),
