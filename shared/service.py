@@ -83,15 +83,16 @@ class Worker:
 
 @asynccontextmanager
 async def worker(service: str, common: CommonSettings, settings: ServiceSettings, *,
-                 pool_size: int, probe_interval: float) -> AsyncIterator[Worker]:
+                 pool_size: int, probe_interval: float,
+                 session_state: bool = True) -> AsyncIterator[Worker]:
     """A worker's common parts; Redis and the pool are closed on the way out, whatever
-    happened."""
+    happened. `session_state`: as db.create_pool's."""
     # The port first: taken, the service exits now and its supervisor restarts it.
     http = listen_socket(settings.http_host, settings.http_port)
     health = Health("postgres", "redis", "mqtt")
     # Neither connects yet: a start while PostgreSQL or Redis is down waits, not ready.
     pool = await db.create_pool(common.database_url.get_secret_value(), max_size=pool_size,
-                                application_name=f"insa-{service}")
+                                application_name=f"insa-{service}", session_state=session_state)
     redis_conn = create_redis(common.redis_url.get_secret_value())
     try:
         yield Worker(health, pool, redis_conn, Lifecycle(settings.drain_seconds, health), http,

@@ -31,8 +31,12 @@ log = structlog.get_logger(__name__)
 
 
 async def run(common: CommonSettings, settings: IngestorSettings) -> None:
-    async with worker("ingestor", common, settings, pool_size=4,
-                      probe_interval=settings.probe_interval_seconds) as w:
+    # No session state (its staging tables are temporary ones it keeps on purpose): no
+    # reset query each time a batch gives its connection back.
+    # A connection per commit in flight, and two for the periodic jobs beside them.
+    async with worker("ingestor", common, settings, pool_size=settings.commits_in_flight + 2,
+                      probe_interval=settings.probe_interval_seconds,
+                      session_state=False) as w:
         await serve(common, settings, w)
 
 

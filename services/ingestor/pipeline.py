@@ -1,11 +1,11 @@
 """The ingest pipeline: batch by size and age, commit, stream, then ack.
 
-Order per batch: rows committed in PostgreSQL → entries added to the Redis
-stream → QoS 1 acks sent. Two batches may be committing at once; they are streamed and
-acked in the order they were taken. A failure at any step retries that step (holding
-the acks back, which is the backpressure) and never skips it, so a crash at
-any point leaves the broker to redeliver; storage is idempotent and the stream
-entries are re-added, so nothing is lost (consumers see at-least-once).
+Order per batch: rows committed in PostgreSQL → entries added to the Redis stream → QoS 1
+acks sent. Several batches may be committing at once (`commits_in_flight`); they are
+streamed and acked in the order they were taken. A failure at any step retries that step
+(holding the acks back, which is the backpressure) and never skips it, so a crash at any
+point leaves the broker to redeliver; storage is idempotent and the stream entries are
+re-added, so nothing is lost (consumers see at-least-once).
 """
 
 from __future__ import annotations
@@ -45,10 +45,6 @@ from shared.streams import EncodedEntry, TelemetryWriter
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-# Batches being committed at once: while one waits on PostgreSQL (its COPY, its commit's
-# fsync) the next is mapped and written, so the ingestor's CPU and PostgreSQL's overlap.
-# Each holds a pooled connection (the worker's pool has 4).
-COMMITS_IN_FLIGHT = 2
 
 
 @dataclass(slots=True)
@@ -105,11 +101,11 @@ class Pipeline:
         if len(self.batch) == 1 or len(self.batch) >= self.settings.batch_max_messages:
             self._wake.set()
 
-    # --- flushing: commits overlap (COMMITS_IN_FLIGHT), each streamed and acked in order --
+    # --- flushing: commits overlap (commits_in_flight), each streamed and acked in order --
     async def run(self, stop: asyncio.Event) -> None:
         """Flush batches until `stop` is set and everything received has been acked."""
         commits: asyncio.Queue[asyncio.Task[Committed] | None] = asyncio.Queue(
-            maxsize=COMMITS_IN_FLIGHT)
+            maxsize=self.settings.commits_in_flight)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._stop_intake_on(stop), name="stop-intake")
             group.create_task(self._commit_batches(stop, group, commits), name="commit")
@@ -123,7 +119,7 @@ class Pipeline:
                               out: asyncio.Queue[asyncio.Task[Committed] | None]) -> None:
         max_age = self.settings.batch_max_age_ms / 1000
         max_messages = self.settings.batch_max_messages
-        slots = asyncio.Semaphore(COMMITS_IN_FLIGHT)
+        slots = asyncio.Semaphore(self.settings.commits_in_flight)
         while True:
             if not self.batch:
                 if stop.is_set():

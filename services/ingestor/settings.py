@@ -26,6 +26,9 @@ class IngestorSettings(PartitionedSettings):
     receive_maximum: int = Field(4000, ge=10, le=65535)
     batch_max_messages: int = Field(1000, ge=1)
     batch_max_age_ms: float = Field(25.0, gt=0)
+    # Batches committing at once, each on a pooled connection of its own: while one waits
+    # on PostgreSQL (its COPY, its commit's fsync) the next is mapped and written.
+    commits_in_flight: int = Field(2, ge=1, le=16)
     auto_provision: bool = True
     max_payload_bytes: int = Field(256 * 1024, ge=256)
     reject_keep_bytes: int = Field(4096, ge=0)
