@@ -31,6 +31,7 @@ from shared.diagnosis.causes import (
 )
 from shared.diagnosis.events import DiagnosisEvent, OpenDiagnosis, Reading
 from shared.diagnosis.limits import LimitBook
+from shared.diagnosis.pump_curve import intake_off_its_curve
 from shared.diagnosis.sensors import (
     Key,
     anomalies,
@@ -102,6 +103,7 @@ class DiagnosisEngine:
         if phase == "normal":
             findings += cooler_than_its_fluid(view, limits)
             findings += drifting(view, limits)
+            findings += intake_off_its_curve(view, limits)
             findings += sensors_reading_well(state.trackers, findings, values)
             if not quiet(view) or any(code not in PER_SENSOR for code, _ in state.trackers):
                 findings += [f for check in FAULT_CHECKS if (f := check(view)) is not None]

@@ -15,16 +15,19 @@ from shared.diagnosis.view import Finding, View
 
 NOT_ANOMALOUS = ("vsd_frequency",)  # a setpoint, not a measurement of the well
 # Readings that can hold at exactly 0 in a running well (no flow when dead-headed, an
-# empty intake when pumped off): a run of zeros there is no stuck transmitter.
+# empty intake when pumped off): a run of zeros there is no stuck transmitter, unless
+# the motor draws its normal current (a pump lifting nothing, or from an empty intake,
+# is unloaded).
 TRUE_ZEROS = ("flow_rate", "pip")
 Key = tuple[str, str | None]  # (code, metric for per-sensor codes)
 # Metrics no failure moves alone: each with those that physically move with it (the pump's
 # flow, intake and discharge pressures and load; the motor's current and power; the intake
 # and winding temperatures). One far from its normal while all of these sit at theirs is
 # its transmitter drifting. Current alone is an overload, the winding's temperature alone
-# overheating, vibration alone bearing wear, and the intake pressure does move alone (the
-# annulus fills and draws down for hours; the tubing, not the intake, sets the discharge
-# pressure): not judged so. The wellhead's moves alone too, but the discharge follows it.
+# overheating, vibration rising alone bearing wear, and the intake pressure moves alone
+# (the annulus fills and draws down for hours; the tubing, not the intake, sets the
+# discharge pressure): not judged so (pump_curve.py judges it by the pump's curve). The
+# wellhead's moves alone too, but the discharge follows it.
 # The fluid at the intake is the reservoir's, at its temperature while the flow into the
 # well holds (the flow, or the intake pressure that balances it): where no winding
 # temperature reads, those say its transmitter drifted.
@@ -32,7 +35,7 @@ TIED = {"flow_rate": ("motor_current", "pip", "discharge_pressure", "wellhead_pr
         "discharge_pressure": ("wellhead_pressure", "flow_rate", "motor_current"),
         "intake_temp": ("motor_temp", "flow_rate", "pip"), "power": ("motor_current",),
         "motor_current": ("power",), "motor_voltage": ("motor_current", "power"),
-        "wellhead_pressure": ("flow_rate", "head"), "motor_temp": ()}
+        "wellhead_pressure": ("flow_rate", "head"), "motor_temp": (), "vibration": ()}
 # Tied only when the metric falls. A pump's load is its flow against its head, so its
 # current cannot fall while the flow holds (wear, gas and a broken shaft all lose flow),
 # nor, without a flow meter, while the head it makes at this frequency holds (wear, gas
@@ -40,15 +43,23 @@ TIED = {"flow_rate": ("motor_current", "pip", "discharge_pressure", "wellhead_pr
 # fluid) at the same flow. A winding's temperature is its fluid's plus a rise set by its
 # losses (current) and its cooling (the flow past it): it cannot fall while those hold,
 # once it has settled after a start or a setpoint step (View.temp_settled); rising
-# alone, it is overheating.
+# alone, it is overheating. A pump's vibration is its speed and its load (worn bearings,
+# sand, gas and a far operating point all raise it): it cannot fall while its frequency
+# (within a setpoint step), its current and what it lifts hold; rising alone, it is
+# bearing wear.
 TIED_FALLING = {"motor_current": ("flow_rate", "head"),
                 "motor_temp": ("motor_current", "flow_rate", "pip", "discharge_pressure",
-                               "intake_temp")}
+                               "intake_temp"),
+                "vibration": ("motor_current", "flow_rate", "head")}
 # Also holding when the current falls, where no flow meter reads: a pump-off unloads the
 # motor at one head while the annulus is drawn down, and a worn pump lifting less fills
 # it while its head has barely fallen. A flow meter says it directly (both lift less):
 # the intake, whose level may be one learned hours ago, is then not asked.
 ALSO_FALLING = {"motor_current": ("pip",)}
+# Where the motor's power reads, it alone says whether its load fell: the power is the
+# current at the motor's voltage and power factor, and no factor doubles as a current
+# halves (a lighter load lowers the power factor too).
+SAYS_ALONE = {"motor_current": ("power",)}
 # Tied in the metric's own unit, and required: the discharge gauge sits under the tubing's
 # column, itself on the wellhead's pressure, so at one flow a wellhead pressure that moves
 # by some psi moves the discharge by as many (a change of the flowline's or separator's
@@ -109,7 +120,8 @@ def flatlines(flat: dict[str, tuple[float, int]], baseline: Baseline,
         flat[metric] = (value, count)
     for metric in held if moving else ():
         value, count = values[metric], flat[metric][1]
-        if metric == "head" or (value == 0 and metric in TRUE_ZEROS):
+        if metric == "head" or (value == 0 and metric in TRUE_ZEROS and
+                                not loaded(baseline, values, limits)):
             continue
         level = baseline.levels.get(metric)
         required = level.repeats_for_flatline(needed) if level is not None else None
@@ -119,6 +131,15 @@ def flatlines(flat: dict[str, tuple[float, int]], baseline: Baseline,
                 "identical_readings": count}, subject=metric))
             del values[metric]  # a stuck value says nothing about the well
     return findings
+
+
+def loaded(baseline: Baseline, values: dict[str, float], limits: dict[str, Any]) -> bool:
+    """The motor draws its normal current at this frequency (`tied_still_ratio`)."""
+    current = values.get("motor_current")
+    normal = baseline.expected("motor_current", values.get("vsd_frequency"))
+    if current is None or not normal:
+        return False
+    return abs(current / normal - 1) <= limits["rules"]["sensor_fault"]["tied_still_ratio"]
 
 
 def sensors_reading_well(watched: Iterable[Key], faulty: list[Finding],
@@ -262,21 +283,25 @@ def drifting(view: View, limits: dict[str, Any]) -> list[Finding]:
         away = view.values[metric] - view.expectations[metric]
         if abs(away) < 8 * view.noise(metric):
             continue
-        if ratio < 1:
+        falling = ratio < 1 and not any(m in ratios for m in SAYS_ALONE.get(metric, ()))
+        if falling:
             if metric == "motor_temp" and not view.temp_settled:
                 continue
             tied += TIED_FALLING.get(metric, ())
         if not any(m in ratios for m in tied):
             continue
-        if ratio < 1 and "flow_rate" not in ratios:
+        if falling and "flow_rate" not in ratios:
             tied += ALSO_FALLING.get(metric, ())
         moved = max(still, TIED_SHARE * abs(ratio - 1))
         if any(abs(ratios[m] - 1) > moved for m in tied if m in ratios):
             continue
         follower = TIED_IN_UNITS.get(metric)
         if follower is not None:
-            if follower not in ratios or abs(view.values[follower] - view.expectations[
-                    follower]) > TIED_SHARE * abs(away):
+            # It has not followed psi for psi: it moved the other way (the pump's side
+            # moved it, not the tubing's), or the same way by at most a fifth.
+            normal = at_this_frequency(view, follower)
+            if normal is None or (view.values[follower] - normal) * math.copysign(
+                    1.0, away) > TIED_SHARE * abs(away):
                 continue
             tied += (follower,)
         findings.append(Finding("sensor_fault", 2, 0.75, {
@@ -289,6 +314,17 @@ def drifting(view: View, limits: dict[str, Any]) -> list[Finding]:
             view.values.pop(derived, None)
             view.ratios.pop(derived, None)
     return findings
+
+
+def at_this_frequency(view: View, metric: str) -> float | None:
+    """A metric's normal at the present frequency. The discharge's is its learned level
+    with its head part scaled by the affinity laws (∝ f², as the head is): the tubing's
+    column and the wellhead's pressure above it do not follow the frequency, so a drive
+    a little off its reference (within a setpoint step) moves only that part."""
+    normal = view.expectations.get(metric)
+    if metric != "discharge_pressure" or normal is None or "head" not in view.ratios:
+        return normal if metric in view.values else None
+    return normal + view.expectations["head"] - view.baseline.levels["head"].mean
 
 
 def cooler_than_its_fluid(view: View, limits: dict[str, Any]) -> list[Finding]:

@@ -89,3 +89,85 @@ def test_an_intake_temperature_drifting_without_a_winding_gauge_is_a_sensor_faul
         values["intake_temp"] *= 1 - 0.35 * min(1.0, (k - 200) / 60)
         events += engine.process(Reading("W-1", T0 + k * 30, values))
     assert raised(events) == [("sensor_fault", "intake_temp", "drift")]
+
+
+def test_an_intake_pressure_drifting_off_the_pump_curve_is_its_transmitter() -> None:
+    # The intake reads ever higher while the discharge, the flow and the current hold:
+    # the head worked out from it falls by a fifth and the pump lifts what it did.
+    engine, well = DiagnosisEngine(), Well()
+    events = list(run(engine, well, 200))
+    for k in range(200, 320):
+        values = well.values()
+        values["pip"] *= 1 + 0.4 * min(1.0, (k - 200) / 60)
+        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    assert raised(events)[:1] == [("sensor_fault", "pip", "drift")]
+
+
+def test_a_filling_annulus_that_moves_the_pump_along_its_curve_raises_nothing() -> None:
+    # The annulus fills a fifth above normal (a restart's full annulus drawn down, or the
+    # inflow up): the discharge holds, the pump makes less head and lifts more, as its
+    # curve says (here 5 % more flow for 10 % less head). No transmitter.
+    engine, well = DiagnosisEngine(), Well()
+    events = list(run(engine, well, 200))
+    for k in range(200, 320):
+        values = well.values()
+        rise = 180 * min(1.0, (k - 200) / 60)
+        values["pip"] += rise
+        values["flow_rate"] *= 1 + 0.05 * rise / 180
+        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    assert ("sensor_fault", "pip", "drift") not in raised(events)
+
+
+def test_an_intake_pressure_the_discharge_follows_raises_nothing() -> None:
+    # The annulus fills 40 % and the discharge follows it psi for psi (the head holds):
+    # a real change of the intake, not its transmitter.
+    engine, well = DiagnosisEngine(), Well()
+    events = list(run(engine, well, 200))
+    for k in range(200, 320):
+        values = well.values()
+        rise = 360 * min(1.0, (k - 200) / 60)
+        values["pip"] += rise
+        values["discharge_pressure"] += rise
+        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    assert ("sensor_fault", "pip", "drift") not in raised(events)
+
+
+def test_a_vibration_falling_while_the_pump_runs_as_before_is_its_transmitter() -> None:
+    # Vibration is the pump's speed and load: it cannot fall by half while its frequency,
+    # current and flow hold. (Rising alone, it is bearing wear.)
+    engine, well = DiagnosisEngine(), Well()
+    events = list(run(engine, well, 200))
+    for k in range(200, 320):
+        values = well.values()
+        values["vibration"] *= 1 - 0.5 * min(1.0, (k - 200) / 60)
+        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    assert raised(events) == [("sensor_fault", "vibration", "drift")]
+
+
+def test_a_current_falling_while_the_motor_power_holds_is_its_transmitter() -> None:
+    # The annulus sits a quarter below the level learned and no flow meter reads, but the
+    # motor's power holds: its load has not fallen, whatever the intake.
+    engine, well = DiagnosisEngine(), Well(sensors=NO_FLOW_METER)
+    events = []
+    for k in range(320):
+        values = well.values()
+        values["power"] = 30.0 + 0.2 * (k % 3 - 1)
+        if k >= 200:
+            values["pip"] -= 220
+            values["discharge_pressure"] -= 220
+            values["motor_current"] *= 1 - 0.5 * min(1.0, (k - 200) / 60)
+        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    assert raised(events)[:1] == [("sensor_fault", "motor_current", "drift")]
+    assert "underload" not in [code for code, _, _ in raised(events)]
+
+
+def test_an_intake_reading_zero_while_the_motor_is_loaded_is_a_stuck_transmitter() -> None:
+    # An empty intake unloads the pump; a PIP of exactly 0 while the current holds its
+    # normal is the transmitter (a pumped-off well's zeros come with its current down).
+    engine, well = DiagnosisEngine(), Well(sensors=NO_FLOW_METER)
+    events = list(run(engine, well, 200))
+    for k in range(200, 240):
+        values = well.values()
+        values["pip"] = 0.0
+        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    assert ("sensor_fault", "pip", "flatline") in raised(events)
