@@ -54,7 +54,9 @@ class _Missing:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Finite numbers only: a NaN or infinite limit is stored as JSON null (stored_form),
+    # which no longer parses, and the engine then skips the rule (an alarm silently off).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Scope(Strict):

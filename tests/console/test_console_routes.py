@@ -19,6 +19,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from services.api.console import ROUTERS, session
+from services.api.security import permissions
 from services.api.security.principal import Principal
 from tests.fixtures.api import ADMIN_PASSWORD, Api
 from tests.utils.console import console_client, csrf_token
@@ -212,6 +213,19 @@ async def test_a_principal_without_permissions_is_refused_every_route(
     assert unchecked == [], "routes without a permission check"
     assert await fetchval(db_url, "SELECT count(*) FROM audit_log WHERE action = "
                                   "'permission.denied'") == len(MAY_OPEN) - 1
+
+
+@pytest.mark.parametrize("permission", ["telemetry:read", "diagnoses:read", "alerts:read"])
+async def test_the_fleet_needs_the_permission_of_each_thing_it_shows(
+        api: Api, monkeypatch: pytest.MonkeyPatch, permission: str) -> None:
+    """Its rows show health, diagnoses and alerts: a role that may read the devices but
+    not one of those is refused the page and its refresh, as the API would refuse it."""
+    await api.user("viewer", "walk-viewer")
+    client = await console_client(api, "walk-viewer")
+    monkeypatch.setitem(permissions.PERMISSIONS, permission, READERS - {"viewer"})
+    for page in ("/console/", "/console/fleet/rows"):
+        answer = await client.get(page)
+        assert answer.status_code == 403 and f"may not {permission}" in answer.text, page
 
 
 async def test_every_write_needs_the_csrf_token_and_this_origin(api: Api, db_url: str) -> None:

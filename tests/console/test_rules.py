@@ -131,6 +131,9 @@ async def test_a_rule_made_in_the_form_is_stored_through_the_api(api: Api,
 @pytest.mark.parametrize(("change", "field", "message"), [
     ({"metric": "motor temp"}, "metric", "metric: String should match pattern"),
     ({"value": "hot"}, "value", "value.float: Input should be a valid number"),
+    ({"value": "nan"}, "value", "value.float: Input should be a finite number"),
+    ({"type": "range", "low.kind": "number", "low": "-inf", "high.kind": "number",
+      "high": "600"}, "low", "low.float: Input should be a finite number"),
     ({"value.kind": "attribute", "value.attribute": "motor_max_temp", "value.factor": "0"},
      "value", "value.factor: Input should be greater than 0"),
     ({"scope.kind": "device_id", "scope": "W 1"}, "scope",
@@ -200,6 +203,20 @@ async def test_the_switch_enables_and_disables_in_place(api: Api, db_url: str) -
     actions = [r["action"] for r in await fetch(
         db_url, "SELECT action FROM audit_log WHERE action LIKE 'rule.%able' ORDER BY id")]
     assert actions == ["rule.disable", "rule.enable"]
+
+
+async def test_the_switch_without_script_returns_to_the_list_as_filtered(
+        api: Api, db_url: str) -> None:
+    rule_id = (await api.admin.post("/rules", json=HOT)).json()["id"]
+    client = await engineer(api)
+    listed = "/console/rules?type=threshold&enabled=true"
+    page = await client.get(listed)
+    back = re.search(rf'action="/console/rules/{rule_id}/enabled".*?name="next" '
+                     r'value="([^"]*)"', page.text, re.S)
+    assert back is not None and html.unescape(back.group(1)) == listed, page.text
+    off = await post(client, f"/console/rules/{rule_id}/enabled",
+                     {"enabled": "false", "next": html.unescape(back.group(1))}, page=listed)
+    assert off.status_code == 303 and off.headers["location"] == listed
 
 
 async def seed_hot_wells(db_url: str) -> datetime:

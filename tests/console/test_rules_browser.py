@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from playwright.async_api import Page, expect
 
-from tests.console.test_rules import seed_hot_wells
+from tests.console.test_fleet_browser import log_in
+from tests.console.test_rules import HOT, seed_hot_wells
 from tests.fixtures.api import PASSWORD, Api
 from tests.fixtures.browser import PageLog
 from tests.utils.db import fetchval
@@ -64,3 +65,28 @@ async def test_draft_backtest_create_and_disable_a_rule(api: Api, db_url: str, p
     assert page_log.console_errors() == [
         "Failed to load resource: the server responded with a status of 422 "
         "(Unprocessable Entity)"]
+
+
+async def test_a_write_refused_after_a_login_elsewhere_says_so(api: Api, db_url: str,
+                                                              page: Page) -> None:
+    """Logging in again in another tab (its login page opened before) ends this tab's
+    session: the cookie now names a new one, with another CSRF token. The switch's post
+    is refused 403, and the page says why instead of nothing."""
+    rule_id = (await api.admin.post("/rules", json=HOT)).json()["id"]
+    await api.user("engineer", "erin")
+    other_tab = await page.context.new_page()
+    await other_tab.goto(f"{api.url}/console/login")
+    await page.goto(f"{api.url}/console/login?next=/console/rules")
+    await log_in(page, "erin", PASSWORD)
+    row = page.locator(f"#rule-{rule_id}")
+    await expect(row).to_contain_text("enabled")
+    await log_in(other_tab, "erin", PASSWORD)
+    await expect(other_tab.get_by_role("link", name="Rules")).to_be_visible()
+
+    await row.get_by_role("button", name="Disable").click()
+    message = page.get_by_role("alert")
+    await expect(message).to_be_visible()
+    await expect(message).to_contain_text("Not done (403)")
+    await expect(message).to_contain_text("reload the page")
+    await expect(row).to_contain_text("enabled")  # the row is as it was: nothing swapped
+    assert await fetchval(db_url, "SELECT enabled FROM rules WHERE id = $1", rule_id) is True

@@ -276,6 +276,11 @@ async def test_unknown_wells_and_bad_input_are_readable_pages(api: Api) -> None:
                 "metrics=pip&start=2026-01-01T00:00:00Z&end=2025-01-01T00:00:00Z"):
         answer = await admin.get(f"/console/wells/W-7/series?{bad}")
         assert answer.status_code == 422, bad
+    # Dates a range or a chart's grid would carry past what a datetime holds.
+    for bad, says in (("range=7d&end=0001-01-02T00:00:00Z", "end: too early for the range"),
+                      ("range=30d&end=9999-12-31T23:30:00Z", "end: too late to chart")):
+        answer = await admin.get(f"/console/wells/W-7/series?metrics=pip&{bad}")
+        assert answer.status_code == 422 and says in answer.text, (bad, answer.text)
 
 
 async def test_a_viewer_sees_no_command_form_and_may_not_send(api: Api, db_url: str) -> None:

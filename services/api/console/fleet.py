@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from services.api import analytics
 from services.api.console.rendering import render
 from services.api.console.session import PATH, ConsoleUser
-from services.api.deps import Res, authorize
+from services.api.deps import Res, Resources, authorize
 from services.api.routes.devices import TAG_PATTERN, TYPE_PATTERN
 from services.api.security.principal import Principal
 
@@ -27,6 +27,8 @@ PAGE_SIZE = 50
 HEALTH_HOURS = 24
 REFRESH_SECONDS = 10
 CHOICES_SECONDS = 60.0
+# What the page shows: the wells, their health, open diagnoses and alerts.
+SHOWS = ("devices:read", "telemetry:read", "diagnoses:read", "alerts:read")
 Status = Literal["online", "offline", "unknown"]
 Severity = Literal["critical", "warning", "any"]
 
@@ -144,10 +146,15 @@ async def filter_choices(pool: asyncpg.Pool, who: Principal) -> asyncpg.Record:
     return _choices[2]
 
 
+async def authorize_fleet(res: Resources, who: Principal, request: Request) -> None:
+    for permission in SHOWS:
+        await authorize(res, who, permission, request)
+
+
 @router.get("/")
 async def fleet_page(request: Request, res: Res, who: ConsoleUser, chosen: Filtered,
                      after: Cursor = None, before: Cursor = None) -> Response:
-    await authorize(res, who, "devices:read", request)
+    await authorize_fleet(res, who, request)
     # On two of the pool's connections at once: the page waits for the slower, not both.
     (rows, prev_key, next_key), counts = await asyncio.gather(
         fleet_rows(res.pool, who, chosen, after, before),
@@ -166,7 +173,7 @@ async def fleet_rows_fragment(request: Request, res: Res, who: ConsoleUser,
                               chosen: Filtered, after: Cursor = None,
                               before: Cursor = None) -> Response:
     """The rows on screen again (the page's live refresh)."""
-    await authorize(res, who, "devices:read", request)
+    await authorize_fleet(res, who, request)
     rows, _, _ = await fleet_rows(res.pool, who, chosen, after, before)
     return render(request, "_fleet_rows.html", {
         "rows": rows, "refresh": REFRESH_SECONDS,

@@ -97,12 +97,14 @@ async def rules_page(request: Request, res: Res, who: ConsoleUser,
                             enabled=None if not enabled else enabled == "true",
                             builtin=None, cursor=cursor, limit=PAGE_SIZE)
     chosen = {"type": type or "", "enabled": enabled}
+    # A switch's post without script comes back to this list as filtered, on this page.
+    back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     next_url = None
     if page.next_cursor:
         next_url = f"{PATH}?{urlencode({**chosen, 'cursor': page.next_cursor})}"
     return render(request, "rules.html", {
         "rules": [row_of(r) for r in page.items], "chosen": chosen, "types": RULE_TYPES,
-        "next_url": next_url, "notice": await take_notice(res, request)}, who)
+        "next_url": next_url, "back": back, "notice": await take_notice(res, request)}, who)
 
 
 @router.post("/{rule_id:int}/enabled")

@@ -87,7 +87,11 @@ async def series(request: Request, res: Res, who: ConsoleUser, device_id: str,
                                field="metrics")
     if start is None:
         until = q.utc(end, "end") if end is not None else datetime.now(UTC)
-        begin = until - well_series.RANGES[range or well_series.DEFAULT_RANGE]
+        try:
+            begin = until - well_series.RANGES[range or well_series.DEFAULT_RANGE]
+        except OverflowError:
+            raise ValidationFailed("bad_time", "end: too early for the range, which would "
+                                   "begin before the year 1", field="end") from None
     else:
         begin, until = q.window(start, end, well_series.RANGES[well_series.DEFAULT_RANGE])
     found = await well_series.series(res.pool, dev, names, begin, until, width)

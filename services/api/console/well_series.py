@@ -84,7 +84,11 @@ def plan(start: datetime, end: datetime, points: int) -> Plan:
     for step in STEPS:
         grid = HOUR if step % HOUR == timedelta(0) else \
             MINUTE if step % MINUTE == timedelta(0) else None
-        lo, hi = (floor_to(start, grid), ceil_to(end, grid)) if grid else (start, end)
+        try:
+            lo, hi = (floor_to(start, grid), ceil_to(end, grid)) if grid else (start, end)
+        except OverflowError:  # the grid's next mark would be in the year 10000
+            raise ValidationFailed("bad_time", "end: too late to chart, in the last hour "
+                                   "of the year 9999", field="end") from None
         if math.ceil((hi - lo) / step) + 1 <= points:
             source, table = q.source_for(step, lo, hi, WANTED)
             return Plan(step, lo, hi, source, table)

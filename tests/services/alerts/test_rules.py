@@ -227,6 +227,14 @@ REFUSED: dict[str, tuple[dict[str, Any], str, tuple[str, ...]]] = {
     "unknown diagnosis code": ({**ESP_RULES[10][0], "code": "sand"}, "code:", ()),
     "no_data without after_seconds": ({"type": "no_data", "name": "silent"},
                                       "after_seconds:", ("required",)),
+    # Stored as JSON null, a non-finite number would make the rule unparseable later.
+    "NaN threshold": (threshold(value=float("nan")), "value.float:", ("finite",)),
+    "infinite threshold": (threshold(value=float("inf")), "value.float:", ("finite",)),
+    "infinite range limit": ({**ESP_RULES[1][0], "low": float("-inf")}, "low.float:",
+                             ("finite",)),
+    "NaN window value": ({**ESP_RULES[3][0], "value": float("nan")}, "value:", ("finite",)),
+    "infinite compare offset": (compare(other_metric="pip", offset=float("inf")), "offset:",
+                                ("finite",)),
 }
 
 

@@ -113,6 +113,25 @@ async def test_a_bad_rule_is_refused_naming_its_field(api: Api, db_url: str,
     assert await audit_rows(db_url, "rule.") == []
 
 
+@pytest.mark.parametrize(("number", "field"), [("NaN", "value"), ("Infinity", "value"),
+                                               ("-Infinity", "offset")])
+async def test_a_rule_with_a_non_finite_number_is_refused(api: Api, db_url: str,
+                                                         number: str, field: str) -> None:
+    """JSON as Python's json module writes it (NaN, Infinity), which the body parser
+    reads: stored, such a number would be null, and the rule skipped by the engine."""
+    body = ('{"type": "threshold", "name": "hot", "metric": "motor_temp", "op": ">", '
+            f'"value": {number}}}' if field == "value" else
+            '{"type": "compare", "name": "no head", "metric": "discharge_pressure", '
+            f'"op": "<", "other_metric": "pip", "offset": {number}}}')
+    response = await api.admin.post("/rules", content=body,
+                                    headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_rule" and error["details"]["field"].startswith(field)
+    assert "Input should be a finite number" in error["message"], error
+    assert await fetchval(db_url, "SELECT count(*) FROM rules") == 0
+
+
 async def test_a_webhook_the_engine_would_refuse_is_refused_when_written(
         api: Api, db_url: str) -> None:
     """Literal internal addresses, internal names and keys outside the webhook secrets:
