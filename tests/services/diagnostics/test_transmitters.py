@@ -5,6 +5,8 @@ follow. Each case is one the engine had missed or told late on randomized wells
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from shared.diagnosis.engine import DiagnosisEngine
 from shared.diagnosis.events import DiagnosisEvent, Reading
 from tests.services.diagnostics.test_engine import T0, Well, run
@@ -16,6 +18,19 @@ NO_FLOW_METER = ("vsd_frequency", "pip", "discharge_pressure", "motor_current", 
 def raised(events: list[DiagnosisEvent]) -> list[tuple[str, str | None, str | None]]:
     return [(e.code, e.metric, e.evidence.get("reason")) for e in events
             if not e.cleared and e.severity != "info"]
+
+
+def ramped(well: Well, change: Callable[[dict[str, float], float], None]
+           ) -> list[DiagnosisEvent]:
+    """200 settled readings, then 120 more with `change(values, share)` applied, `share`
+    ramping from 0 to 1 over the first 60 of them (30 s apart)."""
+    engine = DiagnosisEngine()
+    events = list(run(engine, well, 200))
+    for k in range(200, 320):
+        values = well.values()
+        change(values, min(1.0, (k - 200) / 60))
+        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    return events
 
 
 def test_a_current_drifting_down_beside_a_flow_meter_is_its_transmitter() -> None:
@@ -81,25 +96,22 @@ def test_a_wellhead_gauge_drifting_while_the_pump_makes_its_head_is_a_sensor_fau
 def test_an_intake_temperature_drifting_without_a_winding_gauge_is_a_sensor_fault() -> None:
     # The fluid reaching the intake is the reservoir's: it cools by a third only if the
     # flow into the well changes, and the intake pressure says it has not.
-    engine = DiagnosisEngine()
     well = Well(sensors=("vsd_frequency", "pip", "motor_current", "intake_temp"))
-    events = list(run(engine, well, 200))
-    for k in range(200, 320):
-        values = well.values()
-        values["intake_temp"] *= 1 - 0.35 * min(1.0, (k - 200) / 60)
-        events += engine.process(Reading("W-1", T0 + k * 30, values))
+
+    def change(values: dict[str, float], share: float) -> None:
+        values["intake_temp"] *= 1 - 0.35 * share
+
+    events = ramped(well, change)
     assert raised(events) == [("sensor_fault", "intake_temp", "drift")]
 
 
 def test_an_intake_pressure_drifting_off_the_pump_curve_is_its_transmitter() -> None:
     # The intake reads ever higher while the discharge, the flow and the current hold:
     # the head worked out from it falls by a fifth and the pump lifts what it did.
-    engine, well = DiagnosisEngine(), Well()
-    events = list(run(engine, well, 200))
-    for k in range(200, 320):
-        values = well.values()
-        values["pip"] *= 1 + 0.4 * min(1.0, (k - 200) / 60)
-        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    def change(values: dict[str, float], share: float) -> None:
+        values["pip"] *= 1 + 0.4 * share
+
+    events = ramped(Well(), change)
     assert raised(events)[:1] == [("sensor_fault", "pip", "drift")]
 
 
@@ -107,40 +119,32 @@ def test_a_filling_annulus_that_moves_the_pump_along_its_curve_raises_nothing() 
     # The annulus fills a fifth above normal (a restart's full annulus drawn down, or the
     # inflow up): the discharge holds, the pump makes less head and lifts more, as its
     # curve says (here 5 % more flow for 10 % less head). No transmitter.
-    engine, well = DiagnosisEngine(), Well()
-    events = list(run(engine, well, 200))
-    for k in range(200, 320):
-        values = well.values()
-        rise = 180 * min(1.0, (k - 200) / 60)
-        values["pip"] += rise
-        values["flow_rate"] *= 1 + 0.05 * rise / 180
-        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    def change(values: dict[str, float], share: float) -> None:
+        values["pip"] += 180 * share
+        values["flow_rate"] *= 1 + 0.05 * share
+
+    events = ramped(Well(), change)
     assert ("sensor_fault", "pip", "drift") not in raised(events)
 
 
 def test_an_intake_pressure_the_discharge_follows_raises_nothing() -> None:
     # The annulus fills 40 % and the discharge follows it psi for psi (the head holds):
     # a real change of the intake, not its transmitter.
-    engine, well = DiagnosisEngine(), Well()
-    events = list(run(engine, well, 200))
-    for k in range(200, 320):
-        values = well.values()
-        rise = 360 * min(1.0, (k - 200) / 60)
-        values["pip"] += rise
-        values["discharge_pressure"] += rise
-        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    def change(values: dict[str, float], share: float) -> None:
+        values["pip"] += 360 * share
+        values["discharge_pressure"] += 360 * share
+
+    events = ramped(Well(), change)
     assert ("sensor_fault", "pip", "drift") not in raised(events)
 
 
 def test_a_vibration_falling_while_the_pump_runs_as_before_is_its_transmitter() -> None:
     # Vibration is the pump's speed and load: it cannot fall by half while its frequency,
     # current and flow hold. (Rising alone, it is bearing wear.)
-    engine, well = DiagnosisEngine(), Well()
-    events = list(run(engine, well, 200))
-    for k in range(200, 320):
-        values = well.values()
-        values["vibration"] *= 1 - 0.5 * min(1.0, (k - 200) / 60)
-        events += engine.process(Reading("W-1", T0 + k * 30, values))
+    def change(values: dict[str, float], share: float) -> None:
+        values["vibration"] *= 1 - 0.5 * share
+
+    events = ramped(Well(), change)
     assert raised(events) == [("sensor_fault", "vibration", "drift")]
 
 
