@@ -11,6 +11,7 @@ from typing import NamedTuple
 import asyncpg
 import structlog
 
+from services.ingestor import copy_binary
 from services.ingestor.batch import Reject
 from shared.units import CANONICAL, Conversion, UnitError, conversion
 
@@ -159,13 +160,16 @@ class Written:
 
 
 async def _copy_idempotent(conn: asyncpg.Connection, table: str, rows: Sequence[tuple],
-                           value_type: str) -> int:
-    """COPY straight in (fast path); on a duplicate key, insert what is new (redeliveries)."""
+                           data: bytes, value_type: str) -> int:
+    """COPY straight in (fast path); on a duplicate key, insert what is new (redeliveries).
+    `data`: `rows` as copy_binary wrote them."""
     if not rows:
         return 0
+    source = memoryview(data)  # a buffer: asyncpg sends it as it is
     try:
         async with conn.transaction():  # savepoint: a failed COPY leaves the batch usable
-            await conn.copy_records_to_table(table, records=rows, columns=TELEMETRY_COLUMNS)
+            await conn.copy_to_table(table, source=source, columns=TELEMETRY_COLUMNS,
+                                     format="binary")
         return len(rows)
     except asyncpg.UniqueViolationError:
         pass
@@ -173,7 +177,8 @@ async def _copy_idempotent(conn: asyncpg.Connection, table: str, rows: Sequence[
     await conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {staging} (time timestamptz, device int, "
         f"metric smallint, value {value_type}, quality smallint) ON COMMIT DELETE ROWS")
-    await conn.copy_records_to_table(staging, records=rows, columns=TELEMETRY_COLUMNS)
+    await conn.copy_to_table(staging, source=source, columns=TELEMETRY_COLUMNS,
+                             format="binary")
     status = await conn.execute(
         f"INSERT INTO {table} (time, device, metric, value, quality) "
         f"SELECT time, device, metric, value, quality FROM {staging} "
@@ -189,9 +194,10 @@ async def write_batch(conn: asyncpg.Connection, numbers: Sequence[NumberRow],
     """Everything of one batch in one transaction; the caller acks after it returns."""
     written = Written()
     async with conn.transaction():
-        written.telemetry_rows = await _copy_idempotent(conn, "telemetry", numbers,
-                                                        "double precision")
-        written.text_rows = await _copy_idempotent(conn, "telemetry_text", texts, "text")
+        written.telemetry_rows = await _copy_idempotent(
+            conn, "telemetry", numbers, copy_binary.numbers(numbers), "double precision")
+        written.text_rows = await _copy_idempotent(
+            conn, "telemetry_text", texts, copy_binary.texts(texts), "text")
         written.duplicate_rows = len(numbers) + len(texts) - written.telemetry_rows \
             - written.text_rows
         devices = sorted({*seen, *(s.device for s in statuses)})
