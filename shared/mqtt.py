@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import ssl
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # settings import partition, which parses topics with this module
@@ -145,6 +146,7 @@ def _device_kind(device_id: str, rest: list[str], gateway: str | None) -> Device
     return None
 
 
+@lru_cache(maxsize=1 << 16)  # a fleet's topics repeat; splitting each was ~3 % of ingest
 def parse_device_topic(topic: str) -> DeviceTopic | None:
     """Split an inbound device or gateway topic; None when it is not one the ingestor
     takes."""

@@ -16,6 +16,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, ClassVar
 
 import orjson
@@ -82,12 +83,21 @@ def decode_diagnosis(fields: dict[bytes, bytes]) -> dict[str, Any]:
 
 # One EVALSHA adds a whole batch: far cheaper for the ingestor than one pipelined XADD
 # per reading (redis-py spends more packing commands than Redis spends running them).
+# The batch is one argument, each entry's four fields ended by a newline: redis-py's
+# packing runs Python code per argument (a tenth of the ingestor's CPU with four per
+# entry). No field can hold a newline: device ids, ts and seq cannot, and the metrics
+# JSON escapes control characters in its strings.
 XADD_MANY = """
-for i = 1, #ARGV, 4 do
-  redis.call('XADD', KEYS[1], '*', 'device_id', ARGV[i], 'ts', ARGV[i + 1],
-             'metrics', ARGV[i + 2], 'seq', ARGV[i + 3])
+local f, n = {}, 0
+for field in string.gmatch(ARGV[1], '([^\\n]*)\\n') do
+  f[#f + 1] = field
+  if #f == 4 then
+    redis.call('XADD', KEYS[1], '*', 'device_id', f[1], 'ts', f[2], 'metrics', f[3],
+               'seq', f[4])
+    f, n = {}, n + 1
+  end
 end
-return #ARGV / 4
+return n
 """
 ENTRIES_PER_CALL = 2000  # keeps each script run to a few milliseconds of Redis time
 
@@ -99,9 +109,8 @@ class TelemetryWriter:
 
     async def add(self, entries: list[EncodedEntry]) -> None:
         for start in range(0, len(entries), ENTRIES_PER_CALL):
-            args = [field for entry in entries[start:start + ENTRIES_PER_CALL]
-                    for field in entry]
-            await self._xadd_many(keys=[self.key], args=args)
+            fields = chain.from_iterable(entries[start:start + ENTRIES_PER_CALL])
+            await self._xadd_many(keys=[self.key], args=[b"\n".join(fields) + b"\n"])
 
 
 # --- trimming ---------------------------------------------------------------------------

@@ -206,13 +206,15 @@ async def test_replicas_share_a_group_and_each_entry_goes_to_one(client: redis.R
 
 async def test_telemetry_entries_round_trip_through_the_writer(client: redis.Redis) -> None:
     writer = TelemetryWriter(client, STREAM)
-    entries = [encode_telemetry("esp-1", 1_763_800_000_000 + n, {"pip": 850.5, "mode": "auto"},
-                                n if n else None) for n in range(3)]
+    # A text with a newline and other control characters: the batch's fields are
+    # newline-separated, which the metrics JSON's escaping keeps unambiguous.
+    metrics = {"pip": 850.5, "mode": "auto\nmanual\r\t\x00 é", "": ""}
+    entries = [encode_telemetry("esp-1", 1_763_800_000_000 + n, metrics, n if n else None)
+               for n in range(2500)]  # more than one script call
     await writer.add(entries)
     decoded = [decode_telemetry(f) for _, f in range_entries(await client.xrange(STREAM))]
     assert [(d.device_id, d.ts_ms, d.metrics, d.seq) for d in decoded] == [
-        ("esp-1", 1_763_800_000_000 + n, {"pip": 850.5, "mode": "auto"}, n if n else None)
-        for n in range(3)]
+        ("esp-1", 1_763_800_000_000 + n, metrics, n if n else None) for n in range(2500)]
 
 
 def test_a_malformed_telemetry_entry_is_a_value_error() -> None:
