@@ -226,9 +226,12 @@ def served_api(data_cfg: DataConfig, api_env: dict[str, str],
 def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, Any]:
     began = time.monotonic()
     fd_limit = raise_fd_limit(cfg.sse_clients)
+    # The live phase opens every SSE client with one token: the bench's one caller stands
+    # in for many (a user or key each), so the per-caller cap is raised to all of them.
     api_env = {"INSA_API_PAGE_MAX": str(cfg.page_max),
                "INSA_API_RAW_PAGE_MAX": str(cfg.raw_page_max),
-               "INSA_API_ACCESS_TOKEN_SECONDS": "86400"}
+               "INSA_API_ACCESS_TOKEN_SECONDS": "86400",
+               "INSA_API_LIVE_MAX_PER_PRINCIPAL": str(cfg.sse_clients)}
     with served_api(cfg.data(), api_env, progress) as (service, password, data):
         assert service.proc is not None
         token = login(service.http_port, password)

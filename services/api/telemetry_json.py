@@ -47,6 +47,21 @@ _TIME = ("""to_char({t} AT TIME ZONE 'UTC', '"\\""YYYY-MM-DD"T"HH24:MI:SS') || "
 _NUMBER = ("CASE WHEN l.value = trunc(l.value) AND abs(l.value) < 1e15 "
            "THEN l.value::text || '.0' ELSE to_json(l.value)::text END")
 
+# The devices of a fleet page, by device_id: $1 device_type, $2 tag, $3 a single device (a
+# device's key), $4 after this device_id, $5 up to this one, inclusive (a part of a page;
+# NULL: no bound), $6 page size + 1.
+_PAGE_DEVICES = """FROM devices
+         WHERE ($1::text IS NULL OR device_type = $1)
+           AND ($2::text IS NULL OR metadata -> 'tags' ? $2)
+           AND ($3::text IS NULL OR device_id = $3)
+           AND ($4::text IS NULL OR device_id > $4)
+           AND ($5::text IS NULL OR device_id <= $5)
+         ORDER BY device_id LIMIT $6"""
+
+# A fleet page's device ids alone (an index-only walk for the whole fleet or a device
+# type), to split a large page in parts: same parameters as _PAGE_DEVICES.
+FLEET_IDS = "SELECT device_id " + _PAGE_DEVICES
+
 # DeviceLatest as JSON text, per device of one page (device ids and metric names are
 # [A-Za-z0-9_.:-], so need no escaping). Each device's values are aggregated by a
 # subquery of their own (its primary-key probe), in name order as the model's dict was
@@ -54,19 +69,13 @@ _NUMBER = ("CASE WHEN l.value = trunc(l.value) AND abs(l.value) < 1e15 "
 # value (its name's key, a known metric's unit) is written once per metric (m, kept
 # MATERIALIZED: inlined, it was written again for every value), and a device's own unit
 # looked up only for a metric that is not known.
-# $1 device_type, $2 tag, $3 a single device (a device's key), $4 after this device_id,
-# $5 page size + 1, $6 metric ids (NULL: all), $7 the known metrics' names (units: as
-# q.OWN_UNIT, each device's own).
+# $1-$6 as _PAGE_DEVICES, $7 metric ids (NULL: all), $8 the known metrics' names (units:
+# as q.OWN_UNIT, each device's own).
 LATEST_FLEET = """
     WITH d AS (
-        SELECT id, device_id, device_type, status, last_seen FROM devices
-         WHERE ($1::text IS NULL OR device_type = $1)
-           AND ($2::text IS NULL OR metadata -> 'tags' ? $2)
-           AND ($3::text IS NULL OR device_id = $3)
-           AND ($4::text IS NULL OR device_id > $4)
-         ORDER BY device_id LIMIT $5),
+        SELECT id, device_id, device_type, status, last_seen """ + _PAGE_DEVICES + """),
     m AS MATERIALIZED (SELECT id, name, '"' || name || '":{"value":' AS head,
-                 CASE WHEN name = ANY($7::text[]) THEN coalesce(to_json(unit)::text, 'null')
+                 CASE WHEN name = ANY($8::text[]) THEN coalesce(to_json(unit)::text, 'null')
                  END AS known_unit
             FROM metrics)
     SELECT d.device_id,
@@ -89,14 +98,15 @@ LATEST_FLEET = """
                               coalesce(l.quality::text, 'null') AS quality
                          FROM telemetry_latest l JOIN m ON m.id = l.metric
                         WHERE l.device = d.id
-                          AND ($6::smallint[] IS NULL OR l.metric = ANY($6))) AS v
+                          AND ($7::smallint[] IS NULL OR l.metric = ANY($7))) AS v
                ), '') || '}}' AS item
       FROM d ORDER BY d.device_id"""
 
 
-def fleet_page(rows: list[Any], size: int) -> Response:
-    """rows of LATEST_FLEET, fetched with one more than `size`."""
-    more = len(rows) > size
+def fleet_page(rows: list[Any], size: int, more: bool = False) -> Response:
+    """rows of LATEST_FLEET, fetched with one more than `size`; `more`: more devices follow
+    (the page's ids, read first when the page was written in parts, had one more)."""
+    more = more or len(rows) > size
     rows = rows[:size]
     return page([r["item"] for r in rows],
-                encode_cursor(rows[-1]["device_id"]) if more else None)
+                encode_cursor(rows[-1]["device_id"]) if more and rows else None)

@@ -4,10 +4,12 @@ CSV export. Times are UTC; known ESP metrics are in their canonical units (docs/
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from itertools import pairwise
 from operator import itemgetter
 from typing import Annotated, Any
 
@@ -33,6 +35,12 @@ End = Annotated[AwareDatetime | None, Query(description="Exclusive; default now"
 Value = float | str
 DAY = timedelta(days=1)
 EXPORT_CHUNK = 5000
+# A fleet page of more devices than this is written in two halves at once, on two of the
+# pool's connections (it has 10: app.py): one PostgreSQL backend writes the JSON at about
+# 1.4 µs a value on one core (70 ms of the 5,000-device fleet's 51,830 values), and two
+# use two. Pages up to it (every page at the default INSA_API_PAGE_MAX) keep one query
+# and one connection: a few ms to save, less an extra query for the page's ids.
+SPLIT_ABOVE = 1000
 
 
 class Point(BaseModel):
@@ -130,10 +138,31 @@ async def fleet_latest(res: Res, who: Reader, metrics: Metrics = None,
     if key is not None and not isinstance(key[0], str):
         raise ValidationFailed("bad_cursor", "cursor: not a cursor this endpoint returned",
                                field="cursor")
-    ids = await _ids(res, metrics)
-    rows = await res.pool.fetch(j.LATEST_FLEET, device_type, tag, who.device_id,
-                                key[0] if key else None, size + 1, ids, q.KNOWN_METRICS)
-    return j.fleet_page(rows, size)
+    return await _fleet_page(res, (device_type, tag, who.device_id), key[0] if key else None,
+                             size, await _ids(res, metrics))
+
+
+async def _fleet_page(res: Res, filters: tuple[str | None, str | None, str | None],
+                      after: str | None, size: int, metric_ids: list[int] | None) -> Response:
+    """A fleet page (`filters`: device_type, tag, a device key's own device), its JSON
+    written by PostgreSQL: in one query, or for a page of more than SPLIT_ABOVE devices,
+    in two halves at once, split by device_id after reading the page's ids."""
+    if size <= SPLIT_ABOVE:
+        return j.fleet_page(await res.pool.fetch(j.LATEST_FLEET, *filters, after, None,
+                                                 size + 1, metric_ids, q.KNOWN_METRICS), size)
+    devices = [r[0] for r in await res.pool.fetch(j.FLEET_IDS, *filters, after, None,
+                                                  size + 1)]
+    more, devices = len(devices) > size, devices[:size]
+    if not devices:
+        return j.fleet_page([], size)
+    bounds = [after, devices[-1]] if len(devices) <= SPLIT_ABOVE else \
+        [after, devices[len(devices) // 2 - 1], devices[-1]]
+    # Each part is (lo, hi]: together exactly the page's devices, in order. A device
+    # added meanwhile is in a part, not skipped (fleet_page keeps the page to `size`).
+    parts = await asyncio.gather(*(
+        res.pool.fetch(j.LATEST_FLEET, *filters, lo, hi, size + 1, metric_ids,
+                       q.KNOWN_METRICS) for lo, hi in pairwise(bounds)))
+    return j.fleet_page([row for part in parts for row in part], size, more)
 
 
 @router.get("/devices/{device_id}/telemetry/aggregate", response_model=Aggregate,
