@@ -137,3 +137,22 @@ def test_a_port_in_use_is_a_startup_error() -> None:
         holder.listen()
         with pytest.raises(StartupError, match=r"cannot listen on 127\.0\.0\.1:.*in use"):
             listen_socket("127.0.0.1", holder.getsockname()[1])
+
+
+async def test_connections_on_the_listening_socket_send_without_nagle() -> None:
+    """asyncio sets TCP_NODELAY only on accepted sockets whose protocol is TCP; on one
+    opened with protocol 0, every small answer waited ~40 ms for the client's delayed ACK."""
+    sock = listen_socket("127.0.0.1", 0)
+    accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            conn = transport.get_extra_info("socket")
+            accepted.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+    async with server:
+        _reader, writer = await asyncio.open_connection(*sock.getsockname())
+        assert await asyncio.wait_for(accepted, 5) != 0
+        writer.close()
