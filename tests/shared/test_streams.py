@@ -208,7 +208,7 @@ async def test_telemetry_entries_round_trip_through_the_writer(client: redis.Red
     writer = TelemetryWriter(client, STREAM)
     # A text with a newline and other control characters: the batch's fields are
     # newline-separated, which the metrics JSON's escaping keeps unambiguous.
-    metrics = {"pip": 850.5, "mode": "auto\nmanual\r\t\x00 é", "": ""}
+    metrics: dict[str, float | str] = {"pip": 850.5, "mode": "auto\nmanual\r\t\x00 é", "": ""}
     entries = [encode_telemetry("esp-1", 1_763_800_000_000 + n, metrics, n if n else None)
                for n in range(2500)]  # more than one script call
     await writer.add(entries)
