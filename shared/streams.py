@@ -99,7 +99,10 @@ for field in string.gmatch(ARGV[1], '([^\\n]*)\\n') do
 end
 return n
 """
-ENTRIES_PER_CALL = 2000  # keeps each script run to a few milliseconds of Redis time
+# Each script run a few milliseconds of Redis time: at most this many entries, and an
+# argument of at most this many bytes (Redis refuses one over 512 MB).
+ENTRIES_PER_CALL = 2000
+BYTES_PER_CALL = 16 << 20
 
 
 class TelemetryWriter:
@@ -109,8 +112,19 @@ class TelemetryWriter:
 
     async def add(self, entries: list[EncodedEntry]) -> None:
         for start in range(0, len(entries), ENTRIES_PER_CALL):
-            fields = chain.from_iterable(entries[start:start + ENTRIES_PER_CALL])
-            await self._xadd_many(keys=[self.key], args=[b"\n".join(fields) + b"\n"])
+            await self._add(entries[start:start + ENTRIES_PER_CALL])
+
+    async def _add(self, entries: list[EncodedEntry]) -> None:
+        batch = b"\n".join(chain.from_iterable(entries)) + b"\n"
+        if len(batch) > BYTES_PER_CALL and len(entries) > 1:
+            half = len(entries) // 2
+            await self._add(entries[:half])
+            await self._add(entries[half:])
+            return
+        added = await self._xadd_many(keys=[self.key], args=[batch])
+        if added != len(entries):  # a field with a newline: the encoders cannot make one
+            log.error("stream entries not added", key=self.key, sent=len(entries),
+                      added=added)
 
 
 # --- trimming ---------------------------------------------------------------------------

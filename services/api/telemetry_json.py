@@ -103,10 +103,13 @@ LATEST_FLEET = """
       FROM d ORDER BY d.device_id"""
 
 
-def fleet_page(rows: list[Any], size: int, more: bool = False) -> Response:
+def fleet_page(rows: list[Any], size: int, more: bool = False,
+               last: str | None = None) -> Response:
     """rows of LATEST_FLEET, fetched with one more than `size`; `more`: more devices follow
-    (the page's ids, read first when the page was written in parts, had one more)."""
+    (the page's ids, read first when the page was written in parts, had one more), and
+    `last` their last device id, the cursor when none of the page's rows is left."""
     more = more or len(rows) > size
     rows = rows[:size]
+    after = rows[-1]["device_id"] if rows else last
     return page([r["item"] for r in rows],
-                encode_cursor(rows[-1]["device_id"]) if more and rows else None)
+                encode_cursor(after) if more and after is not None else None)

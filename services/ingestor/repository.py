@@ -3,7 +3,7 @@ devices, rejects."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -159,16 +159,26 @@ class Written:
     duplicate_rows: int = 0
 
 
+COPY_CHUNK = 1 << 20
+
+
+async def _chunks(data: bytes) -> AsyncIterator[memoryview]:
+    """`data` as COPY messages of at most a MiB: asyncpg copies each chunk into its write
+    buffer, and PostgreSQL refuses a message over 1 GB."""
+    view = memoryview(data)
+    for start in range(0, len(view), COPY_CHUNK):
+        yield view[start:start + COPY_CHUNK]
+
+
 async def _copy_idempotent(conn: asyncpg.Connection, table: str, rows: Sequence[tuple],
                            data: bytes, value_type: str) -> int:
     """COPY straight in (fast path); on a duplicate key, insert what is new (redeliveries).
     `data`: `rows` as copy_binary wrote them."""
     if not rows:
         return 0
-    source = memoryview(data)  # a buffer: asyncpg sends it as it is
     try:
         async with conn.transaction():  # savepoint: a failed COPY leaves the batch usable
-            await conn.copy_to_table(table, source=source, columns=TELEMETRY_COLUMNS,
+            await conn.copy_to_table(table, source=_chunks(data), columns=TELEMETRY_COLUMNS,
                                      format="binary")
         return len(rows)
     except asyncpg.UniqueViolationError:
@@ -177,7 +187,7 @@ async def _copy_idempotent(conn: asyncpg.Connection, table: str, rows: Sequence[
     await conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {staging} (time timestamptz, device int, "
         f"metric smallint, value {value_type}, quality smallint) ON COMMIT DELETE ROWS")
-    await conn.copy_to_table(staging, source=source, columns=TELEMETRY_COLUMNS,
+    await conn.copy_to_table(staging, source=_chunks(data), columns=TELEMETRY_COLUMNS,
                              format="binary")
     status = await conn.execute(
         f"INSERT INTO {table} (time, device, metric, value, quality) "

@@ -10,11 +10,13 @@ import paho.mqtt.client as paho
 import pytest
 
 from shared.mqtt import (
+    LONGEST_DEVICE_TOPIC,
     METRIC_FILTER,
     NAME_RE,
     STATUS_FILTER,
     TELEMETRY_FILTER,
     DeviceTopic,
+    _split_device_topic_cached,
     parse_device_topic,
     status_topic,
     telemetry_topic,
@@ -100,3 +102,19 @@ def test_gateway_topics_parse_to_their_child_device_and_gateway(
     assert parse_device_topic(topic) == parsed
     # Partitioned replicas split by the gateway, so a batch and its parts stay together.
     assert topic_device_id(topic) == "gw"
+
+
+def test_long_topics_are_split_but_not_cached() -> None:
+    """A topic longer than any the ingestor takes (names of at most 128 characters) is
+    split as any other, so its reject reason is the same, but not kept: a device
+    publishing to many 64 KiB topics must not fill the ingestor's memory."""
+    name = "m" * 128
+    longest = f"insa/gateways/{name}/devices/{name}/telemetry/{name}"
+    assert len(longest) == LONGEST_DEVICE_TOPIC
+    before = _split_device_topic_cached.cache_info().currsize
+    for n in range(50):
+        parsed = parse_device_topic(f"insa/devices/d1/telemetry/{'x' * 60_000}{n}")
+        assert parsed is not None and parsed.kind == "metric"
+    assert _split_device_topic_cached.cache_info().currsize == before
+    assert parse_device_topic(longest) == DeviceTopic(name, "metric", name, name)
+    assert _split_device_topic_cached.cache_info().currsize == before + 1

@@ -12,6 +12,7 @@ import redis.asyncio as redis
 from prometheus_client import CollectorRegistry
 
 from devtools.stack.servers import RunningRedis
+from shared import streams
 from shared.streams import (
     DEAD,
     ConsumerSettings,
@@ -240,3 +241,23 @@ async def test_backlog_is_what_a_group_has_not_read_even_when_redis_miscounts(
     assert info["lag"] == 9
     assert await consumer.lag() == (0, 10)
     assert await group_backlog(client, "insa:none") == {}
+
+
+async def test_a_batch_over_the_byte_budget_goes_in_several_calls(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streams, "BYTES_PER_CALL", 1000)
+    calls: list[int] = []
+    writer = TelemetryWriter(client, STREAM)
+    script = writer._xadd_many
+
+    async def counting(*, keys: list[str], args: list[bytes]) -> object:
+        calls.append(len(args[0]))
+        return await script(keys=keys, args=args)
+
+    writer._xadd_many = counting  # type: ignore[assignment]
+    entries = [encode_telemetry("esp-1", 1_763_800_000_000 + n, {"text": "x" * 300}, n)
+               for n in range(10)]
+    await writer.add(entries)
+    assert len(calls) > 1 and max(calls) <= 1000
+    decoded = [decode_telemetry(f) for _, f in range_entries(await client.xrange(STREAM))]
+    assert [d.seq for d in decoded] == list(range(10))

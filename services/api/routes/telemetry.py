@@ -159,10 +159,14 @@ async def _fleet_page(res: Res, filters: tuple[str | None, str | None, str | Non
         [after, devices[len(devices) // 2 - 1], devices[-1]]
     # Each part is (lo, hi]: together exactly the page's devices, in order. A device
     # added meanwhile is in a part, not skipped (fleet_page keeps the page to `size`).
-    parts = await asyncio.gather(*(
-        res.pool.fetch(j.LATEST_FLEET, *filters, lo, hi, size + 1, metric_ids,
-                       q.KNOWN_METRICS) for lo, hi in pairwise(bounds)))
-    return j.fleet_page([row for part in parts for row in part], size, more)
+    # A TaskGroup: when one part fails, the other is cancelled and its connection freed.
+    async with asyncio.TaskGroup() as group:
+        parts = [group.create_task(res.pool.fetch(j.LATEST_FLEET, *filters, lo, hi,
+                                                  size + 1, metric_ids, q.KNOWN_METRICS))
+                 for lo, hi in pairwise(bounds)]
+    # If every device of the page went meanwhile, the walk goes on after them.
+    return j.fleet_page([row for part in parts for row in part.result()], size, more,
+                        last=devices[-1])
 
 
 @router.get("/devices/{device_id}/telemetry/aggregate", response_model=Aggregate,

@@ -142,3 +142,29 @@ async def test_a_device_added_while_a_page_is_split_is_not_skipped(
     second = orjson.loads((await api.admin.get("/telemetry/latest", params={
         "limit": 4, "cursor": first["next_cursor"]})).content)
     assert [d["device_id"] for d in second["items"]] == ["W-02", "W-03", "W-04", "W-05"]
+
+
+async def test_a_page_whose_devices_all_leave_the_filter_meanwhile_does_not_end_the_walk(
+        api: Api, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page comes back empty, with a cursor after the devices its ids had: the devices
+    still tagged after them are on the next page."""
+    await fleet(db_url)
+    monkeypatch.setattr(route, "SPLIT_ABOVE", SPLIT)
+    fetch = asyncpg.Pool.fetch
+    first_page = ["W-02", "W-03", "W-05", "W-06"]  # the first four with the tag pad-4
+
+    async def untagging(pool: asyncpg.Pool, query: str, *args: Any, **kw: Any) -> Any:
+        rows = await fetch(pool, query, *args, **kw)
+        if query == telemetry_json.FLEET_IDS and args[3] is None:
+            await execute(db_url, "UPDATE devices SET metadata = '{}' "
+                          "WHERE device_id = any($1::text[])", first_page)
+        return rows
+
+    monkeypatch.setattr(asyncpg.Pool, "fetch", untagging)
+    first = orjson.loads((await api.admin.get(
+        "/telemetry/latest", params={"tag": "pad-4", "limit": 4})).content)
+    assert first["items"] == [] and first["next_cursor"] is not None
+    monkeypatch.setattr(asyncpg.Pool, "fetch", fetch)
+    rest = [orjson.loads(b) for b in await walk(api.admin, {
+        "tag": "pad-4", "limit": 4, "cursor": first["next_cursor"]})]
+    assert [d["device_id"] for p in rest for d in p["items"]] == ["W-07", "W-10"]

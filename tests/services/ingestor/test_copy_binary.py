@@ -10,7 +10,7 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.ingestor import copy_binary
+from services.ingestor import copy_binary, repository
 from services.ingestor.repository import TELEMETRY_COLUMNS
 
 times = st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1),
@@ -66,3 +66,29 @@ async def test_a_reading_s_values_share_one_converted_time(db_url: str) -> None:
     rows = [(first, 1, 1, 1.5, None), (first, 1, 2, -2.0, 192), (second, 1, 1, 0.0, None)]
     ours, _ = await _round_trip(db_url, "double precision", rows, copy_binary.numbers(rows))
     assert ours == rows
+
+
+async def test_a_stream_of_several_copy_messages_and_its_redelivery(db_url: str) -> None:
+    """More than one COPY message (repository.COPY_CHUNK) goes in whole; copied again (a
+    redelivered batch) it takes the idempotent path and adds nothing."""
+    start = datetime(2026, 12, 7, tzinfo=UTC)
+    rows = [(start + timedelta(seconds=n), 1 + n % 7, 1 + n % 11, n / 3, None if n % 5 else 7)
+            for n in range(40_000)]
+    data = copy_binary.numbers(rows)
+    assert len(data) > 1.5 * repository.COPY_CHUNK
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute("CREATE TEMP TABLE t (time timestamptz, device int, "
+                           "metric smallint, value double precision, quality smallint, "
+                           "UNIQUE (device, metric, time))")
+        async with conn.transaction():
+            assert await repository._copy_idempotent(conn, "t", rows, data,
+                                                     "double precision") == len(rows)
+        async with conn.transaction():
+            assert await repository._copy_idempotent(conn, "t", rows, data,
+                                                     "double precision") == 0
+        stored = await conn.fetch(f"SELECT {', '.join(TELEMETRY_COLUMNS)} FROM t "
+                                  "ORDER BY time")
+        assert [tuple(r) for r in stored] == rows
+    finally:
+        await conn.close()
