@@ -72,7 +72,7 @@ async def test_a_flooding_device_is_suspended_in_the_broker_and_others_keep_flow
         db_url: str) -> None:
     ingestor = ingestor_factory(INSA_INGESTOR_DEVICE_RATE_LIMIT="50",
                                 INSA_INGESTOR_DEVICE_BURST="200",
-                                INSA_INGESTOR_SUSPEND_SECONDS="4")
+                                INSA_INGESTOR_SUSPEND_SECONDS="8")
     victim = connect_device(broker, "esp-victim")
     victims = publish_at_rate(victim, make_readings(victim.client_id, 100), per_second=25)
     flooder = connect_device(broker, "esp-flooder")
@@ -89,6 +89,9 @@ async def test_a_flooding_device_is_suspended_in_the_broker_and_others_keep_flow
     assert row is not None
     assert row["device_id"] == "esp-flooder" and row["reason"] == "rate_limited"
     assert not flooder.is_connected
+    # It keeps reconnecting with the rest of its flood queued: stopped now, so that the
+    # suspension's end (8 s: the victim's readings take 4) does not start a second one.
+    flooder.close()
     probe = MqttClient(broker.port, "esp-flooder", broker.credentials["esp-flooder"])
     assert probe.connect().is_failure
     probe.close()
@@ -131,5 +134,4 @@ async def test_a_flooding_device_is_suspended_in_the_broker_and_others_keep_flow
     assert [tuple(r) for r in audit] == [
         ("insa-ingestor", "device.suspend", "esp-flooder", "success"),
         ("insa-ingestor", "device.resume", "esp-flooder", "success")]
-    flooder.close()
     victim.close()
