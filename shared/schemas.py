@@ -7,15 +7,15 @@ and `parse_status_payload` for `.../status`. Anything unacceptable raises
 
 Timestamps: ISO 8601 text with a zone, or an epoch number (`_epoch`: seconds, or
 milliseconds above 2·10¹⁰; never negative), within `Limits`' bounds around the ingestor's
-clock (`_timestamp`).
+clock (`shared.readings.bounded_timestamp`). The usual reading takes a path without
+pydantic first (shared/plain_readings.py); the parsed types are in shared/readings.py.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -24,14 +24,23 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticCustomError
 
 from shared.errors import ValidationFailed
-from shared.mqtt import NAME_PATTERN, NAME_RE, RESERVED_PREFIX, is_reserved_name
+from shared.mqtt import RESERVED_PREFIX, is_reserved_name
+from shared.plain_readings import plain_reading
+from shared.readings import (
+    EPOCH_MS_ABOVE,
+    RESERVED_KEYS,
+    VALID_NAMES_MAX,
+    Limits,
+    Reading,
+    StatusChange,
+    Value,
+    bounded_timestamp,
+    check_name,
+)
 
-# Keys of a reading that are not metrics when the reading is flat.
-RESERVED_KEYS = frozenset({"ts", "timestamp", "seq", "device_id", "telemetry", "metadata"})
 NON_FINITE_WORDS = (b"nan", b"infinity", b"inf", b"-infinity", b"-inf", b"+inf")
 NON_FINITE_TOKEN = re.compile(rb"(?i)(?:^|[:\[,])\s*[-+]?(?:nan|infinity|inf)\s*(?:$|[,\]}])")
 STATUSES = frozenset({"online", "offline"})
-EPOCH_MS_ABOVE = 2e10  # an epoch number above this is milliseconds (2e10 s is in 2603)
 # What pydantic would read as an epoch in a string; an ISO time never matches.
 EPOCH_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
 
@@ -98,44 +107,6 @@ _status = TypeAdapter(StatusModel)
 _timestamp_text = TypeAdapter(Timestamp)
 
 
-# Parsed values are plain (not frozen) slotted dataclasses: frozen ones construct several
-# times slower, and the ingestor builds one per metric value.
-@dataclass(slots=True)
-class Value:
-    metric: str
-    number: float | None  # numbers and bools (true = 1.0)
-    text: str | None      # strings go to telemetry_text
-    quality: int | None
-    unit: str | None
-
-
-@dataclass(slots=True)
-class Reading:
-    ts: datetime
-    seq: int | None
-    values: list[Value]
-    # Stored, but neither the latest value nor streamed to diagnosis and alerts (a Sparkplug
-    # metric flagged is_historical: a backfill, not news).
-    historical: bool = False
-
-
-@dataclass(slots=True)
-class StatusChange:
-    online: bool
-    ts: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Bounds the parser enforces; the ingestor builds these from its settings."""
-
-    max_future_skew: timedelta = timedelta(minutes=5)
-    # Older is a clock fault (1970, year 1), not a store-and-forward backlog.
-    max_past_age: timedelta = timedelta(days=3650)
-    max_values_per_reading: int = 1000
-    max_readings_per_message: int = 10000
-
-
 def _loads(payload: bytes) -> Any:
     try:
         return orjson.loads(payload)
@@ -166,29 +137,8 @@ def _pydantic_reason(exc: PydanticValidationError) -> ValidationFailed:
     return ValidationFailed(reason, f"{where}: {first['msg']}", field=where)
 
 
-_valid_names: set[str] = set()  # names seen valid; devices repeat the same few names
-_VALID_NAMES_MAX = 100_000
-
-
-def _name_ok(name: str) -> bool:
-    if name in _valid_names:
-        return True
-    if NAME_RE.fullmatch(name):
-        if len(_valid_names) < _VALID_NAMES_MAX:
-            _valid_names.add(name)
-        return True
-    return False
-
-
-def _check_name(kind: str, name: str, field: str | None = None) -> None:
-    if _name_ok(name):
-        return
-    raise ValidationFailed(f"bad_{kind}_name", f"{kind} name {name[:64]!r} does not match "
-                                               f"{NAME_PATTERN}", field=field)
-
-
 def _value(metric: str, raw: MetricValue) -> Value:
-    _check_name("metric", metric, "telemetry")  # a reading's key (a topic's is checked first)
+    check_name("metric", metric, "telemetry")  # a reading's key (a topic's is checked first)
     quality = unit = None
     # An exact type check: isinstance() against a pydantic model goes through its
     # metaclass in Python and was 7% of the ingestor's CPU.
@@ -209,112 +159,17 @@ def _value(metric: str, raw: MetricValue) -> Value:
     return Value(metric, None, raw, quality, unit)
 
 
-def _timestamp(ts: datetime | None, received: datetime, limits: Limits) -> datetime:
-    if ts is None:
-        return received
-    try:
-        # Bounds first: subtracting aware datetimes cannot overflow, but converting year 1
-        # at +14:00 to UTC does.
-        ahead = ts - received
-        if ahead > limits.max_future_skew:
-            raise ValidationFailed("timestamp_in_future",
-                                   f"timestamp {ts.isoformat()} is more than "
-                                   f"{limits.max_future_skew} ahead of the ingestor's clock",
-                                   field="ts")
-        if -ahead > limits.max_past_age:
-            raise ValidationFailed("timestamp_too_old",
-                                   f"timestamp {ts.isoformat()} is more than "
-                                   f"{limits.max_past_age / timedelta(days=1):.10g} days behind "
-                                   "the ingestor's clock (the past bound)", field="ts")
-        return ts.astimezone(UTC)
-    except (OverflowError, ValueError) as exc:
-        raise ValidationFailed("invalid_timestamp", f"timestamp {ts.isoformat()} is out of "
-                                                    f"range: {exc}", field="ts") from None
-
-
 def parse_timestamp(text: str, limits: Limits) -> datetime:
     """A timestamp on its own (a CSV cell): ISO 8601 with offset, or epoch s or ms."""
     try:
         ts = _timestamp_text.validate_python(text)
     except PydanticValidationError as exc:
         raise _pydantic_reason(exc) from None
-    return _timestamp(ts, datetime.now(UTC), limits)
-
-
-# ISO 8601 as devices write it, which datetime.fromisoformat and pydantic read alike.
-PLAIN_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)")
-PLAIN_KEYS = frozenset({"ts", "seq", "telemetry"})
-OBJECT_KEYS = frozenset({"value", "unit", "quality"})
-
-
-def _plain_value(metric: str, raw: Any) -> Value | None:
-    """A value of the usual kinds, or None for anything else (left to the full parse)."""
-    kind = type(raw)
-    if kind is float or kind is int:
-        return Value(metric, float(raw), None, None, None)
-    if kind is str:
-        return None if "\x00" in raw else Value(metric, None, raw, None, None)
-    if kind is bool:
-        return Value(metric, 1.0 if raw else 0.0, None, None, None)
-    if kind is not dict or not raw.keys() <= OBJECT_KEYS:
-        return None
-    unit, quality = raw.get("unit"), raw.get("quality")
-    if unit is not None and (type(unit) is not str or len(unit) > 32 or "\x00" in unit):
-        return None
-    if quality is not None and (type(quality) is not int or not 0 <= quality <= 32767):
-        return None
-    value = _plain_value(metric, raw.get("value"))
-    if value is not None:
-        value.unit, value.quality = unit, quality
-    return value
-
-
-def _plain_reading(obj: dict[str, Any], received: datetime, limits: Limits) -> Reading | None:
-    """The common reading (`{"ts", "seq", "telemetry": {name: number, ...}}`, or flat) read
-    without pydantic, or None when anything about it is unusual: the full parse then
-    accepts or rejects it, so a reject's reason and detail are always the full parse's."""
-    values = obj.get("telemetry")
-    if values is None:
-        values = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
-        if any(k not in PLAIN_KEYS for k in obj.keys() & RESERVED_KEYS):
-            return None
-    elif type(values) is not dict or not obj.keys() <= PLAIN_KEYS:
-        return None
-    if not values or len(values) > limits.max_values_per_reading:
-        return None
-    seq = obj.get("seq")
-    if seq is not None and (type(seq) is not int or seq < 0):
-        return None
-    raw_ts = obj.get("ts")
-    ts: datetime | None = None
-    try:
-        if isinstance(raw_ts, str) and PLAIN_ISO.fullmatch(raw_ts):
-            ts = datetime.fromisoformat(raw_ts)
-        elif isinstance(raw_ts, int | float) and type(raw_ts) is not bool and raw_ts >= 0:
-            # as `_epoch` reads it
-            ts = datetime.fromtimestamp(raw_ts / 1000 if raw_ts > EPOCH_MS_ABOVE else raw_ts,
-                                        UTC)
-        elif raw_ts is not None:
-            return None
-    except (OverflowError, ValueError, OSError):
-        return None
-    parsed = []
-    for name, raw in values.items():
-        if name not in _valid_names and not _name_ok(name):
-            return None
-        kind = type(raw)
-        if kind is float or kind is int:  # most values: no call
-            parsed.append(Value(name, float(raw), None, None, None))
-            continue
-        value = _plain_value(name, raw)
-        if value is None:
-            return None
-        parsed.append(value)
-    return Reading(_timestamp(ts, received, limits), seq, parsed)
+    return bounded_timestamp(ts, datetime.now(UTC), limits)
 
 
 def _one_reading(obj: Any, device_id: str, received: datetime, limits: Limits) -> Reading:
-    if type(obj) is dict and (plain := _plain_reading(obj, received, limits)) is not None:
+    if type(obj) is dict and (plain := plain_reading(obj, received, limits)) is not None:
         return plain
     if not isinstance(obj, dict):
         raise ValidationFailed("schema_violation", "a reading must be a JSON object")
@@ -342,7 +197,7 @@ def _one_reading(obj: Any, device_id: str, received: datetime, limits: Limits) -
     if any(type(raw) is MetricObject and raw.ts is not None for raw in raw_values.values()):
         raise ValidationFailed("schema_violation", "a value's own ts is only accepted on "
                                ".../telemetry/<metric>; give the reading its ts instead")
-    return Reading(_timestamp(model.ts, received, limits), model.seq, values)
+    return Reading(bounded_timestamp(model.ts, received, limits), model.seq, values)
 
 
 def parse_reading_payload(payload: bytes, device_id: str, received: datetime,
@@ -394,7 +249,7 @@ def _readings(obj: Any, device_id: str, received: datetime, limits: Limits) -> l
 def parse_metric_payload(payload: bytes, metric: str, received: datetime,
                          limits: Limits) -> Reading:
     """`.../telemetry/<metric>`: a bare JSON scalar, bare text, or {value, ts, unit, quality}."""
-    _check_name("metric", metric)
+    check_name("metric", metric)
     stripped = payload.strip()
     try:
         obj = orjson.loads(stripped)
@@ -411,7 +266,7 @@ def parse_metric_payload(payload: bytes, metric: str, received: datetime,
     except PydanticValidationError as exc:
         raise _pydantic_reason(exc) from None
     ts = raw.ts if isinstance(raw, MetricObject) else None
-    return Reading(_timestamp(ts, received, limits), None, [_value(metric, raw)])
+    return Reading(bounded_timestamp(ts, received, limits), None, [_value(metric, raw)])
 
 
 def parse_status_payload(payload: bytes, received: datetime, limits: Limits) -> StatusChange:
@@ -431,7 +286,7 @@ def parse_status_payload(payload: bytes, received: datetime, limits: Limits) -> 
     if status not in STATUSES:
         raise ValidationFailed("bad_status", f"status must be online or offline, not "
                                              f"{status[:32]!r}")
-    return StatusChange(status == "online", _timestamp(ts, received, limits))
+    return StatusChange(status == "online", bounded_timestamp(ts, received, limits))
 
 
 _valid_devices: set[str] = set()  # ids seen valid: every message names one
@@ -442,10 +297,10 @@ def check_device_id(device_id: str) -> None:
     and not a name of the platform's own broker accounts."""
     if device_id in _valid_devices:
         return
-    _check_name("device", device_id)
+    check_name("device", device_id)
     if is_reserved_name(device_id):
         raise ValidationFailed("bad_device_name", f"device ids starting with "
                                                   f"{RESERVED_PREFIX!r} (in any case) are "
                                                   "reserved for the platform's own accounts")
-    if len(_valid_devices) < _VALID_NAMES_MAX:
+    if len(_valid_devices) < VALID_NAMES_MAX:
         _valid_devices.add(device_id)

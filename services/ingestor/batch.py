@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from shared.mqtt_connection import Message
-from shared.schemas import Reading, StatusChange
+from shared.readings import Reading, StatusChange
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import asyncpg
 
 from services.ingestor.batch import Parsed, Reject
-from shared.schemas import StatusChange
+from shared.readings import StatusChange
 
 RejectFor = Callable[[Parsed, str, str], Reject]
 

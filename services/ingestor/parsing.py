@@ -13,9 +13,8 @@ from services.ingestor.settings import IngestorSettings
 from shared.errors import ValidationFailed
 from shared.mqtt import parse_device_topic
 from shared.mqtt_connection import Message
+from shared.readings import Limits, Reading
 from shared.schemas import (
-    Limits,
-    Reading,
     check_device_id,
     parse_gateway_payload,
     parse_metric_payload,

@@ -30,7 +30,8 @@ from services.ingestor.sparkplug_values import (
 )
 from shared.errors import ValidationFailed
 from shared.mqtt_connection import Message
-from shared.schemas import Limits, Reading, StatusChange, Value, check_device_id
+from shared.readings import Limits, Reading, StatusChange, Value
+from shared.schemas import check_device_id
 from shared.sparkplug import SparkplugError
 from shared.sparkplug.payload import Metric, Payload, decode, resolve
 from shared.sparkplug.topics import MessageType, Topic

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from shared.schemas import Limits
+from shared.readings import Limits
 from shared.sparkplug import SparkplugError
 from shared.sparkplug.payload import DataType, Metric, PropertyValue
 

@@ -15,7 +15,8 @@ import orjson
 
 from shared.diagnosis.events import Reading
 from shared.errors import ValidationFailed
-from shared.schemas import Limits, parse_reading_payload, parse_timestamp
+from shared.readings import Limits
+from shared.schemas import parse_reading_payload, parse_timestamp
 from shared.units import UnitError, to_canonical
 
 # A file is history: any age is fine, and "now" means nothing for it.

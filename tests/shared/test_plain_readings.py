@@ -1,4 +1,4 @@
-"""The plain-reading path of shared/schemas.py (no pydantic) against the full parse: on
+"""The plain-reading path of shared/plain_readings.py (no pydantic) against the full parse: on
 generated readings, usual and unusual, both give the same readings or the same reject."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from shared import schemas
 from shared.errors import ValidationFailed
+from shared.readings import Limits
 
 RECEIVED = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
-LIMITS = schemas.Limits(max_values_per_reading=6)
+LIMITS = Limits(max_values_per_reading=6)
 
 names = st.sampled_from(["pip", "motor_current", "a.b-c:d_1", "bad name", "ts", "seq", "é"])
 numbers = st.one_of(st.integers(-2**63, 2**64 - 1),
@@ -63,7 +64,7 @@ def readings(draw: st.DrawFn) -> Any:
 def parsed(payload: bytes, plain: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
     with monkeypatch.context() as m:
         if not plain:
-            m.setattr(schemas, "_plain_reading", lambda *_a: None)
+            m.setattr(schemas, "plain_reading", lambda *_a: None)
         try:
             return schemas.parse_reading_payload(payload, "well-1", RECEIVED, LIMITS)
         except ValidationFailed as exc:

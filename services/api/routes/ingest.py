@@ -22,7 +22,8 @@ from services.api.middleware import body_limit
 from services.api.security.principal import Principal
 from shared.errors import Forbidden, ValidationFailed
 from shared.mqtt import telemetry_topic
-from shared.schemas import Limits, Reading, parse_reading_payload
+from shared.readings import Limits, Reading
+from shared.schemas import parse_reading_payload
 from shared.units import UnitError, conversion
 
 router = APIRouter(prefix="/telemetry", tags=["ingest"])

@@ -16,7 +16,7 @@ from services.ingestor.batch import Parsed
 from services.ingestor.rows import status_source
 from shared.mqtt import child_topic, gateway_topic, status_topic, telemetry_topic
 from shared.mqtt_connection import Message
-from shared.schemas import StatusChange
+from shared.readings import StatusChange
 from tests.fixtures.api import Api
 from tests.services.ingestor.test_sparkplug_host import DEVICE, born, edge, host  # noqa: F401
 from tests.utils.db import execute, fetch, fetchval
