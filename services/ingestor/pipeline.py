@@ -76,7 +76,11 @@ class Pipeline:
         self.acks_skipped = 0  # committed, but their connection was gone: redelivered later
         self._wake = asyncio.Event()
         self._by_kind: dict[str, Counter] = {}  # messages counted by kind
-        self._mapping = asyncio.Lock()
+        # Set once the batch taken last has mapped without changing units, or committed:
+        # the next one maps only then (`_commit`), so it converts with those units.
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._mapping = asyncio.Lock()  # one batch maps at a time (the catalog's caches)
 
     # --- intake (called on the event loop for every message) ----------------------------
     def on_delivery(self, delivery: Message) -> None:
@@ -135,17 +139,24 @@ class Pipeline:
                 continue
             await slots.acquire()
             # Taken once a slot is free: what arrives meanwhile still joins this batch.
-            task = group.create_task(self._commit(self.batch.take(max_messages)),
-                                     name="commit-batch")
+            before, self._settled = self._settled, asyncio.Event()
+            task = group.create_task(
+                self._commit(self.batch.take(max_messages), before, self._settled),
+                name="commit-batch")
             task.add_done_callback(lambda _t: slots.release())
             await out.put(task)
 
-    async def _commit(self, items: list[Parsed]) -> Committed:
+    async def _commit(self, items: list[Parsed], before: asyncio.Event,
+                      settled: asyncio.Event) -> Committed:
+        """Map once the batch before has settled (in the order taken), then write; retried
+        until committed. `settled` is set as soon as the next batch may map."""
+        await before.wait()
         started = time.monotonic()
         # Wider than db.is_transient: a data error that escaped `_store`'s isolation (the
         # database refused even a reject record) is waited out too, never dropped.
         rows = await self._until_available("postgres", db.is_database_error,
-                                           partial(self._store, items))
+                                           partial(self._store, items, settled))
+        settled.set()
         self.metrics.flush_seconds.observe(time.monotonic() - started)
         self.metrics.batch_messages.observe(len(items))
         return Committed(items, rows.stream, time.monotonic())
@@ -160,30 +171,23 @@ class Pipeline:
             self._ack(batch.items)
             self.metrics.commit_to_ack_seconds.observe(time.monotonic() - batch.committed_at)
 
-    async def _store(self, items: list[Parsed]) -> BatchRows:
+    async def _store(self, items: list[Parsed], settled: asyncio.Event | None = None
+                     ) -> BatchRows:
         """Commit a batch. Only a data error is this batch's fault; anything else (outage,
         timeout, deadlock, disk full, failover) propagates to be retried."""
         try:
             async with self.pool.acquire() as conn:
                 try:
-                    # Batches map in the order taken; one that changes a device's units
-                    # holds the next until committed, so the next maps with them.
-                    await self._mapping.acquire()
-                    mapping = True
-                    try:
+                    async with self._mapping:
                         rows = await self._map(conn, items)
-                        if not rows.units:
-                            self._mapping.release()
-                            mapping = False
-                        written = await repository.write_batch(
-                            conn, numbers=rows.numbers, texts=rows.texts,
-                            latest=list(rows.latest.values()), seen=rows.seen,
-                            statuses=rows.statuses, rejects=rows.rejects,
-                            units=rows.unit_rows())
-                        self.device_units.remember(rows.units)  # committed
-                    finally:
-                        if mapping:
-                            self._mapping.release()
+                    if settled is not None and not rows.units:
+                        settled.set()  # the next batch maps with the units it would
+                    written = await repository.write_batch(
+                        conn, numbers=rows.numbers, texts=rows.texts,
+                        latest=list(rows.latest.values()), seen=rows.seen,
+                        statuses=rows.statuses, rejects=rows.rejects,
+                        units=rows.unit_rows())
+                    self.device_units.remember(rows.units)  # committed
                 except BaseException as exc:
                     if db.is_broken_connection(exc):
                         conn.terminate()  # the pool replaces it on next acquire
