@@ -102,12 +102,15 @@ async def worker(service: str, common: CommonSettings, settings: ServiceSettings
         await pool.close()
 
 
-def tune_gc_for_throughput(young_threshold: int = 10_000) -> None:
+YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc_for_throughput() -> None:
     """For a service that allocates per message, once it has started: what start-up made
     (modules, settings, pools) lives as long as the process, so it is frozen out of the
-    collector's scans; and the youngest generation is collected every `young_threshold`
+    collector's scans; and the youngest generation is collected every YOUNG_THRESHOLD
     allocations instead of 700, the older ones less often. Parsing and mapping a reading
     took about 40 % less CPU so (docs/benchmarks.md, "Ingest speed"). Most of what a
     message makes is freed by reference counting; only cycles wait for a collection."""
     gc.freeze()
-    gc.set_threshold(young_threshold, 50, 50)
+    gc.set_threshold(YOUNG_THRESHOLD, 50, 50)

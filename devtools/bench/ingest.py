@@ -276,7 +276,7 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
             ingestors[-1].start()
         consumers = [start_service(s, dsn, rd.url, broker, pg.spec.datadir.parent)
                      for s in (DIAGNOSTICS, ALERTS)] if cfg.pipeline else []
-        sampler = BacklogSampler(rd.url)
+        sampler = BacklogSampler(rd.url) if consumers else None
         host_id = SPARKPLUG_HOST_ID if via == "sparkplug" else None
         capped = "" if cfg.rate is None else f", publishers capped at {cfg.rate:,.0f} readings/s"
         progress(f"phase 2: ingest with {cfg.replicas} ingestor(s) "
@@ -287,12 +287,15 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> dict[str, 
                                       ("redis", rd.proc)) if proc is not None}
         servers.update((c.service.name, CpuSampler(c.proc.pid)) for c in consumers
                        if c.proc is not None)
-        sampler.start()
+        if sampler is not None:
+            sampler.start()
         phase, cpu_seconds, complete, servers_cpu = measure_fleet(
             ingestors, broker, fleet, None if cfg.rate is None
             else cfg.rate / fleet.readings_per_message / cfg.devices, host_id, servers)
-        sampler.stop()
-        backlog = sampler.summary(sampler.drain()) if consumers else None
+        backlog = None
+        if sampler is not None:
+            sampler.stop()
+            backlog = sampler.summary(sampler.drain())
         # A malformed fleet's messages are all rejects: none is streamed or stored.
         latencies, stream_lost, stream_dups = check_readings(
             rd.url, {} if cfg.malformed else fleet.readings_by_device(),

@@ -74,6 +74,8 @@ def report_children(result: dict[str, Any]) -> str:
         f"  ingestor CPU     {result['ingestor_cpu_seconds']} s "
         f"({result['readings_per_cpu_second']:,} readings per CPU-second)",
         *_servers_line(result),
+        *_replicas_line(result),
+        *_backlog_line(result),
         f"  publish→commit   {_phase2(result)}: p50 {lat['p50']:.0f} ms, "
         f"p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms"
         f"{' (queueing)' if result.get('rate_cap_readings_per_s') is None else ''}",
