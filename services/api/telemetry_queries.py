@@ -160,20 +160,14 @@ async def device(conn: asyncpg.Pool | asyncpg.Connection, who: Principal,
     return Device(*row.values())
 
 
-async def metrics(conn: asyncpg.Pool | asyncpg.Connection, dev: Device | None,
-                  wanted: list[str] | None) -> list[Metric]:
-    """The catalog entries of `wanted` (unknown names are left out: no data), or, when not
-    given, every metric `dev` has reported (its rows in telemetry_latest)."""
-    if wanted is not None:
-        rows = await conn.fetch("SELECT id, name, unit FROM metrics WHERE name = ANY($1) "
-                                "ORDER BY id", wanted)
-    elif dev is not None:
-        rows = await conn.fetch("SELECT m.id, m.name, m.unit FROM telemetry_latest l "
-                                "JOIN metrics m ON m.id = l.metric WHERE l.device = $1 "
-                                "ORDER BY m.id", dev.id)
-    else:
-        return []
-    return [Metric(r["id"], r["name"], r["unit"]) for r in rows]
+# The catalog entries of some names ({names}: the parameter holding them).
+_NAMED = "SELECT id, name, unit FROM metrics WHERE name = ANY({names}::text[])"
+
+
+async def metric_ids(pool: asyncpg.Pool, wanted: list[str]) -> list[int]:
+    """The catalog ids of `wanted`, in id order (unknown names are left out: no data)."""
+    rows = await pool.fetch(_NAMED.format(names="$1") + " ORDER BY id", wanted)
+    return [r["id"] for r in rows]
 
 
 # A device and its metrics in one round trip: one row per metric (in id order), or one row
@@ -183,8 +177,7 @@ _DEVICE_WITH = """
            m.unit
       FROM devices d LEFT JOIN LATERAL ({metrics}) AS m ON true
      WHERE d.device_id = $1 ORDER BY m.id"""
-DEVICE_WITH_NAMED = _DEVICE_WITH.format(
-    metrics="SELECT id, name, unit FROM metrics WHERE name = ANY($2::text[])")
+DEVICE_WITH_NAMED = _DEVICE_WITH.format(metrics=_NAMED.format(names="$2"))
 DEVICE_WITH_REPORTED = _DEVICE_WITH.format(
     metrics="SELECT m.id, m.name, m.unit FROM telemetry_latest l JOIN metrics m "
             "ON m.id = l.metric WHERE l.device = d.id")

@@ -59,7 +59,7 @@ class Filters:
         return urlencode(found)
 
 
-def filters(state: Annotated[str | None, Query(pattern=f"^(|{'|'.join(STATES)})$")] = None,
+async def filters(state: Annotated[str | None, Query(pattern=f"^(|{'|'.join(STATES)})$")] = None,
             severity: Annotated[Severity | Literal[""] | None, Query()] = None,
             device: Annotated[str | None, Query(max_length=128)] = None,
             rule: Annotated[str | None, Query(pattern=r"^\d{0,18}$")] = None,

@@ -47,7 +47,7 @@ class Filters:
         return urlencode({k: v for k, v in {**asdict(self), **extra}.items() if v})
 
 
-def filters(actor: Text = "", action: Annotated[str, Query(max_length=64)] = "",
+async def filters(actor: Text = "", action: Annotated[str, Query(max_length=64)] = "",
             subject: Text = "", outcome: Annotated[str, Query(max_length=16)] = "",
             since: Annotated[str, Query(max_length=32)] = "",
             until: Annotated[str, Query(max_length=32)] = "") -> Filters:

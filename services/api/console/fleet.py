@@ -87,7 +87,7 @@ class Filters:
         return urlencode(found)
 
 
-def filters(q: Annotated[str | None, Query(max_length=100)] = None,
+async def filters(q: Annotated[str | None, Query(max_length=100)] = None,
             site: Annotated[str | None, Query(max_length=200)] = None,
             type: Annotated[str | None, Query(pattern=f"^$|{TYPE_PATTERN}")] = None,
             tag: Annotated[str | None, Query(pattern=f"^$|{TAG_PATTERN}")] = None,

@@ -156,9 +156,8 @@ async def series(pool: asyncpg.Pool, dev: q.Device, names: list[str], start: dat
     chosen = plan(start, end, width)
     buckets: dict[int, list[asyncpg.Record]] = defaultdict(list)
     if by_id:
-        for r in await pool.fetch(q.aggregate_query(chosen.source, chosen.table, WANTED),
-                                  dev.id, list(by_id), chosen.start, chosen.end,
-                                  chosen.bucket, q.ORIGIN):
+        for r in await q.aggregate_rows(pool, chosen.source, chosen.table, WANTED, dev,
+                                        list(by_id), chosen.start, chosen.end, chosen.bucket):
             buckets[r["metric"]].append(r)
     # Readings in the widened range, so at least those in [start, end).
     sparse = [i for i in by_id if sum(r["count"] for r in buckets[i]) <= width]

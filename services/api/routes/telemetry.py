@@ -293,4 +293,4 @@ async def _ids(res: Res, metrics: str | None) -> list[int] | None:
     wanted = q.names(metrics)
     if wanted is None:
         return None
-    return [m.id for m in await q.metrics(res.pool, None, wanted)]
+    return await q.metric_ids(res.pool, wanted)
