@@ -26,6 +26,7 @@ from shared.readings import (
 # ISO 8601 as devices write it, which datetime.fromisoformat and pydantic read alike.
 PLAIN_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)")
 PLAIN_KEYS = frozenset({"ts", "seq", "telemetry"})
+FLOAT = frozenset({float})
 OBJECT_KEYS = frozenset({"value", "unit", "quality"})
 
 
@@ -80,16 +81,25 @@ def plain_reading(obj: dict[str, Any], received: datetime, limits: Limits) -> Re
             return None
     except (OverflowError, ValueError, OSError):
         return None
-    parsed = []
-    for name, raw in values.items():
-        if name not in valid_names and not name_ok(name):
-            return None
-        kind = type(raw)
-        if kind is float or kind is int:  # most values: no call
-            parsed.append(Value(name, float(raw), None, None, None))
-            continue
-        value = plain_value(name, raw)
-        if value is None:
-            return None
-        parsed.append(value)
-    return Reading(bounded_timestamp(ts, received, limits), seq, parsed)
+    if values.keys() <= valid_names and {*map(type, values.values())} <= FLOAT:
+        numbers = values  # the usual reading: known names, every value a float
+    else:
+        numbers = {}
+        others: list[Value] = []
+        for name, raw in values.items():
+            if name not in valid_names and not name_ok(name):
+                return None
+            kind = type(raw)
+            if kind is float or kind is int:
+                numbers[name] = float(raw)
+            elif kind is bool:
+                numbers[name] = 1.0 if raw else 0.0
+            elif (value := plain_value(name, raw)) is None:
+                return None
+            elif value.number is not None and value.unit is None and value.quality is None:
+                numbers[name] = value.number  # {"value": 1.5}
+            else:
+                others.append(value)
+        if others:
+            return Reading(bounded_timestamp(ts, received, limits), seq, numbers, others)
+    return Reading(bounded_timestamp(ts, received, limits), seq, numbers, [])

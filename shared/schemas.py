@@ -36,6 +36,7 @@ from shared.readings import (
     Value,
     bounded_timestamp,
     check_name,
+    reading_of,
 )
 
 NON_FINITE_WORDS = (b"nan", b"infinity", b"inf", b"-infinity", b"-inf", b"+inf")
@@ -197,7 +198,7 @@ def _one_reading(obj: Any, device_id: str, received: datetime, limits: Limits) -
     if any(type(raw) is MetricObject and raw.ts is not None for raw in raw_values.values()):
         raise ValidationFailed("schema_violation", "a value's own ts is only accepted on "
                                ".../telemetry/<metric>; give the reading its ts instead")
-    return Reading(bounded_timestamp(model.ts, received, limits), model.seq, values)
+    return reading_of(bounded_timestamp(model.ts, received, limits), model.seq, values)
 
 
 def parse_reading_payload(payload: bytes, device_id: str, received: datetime,
@@ -266,7 +267,7 @@ def parse_metric_payload(payload: bytes, metric: str, received: datetime,
     except PydanticValidationError as exc:
         raise _pydantic_reason(exc) from None
     ts = raw.ts if isinstance(raw, MetricObject) else None
-    return Reading(bounded_timestamp(ts, received, limits), None, [_value(metric, raw)])
+    return reading_of(bounded_timestamp(ts, received, limits), None, [_value(metric, raw)])
 
 
 def parse_status_payload(payload: bytes, received: datetime, limits: Limits) -> StatusChange:

@@ -13,7 +13,7 @@ from services.ingestor.settings import IngestorSettings
 from shared.errors import ValidationFailed
 from shared.mqtt import parse_device_topic
 from shared.mqtt_connection import Message
-from shared.readings import Limits, Reading
+from shared.readings import Limits, Reading, check_units
 from shared.schemas import (
     check_device_id,
     parse_gateway_payload,
@@ -21,7 +21,6 @@ from shared.schemas import (
     parse_reading_payload,
     parse_status_payload,
 )
-from shared.units import UnitError, conversion
 
 log = structlog.get_logger(__name__)
 
@@ -106,18 +105,3 @@ class MessageParser:
         return Reject(delivery.topic, device_id, reason, detail.replace("\x00", "\\x00")[:1000],
                       delivery.payload[: self.keep_bytes], len(delivery.payload))
 
-
-def check_units(readings: list[Reading]) -> list[Reading]:
-    """A number of a known metric in a unit that cannot express it rejects the whole message
-    (`bad_unit`), so the rows mapping converts only units that convert. Per message, here,
-    because what is rejected is the message; the conversion found is cached
-    (`shared.units.conversion`), and rows.py looks it up again to apply it."""
-    for reading in readings:
-        for v in reading.values:
-            if v.unit is not None and v.number is not None:
-                try:
-                    conversion(v.metric, v.unit)
-                except UnitError as exc:
-                    raise ValidationFailed("bad_unit", str(exc),
-                                           field=f"telemetry.{v.metric}.unit") from None
-    return readings

@@ -184,7 +184,7 @@ class Pipeline:
                         settled.set()  # the next batch maps with the units it would
                     written = await repository.write_batch(
                         conn, numbers=rows.numbers, texts=rows.texts,
-                        latest=list(rows.latest.values()), seen=rows.seen,
+                        latest=rows.latest_rows(), seen=rows.seen,
                         statuses=rows.statuses, rejects=rows.rejects,
                         units=rows.unit_rows())
                     self.device_units.remember(rows.units)  # committed

@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from services.ingestor.batch import Parsed, Reject
 from services.ingestor.repository import (
@@ -49,12 +51,20 @@ class Flood:
 
 
 @dataclass(slots=True)
+class DeviceLatest:
+    """A device's newest row per metric in a batch, and the newest time among them."""
+
+    newest: datetime
+    rows: dict[int, LatestRow]  # by metric
+
+
+@dataclass(slots=True)
 class BatchRows:
     """A batch mapped to ids and rows, ready for one transaction."""
 
     numbers: list[NumberRow] = field(default_factory=list)
     texts: list[TextRow] = field(default_factory=list)
-    latest: dict[tuple[int, int], LatestRow] = field(default_factory=dict)
+    latest: dict[int, DeviceLatest] = field(default_factory=dict)  # by device
     seen: dict[int, Seen] = field(default_factory=dict)  # devices that sent telemetry
     statuses: list[StatusRow] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
@@ -64,6 +74,9 @@ class BatchRows:
     # metric) -> unit rows to upsert.
     units: dict[int, dict[str, KnownUnit]] = field(default_factory=dict)
     unit_changes: dict[tuple[int, int], str] = field(default_factory=dict)
+
+    def latest_rows(self) -> list[LatestRow]:
+        return [row for device in self.latest.values() for row in device.rows.values()]
 
     def unit_rows(self) -> list[UnitRow]:
         return [UnitRow(device, metric, unit)
@@ -81,6 +94,10 @@ def catalog_firsts(items: list[Parsed]) -> tuple[dict[str, str | None], dict[str
     kinds: dict[str, str] = {}
     for item in items:
         for reading in item.readings:
+            if not reading.numbers.keys() <= kinds.keys():
+                for name in reading.numbers:
+                    kinds.setdefault(name, "number")
+                    units.setdefault(name, None)
             for value in reading.values:
                 if value.metric not in kinds:
                     kinds[value.metric] = "text" if value.number is None else "number"
@@ -123,56 +140,97 @@ def _add_readings(rows: BatchRows, item: Parsed, device: int, metrics: dict[str,
     added = (len(rows.numbers), len(rows.texts), len(rows.stream))
     known = rows.units.get(device) or units.get(device)  # None: never gave a unit
     learned: dict[str, tuple[int, KnownUnit]] = {}  # name -> (id, unit): once the item is kept
-    fresh: list[LatestRow] = []  # likewise
-    add_number, add_text, add_fresh = rows.numbers.append, rows.texts.append, fresh.append
+    fresh: dict[int, LatestRow] = {}  # metric -> its newest row: likewise
+    add_number, add_text = rows.numbers.append, rows.texts.append
+    several = len(item.readings) > 1  # then a reading may be older than one before it
+    span: tuple[datetime, datetime] | None = None  # of the readings that are not backfill
     for reading in item.readings:
         ts, historical = reading.ts, reading.historical
-        entry: dict[str, float | str] = {}
-        for v in reading.values:
-            name, number, unit = v.metric, v.number, v.unit
+        latest = {} if several or historical else fresh
+        # Streamed as parsed unless a value is converted or the reading has other values.
+        entry: dict[str, Any] = reading.numbers
+        for name, plain in reading.numbers.items():  # most values: plain numbers
             metric = metrics[name]
-            if number is None:
-                text = v.text
-                assert text is not None  # a value is a number or a text
-                if kinds.get(name) == "number":
-                    return _take_back(rows, added, _text_for_number(name, text))
-                add_text((ts, device, metric, text, v.quality))
-                entry[name] = text
-            else:
-                got = None if known is None else known.get(name)
-                # A unit it had not given before, kept for every metric: one stored as
-                # sent is labelled with its own device's unit, not the catalog's first.
-                if unit is not None and (got is None or got.unit != unit):
-                    got = KnownUnit(unit, conversion(name, unit))  # identity: another metric
-                    learned[name] = (metric, got)
-                    known = {**(known or {}), name: got}
-                if got is not None and (conv := got.conversion) is not IDENTITY:  # else as sent
-                    number = number * conv.scale + conv.offset
-                bound = bounds.get(name)
-                if bound is not None:
-                    low, high = bound
-                    if not low <= number <= high:
-                        return _take_back(rows, added, _implausible(name, number, bound))
-                add_number((ts, device, metric, number, v.quality))
-                entry[name] = number
-            if not historical:
-                add_fresh((device, metric, ts, number, v.text, v.quality))
-        if not historical:  # a backfill is stored only: not the latest, not news
-            rows.stream.append(encode_telemetry(
-                item.device_id, int(ts.timestamp() * 1000), entry, reading.seq))
+            got = None if known is None else known.get(name)
+            if got is not None and (conv := got.conversion) is not IDENTITY:
+                plain = plain * conv.scale + conv.offset  # in the unit it gave before
+                if entry is reading.numbers:
+                    entry = dict(entry)
+                entry[name] = plain
+            bound = bounds.get(name)
+            if bound is not None:
+                low, high = bound
+                if not low <= plain <= high:
+                    return _take_back(rows, added, _implausible(name, plain, bound))
+            add_number((ts, device, metric, plain, None))
+            latest[metric] = (device, metric, ts, plain, None, None)
+        if reading.values:
+            if entry is reading.numbers:
+                entry = dict(entry)
+            for v in reading.values:
+                name, number, unit = v.metric, v.number, v.unit
+                metric = metrics[name]
+                if number is None:
+                    text = v.text
+                    assert text is not None  # a value is a number or a text
+                    if kinds.get(name) == "number":
+                        return _take_back(rows, added, _text_for_number(name, text))
+                    add_text((ts, device, metric, text, v.quality))
+                    entry[name] = text
+                else:
+                    got = None if known is None else known.get(name)
+                    # A unit it had not given before, kept for every metric: one stored as
+                    # sent is labelled with its own device's unit, not the catalog's first.
+                    if unit is not None and (got is None or got.unit != unit):
+                        got = KnownUnit(unit, conversion(name, unit))  # identity: another metric
+                        learned[name] = (metric, got)
+                        known = {**(known or {}), name: got}
+                    if got is not None and (conv := got.conversion) is not IDENTITY:
+                        number = number * conv.scale + conv.offset  # else as sent
+                    bound = bounds.get(name)
+                    if bound is not None:
+                        low, high = bound
+                        if not low <= number <= high:
+                            return _take_back(rows, added, _implausible(name, number, bound))
+                    add_number((ts, device, metric, number, v.quality))
+                    entry[name] = number
+                latest[metric] = (device, metric, ts, number, v.text, v.quality)
+        if historical:  # a backfill is stored only: not the latest, not news
+            continue
+        if several:
+            _keep_newest(fresh, latest)
+        span = (ts, ts) if span is None else (min(span[0], ts), max(span[1], ts))
+        rows.stream.append(encode_telemetry(
+            item.device_id, int(ts.timestamp() * 1000), entry, reading.seq))
     if learned:
         _learn(rows, units, device, learned)
-    latest = rows.latest
-    for row in fresh:
-        _device, metric, ts, _value, _text, _quality = row
-        key = (device, metric)
-        current = latest.get(key)
-        if current is not None:
-            _device, _metric, newest, _value, _text, _quality = current
-            if newest >= ts:  # a late reading never wins
-                continue
-        latest[key] = row
+    if span is not None:
+        _add_latest(rows, device, fresh, *span)
     return None
+
+
+def _keep_newest(into: dict[int, LatestRow], rows: Mapping[int, LatestRow]) -> None:
+    """Each metric's row of `rows` into `into` unless `into` has a newer or equal one: a
+    late reading never wins."""
+    for metric, row in rows.items():
+        current = into.get(metric)
+        if current is None or current[2] < row[2]:
+            into[metric] = row
+
+
+def _add_latest(rows: BatchRows, device: int, fresh: dict[int, LatestRow], oldest: datetime,
+                newest: datetime) -> None:
+    """A kept item's newest rows (metric -> row), from readings between `oldest` and
+    `newest`, into the batch's latest values."""
+    ours = rows.latest.get(device)
+    if ours is None:
+        rows.latest[device] = DeviceLatest(newest, fresh)
+    elif ours.newest < oldest:  # the usual case: newer than all the device sent before
+        ours.rows.update(fresh)
+        ours.newest = newest
+    else:
+        _keep_newest(ours.rows, fresh)
+        ours.newest = max(ours.newest, newest)
 
 
 def _take_back(rows: BatchRows, added: tuple[int, int, int], why: tuple[str, str]

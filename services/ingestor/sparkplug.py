@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.ingestor.batch import Parsed, Reject
-from services.ingestor.parsing import check_units
 from services.ingestor.sparkplug_values import (
     NUMERIC,
     TEXT,
@@ -30,7 +29,7 @@ from services.ingestor.sparkplug_values import (
 )
 from shared.errors import ValidationFailed
 from shared.mqtt_connection import Message
-from shared.readings import Limits, Reading, StatusChange, Value
+from shared.readings import Limits, StatusChange, Value, check_units, reading_of
 from shared.schemas import check_device_id
 from shared.sparkplug import SparkplugError
 from shared.sparkplug.payload import Metric, Payload, decode, resolve
@@ -341,7 +340,7 @@ class SparkplugSessions:
         or gives no name is left out, recorded as a reject beside the rest."""
         device_id, gateway = _ids(topic, device)
         item = Parsed(message, device_id, received, "telemetry", gateway=gateway)
-        readings: dict[tuple[datetime, bool], Reading] = {}
+        groups: dict[tuple[datetime, bool], list[Value]] = {}  # by time and is_historical
         times: dict[int | None, datetime] = {}
         problems: list[str] = []
         try:
@@ -359,15 +358,15 @@ class SparkplugSessions:
                 except SparkplugError as exc:
                     problems.append(str(exc))
                     continue
-                group = readings.get((ts, metric.is_historical))
+                group = groups.get((ts, metric.is_historical))
                 if group is None:
-                    group = readings[(ts, metric.is_historical)] = Reading(
-                        ts, None, [], historical=metric.is_historical)
-                group.values.append(value)
-            if sum(len(r.values) for r in readings.values()) > self.limits.max_values_per_reading:
+                    group = groups[(ts, metric.is_historical)] = []
+                group.append(value)
+            if sum(map(len, groups.values())) > self.limits.max_values_per_reading:
                 raise ValidationFailed("too_many_values", f"more than "
                                        f"{self.limits.max_values_per_reading} values")
-            item.readings = check_units(list(readings.values()))
+            item.readings = check_units([reading_of(at, None, values, historical) for
+                                         (at, historical), values in groups.items()])
         except UnknownMetric as exc:
             self._count("unknown_alias")
             item.reject = self.reject(message, device_id, "sparkplug_unknown_metric", str(exc))

@@ -91,4 +91,4 @@ def test_the_plain_path_takes_the_usual_reading(monkeypatch: pytest.MonkeyPatch)
                     {"ts": int(ts.timestamp() * 1000), "pip": 812, "mode": "auto"},
                     {"telemetry": {"pip": {"value": 56, "unit": "bar", "quality": 192}}}):
         got = schemas.parse_reading_payload(orjson.dumps(reading), "well-1", RECEIVED, LIMITS)
-        assert len(got) == 1 and got[0].values
+        assert len(got) == 1 and got[0].count()

@@ -22,9 +22,8 @@ from services.api.middleware import body_limit
 from services.api.security.principal import Principal
 from shared.errors import Forbidden, ValidationFailed
 from shared.mqtt import telemetry_topic
-from shared.readings import Limits, Reading
+from shared.readings import Limits, Reading, check_units
 from shared.schemas import parse_reading_payload
-from shared.units import UnitError, conversion
 
 router = APIRouter(prefix="/telemetry", tags=["ingest"])
 Device = Annotated[Principal, Depends(require("telemetry:write"))]
@@ -147,7 +146,7 @@ async def _parse(obj: dict[str, Any], raw: bytes, device_id: str, received: date
                         f"this key's device {device_id!r}")
     try:
         readings = parse_reading_payload(raw, device_id, received, LIMITS)
-        _check_units(readings)
+        check_units(readings)
     except ValidationFailed as exc:
         raise _in_body(exc, where) from None
     return readings
@@ -167,17 +166,6 @@ def _in_body(exc: ValidationFailed, where: str) -> ValidationFailed:
                             field="body" + where + ("." + name if name else ""))
 
 
-def _check_units(readings: list[Reading]) -> None:
-    for reading in readings:
-        for v in reading.values:
-            if v.unit is not None and v.number is not None:
-                try:
-                    conversion(v.metric, v.unit)
-                except UnitError as exc:
-                    raise ValidationFailed("bad_unit", str(exc),
-                                           field=f"telemetry.{v.metric}.unit") from None
-
-
 async def _publish(res: Res, device_id: str, payload: bytes, readings: list[Reading]
                    ) -> Accepted:
     if len(payload) > MAX_BODY_BYTES:  # a body within it, grown by the receive time added
@@ -186,5 +174,5 @@ async def _publish(res: Res, device_id: str, payload: bytes, readings: list[Read
     topic = telemetry_topic(device_id)
     await res.mqtt.publish(topic, payload, timeout=res.settings.publish_timeout_seconds)
     return Accepted(device_id=device_id, topic=topic, readings=len(readings),
-                    values=sum(len(r.values) for r in readings),
+                    values=sum(r.count() for r in readings),
                     timestamps=[r.ts for r in readings])

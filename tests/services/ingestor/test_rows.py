@@ -10,8 +10,8 @@ import pytest
 
 from services.ingestor.batch import Parsed, Reject
 from services.ingestor.parsing import MessageParser
-from services.ingestor.repository import KnownUnit
-from services.ingestor.rows import catalog_firsts, devices_named, map_batch
+from services.ingestor.repository import KnownUnit, LatestRow
+from services.ingestor.rows import BatchRows, catalog_firsts, devices_named, map_batch
 from services.ingestor.settings import IngestorSettings
 from shared.mqtt_connection import Message
 from shared.units import conversion
@@ -35,6 +35,11 @@ def unknown(item: Parsed, reason: str, detail: str) -> Reject:
     return Reject(item.delivery.topic, item.device_id, reason, detail, b"", 0)
 
 
+def latest(rows: BatchRows) -> dict[tuple[int, int], LatestRow]:
+    """The batch's latest-value rows by (device, metric)."""
+    return {(row[0], row[1]): row for row in rows.latest_rows()}
+
+
 def test_numbers_texts_latest_and_stream_entries(parser: MessageParser) -> None:
     early, late = T0 - timedelta(seconds=10), T0 - timedelta(seconds=5)
     items = [
@@ -48,11 +53,29 @@ def test_numbers_texts_latest_and_stream_entries(parser: MessageParser) -> None:
     assert rows.numbers == [(late, 1, 10, 1500.5, None), (early, 1, 10, 1400.0, None)]
     assert rows.texts == [(late, 1, 12, "auto", None)]
     # Latest is by reading time, not arrival order.
-    assert rows.latest[(1, 10)] == (1, 10, late, 1500.5, None, None)
+    assert latest(rows)[(1, 10)] == (1, 10, late, 1500.5, None, None)
     assert rows.seen == {1: (T0, True)}
     assert rows.stream[0] == (b"esp-1", str(int(late.timestamp() * 1000)).encode(),
                               orjson.dumps({"flow_rate": 1500.5, "mode": "auto"}), b"7")
     assert len(rows.stream) == 2 and rows.rejects == []
+
+
+def test_latest_is_each_metrics_newest_reading_in_any_order(parser: MessageParser) -> None:
+    t1, t2, t3 = (T0 - timedelta(seconds=s) for s in (30, 20, 10))
+    topic = "insa/devices/esp-1/telemetry"
+    items = [
+        parse(parser, topic, [{"ts": t3.isoformat(), "telemetry": {"flow_rate": 3}},  # backlog,
+                              {"ts": t1.isoformat(),                           # newest first
+                               "telemetry": {"flow_rate": 1, "motor_current": 1}}]),
+        parse(parser, topic, {"ts": t2.isoformat(),  # between the two
+                              "telemetry": {"flow_rate": 2, "motor_current": 2}}),
+        parse(parser, topic, {"ts": T0.isoformat(), "telemetry": {"flow_rate": 9e9}}),
+    ]
+    rows = map_batch(items, DEVICES, METRICS, unknown, bounds={"flow_rate": (0.0, 1e6)})
+    assert [i.reject.reason if i.reject else None for i in items] == \
+        [None, None, "implausible_value"]
+    assert latest(rows) == {(1, 10): (1, 10, t3, 3.0, None, None),
+                            (1, 11): (1, 11, t2, 2.0, None, None)}
 
 
 def test_a_status_after_telemetry_outranks_it(parser: MessageParser) -> None:
@@ -130,7 +153,7 @@ def test_a_value_with_a_unit_is_stored_and_streamed_canonical_and_its_unit_remem
     assert stored[(1, 21, T0)] == 100.0
     assert stored[(1, 22, T0)] == 5.0  # not a known metric: as sent
     assert rows.texts == [(T0, 1, 12, "auto", None)]
-    assert rows.latest[(1, 21)][3] == 100.0
+    assert latest(rows)[(1, 21)][3] == 100.0
     assert orjson.loads(rows.stream[0][2]) == {"pip": pytest.approx(14.503773773020923),
                                                "motor_temp": 100.0, "torque": 5.0,
                                                "mode": "auto"}

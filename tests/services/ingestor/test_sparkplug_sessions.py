@@ -56,7 +56,8 @@ def ddata(seq: int, value: float = 1.0) -> bytes:
 
 
 def stored(items: list[Parsed]) -> list[float | None]:
-    return [v.number for i in items if i.reject is None for r in i.readings for v in r.values]
+    return [number for i in items if i.reject is None for r in i.readings
+            for number in (*r.numbers.values(), *(v.number for v in r.values))]
 
 
 def reasons(items: list[Parsed]) -> list[str]:
