@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+import msgspec
 import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.packettypes import PacketTypes
@@ -51,8 +52,7 @@ class MqttUnavailable(DependencyUnavailable):
     """The broker could not take a publish now (the caller retries, or answers 503)."""
 
 
-@dataclass(slots=True)
-class Message:
+class Message(msgspec.Struct, gc=False):  # built in C: one per message (shared/readings.py)
     """One inbound message and what is needed to ack it on the connection it came on."""
 
     topic: str

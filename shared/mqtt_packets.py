@@ -21,8 +21,9 @@ import ssl
 import struct
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Literal
+
+import msgspec
 
 PUBLISH = 0x30
 PUBACK = 0x40
@@ -39,8 +40,7 @@ class MalformedPacket(Exception):
     """Bytes that are no MQTT packet: the connection cannot be read past them."""
 
 
-@dataclass(slots=True)
-class Publish:
+class Publish(msgspec.Struct, gc=False):  # built in C: one per message
     topic: str
     payload: bytes
     mid: int  # 0 at QoS 0

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import msgspec
+
 from shared.mqtt_connection import Message
 from shared.readings import Reading, StatusChange
 
@@ -21,8 +23,7 @@ class Reject:
     count: int = 1  # messages this record stands for (rate_limited ones are merged)
 
 
-@dataclass(slots=True)
-class Parsed:
+class Parsed(msgspec.Struct):  # built in C: one per message (shared/readings.py)
     """One delivery after parsing: readings, a status change, or a reject. A gateway's
     batch is one delivery with a part per child device (acked once, when all are
     committed); a part is a Parsed of its own for everything else."""
@@ -32,11 +33,11 @@ class Parsed:
     received: datetime
     # telemetry | metric | status | gateway_telemetry | gateway_status | unknown (topic)
     kind: str = "unknown"
-    readings: list[Reading] = field(default_factory=list)
+    readings: list[Reading] = []  # msgspec copies an empty default per instance
     status: StatusChange | None = None
     reject: Reject | None = None
     gateway: str | None = None  # the gateway that published it for its child device
-    parts: list[Parsed] = field(default_factory=list)
+    parts: list[Parsed] = []
 
 
 @dataclass(slots=True)
