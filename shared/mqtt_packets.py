@@ -51,6 +51,8 @@ class Publish(msgspec.Struct, gc=False):  # built in C: one per message
 def remaining_length(data: bytes, pos: int) -> tuple[int, int] | None:
     """The Variable Byte Integer at `pos`: (value, position after it), or None when the
     data ends inside it."""
+    if pos < len(data) and data[pos] < 0x80:  # one byte: a length under 128
+        return data[pos], pos + 1
     value = shift = 0
     for i in range(pos, min(pos + 4, len(data))):
         byte = data[i]

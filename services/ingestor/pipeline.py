@@ -20,7 +20,6 @@ from typing import TypeVar
 import asyncpg
 import redis.asyncio as redis
 import structlog
-from prometheus_client import Counter
 
 from services.ingestor import gateways, repository
 from services.ingestor.batch import Batch, Parsed, Reject
@@ -75,7 +74,9 @@ class Pipeline:
         self.batch = Batch()
         self.acks_skipped = 0  # committed, but their connection was gone: redelivered later
         self._wake = asyncio.Event()
-        self._by_kind: dict[str, Counter] = {}  # messages counted by kind
+        # Messages received by kind since the last batch was taken: counted into
+        # `metrics.messages` per batch (a Counter.inc per message took a lock, 3 % of the CPU).
+        self._received: dict[str, int] = {}
         # Set once the batch taken last has mapped without changing units, or committed:
         # the next one maps only then (`_commit`), so it converts with those units.
         self._settled = asyncio.Event()
@@ -96,10 +97,7 @@ class Pipeline:
     def submit(self, item: Parsed) -> None:
         """Add an item parsed elsewhere (the Sparkplug host's; acked on its own
         connection, so its delivery is QoS 0 here)."""
-        counter = self._by_kind.get(item.kind)
-        if counter is None:  # labels() per message was a measurable share of the CPU
-            counter = self._by_kind[item.kind] = self.metrics.messages.labels(item.kind)
-        counter.inc()
+        self._received[item.kind] = self._received.get(item.kind, 0) + 1
         self.batch.add(item)
         self.flow.received()
         if len(self.batch) == 1 or len(self.batch) >= self.settings.batch_max_messages:
@@ -137,6 +135,7 @@ class Pipeline:
                 await wait_any(self._wake, stop, timeout=wait)
                 self._wake.clear()
                 continue
+            self._count_received()
             await slots.acquire()
             # Taken once a slot is free: what arrives meanwhile still joins this batch.
             before, self._settled = self._settled, asyncio.Event()
@@ -226,6 +225,11 @@ class Pipeline:
         known = await self.device_units.load(conn, [devices[n] for n in names if n in devices])
         return map_batch(items, devices, metrics, self._reject, units=known,
                          kinds=self.catalog.kinds, bounds=self.bounds)
+
+    def _count_received(self) -> None:
+        for kind, count in self._received.items():
+            self.metrics.messages.labels(kind).inc(count)
+        self._received.clear()
 
     def _reject(self, item: Parsed, reason: str, detail: str) -> Reject:
         return self.parser.reject(item.delivery, item.device_id, reason, detail)
