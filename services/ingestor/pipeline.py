@@ -100,7 +100,8 @@ class Pipeline:
         self._received[item.kind] = self._received.get(item.kind, 0) + 1
         self.batch.add(item)
         self.flow.received()
-        if len(self.batch) == 1 or len(self.batch) >= self.settings.batch_max_messages:
+        held = len(self.batch.items)
+        if held == 1 or held >= self.settings.batch_max_messages:
             self._wake.set()
 
     # --- flushing: commits overlap (commits_in_flight), each streamed and acked in order --

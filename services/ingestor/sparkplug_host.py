@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 import structlog
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -171,7 +172,7 @@ class SparkplugHost:
     # --- intake -------------------------------------------------------------------------
     def on_message(self, message: Message) -> None:
         received = datetime.now(UTC)
-        delivery = replace(message, qos=0)  # acked by this connection, never the ingestor's
+        delivery = msgspec.structs.replace(message, qos=0)  # acked here, never by the ingestor
         try:
             if message.topic == self.state_topic:
                 self._own_state(message.payload)
