@@ -3,7 +3,8 @@
 `plain_reading` takes what orjson gave for `{"ts", "seq", "telemetry": {name: value}}` (or
 a flat reading) and returns its `Reading`, or None when anything about it is unusual. The
 full parse (shared/schemas.py) then accepts or rejects it, so every reject's reason and
-detail are the full parse's; tests/shared/test_plain_readings.py checks both agree.
+detail are the full parse's; the one reject raised here (a value of no accepted kind) is
+word for word the full parse's too. tests/shared/test_plain_readings.py checks both agree.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.errors import ValidationFailed
 from shared.readings import (
     EPOCH_MS_ABOVE,
+    NOT_A_VALUE,
     RESERVED_KEYS,
     Limits,
     Reading,
@@ -55,7 +58,8 @@ def plain_value(metric: str, raw: Any) -> Value | None:
 def plain_reading(obj: dict[str, Any], received: datetime, limits: Limits) -> Reading | None:
     """The common reading (`{"ts", "seq", "telemetry": {name: number, ...}}`, or flat) read
     without pydantic, or None when anything about it is unusual: the full parse then
-    accepts or rejects it, so a reject's reason and detail are always the full parse's."""
+    accepts or rejects it, so a reject's reason and detail are always the full parse's
+    (a value of no accepted kind raises here the reject the full parse would)."""
     values = obj.get("telemetry")
     if values is None:
         values = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
@@ -81,7 +85,8 @@ def plain_reading(obj: dict[str, Any], received: datetime, limits: Limits) -> Re
             return None
     except (OverflowError, ValueError, OSError):
         return None
-    if values.keys() <= valid_names and {*map(type, values.values())} <= FLOAT:
+    kinds = {*map(type, values.values())}
+    if values.keys() <= valid_names and kinds <= FLOAT:
         numbers = values  # the usual reading: known names, every value a float
     else:
         numbers = {}
@@ -94,6 +99,14 @@ def plain_reading(obj: dict[str, Any], received: datetime, limits: Limits) -> Re
                 numbers[name] = float(raw)
             elif kind is bool:
                 numbers[name] = 1.0 if raw else 0.0
+            elif (kind is list or raw is None) and dict not in kinds:
+                # No kind of value: the full parse's reject, without its 40 µs of pydantic
+                # errors (a malformed message must not cost more than a valid one). Its
+                # first error is this value's: those before it are valid, and only an
+                # object after it could hold a `ts` error, which it would report instead.
+                where = name if obj.get("telemetry") is None else f"telemetry.{name}"
+                raise ValidationFailed("schema_violation", f"{where}: {NOT_A_VALUE}",
+                                       field=where)
             elif (value := plain_value(name, raw)) is None:
                 return None
             elif value.number is not None and value.unit is None and value.quality is None:

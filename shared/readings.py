@@ -18,6 +18,7 @@ from shared.units import UnitError, conversion
 # Keys of a reading that are not metrics when the reading is flat.
 RESERVED_KEYS = frozenset({"ts", "timestamp", "seq", "device_id", "telemetry", "metadata"})
 EPOCH_MS_ABOVE = 2e10  # an epoch number above this is milliseconds (2e10 s is in 2603)
+NOT_A_VALUE = "must be a number, bool, string or {value, unit, quality} object"
 
 
 # msgspec Structs, not dataclasses: the ingestor builds these per message, and a Struct is

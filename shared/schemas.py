@@ -28,6 +28,7 @@ from shared.mqtt import RESERVED_PREFIX, is_reserved_name
 from shared.plain_readings import plain_reading
 from shared.readings import (
     EPOCH_MS_ABOVE,
+    NOT_A_VALUE,
     RESERVED_KEYS,
     VALID_NAMES_MAX,
     Limits,
@@ -131,8 +132,8 @@ def _pydantic_reason(exc: PydanticValidationError) -> ValidationFailed:
     loc = [str(p) for p in first["loc"]]
     if loc and loc[-1] in UNION_MEMBERS:  # a metric value matching none of the union
         where = ".".join(loc[:-1])
-        return ValidationFailed("schema_violation", f"{where}: must be a number, bool, string "
-                                "or {value, unit, quality} object", field=where or None)
+        return ValidationFailed("schema_violation", f"{where}: {NOT_A_VALUE}",
+                                field=where or None)
     where = ".".join(p for p in loc if p != "MetricObject") or "payload"
     reason = "invalid_timestamp" if _is_timestamp_error(first) else "schema_violation"
     return ValidationFailed(reason, f"{where}: {first['msg']}", field=where)

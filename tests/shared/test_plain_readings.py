@@ -92,3 +92,26 @@ def test_the_plain_path_takes_the_usual_reading(monkeypatch: pytest.MonkeyPatch)
                     {"telemetry": {"pip": {"value": 56, "unit": "bar", "quality": 192}}}):
         got = schemas.parse_reading_payload(orjson.dumps(reading), "well-1", RECEIVED, LIMITS)
         assert len(got) == 1 and got[0].count()
+
+
+def test_a_value_of_no_kind_is_refused_as_the_full_parse_refuses_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An array or null value is refused without pydantic (a malformed message must not cost
+    more than a valid one), in the full parse's words; with an object after it, which could
+    hold a `ts` error the full parse would report instead, the full parse decides."""
+    def refuse(*_a: Any) -> Any:
+        raise AssertionError("the full parse ran")
+
+    ts = (RECEIVED - timedelta(seconds=1)).isoformat()
+    for reading, where in (({"ts": ts, "telemetry": {"pip": 1.5, "gor": [1]}}, "telemetry.gor"),
+                           ({"ts": ts, "pip": 1.5, "gor": None}, "gor")):
+        payload = orjson.dumps(reading)
+        full = parsed(payload, False, monkeypatch)
+        assert full == ("schema_violation", f"{where}: must be a number, bool, string or "
+                        "{value, unit, quality} object", where)
+        with monkeypatch.context() as m:
+            m.setattr(schemas._reading, "validate_python", refuse)
+            assert parsed(payload, True, monkeypatch) == full
+    later_ts = orjson.dumps({"telemetry": {"gor": [1], "pip": {"value": 1, "ts": "noon"}}})
+    assert parsed(later_ts, True, monkeypatch)[0] == "invalid_timestamp"
+    assert parsed(later_ts, True, monkeypatch) == parsed(later_ts, False, monkeypatch)
