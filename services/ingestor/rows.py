@@ -194,7 +194,8 @@ def _add_readings(rows: BatchRows, item: Parsed, device: int, metrics: dict[str,
                             return _take_back(rows, added, _implausible(name, number, bound))
                     add_number((ts, device, metric, number, v.quality))
                     entry[name] = number
-                latest[metric] = (device, metric, ts, number, v.text, v.quality)
+                # setdefault: a metric twice at one time (Sparkplug allows it), the first wins
+                latest.setdefault(metric, (device, metric, ts, number, v.text, v.quality))
         if historical:  # a backfill is stored only: not the latest, not news
             continue
         if several:

@@ -14,6 +14,7 @@ from services.ingestor.repository import KnownUnit, LatestRow
 from services.ingestor.rows import BatchRows, catalog_firsts, devices_named, map_batch
 from services.ingestor.settings import IngestorSettings
 from shared.mqtt_connection import Message
+from shared.readings import Value, reading_of
 from shared.units import conversion
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
@@ -76,6 +77,16 @@ def test_latest_is_each_metrics_newest_reading_in_any_order(parser: MessageParse
         [None, None, "implausible_value"]
     assert latest(rows) == {(1, 10): (1, 10, t3, 3.0, None, None),
                             (1, 11): (1, 11, t2, 2.0, None, None)}
+
+
+def test_a_metric_twice_at_one_time_keeps_the_first_as_latest(parser: MessageParser) -> None:
+    """Sparkplug lets a payload carry a metric twice at one time (reading_of keeps the second
+    among `values`): as with readings of one time, the first is the latest value."""
+    item = parse(parser, "insa/devices/esp-1/telemetry", {"ts": T0.isoformat(), "flow_rate": 1})
+    item.readings = [reading_of(T0, None, [Value("flow_rate", 1.0, None, None, None),
+                                           Value("flow_rate", 2.0, None, None, None)])]
+    rows = map_batch([item], DEVICES, METRICS, unknown)
+    assert latest(rows) == {(1, 10): (1, 10, T0, 1.0, None, None)}
 
 
 def test_a_status_after_telemetry_outranks_it(parser: MessageParser) -> None:
