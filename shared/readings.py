@@ -50,6 +50,14 @@ class Reading(msgspec.Struct):
     def count(self) -> int:
         return len(self.numbers) + len(self.values)
 
+    def metrics(self) -> list[str]:
+        return [*self.numbers, *(v.metric for v in self.values)]
+
+    def numbers_in_units(self) -> list[tuple[str, float, str | None]]:
+        """Every number with the unit it came in (None: none given): (metric, number, unit)."""
+        return [*((name, number, None) for name, number in self.numbers.items()),
+                *((v.metric, v.number, v.unit) for v in self.values if v.number is not None)]
+
 
 def reading_of(ts: datetime, seq: int | None, values: list[Value], historical: bool = False
                ) -> Reading:

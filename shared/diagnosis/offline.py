@@ -72,11 +72,8 @@ def _json_reading(line: bytes, units: UnitMemory) -> Reading:
     if "ts" not in obj and "timestamp" not in obj:
         raise ValueError("ts is missing")
     (reading,) = parse_reading_payload(line, device_id, datetime.now(UTC), FILE_LIMITS)
-    values = {}
-    for value in reading.values:
-        if value.number is not None:
-            values[value.metric] = units.canonical(device_id, value.metric, value.number,
-                                                   value.unit)
+    values = {metric: units.canonical(device_id, metric, number, unit)
+              for metric, number, unit in reading.numbers_in_units()}
     return Reading(device_id, reading.ts.timestamp(), values)
 
 

@@ -222,13 +222,14 @@ def parse_readings(device_id: str, items: list[dict[str, Any]]
         try:
             (reading,) = parse_reading_payload(orjson.dumps(item), device_id, received,
                                                FILE_LIMITS)
-            values = {v.metric: units.canonical(device_id, v.metric, v.number, v.unit)
-                      for v in reading.values if v.number is not None and v.metric in CANONICAL}
+            values = {metric: units.canonical(device_id, metric, number, unit)
+                      for metric, number, unit in reading.numbers_in_units()
+                      if metric in CANONICAL}
         except ValidationFailed as exc:
             raise ValidationFailed(exc.reason, f"{where}: {exc.message}", field=where) from None
         except UnitError as exc:
             raise ValidationFailed("bad_unit", f"{where}: {exc}", field=where) from None
-        ignored.update(v.metric for v in reading.values if v.metric not in CANONICAL)
+        ignored.update(m for m in reading.metrics() if m not in CANONICAL)
         if values:
             readings.append(Reading(device_id, reading.ts.timestamp(), values))
         else:
