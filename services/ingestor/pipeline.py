@@ -136,8 +136,8 @@ class Pipeline:
                 await wait_any(self._wake, stop, timeout=wait)
                 self._wake.clear()
                 continue
-            self._count_received()
             await slots.acquire()
+            self._count_received()  # here: every message taken has been counted
             # Taken once a slot is free: what arrives meanwhile still joins this batch.
             before, self._settled = self._settled, asyncio.Event()
             task = group.create_task(
