@@ -86,11 +86,11 @@ def plain_reading(obj: dict[str, Any], received: datetime, limits: Limits) -> Re
     except (OverflowError, ValueError, OSError):
         return None
     kinds = {*map(type, values.values())}
+    others: list[Value] = []
     if values.keys() <= valid_names and kinds <= FLOAT:
         numbers = values  # the usual reading: known names, every value a float
     else:
         numbers = {}
-        others: list[Value] = []
         for name, raw in values.items():
             if name not in valid_names and not name_ok(name):
                 return None
@@ -113,6 +113,4 @@ def plain_reading(obj: dict[str, Any], received: datetime, limits: Limits) -> Re
                 numbers[name] = value.number  # {"value": 1.5}
             else:
                 others.append(value)
-        if others:
-            return Reading(bounded_timestamp(ts, received, limits), seq, numbers, others)
-    return Reading(bounded_timestamp(ts, received, limits), seq, numbers, [])
+    return Reading(bounded_timestamp(ts, received, limits), seq, numbers, others)
