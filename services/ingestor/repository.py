@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import NamedTuple
 
 import asyncpg
@@ -170,19 +171,17 @@ async def _chunks(data: bytes) -> AsyncIterator[memoryview]:
         yield view[start:start + COPY_CHUNK]
 
 
-async def _copy_idempotent(conn: asyncpg.Connection, table: str, rows: Sequence[tuple],
-                           data: bytes, value_type: str) -> int:
-    """COPY straight in (fast path); on a duplicate key, insert what is new (redeliveries).
-    `data`: `rows` as copy_binary wrote them."""
+async def _copy(conn: asyncpg.Connection, table: str, rows: Sequence[tuple], data: bytes,
+                value_type: str, redelivered: bool) -> int:
+    """COPY `rows` (`data`: as copy_binary wrote them) into `table`; returns the rows
+    inserted. `redelivered`: some may be stored already, so they go through a staging
+    table and only the new ones are inserted."""
     if not rows:
         return 0
-    try:
-        async with conn.transaction():  # savepoint: a failed COPY leaves the batch usable
-            await conn.copy_to_table(table, source=_chunks(data), columns=TELEMETRY_COLUMNS,
-                                     format="binary")
+    if not redelivered:
+        await conn.copy_to_table(table, source=_chunks(data), columns=TELEMETRY_COLUMNS,
+                                 format="binary")
         return len(rows)
-    except asyncpg.UniqueViolationError:
-        pass
     staging = f"_staging_{table}"
     await conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {staging} (time timestamptz, device int, "
@@ -201,13 +200,31 @@ async def write_batch(conn: asyncpg.Connection, numbers: Sequence[NumberRow],
                       texts: Sequence[TextRow], latest: Sequence[LatestRow],
                       seen: dict[int, Seen], statuses: Sequence[StatusRow],
                       rejects: Sequence[Reject], units: Sequence[UnitRow] = ()) -> Written:
-    """Everything of one batch in one transaction; the caller acks after it returns."""
+    """Everything of one batch in one transaction; the caller acks after it returns.
+
+    The rows are copied straight in. If any is stored already (a redelivery), the
+    transaction rolls back and runs again through staging tables, which insert only what
+    is new: rare, where a savepoint around each COPY cost every batch two round trips."""
+    encoded = copy_binary.numbers(numbers), copy_binary.texts(texts)
+    write = partial(_write, conn, numbers, texts, encoded, latest, seen, statuses, rejects,
+                    units)
+    try:
+        return await write(redelivered=False)
+    except asyncpg.UniqueViolationError:
+        return await write(redelivered=True)
+
+
+async def _write(conn: asyncpg.Connection, numbers: Sequence[NumberRow],
+                 texts: Sequence[TextRow], encoded: tuple[bytes, bytes],
+                 latest: Sequence[LatestRow], seen: dict[int, Seen],
+                 statuses: Sequence[StatusRow], rejects: Sequence[Reject],
+                 units: Sequence[UnitRow], redelivered: bool) -> Written:
     written = Written()
     async with conn.transaction():
-        written.telemetry_rows = await _copy_idempotent(
-            conn, "telemetry", numbers, copy_binary.numbers(numbers), "double precision")
-        written.text_rows = await _copy_idempotent(
-            conn, "telemetry_text", texts, copy_binary.texts(texts), "text")
+        written.telemetry_rows = await _copy(conn, "telemetry", numbers, encoded[0],
+                                             "double precision", redelivered)
+        written.text_rows = await _copy(conn, "telemetry_text", texts, encoded[1], "text",
+                                        redelivered)
         written.duplicate_rows = len(numbers) + len(texts) - written.telemetry_rows \
             - written.text_rows
         devices = sorted({*seen, *(s.device for s in statuses)})

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -70,7 +71,7 @@ async def test_a_reading_s_values_share_one_converted_time(db_url: str) -> None:
 
 async def test_a_stream_of_several_copy_messages_and_its_redelivery(db_url: str) -> None:
     """More than one COPY message (repository.COPY_CHUNK) goes in whole; copied again (a
-    redelivered batch) it takes the idempotent path and adds nothing."""
+    redelivered batch) it is refused, and through the redelivery path adds nothing."""
     start = datetime(2026, 12, 7, tzinfo=UTC)
     rows = [(start + timedelta(seconds=n), 1 + n % 7, 1 + n % 11, n / 3, None if n % 5 else 7)
             for n in range(40_000)]
@@ -82,11 +83,15 @@ async def test_a_stream_of_several_copy_messages_and_its_redelivery(db_url: str)
                            "metric smallint, value double precision, quality smallint, "
                            "UNIQUE (device, metric, time))")
         async with conn.transaction():
-            assert await repository._copy_idempotent(conn, "t", rows, data,
-                                                     "double precision") == len(rows)
+            assert await repository._copy(conn, "t", rows, data, "double precision",
+                                          redelivered=False) == len(rows)
+        with pytest.raises(asyncpg.UniqueViolationError):
+            async with conn.transaction():
+                await repository._copy(conn, "t", rows, data, "double precision",
+                                       redelivered=False)
         async with conn.transaction():
-            assert await repository._copy_idempotent(conn, "t", rows, data,
-                                                     "double precision") == 0
+            assert await repository._copy(conn, "t", rows, data, "double precision",
+                                          redelivered=True) == 0
         stored = await conn.fetch(f"SELECT {', '.join(TELEMETRY_COLUMNS)} FROM t "
                                   "ORDER BY time")
         assert [tuple(r) for r in stored] == rows
