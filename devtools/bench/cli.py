@@ -31,8 +31,8 @@ def bench() -> None:
               help="Cap phase 2's publishers at this many readings/s in all (default: as "
               "fast as they go). Sparkplug has no backpressure: at full speed the host "
               "drops data once the ingestor's window is full.")
-@click.option("--batch", "batch_max_messages", type=int, default=1000, show_default=True,
-              help="Ingestor batch size (messages).")
+@click.option("--batch", "batch_max_messages", type=int, default=None,
+              help="Ingestor batch size (messages; default: the ingestor's own).")
 @click.option("--replicas", type=int, default=1, show_default=True,
               help="Ingestor processes, each taking its partition of the devices.")
 @click.option("--units", is_flag=True,
@@ -46,7 +46,7 @@ def bench() -> None:
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON result here (default bench-results/ingest-<time>.json).")
 def bench_ingest(via: str, messages: int, devices: int, children: int, sparkplug_qos: int,
-                 rate: float | None, batch_max_messages: int, replicas: int, units: bool,
+                 rate: float | None, batch_max_messages: int | None, replicas: int, units: bool,
                  malformed: bool, pipeline: bool, output: str | None) -> None:
     """Ingest throughput, latency, loss and duplicates vs the broker's raw pass-through."""
     from devtools.bench.ingest import BenchConfig
@@ -59,11 +59,11 @@ def bench_ingest(via: str, messages: int, devices: int, children: int, sparkplug
                                  param_hint="--units")
     configure_logging("bench", level="WARNING", fmt="console")
 
-    result = run_bench(BenchConfig(messages=messages, devices=devices,
-                                   batch_max_messages=batch_max_messages, replicas=replicas,
+    batch = {} if batch_max_messages is None else {"batch_max_messages": batch_max_messages}
+    result = run_bench(BenchConfig(messages=messages, devices=devices, replicas=replicas,
                                    units=units, via=via, children=children,
                                    sparkplug_qos=sparkplug_qos, rate=rate,
-                                   pipeline=pipeline, malformed=malformed),
+                                   pipeline=pipeline, malformed=malformed, **batch),
                        progress=lambda line: click.echo(line, err=True))
     click.echo(report(result) + f"\nJSON: {save_result('ingest', result, output)}")
 

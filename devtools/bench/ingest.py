@@ -60,6 +60,7 @@ from devtools.stack.service_process import (
     ingestor_environment,
     replica_overrides,
 )
+from services.ingestor.settings import IngestorSettings
 from shared.broker_accounts import SPARKPLUG_ACCOUNT
 from shared.migrate import migrate
 from shared.mqtt import GATEWAY_TELEMETRY_FILTER, TELEMETRY_FILTER
@@ -67,6 +68,7 @@ from shared.sparkplug.topics import NAMESPACE
 from shared.streams import TELEMETRY
 
 VIAS = ("device", "gateway", "sparkplug")
+INGESTOR_DEFAULTS = IngestorSettings.model_fields
 SPARKPLUG_HOST_ID = "bench-host"
 # Sparkplug has no redelivery: a reading the broker dropped (QoS 0; the host acks on
 # arrival, so at QoS 1 too) never comes. Once the publishers are done, the wait for the
@@ -79,9 +81,10 @@ RAW_DRAIN_SECONDS = 30.0
 class BenchConfig:
     messages: int = 100_000
     devices: int = 20  # devices, gateways (--via gateway) or edge nodes (--via sparkplug)
-    batch_max_messages: int = 1000
-    batch_max_age_ms: float = 25.0
-    receive_maximum: int = 4000
+    # The ingestor's own defaults (its settings).
+    batch_max_messages: int = INGESTOR_DEFAULTS["batch_max_messages"].default
+    batch_max_age_ms: float = INGESTOR_DEFAULTS["batch_max_age_ms"].default
+    receive_maximum: int = INGESTOR_DEFAULTS["receive_maximum"].default
     replicas: int = 1  # ingestor processes, each taking its partition of the devices
     # Latency under a steady load below saturation (at saturation it is queueing time):
     # this fraction of the sustained rate, for this many seconds.

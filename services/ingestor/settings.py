@@ -22,9 +22,10 @@ class IngestorSettings(PartitionedSettings):
     # Partitioned: how often a replica looks for newly registered devices and gateways
     # to subscribe to (services/ingestor/subscriptions.py).
     subscription_refresh_seconds: float = Field(1.0, gt=0)
-    # Unacked messages the broker may have in flight to us: bounds our memory.
-    receive_maximum: int = Field(4000, ge=10, le=65535)
-    batch_max_messages: int = Field(1000, ge=1)
+    # Unacked messages the broker may have in flight to us: bounds our memory. Room for
+    # the batch filling beside two committing, so intake seldom pauses at full speed.
+    receive_maximum: int = Field(8000, ge=10, le=65535)
+    batch_max_messages: int = Field(2000, ge=1)
     batch_max_age_ms: float = Field(25.0, gt=0)
     # Batches committing at once, each on a pooled connection of its own: while one waits
     # on PostgreSQL (its COPY, its commit's fsync) the next is mapped and written.
