@@ -197,8 +197,9 @@ async def test_every_way_of_writing_matches_the_raw_rows(conn: asyncpg.Connectio
 
 
 async def test_the_ingestors_write_counts_a_redelivery_once(conn: asyncpg.Connection) -> None:
-    """services/ingestor/repository.py's write: COPY in a savepoint; on a duplicate key,
-    the batch again through a staging table with ON CONFLICT DO NOTHING."""
+    """services/ingestor/repository.py's write: COPY straight in; on a duplicate key, the
+    transaction rolled back and the batch again through a staging table with ON CONFLICT
+    DO NOTHING."""
     rng = random.Random(3)
     batch = [(at(i / 7), 1 + i % 3, 1 + i % 2, eighths(rng), None) for i in range(700)]
 
