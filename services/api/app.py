@@ -200,12 +200,14 @@ def create_app(common: CommonSettings, settings: ApiSettings,
     for router in ROUTERS:
         api.include_router(router)
     app.include_router(api)
-    # Innermost first: the body limit answers inside the metrics (413s are counted).
+    # Innermost first, all inside the metrics, so what they answer is counted: the
+    # console's 500 page for its paths, the API's 500 for the rest, the body limit (413).
+    install_console(app)
+    app.add_middleware(errors.UnexpectedErrors)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes,
                        routes=route_limits(ROUTERS, PREFIX))
     app.add_middleware(HttpMetrics, registry=registry)
     install_docs(app, settings.docs_exposure(common.env), PREFIX)
-    install_console(app)
     install_static(app)  # /static: the pages' scripts and styles (after any mount under it)
 
     @app.get("/health/live", include_in_schema=False)

@@ -8,6 +8,7 @@ names each field; anything unexpected is logged and answered 500 without interna
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -15,8 +16,9 @@ import redis.asyncio as redis
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import (
     Conflict,
@@ -122,9 +124,48 @@ async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
                           headers={"Retry-After": "5"})
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", path=request.url.path, method=request.method)
+def internal_error(_request: Request) -> Response:
     return JSONResponse(body("internal", "internal error; it has been logged"), 500)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """Last resort, for an error raised outside UnexpectedErrors (in a middleware)."""
+    log.exception("unhandled error", path=request.url.path, method=request.method)
+    return internal_error(request)
+
+
+class UnexpectedErrors:
+    """An error no handler took: logged here, once, and answered 500 by `answer` (unless
+    the response had started: then the server closes the connection, the answer cut
+    short). Added inside HttpMetrics, so the 500 is counted. As a handler of Exception it
+    would run in Starlette's ServerErrorMiddleware, outside every middleware, which
+    re-raises after answering: the 500 went uncounted and the server logged the same
+    traceback a second time. `applies`: the requests it answers (the console has its own
+    page)."""
+
+    def __init__(self, app: ASGIApp, event: str = "unhandled error",
+                 answer: Callable[[Request], Response] = internal_error,
+                 applies: Callable[[Request], bool] | None = None) -> None:
+        self.app, self.event, self.answer, self.applies = app, event, answer, applies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (self.applies and not self.applies(Request(scope))):
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            request = Request(scope)
+            log.exception(self.event, path=request.url.path, method=request.method)
+            if not started:
+                await self.answer(request)(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:

@@ -19,7 +19,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import errors
 from services.api.console import (
@@ -81,37 +80,6 @@ def validation_message(exc: RequestValidationError) -> tuple[int, str]:
                           for e in exc.errors()[:5])
 
 
-class ConsoleErrors:
-    """An error no handler took, on a console path: logged here, once, and answered with
-    the 500 page. (As a handler of Exception it would run in Starlette's
-    ServerErrorMiddleware, which re-raises after answering, and the server would log the
-    same traceback again.)"""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_console(Request(scope)):
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked)
-        except Exception:
-            request = Request(scope)
-            log.exception("unhandled error in the console", path=request.url.path,
-                          method=request.method)
-            if not started:  # else the server closes the connection, the answer cut short
-                await error_page(request, 500, "an internal error; it has been logged")(
-                    scope, receive, send)
-
-
 def install_console(app: FastAPI) -> None:
     for router in ROUTERS:
         app.include_router(router)
@@ -121,7 +89,10 @@ def install_console(app: FastAPI) -> None:
     html_for_console(app, StarletteHTTPException,
                      lambda exc: (exc.status_code, "no such page" if exc.status_code == 404
                                   else str(exc.detail)))
-    app.add_middleware(ConsoleErrors)
+    app.add_middleware(errors.UnexpectedErrors, event="unhandled error in the console",
+                       answer=lambda request: error_page(
+                           request, 500, "an internal error; it has been logged"),
+                       applies=is_console)
 
     @app.get("/", include_in_schema=False)
     async def home() -> RedirectResponse:
